@@ -1,0 +1,1 @@
+//! patchwatch-aggregator (stub, filled in by its issue).

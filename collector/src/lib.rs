@@ -1,0 +1,1 @@
+//! patchwatch-collector library.

@@ -1,0 +1,1 @@
+//! patchwatch-pipeline (stub, filled in by its issue).

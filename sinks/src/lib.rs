@@ -1,0 +1,1 @@
+//! patchwatch-sinks (stub, filled in by its issue).
