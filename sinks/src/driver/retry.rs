@@ -1,0 +1,94 @@
+//! Batching and retry settings, and the backoff schedule.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How findings are grouped into requests.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most findings per request (default 500).
+    pub max_events: usize,
+    /// Longest a finding waits for its batch to fill, in milliseconds (default 1000).
+    pub timeout_ms: u64,
+    /// Findings the queue holds before `submit` reports it full (default 10000).
+    pub queue_capacity: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: 500,
+            timeout_ms: 1000,
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+/// How failed attempts are retried: capped exponential backoff with jitter.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First backoff in milliseconds (default 200).
+    pub initial_backoff_ms: u64,
+    /// Cap on the backoff in milliseconds (default 30000).
+    pub max_backoff_ms: u64,
+    /// Attempts after the first before a batch is given up; absent means retry until the
+    /// destination recovers or the sink shuts down (default: absent, nothing is dropped).
+    pub max_retries: Option<u32>,
+    /// Timeout of one request in milliseconds (default 10000).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_backoff_ms: 200,
+            max_backoff_ms: 30_000,
+            max_retries: None,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Backoff before retry number `attempt` (0-based): `min(cap, initial * 2^attempt)` scaled by
+    /// a random factor in [0.5, 1.0), so that many sinks restarting together spread out.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial_backoff_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.max_backoff_ms)
+            .max(1);
+        let jitter: f64 = rand::random_range(0.5..1.0);
+        Duration::from_millis((base as f64 * jitter) as u64)
+    }
+
+    /// Request timeout as a `Duration`.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let r = RetryConfig {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+            ..Default::default()
+        };
+        for _ in 0..50 {
+            let b0 = r.backoff(0).as_millis();
+            assert!((50..100).contains(&b0), "{b0}");
+            let b3 = r.backoff(3).as_millis();
+            assert!((400..800).contains(&b3), "{b3}");
+            let b30 = r.backoff(30).as_millis();
+            assert!((500..1000).contains(&b30), "{b30}");
+        }
+    }
+}
