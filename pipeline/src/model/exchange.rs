@@ -1,0 +1,250 @@
+//! ExchangeSetup.log: runs start at the `Starting Microsoft Exchange Server ... Setup` banner and
+//! end at `The Exchange Server setup operation completed successfully.` or `... didn't
+//! complete.`. Readiness checks follow SetupLogReviewer's `Test-PrerequisiteCheck`
+//! (`exchange-setup-log.md` §5.1): they combine several `Evaluated [...]` values, so they run
+//! once the run ends, on the last value of each setting.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{between, find_ci, s, Boundary, Derived, Line, RunData};
+use crate::finding::{EvidenceLine, Outcome};
+use crate::RunSummary;
+
+/// What the Exchange model remembers about one run.
+#[derive(Debug, Default)]
+pub(crate) struct ExchangeRun {
+    /// `Setting:Name` / `Rule:Name` → last evaluated value, its line and offset.
+    settings: HashMap<String, (String, EvidenceLine, u64)>,
+    /// Rules that evaluated True at least once (for `InstallWatermark`).
+    ever_true: HashMap<String, (EvidenceLine, u64)>,
+    /// `Failed [Rule:X] [Message:...]` lines by rule name.
+    failed_rules: HashMap<String, EvidenceLine>,
+    /// `Schema` / `Organization Configuration` / `Domain Configuration` → True/False and line.
+    update_required: HashMap<String, (bool, EvidenceLine, u64)>,
+    first_error: Option<(EvidenceLine, u64)>,
+    last_error_reference: Option<EvidenceLine>,
+}
+
+pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut RunSummary) -> Boundary {
+    let t = line.text;
+    let x = &mut run.exchange;
+    match anchor {
+        s::BANNER => {
+            if let Some(p) = between(t, "Starting ", " Setup") {
+                sum.product = Some(p.to_string());
+            }
+            return Boundary::Start;
+        }
+        s::SETUP_VERSION => {
+            if let Some(v) = after(t, "Setup version: ").map(|v| v.trim_end_matches('.')) {
+                sum.target_build = Some(v.to_string());
+                sum.fields.insert("setup_version".into(), v.to_string());
+            }
+        }
+        s::LOGGED_ON_USER => {
+            if let Some(v) = after(t, "Logged on user: ").map(|v| v.trim_end_matches('.')) {
+                sum.fields.insert("user".into(), v.to_string());
+            }
+        }
+        s::CMD_PARAM => {
+            if let (Some(name), Some(value)) = (between(t, "Name='", "'"), between(t, "Value='", "'")) {
+                let name = name.to_ascii_lowercase();
+                if name == "mode" {
+                    sum.mode = Some(value.to_string());
+                } else if name.starts_with("prepare") && sum.mode.is_none() {
+                    // SetupLogReviewer reports these runs as mode `Unknown`; naming the switch
+                    // tells the operator more.
+                    sum.mode = Some(format!("/{name}"));
+                }
+            }
+        }
+        s::LOCAL_VERSION => {
+            if !sum.fields.contains_key("backup_build") {
+                if let Some(v) = after(t, "The locally installed version is ").map(|v| v.trim_end_matches('.')) {
+                    sum.installed_build = Some(v.to_string());
+                }
+            }
+        }
+        s::BACKUP_VERSION => {
+            if let Some(v) = between(t, "previously installed version is '", "'") {
+                sum.installed_build = Some(v.to_string());
+                sum.fields.insert("backup_build".into(), v.to_string());
+            }
+        }
+        s::SETUP_SUCCEEDED => return Boundary::End(Outcome::Succeeded),
+        s::SETUP_FAILED => return Boundary::End(Outcome::Failed),
+        s::ERROR => {
+            if x.first_error.is_none() && find_ci(t, "[ERROR]").is_some() {
+                x.first_error = Some((line.evidence(), line.offset));
+            }
+        }
+        s::ERROR_REFERENCE => x.last_error_reference = Some(line.evidence()),
+        s::EVALUATED => {
+            if let (Some(name), Some(value)) = (between(t, "Evaluated [", "]"), between(t, "[Value:\"", "\"]")) {
+                if value.eq_ignore_ascii_case("true") {
+                    x.ever_true.insert(name.to_string(), (line.evidence(), line.offset));
+                }
+                x.settings.insert(name.to_string(), (value.to_string(), line.evidence(), line.offset));
+            }
+        }
+        s::UPDATE_STATUS => {
+            for what in ["Schema", "Organization Configuration", "Domain Configuration"] {
+                if find_ci(t, &format!("] {what} Update Required Status")).is_some() {
+                    let v = between(t, "Status : '", "'").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                    x.update_required.insert(what.to_string(), (v, line.evidence(), line.offset));
+                }
+            }
+        }
+        s::SCHEMA_MASTER => {
+            if let Some(v) = after(t, "Schema Master domain controller ") {
+                sum.fields.insert("schema_master".into(), v.trim().to_string());
+            }
+        }
+        s::COMPONENT => {
+            if let Some(c) = between(t, "Processing component '", "'") {
+                sum.phase = Some(c.to_string());
+            }
+        }
+        s::FAILED_RULE => {
+            if let Some(name) = between(t, "Failed [Rule:", "]") {
+                x.failed_rules.insert(name.to_string(), line.evidence());
+            }
+        }
+        _ => {}
+    }
+    Boundary::None
+}
+
+fn after<'a>(t: &'a str, marker: &str) -> Option<&'a str> {
+    find_ci(t, marker).map(|i| &t[i + marker.len()..])
+}
+
+/// Readiness rules of phase A: the rule name in the log and our rule id.
+const PHASE_A: &[(&str, &str)] = &[
+    ("PendingRebootWindowsComponents", "exchange.readiness.pending-reboot-windows-components"),
+    ("RebootPending", "exchange.readiness.reboot-pending"),
+    ("ProcessNeedsToBeClosedOnUpgrade", "exchange.readiness.close-powershell-sessions"),
+    ("DomainControllerIsOutOfSite", "exchange.readiness.dc-out-of-site"),
+    ("RemoteRegException", "exchange.readiness.remote-registry"),
+];
+
+/// Informational readiness rules (they still stop SetupLogReviewer's chain).
+const INFORMATIONAL: &[(&str, &str)] = &[
+    ("MSDTCStopped", "exchange.readiness.msdtc-stopped"),
+    ("IisUrlRewriteNotInstalled", "exchange.readiness.iis-url-rewrite-missing"),
+];
+
+pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
+    let x = &run.exchange;
+    let mut ctx = BTreeMap::new();
+    for (k, v) in &sum.fields {
+        ctx.insert(k.clone(), v.clone());
+    }
+    let setting = |name: &str| {
+        x.settings
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
+    let value = |name: &str| setting(name).map(|(v, _, _)| v.as_str()).filter(|v| !v.is_empty());
+    let is = |name: &str, want: &str| value(name).is_some_and(|v| v.eq_ignore_ascii_case(want));
+    if let Some(c) = value("Setting:ComputerNameDnsFullyQualified") {
+        ctx.insert("computer".into(), c.to_string());
+        if let Some(d) = c.split('.').nth(1) {
+            ctx.insert("domain".into(), d.to_string());
+        }
+    }
+    if let Some(v) = value("Setting:SiteName") {
+        ctx.insert("site".into(), v.to_string());
+    }
+    if let Some(v) = value("Setting:DomainController") {
+        ctx.insert("domain_controller".into(), v.to_string());
+    }
+    ctx.insert(
+        "dc_site".into(),
+        value("Setting:DomainControllerSiteName").unwrap_or("NULL VALUE").to_string(),
+    );
+    sum.fields.extend(ctx.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if sum.outcome == Outcome::Succeeded {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut derive = |rule_id: &'static str, lines: Vec<(EvidenceLine, u64)>, extra: &[(&str, String)]| {
+        let (line, offset) = lines.first().map(|(e, o)| (e.line, *o)).unwrap_or((0, 0));
+        let mut fields = ctx.clone();
+        for (k, v) in extra {
+            fields.insert((*k).to_string(), v.clone());
+        }
+        let mut evidence: Vec<EvidenceLine> = lines.into_iter().map(|(e, _)| e).collect();
+        evidence.sort_by_key(|e| e.line);
+        evidence.dedup();
+        out.push(Derived { rule_id, line, offset, evidence, fields });
+    };
+    let with_failure = |name: &str, ev: &(String, EvidenceLine, u64)| {
+        let mut v = vec![(ev.1.clone(), ev.2)];
+        if let Some(f) = x.failed_rules.get(name) {
+            v.push((f.clone(), ev.2));
+        }
+        v
+    };
+    let mut phase_a = false;
+    for (name, id) in PHASE_A {
+        let key = format!("Rule:{name}");
+        if is(&key, "true") {
+            phase_a = true;
+            derive(id, with_failure(name, setting(&key).expect("present")), &[]);
+        }
+    }
+    for (name, id) in INFORMATIONAL {
+        let key = format!("Rule:{name}");
+        if is(&key, "true") {
+            derive(id, with_failure(name, setting(&key).expect("present")), &[]);
+        }
+    }
+    if is("Setting:LocalDomainIsPrepped", "false") && is("Rule:DomainPrepRequired", "true") {
+        let a = setting("Setting:LocalDomainIsPrepped").expect("present");
+        let b = setting("Rule:DomainPrepRequired").expect("present");
+        derive("exchange.readiness.domain-not-prepared", vec![(a.1.clone(), a.2), (b.1.clone(), b.2)], &[]);
+    }
+    if let Some((e, o)) = x.ever_true.iter().find(|(k, _)| k.eq_ignore_ascii_case("Rule:InstallWatermark")).map(|(_, v)| v) {
+        derive("exchange.readiness.install-watermark", vec![(e.clone(), *o)], &[]);
+    }
+    if !phase_a {
+        let status = |what: &str| x.update_required.get(what).filter(|(v, _, _)| *v);
+        let admin_false = |name: &str| {
+            setting(&format!("Setting:{name}")).filter(|(v, _, _)| v.eq_ignore_ascii_case("false"))
+        };
+        let checks: [(&str, &str, &'static str, &str); 4] = [
+            ("Schema", "SchemaAdmin", "exchange.prereq.schema-admins-required", "Schema Admins"),
+            ("Schema", "EnterpriseAdmin", "exchange.prereq.schema-enterprise-admins-required", "Enterprise Admins"),
+            ("Organization Configuration", "EnterpriseAdmin", "exchange.prereq.prepare-ad-enterprise-admins-required", "Enterprise Admins"),
+            ("Domain Configuration", "EnterpriseAdmin", "exchange.prereq.prepare-domain-enterprise-admins-required", "Enterprise Admins"),
+        ];
+        for (what, admin, id, group) in checks {
+            if let (Some(st), Some(ad)) = (status(what), admin_false(admin)) {
+                derive(id, vec![(st.1.clone(), st.2), (ad.1.clone(), ad.2)], &[("group", group.to_string())]);
+            }
+        }
+        if let Some(org) = admin_false("ExOrgAdmin") {
+            match value("Setting:SidExOrgAdmins") {
+                Some(sid) if is("Rule:DelegatedMailboxFirstInstall", "true") => derive(
+                    "exchange.prereq.not-organization-management",
+                    vec![(org.1.clone(), org.2)],
+                    &[("sid", sid.to_string())],
+                ),
+                Some(_) => {}
+                None => derive("exchange.prereq.organization-not-prepared", vec![(org.1.clone(), org.2)], &[]),
+            }
+        }
+    }
+    if sum.outcome == Outcome::Failed {
+        if let Some((e, o)) = &x.first_error {
+            let mut lines = vec![(e.clone(), *o)];
+            if let Some(r) = &x.last_error_reference {
+                lines.push((r.clone(), *o));
+            }
+            derive("exchange.setup.failed", lines, &[]);
+        }
+    }
+    out
+}

@@ -1,0 +1,203 @@
+//! Log models: the line grammars of ExchangeSetup.log, Windows Installer logs and
+//! ServiceControl.log, how each splits into runs, and the checks that need a whole run.
+//!
+//! Models see only the lines that hit a *structural anchor* (banner, header values, outcome
+//! lines); the scanner finds those with the same automaton as the rules' anchors.
+
+pub(crate) mod exchange;
+pub(crate) mod msi;
+pub(crate) mod servicecontrol;
+
+use std::collections::BTreeMap;
+
+use crate::finding::{EvidenceLine, LogKind, Outcome};
+use crate::time::NaiveTime;
+
+/// Literals the models need to see, in the order of [`S`].
+pub const STRUCTURAL_ANCHORS: &[&str] = &[
+    "Starting Microsoft Exchange Server",
+    "Setup version: ",
+    "Logged on user: ",
+    "Command Line Parameter Name='",
+    "The locally installed version is ",
+    "The backup copy of the previously installed version is '",
+    "setup operation completed successfully",
+    "setup operation didn't complete",
+    "[ERROR]",
+    "Evaluated [",
+    "Update Required Status : '",
+    "Schema Master domain controller ",
+    "Processing component '",
+    "Failed [Rule:",
+    "=== Verbose logging started",
+    "=== Logging started",
+    "=== Logging stopped",
+    "=== Verbose logging stopped",
+    "MainEngineThread is returning ",
+    "success or error status: ",
+    "Action start ",
+    "Return value 3",
+    "Property(S): Product",
+    "the product. Product Name: ",
+    "* ServiceControl.ps1",
+    "Script completed",
+    "[ERROR-REFERENCE]",
+];
+
+/// Indices into [`STRUCTURAL_ANCHORS`].
+#[allow(missing_docs)]
+pub(crate) mod s {
+    pub const BANNER: usize = 0;
+    pub const SETUP_VERSION: usize = 1;
+    pub const LOGGED_ON_USER: usize = 2;
+    pub const CMD_PARAM: usize = 3;
+    pub const LOCAL_VERSION: usize = 4;
+    pub const BACKUP_VERSION: usize = 5;
+    pub const SETUP_SUCCEEDED: usize = 6;
+    pub const SETUP_FAILED: usize = 7;
+    pub const ERROR: usize = 8;
+    pub const EVALUATED: usize = 9;
+    pub const UPDATE_STATUS: usize = 10;
+    pub const SCHEMA_MASTER: usize = 11;
+    pub const COMPONENT: usize = 12;
+    pub const FAILED_RULE: usize = 13;
+    pub const MSI_VERBOSE_START: usize = 14;
+    pub const MSI_START: usize = 15;
+    pub const MSI_STOP: usize = 16;
+    pub const MSI_VERBOSE_STOP: usize = 17;
+    pub const MSI_RETURNING: usize = 18;
+    pub const MSI_STATUS: usize = 19;
+    pub const MSI_ACTION_START: usize = 20;
+    pub const MSI_RETURN_3: usize = 21;
+    pub const MSI_PROPERTY: usize = 22;
+    pub const MSI_SUMMARY: usize = 23;
+    pub const SC_HEADER: usize = 24;
+    pub const SC_COMPLETED: usize = 25;
+    pub const ERROR_REFERENCE: usize = 26;
+}
+
+/// A line as a model sees it.
+pub(crate) struct Line<'a> {
+    pub number: u64,
+    pub offset: u64,
+    pub text: &'a str,
+}
+
+impl Line<'_> {
+    pub(crate) fn evidence(&self) -> EvidenceLine {
+        EvidenceLine {
+            line: self.number,
+            text: crate::cut(self.text),
+        }
+    }
+}
+
+/// What a structural line does to the run structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Boundary {
+    /// Nothing.
+    None,
+    /// A new run starts with this line (the open one, if any, ends before it).
+    Start,
+    /// The open run ends after this line, with this outcome.
+    End(Outcome),
+}
+
+/// A finding a model raises for a derived rule.
+pub(crate) struct Derived {
+    pub rule_id: &'static str,
+    pub line: u64,
+    pub offset: u64,
+    pub evidence: Vec<EvidenceLine>,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// Per-run state kept by the model of the file's kind.
+#[derive(Debug, Default)]
+pub(crate) struct RunData {
+    pub exchange: exchange::ExchangeRun,
+    pub msi: msi::MsiRun,
+    /// Date from the run header, for logs whose lines carry only a clock time.
+    pub date: Option<(i32, u32, u32)>,
+}
+
+/// Detects the log kind from the first non-empty line.
+pub(crate) fn detect_kind(first_line: &[u8], path: &str) -> LogKind {
+    let l = first_line;
+    if crate::time::exchange_prefix(l).is_some() {
+        return LogKind::ExchangeSetup;
+    }
+    if l.starts_with(b"=== ") || l.starts_with(b"MSI (") || l.starts_with(b"Property(") || l.starts_with(b"Action ") {
+        return LogKind::Msi;
+    }
+    if l.len() > 10 && l[0] == b'[' && l[9] == b']' && crate::time::clock(&l[1..9]).is_some() {
+        return LogKind::ServiceControl;
+    }
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path).to_ascii_lowercase();
+    if name.starts_with("exchangesetup") && name.ends_with(".log") {
+        LogKind::ExchangeSetup
+    } else if name.ends_with(".msilog") || (name.starts_with("msi") && name.ends_with(".log")) {
+        LogKind::Msi
+    } else if name.starts_with("servicecontrol") || name.starts_with("updatecas") || name.starts_with("updateconfigfile") {
+        LogKind::ServiceControl
+    } else {
+        LogKind::Plain
+    }
+}
+
+/// Dispatches a structural line to the model of `kind`.
+pub(crate) fn on_structural(kind: LogKind, anchor: usize, line: &Line, run: &mut RunData, summary: &mut crate::RunSummary) -> Boundary {
+    match kind {
+        LogKind::ExchangeSetup => exchange::on_line(anchor, line, run, summary),
+        LogKind::Msi => msi::on_line(anchor, line, run, summary),
+        LogKind::ServiceControl => servicecontrol::on_line(anchor, line, run, summary),
+        LogKind::Plain => Boundary::None,
+    }
+}
+
+/// Checks that need the whole run, called once when the run ends.
+pub(crate) fn finalize(kind: LogKind, run: &RunData, summary: &mut crate::RunSummary) -> Vec<Derived> {
+    match kind {
+        LogKind::ExchangeSetup => exchange::finalize(run, summary),
+        LogKind::Msi => msi::finalize(run, summary),
+        LogKind::ServiceControl | LogKind::Plain => Vec::new(),
+    }
+}
+
+/// Parses the time written on a line of `kind`.
+pub(crate) fn line_time(kind: LogKind, line: &[u8], run: &RunData) -> Option<NaiveTime> {
+    match kind {
+        LogKind::ExchangeSetup => crate::time::exchange_prefix(line),
+        LogKind::Msi => msi::line_time(line, run.date),
+        LogKind::ServiceControl => servicecontrol::line_time(line, run.date),
+        LogKind::Plain => None,
+    }
+}
+
+/// Text between `start` and the next `end` after it.
+pub(crate) fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = find_ci(s, start)? + start.len();
+    let j = s[i..].find(end)?;
+    Some(&s[i..i + j])
+}
+
+/// ASCII case-insensitive find.
+pub(crate) fn find_ci(s: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (s.as_bytes(), needle.as_bytes());
+    if n.len() > h.len() {
+        return None;
+    }
+    (0..=h.len() - n.len()).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+}
+
+/// True when a structural line of `kind` starts a new run, given the current one.
+pub(crate) fn opens_run(kind: LogKind, anchor: usize, current: Option<(&RunData, &crate::RunSummary)>) -> bool {
+    match (kind, anchor) {
+        (LogKind::ExchangeSetup, s::BANNER) => true,
+        (LogKind::Msi, s::MSI_VERBOSE_START) => true,
+        // The engine's `=== Logging started` inside a running verbose session is not a new run.
+        (LogKind::Msi, s::MSI_START) => !current.is_some_and(|(d, sum)| d.msi.is_verbose() && sum.outcome == Outcome::InProgress),
+        (LogKind::ServiceControl, s::SC_HEADER) => true,
+        _ => false,
+    }
+}

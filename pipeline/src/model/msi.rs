@@ -1,0 +1,175 @@
+//! Windows Installer logs (`msi-log.md`): a run is a `=== Verbose logging started` session, or
+//! a `=== Logging started` one in non-verbose logs; its outcome is the last
+//! `MainEngineThread is returning N` or `... success or error status: N.` (0, 3010 and 1641 are
+//! success). The culprit of a failure is found by rules (custom action, `Error NNNN`, launch
+//! condition); this model adds the outcome itself.
+
+use std::collections::BTreeMap;
+
+use super::{between, find_ci, s, Boundary, Derived, Line, RunData};
+use crate::finding::{EvidenceLine, Outcome};
+use crate::time::{clock, locale_date, NaiveTime};
+use crate::RunSummary;
+
+/// What the MSI model remembers about one run.
+#[derive(Debug, Default)]
+pub(crate) struct MsiRun {
+    verbose: bool,
+    exit_code: Option<(i64, EvidenceLine, u64)>,
+    summary_line: Option<(EvidenceLine, u64)>,
+    failed_action: Option<String>,
+}
+
+impl MsiRun {
+    /// True when the run was started by a `=== Verbose logging started` header.
+    pub(crate) fn is_verbose(&self) -> bool {
+        self.verbose
+    }
+}
+
+/// True for the exit codes Windows Installer treats as success.
+pub(crate) fn is_success(code: i64) -> bool {
+    matches!(code, 0 | 3010 | 1641)
+}
+
+fn outcome(m: &MsiRun) -> Outcome {
+    match &m.exit_code {
+        Some((c, _, _)) if is_success(*c) => Outcome::Succeeded,
+        Some(_) => Outcome::Failed,
+        None if m.failed_action.is_some() => Outcome::Failed,
+        None => Outcome::Succeeded,
+    }
+}
+
+pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut RunSummary) -> Boundary {
+    let t = line.text;
+    match anchor {
+        s::MSI_VERBOSE_START | s::MSI_START => {
+            let verbose = anchor == s::MSI_VERBOSE_START;
+            let date = t
+                .split_once("started: ")
+                .and_then(|(_, r)| r.split_whitespace().next())
+                .and_then(|d| locale_date(d.as_bytes()));
+            // The engine's own `=== Logging started` inside a verbose session is not a new run.
+            if !verbose && run.msi.verbose && sum.outcome == Outcome::InProgress {
+                return Boundary::None;
+            }
+            run.date = date.or(run.date);
+            run.msi.verbose = verbose;
+            if let Some(p) = between(t, "Calling process: ", " ===") {
+                sum.fields.insert("calling_process".into(), p.to_string());
+            }
+            return Boundary::Start;
+        }
+        s::MSI_STOP if !run.msi.verbose => return Boundary::End(outcome(&run.msi)),
+        s::MSI_VERBOSE_STOP => return Boundary::End(outcome(&run.msi)),
+        s::MSI_RETURNING | s::MSI_STATUS => {
+            let marker = if anchor == s::MSI_RETURNING { "is returning " } else { "error status: " };
+            let code = find_ci(t, marker).and_then(|i| {
+                let d: String = t[i + marker.len()..].chars().take_while(char::is_ascii_digit).collect();
+                d.parse::<i64>().ok()
+            });
+            if let Some(c) = code {
+                run.msi.exit_code = Some((c, line.evidence(), line.offset));
+                sum.exit_code = Some(c);
+                sum.fields.insert("exit_code".into(), c.to_string());
+            }
+        }
+        s::MSI_ACTION_START => {
+            if let Some(name) = t.split_once(": ").map(|(_, r)| r.trim().trim_end_matches('.')) {
+                if !name.is_empty() && t.starts_with("Action start") {
+                    sum.phase = Some(name.to_string());
+                }
+            }
+        }
+        s::MSI_RETURN_3 => {
+            if run.msi.failed_action.is_none() && t.starts_with("Action ended") {
+                if let Some(name) = t.split_once(": ").and_then(|(_, r)| r.split_once(". Return")).map(|(n, _)| n) {
+                    run.msi.failed_action = Some(name.to_string());
+                    sum.fields.insert("failed_action".into(), name.to_string());
+                }
+            }
+        }
+        s::MSI_PROPERTY => {
+            for (prop, field) in [("ProductName", "product"), ("ProductVersion", "product_version"), ("ProductCode", "product_code")] {
+                if let Some(v) = t.strip_prefix("Property(S): ").and_then(|r| r.strip_prefix(prop)).and_then(|r| r.strip_prefix(" = ")) {
+                    sum.fields.insert(field.into(), v.trim().to_string());
+                    match field {
+                        "product" => sum.product = Some(v.trim().to_string()),
+                        "product_version" => sum.target_build = Some(v.trim().to_string()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        s::MSI_SUMMARY => {
+            let op = ["installed", "reconfigured", "removed"]
+                .into_iter()
+                .find(|v| find_ci(t, &format!("Windows Installer {v} the product")).is_some());
+            if let Some(op) = op {
+                let op = match op {
+                    "installed" => "install",
+                    "reconfigured" => "reconfigure",
+                    _ => "remove",
+                };
+                sum.mode = Some(op.to_string());
+                sum.fields.insert("operation".into(), op.to_string());
+            }
+            if let Some(p) = between(t, "Product Name: ", ". Product Version") {
+                sum.product = Some(p.to_string());
+                sum.fields.insert("product".into(), p.to_string());
+            }
+            if let Some(v) = between(t, "Product Version: ", ". ") {
+                sum.target_build = Some(v.to_string());
+                sum.fields.insert("product_version".into(), v.to_string());
+            }
+            run.msi.summary_line = Some((line.evidence(), line.offset));
+        }
+        _ => {}
+    }
+    Boundary::None
+}
+
+pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
+    let m = &run.msi;
+    if sum.outcome == Outcome::InProgress {
+        sum.outcome = match m.exit_code {
+            Some(_) => outcome(m),
+            None => Outcome::InProgress,
+        };
+    }
+    let Some((code, ev, off)) = &m.exit_code else {
+        return Vec::new();
+    };
+    let mut evidence = Vec::new();
+    if let Some((s, _)) = &m.summary_line {
+        evidence.push(s.clone());
+    }
+    evidence.push(ev.clone());
+    evidence.sort_by_key(|e| e.line);
+    evidence.dedup();
+    let fields: BTreeMap<String, String> = sum.fields.clone();
+    let rule_id = match code {
+        3010 | 1641 => "msi.reboot-required",
+        c if is_success(*c) => return Vec::new(),
+        _ => "msi.install-failed",
+    };
+    let (line, offset) = m.summary_line.as_ref().map(|(e, o)| (e.line, *o)).unwrap_or((ev.line, *off));
+    vec![Derived { rule_id, line, offset, evidence, fields }]
+}
+
+/// Time of an engine line `MSI (s) (D0:A0) [21:24:36:744]: ...` or an action line
+/// `Action ended 21:24:37: ...`, on the run's header date.
+pub(crate) fn line_time(line: &[u8], date: Option<(i32, u32, u32)>) -> Option<NaiveTime> {
+    let (y, mo, d) = date?;
+    let clock_at = if line.starts_with(b"MSI (") {
+        memchr::memchr(b'[', line)? + 1
+    } else if line.starts_with(b"Action ") {
+        let sp = memchr::memchr_iter(b' ', line).nth(1)?;
+        sp + 1
+    } else {
+        return None;
+    };
+    let (h, mi, s, ms) = clock(&line[clock_at..])?;
+    Some(NaiveTime { y, mo, d, h, mi, s, ms })
+}

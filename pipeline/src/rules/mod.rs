@@ -1,0 +1,475 @@
+//! Rules as data: the TOML format, validation, the embedded built-in catalog.
+//!
+//! A [`Catalog`] is built once per rule set and shared (`Arc`) by every [`crate::FileScanner`].
+//! Building compiles every anchor (plus the log models' structural anchors) into one
+//! [`AnchorMatcher`]; scanning never fails because of rules.
+
+mod error;
+pub mod format;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use error::RulesError;
+use format::{RemediationSpec, RuleFile, RuleSpec};
+use regex::bytes::Regex;
+
+use crate::finding::{LogKind, Severity};
+use crate::matcher::AnchorMatcher;
+use crate::model::STRUCTURAL_ANCHORS;
+
+/// The built-in rule files, embedded in the binary.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("builtin:exchange.toml", include_str!("../../rules/exchange.toml")),
+    ("builtin:msi.toml", include_str!("../../rules/msi.toml")),
+    ("builtin:servicecontrol.toml", include_str!("../../rules/servicecontrol.toml")),
+    ("builtin:explain.toml", include_str!("../../rules/explain.toml")),
+];
+
+/// Run-level values that remediation templates may use besides a rule's own captures.
+pub const RUN_FIELDS: &[&str] = &[
+    "user",
+    "setup_version",
+    "installed_build",
+    "mode",
+    "computer",
+    "domain",
+    "site",
+    "product",
+    "product_version",
+    "product_code",
+    "exit_code",
+    "operation",
+    "failed_action",
+    "path",
+    "host",
+];
+
+/// A validated rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique id.
+    pub id: String,
+    /// Version.
+    pub version: u32,
+    /// Title.
+    pub title: String,
+    /// Severity.
+    pub severity: Severity,
+    /// Category.
+    pub category: String,
+    /// Log kinds it applies to; empty means any.
+    pub kinds: Vec<LogKind>,
+    /// Anchors as written.
+    pub anchors: Vec<String>,
+    /// Confirming regex (case-insensitive), if any.
+    pub regex: Option<Regex>,
+    /// Suppressing literals, lower-cased.
+    pub suppress: Vec<Vec<u8>>,
+    /// Indices (into [`Catalog::rules`]) of rules required in the same run.
+    pub requires: Vec<usize>,
+    /// Maximum distance in lines back to a required match.
+    pub lookback: Option<u64>,
+    /// Only the first match per run counts.
+    pub once_per_run: bool,
+    /// Primary-cause precedence (lower wins).
+    pub priority: Option<u32>,
+    /// Raised by a log model, not by anchors.
+    pub derived: bool,
+    /// Emitted only when nothing with a priority matched in a failed run.
+    pub fallback: bool,
+    /// Evidence lines before the match.
+    pub before: u32,
+    /// Evidence lines after the match.
+    pub after: u32,
+    /// Only for `explain`.
+    pub explain_only: bool,
+    /// Remediation templates.
+    pub remediation: RemediationSpec,
+    /// Example texts that must match.
+    pub examples_match: Vec<String>,
+    /// Example texts that must not match.
+    pub examples_no_match: Vec<String>,
+    /// Kind to scan examples as.
+    pub example_kind: LogKind,
+    /// File the rule came from.
+    pub source: String,
+}
+
+impl Rule {
+    /// True when the rule applies to files of `kind`.
+    pub fn applies_to(&self, kind: LogKind) -> bool {
+        kind == LogKind::Plain || self.kinds.is_empty() || self.kinds.contains(&kind)
+    }
+}
+
+/// What an anchor leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Index into [`Catalog::rules`].
+    Rule(usize),
+    /// Index into [`STRUCTURAL_ANCHORS`].
+    Structural(usize),
+}
+
+/// A compiled, validated set of rules.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    rules: Vec<Rule>,
+    by_id: HashMap<String, usize>,
+    matcher: AnchorMatcher,
+    /// For each anchor id of `matcher`, what it leads to.
+    targets: Vec<Vec<Target>>,
+}
+
+impl Catalog {
+    /// The built-in catalog.
+    ///
+    /// # Panics
+    /// Only if the embedded rule files are invalid, which the test suite rules out.
+    pub fn builtin() -> Catalog {
+        CatalogBuilder::new().with_builtin().build().expect("built-in rules are valid")
+    }
+
+    /// All rules, in load order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Looks a rule up by id.
+    pub fn get(&self, id: &str) -> Option<&Rule> {
+        self.by_id.get(id).map(|&i| &self.rules[i])
+    }
+
+    /// Index of a rule by id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The anchor matcher (rules' anchors plus the log models' structural anchors).
+    pub fn matcher(&self) -> &AnchorMatcher {
+        &self.matcher
+    }
+
+    pub(crate) fn targets(&self, anchor: u32) -> &[Target] {
+        &self.targets[anchor as usize]
+    }
+
+    /// Every distinct literal the matcher searches for (for comparisons such as `rg -F -f`).
+    pub fn literals(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.rules.iter().flat_map(|r| r.anchors.iter().cloned()).collect();
+        out.extend(STRUCTURAL_ANCHORS.iter().map(|s| s.to_string()));
+        out.sort_by_key(|s| s.to_ascii_lowercase());
+        out.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        out
+    }
+}
+
+/// Collects rule files, then validates and compiles them into a [`Catalog`].
+#[derive(Debug, Default)]
+pub struct CatalogBuilder {
+    specs: Vec<(String, RuleSpec)>,
+    errors: Vec<RulesError>,
+}
+
+impl CatalogBuilder {
+    /// An empty builder.
+    pub fn new() -> CatalogBuilder {
+        CatalogBuilder::default()
+    }
+
+    /// Adds the built-in rule files.
+    pub fn with_builtin(mut self) -> CatalogBuilder {
+        for (name, text) in BUILTIN {
+            self.add_str(name, text);
+        }
+        self
+    }
+
+    /// Adds a rule file from disk.
+    pub fn add_file(&mut self, path: &Path) -> &mut CatalogBuilder {
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.add_str(&path.display().to_string(), &text),
+            Err(source) => {
+                self.errors.push(RulesError::Io { path: path.to_path_buf(), source });
+                self
+            }
+        }
+    }
+
+    /// Adds rule-file text; `name` is used in error messages.
+    pub fn add_str(&mut self, name: &str, text: &str) -> &mut CatalogBuilder {
+        match toml::from_str::<RuleFile>(text) {
+            Ok(file) => self.specs.extend(file.rules.into_iter().map(|r| (name.to_string(), r))),
+            Err(e) => self.errors.push(RulesError::Syntax {
+                path: PathBuf::from(name),
+                message: e.to_string(),
+            }),
+        }
+        self
+    }
+
+    /// Validates and compiles. Returns the first error, naming file, rule and field.
+    pub fn build(self) -> Result<Catalog, RulesError> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(e);
+        }
+        let mut by_id = HashMap::new();
+        for (i, (file, spec)) in self.specs.iter().enumerate() {
+            if by_id.insert(spec.id.clone(), i).is_some() {
+                return Err(invalid(file, &spec.id, "id", "duplicate rule id".into()));
+            }
+        }
+        let mut rules = Vec::with_capacity(self.specs.len());
+        for (file, spec) in &self.specs {
+            rules.push(validate(file, spec, &by_id)?);
+        }
+        let mut anchors: Vec<String> = Vec::new();
+        let mut targets: Vec<Vec<Target>> = Vec::new();
+        let mut push = |anchor: &str, t: Target| {
+            if let Some(i) = anchors.iter().position(|a| a.eq_ignore_ascii_case(anchor)) {
+                targets[i].push(t);
+            } else {
+                anchors.push(anchor.to_string());
+                targets.push(vec![t]);
+            }
+        };
+        for (i, s) in STRUCTURAL_ANCHORS.iter().enumerate() {
+            push(s, Target::Structural(i));
+        }
+        for (i, r) in rules.iter().enumerate() {
+            for a in &r.anchors {
+                push(a, Target::Rule(i));
+            }
+        }
+        let matcher = AnchorMatcher::new(&anchors);
+        tracing::debug!(
+            anchors = anchors.len(),
+            prefixes = matcher.prefix_count(),
+            prefix_len = matcher.prefix_len(),
+            "Anchor matcher built."
+        );
+        Ok(Catalog { rules, by_id, matcher, targets })
+    }
+}
+
+fn invalid(file: &str, rule: &str, field: &'static str, message: String) -> RulesError {
+    RulesError::Invalid {
+        path: PathBuf::from(file),
+        rule: rule.to_string(),
+        field,
+        message,
+    }
+}
+
+fn parse_kind(s: &str) -> Option<Option<LogKind>> {
+    Some(match s {
+        "any" => None,
+        "exchange_setup" => Some(LogKind::ExchangeSetup),
+        "msi" => Some(LogKind::Msi),
+        "service_control" => Some(LogKind::ServiceControl),
+        "plain" => Some(LogKind::Plain),
+        _ => return None,
+    })
+}
+
+fn validate(file: &str, s: &RuleSpec, by_id: &HashMap<String, usize>) -> Result<Rule, RulesError> {
+    let bad = |field, msg: String| invalid(file, &s.id, field, msg);
+    if s.id.is_empty() || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Err(bad("id", "must be non-empty and use only letters, digits, '.', '_' and '-'".into()));
+    }
+    if s.title.trim().is_empty() {
+        return Err(bad("title", "must not be empty".into()));
+    }
+    let severity = Severity::parse(&s.severity)
+        .ok_or_else(|| bad("severity", format!("`{}` is not one of info, low, medium, high, critical", s.severity)))?;
+    let mut kinds = Vec::new();
+    for k in &s.kinds {
+        match parse_kind(k) {
+            Some(Some(k)) => kinds.push(k),
+            Some(None) => {}
+            None => {
+                return Err(bad(
+                    "kinds",
+                    format!("`{k}` is not one of exchange_setup, msi, service_control, plain, any"),
+                ))
+            }
+        }
+    }
+    if s.derived {
+        if !s.anchors.is_empty() {
+            return Err(bad("anchors", "a derived rule is raised by a log model and takes no anchors".into()));
+        }
+    } else if s.anchors.is_empty() {
+        return Err(bad("anchors", "at least one anchor is required (or set `derived = true`)".into()));
+    }
+    for a in &s.anchors {
+        if a.len() < 4 {
+            return Err(bad("anchors", format!("anchor `{a}` is shorter than 4 bytes: too unselective")));
+        }
+        if a.contains(['\n', '\r']) {
+            return Err(bad("anchors", format!("anchor `{a}` spans lines; anchors match within one line")));
+        }
+    }
+    let regex = match &s.regex {
+        Some(r) => Some(
+            regex::bytes::RegexBuilder::new(r)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| bad("regex", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let mut requires = Vec::new();
+    for r in &s.requires {
+        match by_id.get(r) {
+            Some(&i) => requires.push(i),
+            None => return Err(bad("requires", format!("unknown rule id `{r}`"))),
+        }
+    }
+    if s.lookback.is_some() && requires.is_empty() {
+        return Err(bad("lookback", "only meaningful with `requires`".into()));
+    }
+    // Placeholders must name a capture, a run field, or (for derived rules) anything the model sets.
+    let captures: Vec<String> = regex
+        .as_ref()
+        .map(|r| r.capture_names().flatten().map(str::to_string).collect())
+        .unwrap_or_default();
+    let texts = std::iter::once(&s.remediation.summary)
+        .chain(&s.remediation.steps)
+        .chain(&s.remediation.links);
+    for t in texts {
+        for name in placeholders(t) {
+            let known = captures.iter().any(|c| c == name)
+                || RUN_FIELDS.contains(&name)
+                || name.starts_with("setting.")
+                || s.derived;
+            if !known {
+                return Err(bad(
+                    "remediation",
+                    format!("placeholder `{{{name}}}` is neither a named capture of `regex` nor a run field"),
+                ));
+            }
+        }
+    }
+    let example_kind = match &s.examples.kind {
+        Some(k) => parse_kind(k)
+            .ok_or_else(|| bad("examples.kind", format!("unknown kind `{k}`")))?
+            .unwrap_or(LogKind::Plain),
+        None => kinds.first().copied().unwrap_or(LogKind::Plain),
+    };
+    Ok(Rule {
+        id: s.id.clone(),
+        version: s.version,
+        title: s.title.clone(),
+        severity,
+        category: s.category.clone(),
+        kinds,
+        anchors: s.anchors.clone(),
+        regex,
+        suppress: s.suppress.iter().map(|x| x.as_bytes().to_ascii_lowercase()).collect(),
+        requires,
+        lookback: s.lookback,
+        once_per_run: s.once_per_run,
+        priority: s.priority,
+        derived: s.derived,
+        fallback: s.fallback,
+        before: s.evidence.before.min(64),
+        after: s.evidence.after.min(256),
+        explain_only: s.explain_only,
+        remediation: s.remediation.clone(),
+        examples_match: s.examples.matches.clone(),
+        examples_no_match: s.examples.no_match.clone(),
+        example_kind,
+        source: file.to_string(),
+    })
+}
+
+/// The `{name}` placeholders in a template.
+pub(crate) fn placeholders(t: &str) -> impl Iterator<Item = &str> {
+    t.split('{').skip(1).filter_map(|rest| {
+        let end = rest.find('}')?;
+        let name = &rest[..end];
+        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._".contains(c))).then_some(name)
+    })
+}
+
+/// Fills `{name}` placeholders from `lookup`; unknown values render as `(unknown name)`.
+pub(crate) fn fill(t: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(t.len());
+    let mut rest = t;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(end) if placeholders(&rest[open..]).next() == Some(&after[..end]) => {
+                let name = &after[..end];
+                out.push_str(&lookup(name).unwrap_or_else(|| format!("(unknown {name})")));
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(text: &str) -> String {
+        let mut b = CatalogBuilder::new();
+        b.add_str("user.toml", text);
+        b.build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_rule_and_field() {
+        let e = err_of(
+            r#"[[rule]]
+id = "x.y"
+title = "t"
+severity = "severe"
+anchors = ["abcd"]
+remediation = { summary = "s" }"#,
+        );
+        assert!(e.contains("user.toml") && e.contains("x.y") && e.contains("severity"), "{e}");
+        let e = err_of(
+            r#"[[rule]]
+id = "x.y"
+title = "t"
+severity = "high"
+anchors = ["abcd"]
+regex = "(?P<a>x"
+remediation = { summary = "s" }"#,
+        );
+        assert!(e.contains("`regex`"), "{e}");
+        let e = err_of(
+            r#"[[rule]]
+id = "x.y"
+title = "t"
+severity = "high"
+anchors = ["abcd"]
+remediation = { summary = "fix {nothing}" }"#,
+        );
+        assert!(e.contains("remediation") && e.contains("{nothing}"), "{e}");
+        let e = err_of("[[rule]]\nid = 3\n");
+        assert!(e.contains("user.toml") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn fill_replaces_known_and_marks_unknown() {
+        let s = fill("run {a} on {b}, keep {not a name} and {", |n| (n == "a").then(|| "X".to_string()));
+        assert_eq!(s, "run X on (unknown b), keep {not a name} and {");
+    }
+
+    #[test]
+    fn builtin_catalog_loads() {
+        let c = Catalog::builtin();
+        assert!(c.rules().len() > 40);
+    }
+}
