@@ -1,1 +1,314 @@
-//! patchwatch-aggregator (stub, filled in by its issue).
+//! patchwatch-aggregator: the central service collectors stream findings to.
+//!
+//! # Brief overview
+//!
+//! - **Ingest** ([`ingest`]): a tonic server for `patchwatch.v1.Ingest`, with TLS or mutual TLS
+//!   (rustls) and per-collector bearer tokens. Each collector holds one bidirectional stream;
+//!   every `Batch` gets one `Ack`, sent only once the batch is durable. Malformed items are
+//!   listed in `Ack.rejected` while the rest of the batch is stored.
+//! - **Store** ([`store`]): SQLite in WAL mode (embedded default; one writer thread with group
+//!   commit) or PostgreSQL (several aggregators behind a load balancer), behind [`store::Store`].
+//!   Writes are idempotent by finding id.
+//! - **HTTP** ([`http`]): axum on a second listener: `/api/v1/{findings,hosts,runs,events}`,
+//!   `/metrics`, `/healthz`, and the dashboard at `/`.
+//!
+//! Architecture invariants: the aggregator never writes a finding it has not validated, never
+//! acks a batch before its transaction committed, and (SQLite) one thread owns the only
+//! writing connection.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use patchwatch_aggregator::{serve, Config};
+//! let mut config = Config::default();
+//! config.data_dir = "/tmp/patchwatch-demo".into();
+//! let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let running = serve(config, grpc, http, shutdown.clone()).await?;
+//! println!("gRPC on {}, dashboard on http://{}/", running.grpc_addr(), running.http_addr());
+//! shutdown.cancel();
+//! running.wait().await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use patchwatch_proto::ingest_server::IngestServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+pub mod auth;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod ingest;
+pub mod model;
+pub mod store;
+
+pub use config::{Config, ConfigError, DEFAULT_CONFIG};
+
+/// The Prometheus recorder all aggregator metrics go to.
+///
+/// Installs a global recorder on first call. If the process already installed a different
+/// one (an embedding program), a handle to a private recorder is returned and `/metrics`
+/// shows nothing; such a program should call this function first and use its handle.
+pub fn prometheus_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!(
+                    message = "A metrics recorder was already installed; /metrics will be empty."
+                );
+            }
+            handle
+        })
+        .clone()
+}
+
+/// A running aggregator: its bound addresses and the task that ends when it has shut down.
+pub struct RunningAggregator {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    store: Arc<dyn store::Store>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningAggregator {
+    /// Where the gRPC listener is bound.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Where the HTTP listener is bound.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The store, for embedding programs and tests.
+    pub fn store(&self) -> Arc<dyn store::Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// Waits until the aggregator has stopped (after its shutdown token is cancelled, or a
+    /// listener failed): streams finished, store closed.
+    ///
+    /// # Errors
+    /// A listener failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("aggregator task panicked")?
+    }
+}
+
+/// Loads the configuration's listeners and runs until `shutdown` is cancelled.
+///
+/// # Errors
+/// A listener cannot be bound, the store cannot be opened, or a listener fails.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let grpc = TcpListener::bind(config.grpc.listen)
+        .await
+        .with_context(|| format!("grpc.listen: cannot bind {}", config.grpc.listen))?;
+    let http = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
+    let running = serve(config, grpc, http, shutdown).await?;
+    tracing::info!(
+        message = "Aggregator listening.",
+        grpc = %running.grpc_addr(),
+        http = %running.http_addr(),
+        store = running.store.backend()
+    );
+    running.wait().await
+}
+
+/// Starts the aggregator on already-bound listeners (port 0 works; ask the result for the
+/// addresses). The configuration's `listen` addresses are used only for its security checks
+/// (plaintext and anonymous access are allowed on loopback), so callers binding themselves
+/// should bind the address they configured.
+///
+/// Returns once the store is open and both listeners are serving.
+///
+/// # Errors
+/// Invalid configuration, unreadable token or certificate files, or a store that cannot be
+/// opened or migrated.
+pub async fn serve(
+    config: Config,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningAggregator> {
+    config.validate()?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .context("grpc listener address")?;
+    let http_addr = http_listener
+        .local_addr()
+        .context("http listener address")?;
+    let grpc_tokens = auth::TokenTable::from_config("grpc.tokens", &config.grpc.tokens)?;
+    let http_tokens = auth::TokenTable::from_config("http.tokens", &config.http.tokens)?;
+    let grpc_tls = config.grpc.tls.as_ref().map(grpc_tls_config).transpose()?;
+    let http_tls = config
+        .http
+        .tls
+        .as_ref()
+        .map(|t| http::tls::server_config(&t.cert, &t.key))
+        .transpose()?;
+    let metrics = prometheus_handle();
+
+    let store = store::open(&config).await?;
+    // The store and event bus outlive the listeners: they get their own token, cancelled
+    // only after both servers have finished, so in-flight batches can still be written.
+    let inner = CancellationToken::new();
+    let events = events::EventBus::start(Arc::clone(&store), inner.clone());
+
+    let limits = ingest::IngestLimits {
+        max_streams: config.grpc.max_streams,
+        max_inflight_batches: config.grpc.max_inflight_batches,
+        max_message_bytes: config.grpc.max_message_bytes,
+    };
+    let service =
+        ingest::IngestService::new(Arc::clone(&store), events.clone(), limits, shutdown.clone());
+    let ingest = IngestServer::new(service)
+        .max_decoding_message_size(config.grpc.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let ingest = InterceptedService::new(ingest, ingest::auth::GrpcAuth::new(grpc_tokens));
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("patchwatch.v1.Ingest", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = grpc_tls {
+        builder = builder.tls_config(tls).context("grpc.tls")?;
+    }
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc_shutdown = shutdown.clone();
+    let grpc_server = builder
+        .add_service(health_service)
+        .add_service(ingest)
+        .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned());
+    let grpc_task: JoinHandle<anyhow::Result<()>> =
+        tokio::spawn(async move { grpc_server.await.context("grpc listener") });
+
+    let app = http::router(http::AppState {
+        store: Arc::clone(&store),
+        events,
+        tokens: http_tokens,
+        max_page_size: config.http.max_page_size,
+        metrics,
+        shutdown: shutdown.clone(),
+        tls: http_tls.is_some(),
+    });
+    let http_shutdown = shutdown.clone();
+    let http_task: JoinHandle<anyhow::Result<()>> = match http_tls {
+        Some(tls) => {
+            let listener = http::tls::TlsListener::new(http_listener, tls)?;
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                    .await
+                    .context("http listener")
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(http_listener, app)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
+                .context("http listener")
+        }),
+    };
+
+    let grace = Duration::from_secs(config.grpc.shutdown_grace_seconds);
+    let task_store = Arc::clone(&store);
+    let task = tokio::spawn(async move {
+        let result = supervise(grpc_task, http_task, &shutdown, grace).await;
+        health_reporter
+            .set_service_status(
+                "patchwatch.v1.Ingest",
+                tonic_health::ServingStatus::NotServing,
+            )
+            .await;
+        inner.cancel();
+        task_store.close().await;
+        tracing::info!(message = "Aggregator stopped.");
+        result
+    });
+    Ok(RunningAggregator {
+        grpc_addr,
+        http_addr,
+        store,
+        task,
+    })
+}
+
+/// Waits for shutdown (or a server failing), then gives both servers `grace` to finish.
+async fn supervise(
+    mut grpc: JoinHandle<anyhow::Result<()>>,
+    mut http: JoinHandle<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let flatten = |r: Result<anyhow::Result<()>, tokio::task::JoinError>| {
+        r.map_err(anyhow::Error::from).and_then(|r| r)
+    };
+    let early = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        r = &mut grpc => Some(("grpc", flatten(r))),
+        r = &mut http => Some(("http", flatten(r))),
+    };
+    if let Some((which, result)) = early {
+        // One listener stopped on its own: stop the other too and report why.
+        shutdown.cancel();
+        grpc.abort();
+        http.abort();
+        return result.and_then(|()| Err(anyhow::anyhow!("{which} listener stopped unexpectedly")));
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut result = Ok(());
+    for (name, handle) in [("grpc", &mut grpc), ("http", &mut http)] {
+        match tokio::time::timeout_at(deadline, &mut *handle).await {
+            Ok(r) => {
+                if let Err(e) = flatten(r) {
+                    result = Err(e);
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    message = "Listener did not stop within the grace period.",
+                    listener = name
+                );
+                handle.abort();
+            }
+        }
+    }
+    result
+}
+
+fn grpc_tls_config(t: &config::TlsConfig) -> anyhow::Result<ServerTlsConfig> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .with_context(|| format!("grpc.tls.{field}: cannot read {}", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("cert", &t.cert)?,
+        read("key", &t.key)?,
+    ));
+    if let Some(ca) = &t.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("client_ca", ca)?));
+    }
+    Ok(tls)
+}

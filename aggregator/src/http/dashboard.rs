@@ -1,0 +1,499 @@
+//! The dashboard: server-rendered HTML pages, with a small script (embedded in the binary, no
+//! CDN: maintenance networks are offline) that keeps the fleet view live from
+//! `/api/v1/events`.
+//!
+//! Pages: `/` (fleet: one row per host, plus the latest findings), `/findings/{id}` (evidence
+//! and fix), `/login` (only when read tokens are configured).
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::{hex_encode, AppState, TOKEN_COOKIE};
+use crate::model::{FindingFilter, FindingRecord, FindingSummary, HostRecord, SeverityCounts};
+
+const CSS: &str = include_str!("assets/dashboard.css");
+const JS: &str = include_str!("assets/dashboard.js");
+
+/// Latest findings shown under the fleet table.
+const RECENT_FINDINGS: u32 = 25;
+
+/// Escapes text for HTML element content and quoted attributes.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · patchwatch</title>
+<link rel="stylesheet" href="/assets/dashboard.css">
+</head>
+<body>
+<header class="topbar">
+  <a class="brand" href="/"><span class="logo" aria-hidden="true"></span>patchwatch</a>
+  <nav><a href="/">Fleet</a></nav>
+  <span id="live" class="live" data-state="connecting" title="Live updates">connecting</span>
+</header>
+<main>
+{body}
+</main>
+<script src="/assets/dashboard.js"></script>
+</body>
+</html>"#,
+        title = esc(title),
+    ))
+}
+
+fn outcome_badge(outcome: &str) -> String {
+    let label = match outcome {
+        "in_progress" => "In progress",
+        "succeeded" => "Succeeded",
+        "failed" => "Failed",
+        "stalled" => "Stalled",
+        _ => "Unknown",
+    };
+    format!(
+        r#"<span class="badge outcome-{}">{label}</span>"#,
+        esc(outcome)
+    )
+}
+
+fn severity_badge(severity: &str) -> String {
+    format!(r#"<span class="sev sev-{0}">{0}</span>"#, esc(severity))
+}
+
+fn counts_cell(c: &SeverityCounts) -> String {
+    let mut out = String::from(r#"<span class="counts">"#);
+    for (name, n) in [
+        ("critical", c.critical),
+        ("high", c.high),
+        ("medium", c.medium),
+        ("low", c.low),
+        ("info", c.info),
+    ] {
+        let _ = write!(
+            out,
+            r#"<span class="count sev-{name}{zero}" title="{name}">{n}</span>"#,
+            zero = if n == 0 { " zero" } else { "" }
+        );
+    }
+    out.push_str("</span>");
+    out
+}
+
+fn time_cell(rfc3339: Option<&str>) -> String {
+    match rfc3339 {
+        Some(t) => format!(
+            r#"<time class="ago" datetime="{0}" title="{0}">{0}</time>"#,
+            esc(t)
+        ),
+        None => r#"<span class="muted">—</span>"#.to_owned(),
+    }
+}
+
+/// One fleet row; `dashboard.js` renders the same cells from `host` events.
+fn host_row(h: &HostRecord) -> String {
+    let run = h.latest_run.as_ref();
+    let text = |f: fn(&crate::model::RunRecord) -> &str| {
+        run.map(f)
+            .filter(|s| !s.is_empty())
+            .map_or_else(|| r#"<span class="muted">—</span>"#.to_owned(), esc)
+    };
+    format!(
+        r#"<tr data-host="{host}"><td class="host"><strong>{host}</strong><small>{fqdn}</small></td><td>{product}</td><td class="mono">{build}</td><td>{phase}</td><td>{outcome}</td><td>{last_line}</td><td>{counts}</td></tr>"#,
+        host = esc(&h.hostname),
+        fqdn = esc(&h.fqdn),
+        product = text(|r| &r.product),
+        build = text(|r| &r.target_build),
+        phase = text(|r| &r.phase),
+        outcome = run.map_or_else(
+            || outcome_badge("unspecified"),
+            |r| outcome_badge(&r.outcome)
+        ),
+        last_line = time_cell(
+            run.and_then(|r| r.last_line_time.as_deref())
+                .or(h.last_seen.as_deref())
+        ),
+        counts = counts_cell(&h.findings),
+    )
+}
+
+/// One row of the latest-findings table; `dashboard.js` renders the same from `finding` events.
+fn finding_row(f: &FindingSummary) -> String {
+    format!(
+        r#"<tr data-finding="{id}"><td>{time}</td><td>{sev}</td><td>{host}</td><td class="mono">{rule}</td><td><a href="/findings/{href}">{title}</a></td></tr>"#,
+        id = esc(&f.id),
+        time = time_cell(f.observed_time.as_deref()),
+        sev = severity_badge(&f.severity),
+        host = esc(&f.host),
+        rule = esc(&f.rule_id),
+        href = esc(&super::percent_encode(&f.id)),
+        title = esc(if f.title.is_empty() {
+            &f.rule_id
+        } else {
+            &f.title
+        }),
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    let body = format!(
+        r#"<section class="card"><h1>Store unavailable</h1><p>{}</p></section>"#,
+        esc(&e.to_string())
+    );
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        page("Store unavailable", &body),
+    )
+        .into_response()
+}
+
+/// `/`: the fleet view.
+pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
+    let hosts = match st.store.hosts(None).await {
+        Ok(h) => h,
+        Err(e) => return unavailable(e),
+    };
+    let recent = match st
+        .store
+        .findings(FindingFilter {
+            limit: RECENT_FINDINGS,
+            ..FindingFilter::default()
+        })
+        .await
+    {
+        Ok(p) => p.items,
+        Err(e) => return unavailable(e),
+    };
+    let mut rows = String::new();
+    for h in &hosts {
+        rows.push_str(&host_row(h));
+    }
+    let mut findings = String::new();
+    for f in &recent {
+        findings.push_str(&finding_row(&f.summary()));
+    }
+    let failing = hosts
+        .iter()
+        .filter(|h| {
+            h.latest_run
+                .as_ref()
+                .is_some_and(|r| r.outcome == "failed" || r.outcome == "stalled")
+        })
+        .count();
+    let body = format!(
+        r#"<section class="summary">
+  <div class="stat"><span class="label">Hosts</span><span class="value" id="stat-hosts">{nhosts}</span></div>
+  <div class="stat"><span class="label">Failed or stalled</span><span class="value" id="stat-failing">{failing}</span></div>
+  <div class="stat"><span class="label">Findings shown below</span><span class="value">latest {recent_n}</span></div>
+</section>
+<section class="card">
+  <h1>Fleet</h1>
+  <table id="fleet" class="grid">
+    <thead><tr><th>Host</th><th>Product</th><th>Target build</th><th>Phase</th><th>Outcome</th><th>Last log line</th><th>Findings <small>crit · high · med · low · info</small></th></tr></thead>
+    <tbody>{rows}</tbody>
+  </table>
+  <p id="fleet-empty" class="empty"{empty_hidden}>No hosts have reported yet. Rows appear here as collectors send batches.</p>
+</section>
+<section class="card">
+  <h2>Latest findings</h2>
+  <table id="findings" class="grid">
+    <thead><tr><th>Observed</th><th>Severity</th><th>Host</th><th>Rule</th><th>Title</th></tr></thead>
+    <tbody>{findings}</tbody>
+  </table>
+</section>"#,
+        nhosts = hosts.len(),
+        recent_n = RECENT_FINDINGS,
+        empty_hidden = if hosts.is_empty() { "" } else { " hidden" },
+    );
+    page("Fleet", &body).into_response()
+}
+
+fn link(url: &str) -> String {
+    if url.starts_with("https://") || url.starts_with("http://") {
+        format!(
+            r#"<a href="{0}" rel="noreferrer noopener">{0}</a>"#,
+            esc(url)
+        )
+    } else {
+        esc(url)
+    }
+}
+
+fn render_finding(f: &FindingRecord) -> String {
+    let d = &f.detail;
+    let mut meta = String::new();
+    let mut row = |k: &str, v: String| {
+        let _ = write!(meta, "<dt>{}</dt><dd>{v}</dd>", esc(k));
+    };
+    row("Host", esc(&f.host));
+    row(
+        "Rule",
+        format!(
+            r#"<span class="mono">{} v{}</span>"#,
+            esc(&f.rule_id),
+            f.rule_version
+        ),
+    );
+    if !f.category.is_empty() {
+        row("Category", esc(&f.category));
+    }
+    if !f.run_id.is_empty() {
+        row(
+            "Run",
+            format!(
+                r#"<span class="mono">{}</span>{}"#,
+                esc(&f.run_id),
+                if f.primary {
+                    r#" <span class="badge primary">primary cause</span>"#
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    row(
+        "Log file",
+        format!(
+            r#"<span class="mono">{}</span> line {} <span class="muted">(byte {})</span>"#,
+            esc(&f.source_path),
+            f.line_number,
+            f.byte_offset
+        ),
+    );
+    row("Log kind", esc(&f.log_kind));
+    row("Logged at", time_cell(f.event_time.as_deref()));
+    row("Observed", time_cell(f.observed_time.as_deref()));
+    row("Received", time_cell(f.received_time.as_deref()));
+    row("Collector", esc(&f.collector_id));
+
+    let evidence = if d.evidence.is_empty() {
+        r#"<p class="muted">No evidence lines were sent.</p>"#.to_owned()
+    } else {
+        let lines: String = d
+            .evidence
+            .iter()
+            .map(|l| format!("<span>{}</span>\n", esc(l)))
+            .collect();
+        format!(r#"<pre class="evidence">{lines}</pre>"#)
+    };
+    let r = &d.remediation;
+    let mut fix = String::new();
+    if r.summary.is_empty() && r.steps.is_empty() && r.links.is_empty() {
+        fix.push_str(r#"<p class="muted">No remediation is known for this rule.</p>"#);
+    }
+    if !r.summary.is_empty() {
+        let _ = write!(fix, r#"<p class="fix-summary">{}</p>"#, esc(&r.summary));
+    }
+    if !r.steps.is_empty() {
+        fix.push_str("<ol class=\"steps\">");
+        for s in &r.steps {
+            let _ = write!(fix, "<li>{}</li>", esc(s));
+        }
+        fix.push_str("</ol>");
+    }
+    if !r.links.is_empty() {
+        fix.push_str("<h3>References</h3><ul class=\"links\">");
+        for l in &r.links {
+            let _ = write!(fix, "<li>{}</li>", link(l));
+        }
+        fix.push_str("</ul>");
+    }
+    let kv = |title: &str, map: &std::collections::BTreeMap<String, String>| {
+        if map.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            r#"<section class="card"><h2>{}</h2><table class="kv">"#,
+            esc(title)
+        );
+        for (k, v) in map {
+            let _ = write!(
+                s,
+                r#"<tr><th>{}</th><td class="mono">{}</td></tr>"#,
+                esc(k),
+                esc(v)
+            );
+        }
+        s.push_str("</table></section>");
+        s
+    };
+    format!(
+        r#"<p class="crumbs"><a href="/">Fleet</a> / finding</p>
+<section class="card finding-head">
+  <div class="title-row">{sev}<h1>{title}</h1></div>
+  <p class="mono muted">{id}</p>
+  <dl class="meta">{meta}</dl>
+</section>
+<div class="two-col">
+<section class="card"><h2>Evidence</h2>{evidence}</section>
+<section class="card fix"><h2>Fix</h2>{fix}</section>
+</div>
+{fields}{labels}"#,
+        sev = severity_badge(&f.severity),
+        title = esc(if f.title.is_empty() {
+            &f.rule_id
+        } else {
+            &f.title
+        }),
+        id = esc(&f.id),
+        fields = kv("Captured fields", &d.fields),
+        labels = kv("Labels", &d.labels),
+    )
+}
+
+/// `/findings/{id}`: one finding with its evidence and fix.
+pub(crate) async fn finding(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    match st.store.finding(id.clone()).await {
+        Ok(Some(f)) => page(
+            if f.title.is_empty() {
+                &f.rule_id
+            } else {
+                &f.title
+            },
+            &render_finding(&f),
+        )
+        .into_response(),
+        Ok(None) => {
+            let body = format!(
+                r#"<section class="card"><h1>No such finding</h1><p>No finding has the id <span class="mono">{}</span>.</p><p><a href="/">Back to the fleet</a></p></section>"#,
+                esc(&id)
+            );
+            (StatusCode::NOT_FOUND, page("Not found", &body)).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+/// Only same-site absolute paths may be redirect targets.
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/",
+    }
+}
+
+fn login_page(next: &str, failed: bool) -> Html<String> {
+    page(
+        "Sign in",
+        &format!(
+            r#"<section class="card login">
+<h1>Sign in</h1>
+<p>This aggregator needs a read token.</p>
+{error}
+<form method="post" action="/login">
+  <input type="hidden" name="next" value="{next}">
+  <label for="token">Read token</label>
+  <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+  <button type="submit">Sign in</button>
+</form>
+</section>"#,
+            error = if failed {
+                r#"<p class="error">That token is not valid.</p>"#
+            } else {
+                ""
+            },
+            next = esc(next),
+        ),
+    )
+}
+
+/// `GET /login`.
+pub(crate) async fn login_form(Query(q): Query<LoginQuery>) -> Response {
+    login_page(safe_next(q.next.as_deref()), false).into_response()
+}
+
+/// `POST /login`: checks the token and sets it as an HttpOnly cookie.
+pub(crate) async fn login(State(st): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let next = safe_next(form.next.as_deref()).to_owned();
+    let token = form.token.trim();
+    if st.tokens.is_empty() || st.tokens.lookup(token).is_none() {
+        return (StatusCode::UNAUTHORIZED, login_page(&next, true)).into_response();
+    }
+    let cookie = format!(
+        "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",
+        hex_encode(token),
+        if st.tls { "; Secure" } else { "" }
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+}
+
+pub(crate) async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+pub(crate) async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        JS,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            esc(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn only_local_paths_are_redirect_targets() {
+        assert_eq!(safe_next(Some("/findings/x")), "/findings/x");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn only_web_links_are_clickable() {
+        assert!(link("https://learn.microsoft.com/x").starts_with("<a "));
+        assert!(!link("javascript:alert(1)").contains("<a"));
+    }
+}

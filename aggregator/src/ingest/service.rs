@@ -1,0 +1,246 @@
+//! The `patchwatch.v1.Ingest` service: one bidirectional stream per collector, one `Ack` per
+//! `Batch`, sent only after the batch is durable.
+//!
+//! Each stream runs as one task that reads batches, validates them, hands them to the store,
+//! and sends acks as writes complete (possibly out of order). At most
+//! `grpc.max_inflight_batches` batches of a stream are being stored at once; past that the
+//! stream is simply not read, so HTTP/2 flow control pushes back on the collector.
+//!
+//! A stream ends with a `Status` only for whole-stream problems (see [`super::status`]);
+//! batches already in flight are still acknowledged first, so nothing durable goes unacked.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
+use patchwatch_proto::ingest_server::Ingest;
+use patchwatch_proto::{Ack, Batch, HealthRequest, HealthResponse};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status;
+use super::validate::validate;
+use crate::events::EventBus;
+use crate::model::now_unix_nano;
+use crate::store::Store;
+
+/// Who is calling, as established by [`super::auth::GrpcAuth`].
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The collector id the bearer token stands for; `None` when tokens are off.
+    pub collector_id: Option<String>,
+}
+
+/// Limits of the ingest service.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    /// Streams open at once.
+    pub max_streams: usize,
+    /// Batches of one stream being stored at once.
+    pub max_inflight_batches: usize,
+    /// Largest accepted message, for error messages.
+    pub max_message_bytes: usize,
+}
+
+/// The service implementation.
+#[derive(Clone)]
+pub struct IngestService {
+    store: Arc<dyn Store>,
+    events: EventBus,
+    streams: Arc<Semaphore>,
+    limits: IngestLimits,
+    shutdown: CancellationToken,
+}
+
+impl IngestService {
+    /// A service storing into `store`, publishing to `events`, ending streams on `shutdown`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        events: EventBus,
+        limits: IngestLimits,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            events,
+            streams: Arc::new(Semaphore::new(limits.max_streams)),
+            limits,
+            shutdown,
+        }
+    }
+}
+
+type AckResult = Result<Ack, Status>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type IngestStream = Pin<Box<dyn futures::Stream<Item = AckResult> + Send + 'static>>;
+
+    async fn ingest(
+        &self,
+        request: Request<Streaming<Batch>>,
+    ) -> Result<Response<Self::IngestStream>, Status> {
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default();
+        let permit = Arc::clone(&self.streams)
+            .try_acquire_owned()
+            .map_err(|_| status::too_many_streams(self.limits.max_streams))?;
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(self.limits.max_inflight_batches + 1);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let gauge = metrics::gauge!("patchwatch_aggregator_streams");
+            gauge.increment(1.0);
+            tracing::debug!(message = "Collector stream opened.", collector = ?caller.collector_id, ?peer);
+            this.run_stream(caller, inbound, tx).await;
+            gauge.decrement(1.0);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        Ok(Response::new(HealthResponse {
+            serving: !self.shutdown.is_cancelled(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            store: self.store.backend().to_owned(),
+        }))
+    }
+}
+
+impl IngestService {
+    async fn run_stream(
+        &self,
+        caller: Caller,
+        mut inbound: Streaming<Batch>,
+        tx: mpsc::Sender<AckResult>,
+    ) {
+        let mut pending: FuturesUnordered<BoxFuture<'static, AckResult>> = FuturesUnordered::new();
+        let mut end: Option<Status> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    end = Some(status::shutting_down());
+                    break;
+                }
+                Some(done) = pending.next(), if !pending.is_empty() => match done {
+                    Ok(ack) => {
+                        if tx.send(Ok(ack)).await.is_err() {
+                            return; // The collector went away; unacked batches will be resent.
+                        }
+                    }
+                    Err(s) => {
+                        end = Some(s);
+                        break;
+                    }
+                },
+                msg = inbound.next(), if pending.len() < self.limits.max_inflight_batches => match msg {
+                    Some(Ok(batch)) => match self.admit(&caller, batch) {
+                        Ok(fut) => pending.push(fut),
+                        Err(s) => {
+                            end = Some(s);
+                            break;
+                        }
+                    },
+                    None => break,
+                    Some(Err(s)) => {
+                        end = Some(status::inbound_error(s, self.limits.max_message_bytes));
+                        break;
+                    }
+                },
+                _ = tx.closed() => return,
+            }
+        }
+        // Finish what is in flight, so every batch that became durable is acknowledged.
+        while let Some(done) = pending.next().await {
+            match done {
+                Ok(ack) => {
+                    let _ = tx.send(Ok(ack)).await;
+                }
+                Err(s) => {
+                    end.get_or_insert(s);
+                }
+            }
+        }
+        if let Some(s) = end {
+            tracing::debug!(message = "Collector stream ended with a status.", collector = ?caller.collector_id, code = ?s.code(), status = s.message());
+            let _ = tx.send(Err(s)).await;
+        }
+    }
+
+    /// Validates a batch and starts storing it; the future resolves to its ack.
+    fn admit(
+        &self,
+        caller: &Caller,
+        batch: Batch,
+    ) -> Result<BoxFuture<'static, AckResult>, Status> {
+        let received = Instant::now();
+        let collector_id = match &caller.collector_id {
+            Some(id) if !batch.collector_id.is_empty() && batch.collector_id != *id => {
+                return Err(status::collector_mismatch(&batch.collector_id, id));
+            }
+            Some(id) => id.clone(),
+            None => batch.collector_id.clone(),
+        };
+        let sequence = batch.sequence;
+        let validated = validate(batch, collector_id, now_unix_nano());
+        let accepted = validated.accepted();
+        let rejected = validated.rejected;
+        let valid = validated.batch;
+        metrics::counter!("patchwatch_aggregator_batches_received_total").increment(1);
+        if !rejected.is_empty() {
+            metrics::counter!("patchwatch_aggregator_items_rejected_total")
+                .increment(rejected.len() as u64);
+        }
+        let ack = Ack {
+            sequence,
+            accepted,
+            rejected,
+        };
+        if valid.rows() == 0 && valid.hosts.is_empty() {
+            return Ok(futures::future::ready(Ok(ack)).boxed());
+        }
+        let store = Arc::clone(&self.store);
+        let events = self.events.clone();
+        Ok(async move {
+            let hosts: Vec<String> = valid
+                .hosts
+                .iter()
+                .map(|h| h.info.hostname.clone())
+                .collect();
+            let findings = valid.findings.len();
+            match store.write_batch(valid).await {
+                Ok(outcome) => {
+                    let new = outcome.new_findings.len();
+                    metrics::counter!("patchwatch_aggregator_findings_stored_total")
+                        .increment(new as u64);
+                    metrics::counter!("patchwatch_aggregator_findings_duplicate_total")
+                        .increment(findings.saturating_sub(new) as u64);
+                    events.publish(outcome, hosts);
+                    metrics::histogram!("patchwatch_aggregator_ack_latency_seconds")
+                        .record(received.elapsed().as_secs_f64());
+                    Ok(ack)
+                }
+                Err(e) => {
+                    tracing::error!(message = "Batch write failed.", error = %e, sequence);
+                    metrics::counter!("patchwatch_aggregator_store_errors_total").increment(1);
+                    Err(status::store_failed(sequence, &e))
+                }
+            }
+        }
+        .boxed())
+    }
+}

@@ -1,0 +1,63 @@
+//! Every `Status` the ingest service sends, in one place, so codes and wording stay consistent.
+//!
+//! Codes follow OTLP's retry table: `UNAVAILABLE` means "reconnect and resend what was not
+//! acknowledged"; `UNAUTHENTICATED`, `PERMISSION_DENIED` and `RESOURCE_EXHAUSTED` for a message
+//! that is too large will not succeed on retry without a change on the collector's side.
+
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+/// No or wrong credentials.
+pub fn missing_token() -> Status {
+    Status::unauthenticated("missing bearer token: send `authorization: Bearer <token>` metadata")
+}
+
+/// The authorization metadata is not `Bearer <token>`.
+pub fn malformed_token() -> Status {
+    Status::unauthenticated("malformed authorization metadata: expected `Bearer <token>`")
+}
+
+/// The token is not configured.
+pub fn invalid_token() -> Status {
+    Status::unauthenticated("invalid bearer token")
+}
+
+/// A batch claims another collector's identity.
+pub fn collector_mismatch(claimed: &str, token_for: &str) -> Status {
+    Status::permission_denied(format!(
+        "batch collector_id {claimed:?} does not match the token's collector {token_for:?}"
+    ))
+}
+
+/// The stream limit is reached.
+pub fn too_many_streams(limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "too many collector streams open (grpc.max_streams = {limit}); retry later"
+    ))
+}
+
+/// The aggregator is stopping.
+pub fn shutting_down() -> Status {
+    Status::unavailable("aggregator is shutting down; reconnect and resend unacknowledged batches")
+}
+
+/// A batch could not be made durable.
+pub fn store_failed(sequence: u64, error: &StoreError) -> Status {
+    Status::unavailable(format!(
+        "batch {sequence} was not stored ({error}); reconnect and resend unacknowledged batches"
+    ))
+}
+
+/// Rewrites an error from reading the inbound stream. tonic reports an oversized message as
+/// `OUT_OF_RANGE` with a terse text; collectors get `RESOURCE_EXHAUSTED` (gRPC's code for a
+/// message over the size limit) and a message that says what to do.
+pub fn inbound_error(status: Status, max_message_bytes: usize) -> Status {
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
+        return Status::resource_exhausted(format!(
+            "batch too large: {} (grpc.max_message_bytes = {max_message_bytes}); send smaller batches",
+            status.message()
+        ));
+    }
+    status
+}

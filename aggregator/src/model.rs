@@ -1,0 +1,535 @@
+//! What the store keeps and the HTTP API returns: findings, runs and hosts as plain records,
+//! the validated batch the store writes, and the query types.
+//!
+//! These are deliberately not the prost types: the API is a boundary of its own (JSON with
+//! readable enums and RFC 3339 times), converted by hand in `ingest::validate`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Severity names by number (index = `patchwatch.v1.Severity` value).
+pub(crate) const SEVERITY_NAMES: [&str; 6] =
+    ["unspecified", "info", "low", "medium", "high", "critical"];
+
+/// The API name of a severity number; `None` for unspecified or unknown values.
+pub fn severity_name(n: i32) -> Option<&'static str> {
+    match n {
+        1..=5 => Some(SEVERITY_NAMES[n as usize]),
+        _ => None,
+    }
+}
+
+/// The severity number of an API name (`info` .. `critical`), case-insensitive.
+pub fn severity_number(name: &str) -> Option<i32> {
+    SEVERITY_NAMES
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name))
+        .filter(|&i| i > 0)
+        .map(|i| i as i32)
+}
+
+/// The API name of a `patchwatch.v1.RunOutcome` value; unknown values read as unspecified.
+pub fn outcome_name(n: i32) -> &'static str {
+    match n {
+        1 => "in_progress",
+        2 => "succeeded",
+        3 => "failed",
+        4 => "stalled",
+        _ => "unspecified",
+    }
+}
+
+/// The outcome number of an API name.
+pub fn outcome_number(name: &str) -> Option<i32> {
+    (0..=4).find(|&n| outcome_name(n).eq_ignore_ascii_case(name))
+}
+
+/// The API name of a `patchwatch.v1.LogKind` value; unknown values read as unspecified.
+pub fn log_kind_name(n: i32) -> &'static str {
+    match n {
+        1 => "exchange_setup",
+        2 => "msi",
+        3 => "service_control",
+        4 => "plain",
+        _ => "unspecified",
+    }
+}
+
+/// Unix nanoseconds as RFC 3339 (UTC), or `None` for 0 (unknown).
+pub fn rfc3339(unix_nano: i64) -> Option<String> {
+    if unix_nano == 0 {
+        return None;
+    }
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_nano))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+}
+
+/// Now, as Unix nanoseconds.
+pub(crate) fn now_unix_nano() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The parts of a finding that are shown but never filtered on; stored as one JSON document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FindingDetail {
+    /// The collector host's identity as the finding carried it.
+    pub host_info: HostInfoRecord,
+    /// The file's identity across renames.
+    pub file: FileIdentityRecord,
+    /// The log lines that show the issue.
+    pub evidence: Vec<String>,
+    /// Values the rule captured.
+    pub fields: BTreeMap<String, String>,
+    /// The fix.
+    pub remediation: RemediationRecord,
+    /// Routing labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `patchwatch.v1.HostInfo` as stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostInfoRecord {
+    /// Short host name; the key of the host.
+    pub hostname: String,
+    /// Fully qualified name.
+    pub fqdn: String,
+    /// Operating system.
+    pub os: String,
+    /// Collector version.
+    pub agent_version: String,
+    /// Time zone the collector assumes for log timestamps.
+    pub time_zone: String,
+    /// That zone's offset from UTC in seconds.
+    pub utc_offset_seconds: i32,
+}
+
+/// `patchwatch.v1.FileIdentity` as stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileIdentityRecord {
+    /// Volume or device.
+    pub device: u64,
+    /// File id or inode.
+    pub inode: u64,
+    /// Fingerprint of the first bytes.
+    pub fingerprint: String,
+}
+
+/// `patchwatch.v1.Remediation` as stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RemediationRecord {
+    /// One-line fix.
+    pub summary: String,
+    /// Ordered steps.
+    pub steps: Vec<String>,
+    /// Reference links.
+    pub links: Vec<String>,
+}
+
+/// A finding that passed validation, ready to be written. Its `detail_json` is serialised
+/// before it reaches the store so the single SQLite writer does no JSON work.
+#[derive(Debug, Clone)]
+pub struct NewFinding {
+    /// Deterministic id; the deduplication key.
+    pub id: String,
+    /// Host name (the finding's own, else the batch's).
+    pub host: String,
+    /// Rule id.
+    pub rule_id: String,
+    /// Rule version.
+    pub rule_version: i64,
+    /// Title.
+    pub title: String,
+    /// Severity number, 1 (info) ..= 5 (critical).
+    pub severity: i32,
+    /// Category.
+    pub category: String,
+    /// The run's primary cause.
+    pub primary: bool,
+    /// `patchwatch.v1.LogKind` number.
+    pub log_kind: i32,
+    /// Path of the log file.
+    pub source_path: String,
+    /// Byte offset of the matched line.
+    pub byte_offset: i64,
+    /// 1-based line number.
+    pub line_number: i64,
+    /// Run id, possibly empty.
+    pub run_id: String,
+    /// Time from the log line (Unix ns), 0 if none.
+    pub event_ns: i64,
+    /// When the collector saw the line (Unix ns).
+    pub observed_ns: i64,
+    /// [`FindingDetail`] as JSON.
+    pub detail_json: String,
+}
+
+/// A run update that passed validation.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    /// Run id; the upsert key.
+    pub run_id: String,
+    /// Host name.
+    pub host: String,
+    /// Log file path.
+    pub source_path: String,
+    /// `patchwatch.v1.LogKind` number.
+    pub log_kind: i32,
+    /// Index of the run within its file.
+    pub run_index: i64,
+    /// `patchwatch.v1.RunOutcome` number (unknown values already mapped to 0).
+    pub outcome: i32,
+    /// Setup mode.
+    pub mode: String,
+    /// Product name.
+    pub product: String,
+    /// Build being installed.
+    pub target_build: String,
+    /// Build installed before.
+    pub installed_build: String,
+    /// Last known phase.
+    pub phase: String,
+    /// Exit code once finished.
+    pub exit_code: Option<i64>,
+    /// Id of the primary finding.
+    pub primary_finding_id: String,
+    /// Start (Unix ns).
+    pub started_ns: i64,
+    /// Time of this update (Unix ns); an update older than the stored one is ignored.
+    pub updated_ns: i64,
+    /// Time of the last log line (Unix ns).
+    pub last_line_ns: i64,
+}
+
+/// A host to upsert: its identity as far as the batch knows it.
+#[derive(Debug, Clone, Default)]
+pub struct NewHost {
+    /// Identity; empty fields leave the stored values alone.
+    pub info: HostInfoRecord,
+}
+
+/// A validated batch: what the store writes in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct ValidBatch {
+    /// Collector the batch came from (from its token when authenticated).
+    pub collector_id: String,
+    /// When the aggregator received it (Unix ns).
+    pub received_ns: i64,
+    /// Hosts named by the batch, deduplicated by hostname.
+    pub hosts: Vec<NewHost>,
+    /// Valid findings, in batch order.
+    pub findings: Vec<NewFinding>,
+    /// Valid run updates, in batch order.
+    pub runs: Vec<NewRun>,
+}
+
+impl ValidBatch {
+    /// Rows the batch writes (findings + run updates); used to size group commits.
+    pub fn rows(&self) -> usize {
+        self.findings.len() + self.runs.len()
+    }
+}
+
+/// What a durable write changed, for the event stream.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOutcome {
+    /// Findings that were new (not already stored), with their store sequence numbers.
+    pub new_findings: Vec<FindingSummary>,
+    /// Runs as stored after the batch's updates (runs whose update was stale are absent).
+    pub runs: Vec<RunRecord>,
+}
+
+/// The short form of a finding, sent on the event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingSummary {
+    /// Store sequence number (newest is highest).
+    pub seq: i64,
+    /// Finding id.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Rule id.
+    pub rule_id: String,
+    /// Title.
+    pub title: String,
+    /// `info` .. `critical`.
+    pub severity: String,
+    /// Run id.
+    pub run_id: String,
+    /// Category.
+    pub category: String,
+    /// The run's primary cause.
+    pub primary: bool,
+    /// When the collector saw the line (RFC 3339).
+    pub observed_time: Option<String>,
+}
+
+/// A stored finding, everything included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindingRecord {
+    /// Store sequence number (newest is highest); the paging cursor.
+    pub seq: i64,
+    /// Finding id.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Rule id.
+    pub rule_id: String,
+    /// Rule version.
+    pub rule_version: i64,
+    /// Title.
+    pub title: String,
+    /// `info` .. `critical`.
+    pub severity: String,
+    /// 1 (info) ..= 5 (critical).
+    pub severity_num: i32,
+    /// Category.
+    pub category: String,
+    /// The run's primary cause.
+    pub primary: bool,
+    /// `exchange_setup`, `msi`, `service_control`, `plain` or `unspecified`.
+    pub log_kind: String,
+    /// Log file path.
+    pub source_path: String,
+    /// Byte offset of the matched line.
+    pub byte_offset: i64,
+    /// 1-based line number.
+    pub line_number: i64,
+    /// Run id.
+    pub run_id: String,
+    /// Time from the log line (RFC 3339), if it had one.
+    pub event_time: Option<String>,
+    /// When the collector saw the line (RFC 3339).
+    pub observed_time: Option<String>,
+    /// When the aggregator stored it (RFC 3339).
+    pub received_time: Option<String>,
+    /// Collector that sent it.
+    pub collector_id: String,
+    /// Evidence, fields, fix, labels, file and host identity.
+    #[serde(flatten)]
+    pub detail: FindingDetail,
+}
+
+impl FindingRecord {
+    /// The short form used on the event stream.
+    pub fn summary(&self) -> FindingSummary {
+        FindingSummary {
+            seq: self.seq,
+            id: self.id.clone(),
+            host: self.host.clone(),
+            rule_id: self.rule_id.clone(),
+            title: self.title.clone(),
+            severity: self.severity.clone(),
+            run_id: self.run_id.clone(),
+            category: self.category.clone(),
+            primary: self.primary,
+            observed_time: self.observed_time.clone(),
+        }
+    }
+}
+
+/// A stored run: the merged state of all its updates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub run_id: String,
+    /// Host name.
+    pub host: String,
+    /// Log file path.
+    pub source_path: String,
+    /// Log kind name.
+    pub log_kind: String,
+    /// Index of the run within its file.
+    pub run_index: i64,
+    /// `in_progress`, `succeeded`, `failed`, `stalled` or `unspecified`.
+    pub outcome: String,
+    /// Setup mode.
+    pub mode: String,
+    /// Product name.
+    pub product: String,
+    /// Build being installed.
+    pub target_build: String,
+    /// Build installed before.
+    pub installed_build: String,
+    /// Last known phase.
+    pub phase: String,
+    /// Exit code once finished.
+    pub exit_code: Option<i64>,
+    /// Id of the primary finding.
+    pub primary_finding_id: String,
+    /// Start (RFC 3339).
+    pub started_time: Option<String>,
+    /// Last update (RFC 3339).
+    pub updated_time: Option<String>,
+    /// Last log line (RFC 3339).
+    pub last_line_time: Option<String>,
+}
+
+/// Finding counts by severity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeverityCounts {
+    /// Critical findings.
+    pub critical: u64,
+    /// High findings.
+    pub high: u64,
+    /// Medium findings.
+    pub medium: u64,
+    /// Low findings.
+    pub low: u64,
+    /// Informational findings.
+    pub info: u64,
+}
+
+impl SeverityCounts {
+    /// Adds `n` findings of severity number `severity`.
+    pub fn add(&mut self, severity: i32, n: u64) {
+        match severity {
+            5 => self.critical += n,
+            4 => self.high += n,
+            3 => self.medium += n,
+            2 => self.low += n,
+            1 => self.info += n,
+            _ => {}
+        }
+    }
+
+    /// All findings counted.
+    pub fn total(&self) -> u64 {
+        self.critical + self.high + self.medium + self.low + self.info
+    }
+}
+
+/// A host with its latest run and finding counts: one row of the fleet view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Host name.
+    pub hostname: String,
+    /// Fully qualified name.
+    pub fqdn: String,
+    /// Operating system.
+    pub os: String,
+    /// Collector version.
+    pub agent_version: String,
+    /// Time zone the collector assumes.
+    pub time_zone: String,
+    /// Collector that last reported the host.
+    pub collector_id: String,
+    /// First batch naming the host (RFC 3339).
+    pub first_seen: Option<String>,
+    /// Last batch naming the host (RFC 3339).
+    pub last_seen: Option<String>,
+    /// The run that started last, if any.
+    pub latest_run: Option<RunRecord>,
+    /// Findings of the latest run by severity (all the host's findings when it has no run).
+    pub findings: SeverityCounts,
+    /// All the host's findings, any run.
+    pub findings_total: u64,
+}
+
+/// Filters and paging of `/api/v1/findings`. Results are newest first.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingQuery {
+    /// Only this host.
+    pub host: Option<String>,
+    /// Only this rule id.
+    pub rule: Option<String>,
+    /// Only this severity (`info` .. `critical`).
+    pub severity: Option<String>,
+    /// Only this severity or worse.
+    pub min_severity: Option<String>,
+    /// Only this run id.
+    pub run: Option<String>,
+    /// Only findings observed at or after this time (RFC 3339, or Unix seconds).
+    pub since: Option<String>,
+    /// Page size (default 100, at most `http.max_page_size`).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<i64>,
+}
+
+/// Filters of a finding query after parsing: what the stores execute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FindingFilter {
+    /// Only this host.
+    pub host: Option<String>,
+    /// Only this rule id.
+    pub rule: Option<String>,
+    /// Only this severity number.
+    pub severity: Option<i32>,
+    /// Only this severity number or higher.
+    pub min_severity: Option<i32>,
+    /// Only this run id.
+    pub run: Option<String>,
+    /// Only `observed_ns >= since_ns`.
+    pub since_ns: Option<i64>,
+    /// Only `seq < before_seq` (the cursor).
+    pub before_seq: Option<i64>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// Filters and paging of `/api/v1/runs`. Results are most recently updated first.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Only this host.
+    pub host: Option<String>,
+    /// Only this outcome (`in_progress`, `succeeded`, `failed`, `stalled`).
+    pub outcome: Option<String>,
+    /// Page size (default 100, at most `http.max_page_size`).
+    pub limit: Option<u32>,
+    /// Rows to skip.
+    pub offset: Option<u32>,
+}
+
+/// Filters of a run query after parsing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only this host.
+    pub host: Option<String>,
+    /// Only this outcome number.
+    pub outcome: Option<i32>,
+    /// Page size.
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u32,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The rows.
+    pub items: Vec<T>,
+    /// Pass as `cursor` (findings) to get the next page; absent on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_names_round_trip() {
+        for n in 1..=5 {
+            assert_eq!(severity_number(severity_name(n).unwrap()), Some(n));
+        }
+        assert_eq!(severity_name(0), None);
+        assert_eq!(severity_name(9), None);
+        assert_eq!(severity_number("unspecified"), None);
+        assert_eq!(severity_number("HIGH"), Some(4));
+    }
+
+    #[test]
+    fn times_format_as_rfc3339() {
+        assert_eq!(rfc3339(0), None);
+        assert_eq!(
+            rfc3339(1_700_000_000_000_000_000).as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+    }
+}

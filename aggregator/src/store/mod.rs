@@ -1,0 +1,265 @@
+//! Storage backends behind one trait: SQLite (embedded default) and PostgreSQL (shared).
+//!
+//! Contract of every backend:
+//! - `write_batch` returns only once the whole batch is durable (committed), so the caller may
+//!   acknowledge it; on error nothing of it may be assumed stored.
+//! - Writes are idempotent by finding id: a finding already stored is left as it is, so a
+//!   replayed batch changes no finding. A run update older than the stored run is ignored.
+//! - Schemas are versioned migrations applied at open; a database newer than this build is
+//!   refused rather than guessed at.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::config::{Config, ConfigError, StoreBackend};
+use crate::model::{
+    FindingFilter, FindingRecord, HostRecord, Page, RunFilter, RunRecord, ValidBatch, WriteOutcome,
+};
+
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No pooled PostgreSQL connection could be had.
+    #[error("postgres pool: {0}")]
+    Pool(String),
+    /// The database's schema is newer than this build understands.
+    #[error(
+        "database schema version {found} is newer than this aggregator supports ({supported}); \
+         upgrade the aggregator"
+    )]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The store was closed (shutting down).
+    #[error("store is closed")]
+    Closed,
+    /// A file-system or thread error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Stored data that does not decode.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// A place that keeps findings, runs and hosts. See the module doc for the contract.
+pub trait Store: Send + Sync + 'static {
+    /// Short backend name for `Health` and `/healthz`: `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// Writes a batch in one transaction and returns once it is durable.
+    fn write_batch(&self, batch: ValidBatch) -> BoxFuture<'_, Result<WriteOutcome, StoreError>>;
+
+    /// One finding by id.
+    fn finding(&self, id: String) -> BoxFuture<'_, Result<Option<FindingRecord>, StoreError>>;
+
+    /// Findings matching `filter`, newest first.
+    fn findings(
+        &self,
+        filter: FindingFilter,
+    ) -> BoxFuture<'_, Result<Page<FindingRecord>, StoreError>>;
+
+    /// Every host with its latest run and counts, by host name; or only `only` when given.
+    fn hosts(
+        &self,
+        only: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<Vec<HostRecord>, StoreError>>;
+
+    /// Runs matching `filter`, most recently updated first.
+    fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
+
+    /// Checks the database answers (for `/healthz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Finishes pending writes and releases the database. Writes after this fail with
+    /// [`StoreError::Closed`].
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Opens the backend the configuration names, applying migrations.
+///
+/// # Errors
+/// A configuration problem (a missing URL variable) or the database's refusal.
+pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    use anyhow::Context as _;
+    match config.store.backend {
+        StoreBackend::Sqlite => {
+            let path = config.sqlite_path();
+            let store = sqlite::SqliteStore::open(&path, &config.store.sqlite)
+                .await
+                .with_context(|| format!("opening SQLite store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StoreBackend::Postgres => {
+            let url = config
+                .postgres_url()
+                .map_err(|e: ConfigError| anyhow::anyhow!(e))?;
+            let store = postgres::PostgresStore::open(&url, config.store.postgres.pool_size)
+                .await
+                .context("opening PostgreSQL store")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Column list shared by both backends' finding queries, in [`FindingRecord`] order.
+pub(crate) const FINDING_COLUMNS: &str =
+    "seq, id, host, rule_id, rule_version, title, severity_num, \
+     category, is_primary, log_kind, source_path, byte_offset, line_number, run_id, event_ns, \
+     observed_ns, received_ns, collector_id, detail";
+
+/// Column list shared by both backends' run queries.
+pub(crate) const RUN_COLUMNS: &str =
+    "run_id, host, source_path, log_kind, run_index, outcome, mode, \
+     product, target_build, installed_build, phase, exit_code, primary_finding_id, started_ns, \
+     updated_ns, last_line_ns";
+
+/// A run row in [`RUN_COLUMNS`] order, as both backends read it.
+pub(crate) struct RunRow {
+    pub run_id: String,
+    pub host: String,
+    pub source_path: String,
+    pub log_kind: i32,
+    pub run_index: i64,
+    pub outcome: i32,
+    pub mode: String,
+    pub product: String,
+    pub target_build: String,
+    pub installed_build: String,
+    pub phase: String,
+    pub exit_code: Option<i64>,
+    pub primary_finding_id: String,
+    pub started_ns: i64,
+    pub updated_ns: i64,
+    pub last_line_ns: i64,
+}
+
+impl From<RunRow> for RunRecord {
+    fn from(r: RunRow) -> Self {
+        use crate::model::{log_kind_name, outcome_name, rfc3339};
+        RunRecord {
+            run_id: r.run_id,
+            host: r.host,
+            source_path: r.source_path,
+            log_kind: log_kind_name(r.log_kind).to_owned(),
+            run_index: r.run_index,
+            outcome: outcome_name(r.outcome).to_owned(),
+            mode: r.mode,
+            product: r.product,
+            target_build: r.target_build,
+            installed_build: r.installed_build,
+            phase: r.phase,
+            exit_code: r.exit_code,
+            primary_finding_id: r.primary_finding_id,
+            started_time: rfc3339(r.started_ns),
+            updated_time: rfc3339(r.updated_ns),
+            last_line_time: rfc3339(r.last_line_ns),
+        }
+    }
+}
+
+/// A finding row in [`FINDING_COLUMNS`] order, as both backends read it.
+pub(crate) struct FindingRow {
+    pub seq: i64,
+    pub id: String,
+    pub host: String,
+    pub rule_id: String,
+    pub rule_version: i64,
+    pub title: String,
+    pub severity_num: i32,
+    pub category: String,
+    pub primary: bool,
+    pub log_kind: i32,
+    pub source_path: String,
+    pub byte_offset: i64,
+    pub line_number: i64,
+    pub run_id: String,
+    pub event_ns: i64,
+    pub observed_ns: i64,
+    pub received_ns: i64,
+    pub collector_id: String,
+    pub detail: String,
+}
+
+impl TryFrom<FindingRow> for FindingRecord {
+    type Error = StoreError;
+    fn try_from(r: FindingRow) -> Result<Self, StoreError> {
+        use crate::model::{log_kind_name, rfc3339, severity_name};
+        let detail = serde_json::from_str(&r.detail)
+            .map_err(|e| StoreError::Corrupt(format!("finding {}: detail: {e}", r.id)))?;
+        Ok(FindingRecord {
+            seq: r.seq,
+            severity: severity_name(r.severity_num)
+                .unwrap_or("unspecified")
+                .to_owned(),
+            severity_num: r.severity_num,
+            id: r.id,
+            host: r.host,
+            rule_id: r.rule_id,
+            rule_version: r.rule_version,
+            title: r.title,
+            category: r.category,
+            primary: r.primary,
+            log_kind: log_kind_name(r.log_kind).to_owned(),
+            source_path: r.source_path,
+            byte_offset: r.byte_offset,
+            line_number: r.line_number,
+            run_id: r.run_id,
+            event_time: rfc3339(r.event_ns),
+            observed_time: rfc3339(r.observed_ns),
+            received_time: rfc3339(r.received_ns),
+            collector_id: r.collector_id,
+            detail,
+        })
+    }
+}
+
+/// A host row plus the pieces the fleet view adds, as both backends assemble it.
+pub(crate) struct HostRow {
+    pub hostname: String,
+    pub fqdn: String,
+    pub os: String,
+    pub agent_version: String,
+    pub time_zone: String,
+    pub collector_id: String,
+    pub first_seen_ns: i64,
+    pub last_seen_ns: i64,
+}
+
+impl HostRow {
+    pub(crate) fn into_record(
+        self,
+        latest_run: Option<RunRecord>,
+        findings: crate::model::SeverityCounts,
+        findings_total: u64,
+    ) -> HostRecord {
+        use crate::model::rfc3339;
+        HostRecord {
+            hostname: self.hostname,
+            fqdn: self.fqdn,
+            os: self.os,
+            agent_version: self.agent_version,
+            time_zone: self.time_zone,
+            collector_id: self.collector_id,
+            first_seen: rfc3339(self.first_seen_ns),
+            last_seen: rfc3339(self.last_seen_ns),
+            latest_run,
+            findings,
+            findings_total,
+        }
+    }
+}

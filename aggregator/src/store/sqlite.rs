@@ -1,0 +1,623 @@
+//! The embedded SQLite backend: WAL mode, one writer thread with group commit, and a small
+//! pool of read connections for the HTTP API.
+//!
+//! Architecture invariant: the writer thread owns the only writing connection. Async code
+//! never holds a SQLite connection or a lock across `.await`: writes travel to the thread over
+//! a channel and come back on a oneshot; reads run on `spawn_blocking`.
+//!
+//! Group commit: the writer takes one request, then whatever else is already queued (up to
+//! `max_group_batches` batches and `max_group_rows` rows), writes them all in one transaction
+//! and fsyncs once. Under load the queue fills while a commit is in progress, so the cost of
+//! the fsync is shared by every stream waiting on it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use futures::FutureExt as _;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql::{self, SqlParam};
+use super::{FindingRow, HostRow, RunRow, Store, StoreError, FINDING_COLUMNS};
+use crate::config::{SqliteConfig, SqliteSync};
+use crate::model::{
+    severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, RunFilter,
+    RunRecord, ValidBatch, WriteOutcome,
+};
+
+/// Versioned schema migrations, applied in order, each in its own transaction.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "hosts, runs, findings and finding counts",
+    "CREATE TABLE hosts (
+        hostname TEXT PRIMARY KEY,
+        fqdn TEXT NOT NULL DEFAULT '',
+        os TEXT NOT NULL DEFAULT '',
+        agent_version TEXT NOT NULL DEFAULT '',
+        time_zone TEXT NOT NULL DEFAULT '',
+        utc_offset_seconds INTEGER NOT NULL DEFAULT 0,
+        collector_id TEXT NOT NULL DEFAULT '',
+        first_seen_ns INTEGER NOT NULL,
+        last_seen_ns INTEGER NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        source_path TEXT NOT NULL,
+        log_kind INTEGER NOT NULL,
+        run_index INTEGER NOT NULL,
+        outcome INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        product TEXT NOT NULL,
+        target_build TEXT NOT NULL,
+        installed_build TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        exit_code INTEGER,
+        primary_finding_id TEXT NOT NULL,
+        started_ns INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        last_line_ns INTEGER NOT NULL
+    );
+    CREATE INDEX runs_by_host ON runs (host, started_ns);
+    CREATE INDEX runs_by_updated ON runs (updated_ns);
+    CREATE TABLE findings (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        host TEXT NOT NULL,
+        rule_id TEXT NOT NULL,
+        rule_version INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        severity_num INTEGER NOT NULL,
+        category TEXT NOT NULL,
+        is_primary INTEGER NOT NULL,
+        log_kind INTEGER NOT NULL,
+        source_path TEXT NOT NULL,
+        byte_offset INTEGER NOT NULL,
+        line_number INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        event_ns INTEGER NOT NULL,
+        observed_ns INTEGER NOT NULL,
+        received_ns INTEGER NOT NULL,
+        collector_id TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX findings_by_host ON findings (host, severity_num);
+    CREATE INDEX findings_by_rule ON findings (rule_id);
+    CREATE INDEX findings_by_run ON findings (run_id);
+    CREATE INDEX findings_by_observed ON findings (observed_ns);
+    CREATE TABLE finding_counts (
+        host TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        severity_num INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (host, run_id, severity_num)
+    );",
+)];
+
+const INSERT_FINDING: &str =
+    "INSERT INTO findings (id, host, rule_id, rule_version, title, severity, \
+     severity_num, category, is_primary, log_kind, source_path, byte_offset, line_number, run_id, \
+     event_ns, observed_ns, received_ns, collector_id, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+     ON CONFLICT (id) DO NOTHING";
+
+/// One write travelling to the writer thread.
+struct WriteRequest {
+    batch: ValidBatch,
+    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<Readers>,
+}
+
+/// SQL text built once.
+struct Statements {
+    upsert_host: String,
+    upsert_run: String,
+    add_count: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations and starts the
+    /// writer thread.
+    ///
+    /// # Errors
+    /// The file cannot be created or opened, or its schema is newer than this build.
+    pub async fn open(path: &Path, config: &SqliteConfig) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, config))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+
+    fn open_blocking(path: PathBuf, config: SqliteConfig) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let mut conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match config.synchronous {
+                SqliteSync::Full => "FULL",
+                SqliteSync::Normal => "NORMAL",
+            },
+        )?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut conn)?;
+
+        let sql = Statements {
+            upsert_host: sql::SQLITE.upsert_host(),
+            upsert_run: sql::SQLITE.upsert_run(),
+            add_count: sql::SQLITE.add_finding_count(),
+        };
+        let (tx, rx) = mpsc::channel(1024);
+        let max_idle = config.read_connections;
+        let thread = std::thread::Builder::new()
+            .name("patchwatch-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, &sql, &config))?;
+        Ok(Self {
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+                max_idle,
+            }),
+        })
+    }
+
+    fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<R, StoreError>> {
+        let readers = Arc::clone(&self.readers);
+        async move {
+            tokio::task::spawn_blocking(move || readers.with(f))
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        }
+        .boxed()
+    }
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn write_batch(&self, batch: ValidBatch) -> BoxFuture<'_, Result<WriteOutcome, StoreError>> {
+        // Clone the sender under the lock, then await without it.
+        let sender = self.writer.lock().expect("writer lock").clone();
+        async move {
+            let sender = sender.ok_or(StoreError::Closed)?;
+            let (reply, answer) = oneshot::channel();
+            sender
+                .send(WriteRequest { batch, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+
+    fn finding(&self, id: String) -> BoxFuture<'_, Result<Option<FindingRecord>, StoreError>> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {FINDING_COLUMNS} FROM findings WHERE id = ?1"
+                ))?
+                .query_row([id], finding_row)
+                .optional()?;
+            row.map(FindingRecord::try_from).transpose()
+        })
+    }
+
+    fn findings(
+        &self,
+        filter: FindingFilter,
+    ) -> BoxFuture<'_, Result<Page<FindingRecord>, StoreError>> {
+        self.read(move |c| {
+            let (sql, params) = sql::SQLITE.select_findings(&filter);
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(
+                    rusqlite::params_from_iter(params.iter().map(to_sql)),
+                    finding_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut items = rows
+                .into_iter()
+                .map(FindingRecord::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            let next_cursor = if items.len() > filter.limit as usize {
+                items.truncate(filter.limit as usize);
+                items.last().map(|f| f.seq)
+            } else {
+                None
+            };
+            Ok(Page { items, next_cursor })
+        })
+    }
+
+    fn hosts(
+        &self,
+        only: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<Vec<HostRecord>, StoreError>> {
+        self.read(move |c| {
+            let only = only.unwrap_or_default();
+            let names = rusqlite::params_from_iter(only.iter());
+            let hosts = c
+                .prepare_cached(&sql::SQLITE.select_hosts(only.len()))?
+                .query_map(names, |r| {
+                    Ok(HostRow {
+                        hostname: r.get(0)?,
+                        fqdn: r.get(1)?,
+                        os: r.get(2)?,
+                        agent_version: r.get(3)?,
+                        time_zone: r.get(4)?,
+                        collector_id: r.get(5)?,
+                        first_seen_ns: r.get(6)?,
+                        last_seen_ns: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let latest = c
+                .prepare_cached(&sql::SQLITE.select_latest_runs(only.len()))?
+                .query_map(rusqlite::params_from_iter(only.iter()), run_row)?
+                .map(|r| r.map(RunRecord::from))
+                .collect::<Result<Vec<_>, _>>()?;
+            let counts = c
+                .prepare_cached(&sql::SQLITE.select_finding_counts(only.len()))?
+                .query_map(rusqlite::params_from_iter(only.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(sql::assemble_hosts(hosts, latest, counts))
+        })
+    }
+
+    fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
+        self.read(move |c| {
+            let (sql, params) = sql::SQLITE.select_runs(
+                filter.host.as_deref(),
+                filter.outcome,
+                filter.limit,
+                filter.offset,
+            );
+            let rows = c
+                .prepare_cached(&sql)?
+                .query_map(
+                    rusqlite::params_from_iter(params.iter().map(to_sql)),
+                    run_row,
+                )?
+                .map(|r| r.map(RunRecord::from))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        // Dropping the last sender ends the writer loop once the queue is drained.
+        drop(self.writer.lock().expect("writer lock").take());
+        let thread = self.thread.lock().expect("thread lock").take();
+        async move {
+            if let Some(thread) = thread {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        }
+        .boxed()
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Without an explicit close the thread still ends: its channel closes with us.
+        drop(self.writer.get_mut().map(Option::take));
+    }
+}
+
+fn to_sql(p: &SqlParam) -> rusqlite::types::Value {
+    match p {
+        SqlParam::Text(s) => rusqlite::types::Value::Text(s.clone()),
+        SqlParam::Int(i) => rusqlite::types::Value::Integer(*i),
+    }
+}
+
+fn finding_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FindingRow> {
+    Ok(FindingRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        host: r.get(2)?,
+        rule_id: r.get(3)?,
+        rule_version: r.get(4)?,
+        title: r.get(5)?,
+        severity_num: r.get(6)?,
+        category: r.get(7)?,
+        primary: r.get(8)?,
+        log_kind: r.get(9)?,
+        source_path: r.get(10)?,
+        byte_offset: r.get(11)?,
+        line_number: r.get(12)?,
+        run_id: r.get(13)?,
+        event_ns: r.get(14)?,
+        observed_ns: r.get(15)?,
+        received_ns: r.get(16)?,
+        collector_id: r.get(17)?,
+        detail: r.get(18)?,
+    })
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        run_id: r.get(0)?,
+        host: r.get(1)?,
+        source_path: r.get(2)?,
+        log_kind: r.get(3)?,
+        run_index: r.get(4)?,
+        outcome: r.get(5)?,
+        mode: r.get(6)?,
+        product: r.get(7)?,
+        target_build: r.get(8)?,
+        installed_build: r.get(9)?,
+        phase: r.get(10)?,
+        exit_code: r.get(11)?,
+        primary_finding_id: r.get(12)?,
+        started_ns: r.get(13)?,
+        updated_ns: r.get(14)?,
+        last_line_ns: r.get(15)?,
+    })
+}
+
+/// Applies the migrations the database lacks.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            description TEXT NOT NULL,
+            applied_ns INTEGER NOT NULL
+        )",
+    )?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    let supported = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, description, applied_ns) VALUES (?1, ?2, ?3)",
+            params![version, description, crate::model::now_unix_nano()],
+        )?;
+        tx.commit()?;
+        tracing::info!(message = "Applied SQLite migration.", version, description);
+    }
+    Ok(())
+}
+
+/// The writer thread: group commit until every sender is gone.
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    sql: &Statements,
+    config: &SqliteConfig,
+) {
+    let mut group: Vec<WriteRequest> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut rows = first.batch.rows();
+        group.push(first);
+        while group.len() < config.max_group_batches && rows < config.max_group_rows {
+            match rx.try_recv() {
+                Ok(req) => {
+                    rows += req.batch.rows();
+                    group.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        match write_group(&mut conn, sql, &group) {
+            Ok(outcomes) => {
+                for (req, outcome) in group.drain(..).zip(outcomes) {
+                    let _ = req.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                // One transaction failed as a whole; retry each batch on its own so one bad
+                // batch cannot fail the others that shared its commit.
+                tracing::warn!(message = "Group commit failed; retrying batches one by one.", %error, batches = group.len());
+                for req in group.drain(..) {
+                    let result = write_group(&mut conn, sql, std::slice::from_ref(&req))
+                        .map(|mut o| o.pop().unwrap_or_default());
+                    let _ = req.reply.send(result);
+                }
+            }
+        }
+        metrics::histogram!("patchwatch_aggregator_store_commit_seconds", "backend" => "sqlite")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("patchwatch_aggregator_store_commit_rows", "backend" => "sqlite")
+            .record(rows as f64);
+    }
+    tracing::debug!(message = "SQLite writer stopped.");
+}
+
+/// Writes every batch of a group in one transaction.
+fn write_group(
+    conn: &mut Connection,
+    sql: &Statements,
+    group: &[WriteRequest],
+) -> Result<Vec<WriteOutcome>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let outcomes = group
+        .iter()
+        .map(|req| write_batch(&tx, sql, &req.batch))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn write_batch(
+    tx: &Transaction<'_>,
+    sql: &Statements,
+    b: &ValidBatch,
+) -> Result<WriteOutcome, StoreError> {
+    let mut outcome = WriteOutcome::default();
+    {
+        let mut host = tx.prepare_cached(&sql.upsert_host)?;
+        for h in &b.hosts {
+            let i = &h.info;
+            host.execute(params![
+                i.hostname,
+                i.fqdn,
+                i.os,
+                i.agent_version,
+                i.time_zone,
+                i.utc_offset_seconds,
+                b.collector_id,
+                b.received_ns
+            ])?;
+        }
+    }
+    {
+        let mut insert = tx.prepare_cached(INSERT_FINDING)?;
+        let mut counts: HashMap<(&str, &str, i32), i64> = HashMap::new();
+        for f in &b.findings {
+            let severity = severity_name(f.severity).unwrap_or("unspecified");
+            let inserted = insert.execute(params![
+                f.id,
+                f.host,
+                f.rule_id,
+                f.rule_version,
+                f.title,
+                severity,
+                f.severity,
+                f.category,
+                f.primary,
+                f.log_kind,
+                f.source_path,
+                f.byte_offset,
+                f.line_number,
+                f.run_id,
+                f.event_ns,
+                f.observed_ns,
+                b.received_ns,
+                b.collector_id,
+                f.detail_json
+            ])?;
+            if inserted == 1 {
+                *counts.entry((&f.host, &f.run_id, f.severity)).or_default() += 1;
+                outcome.new_findings.push(FindingSummary {
+                    seq: tx.last_insert_rowid(),
+                    id: f.id.clone(),
+                    host: f.host.clone(),
+                    rule_id: f.rule_id.clone(),
+                    title: f.title.clone(),
+                    severity: severity.to_owned(),
+                    run_id: f.run_id.clone(),
+                    category: f.category.clone(),
+                    primary: f.primary,
+                    observed_time: crate::model::rfc3339(f.observed_ns),
+                });
+            }
+        }
+        let mut add = tx.prepare_cached(&sql.add_count)?;
+        for ((host, run, sev), n) in counts {
+            add.execute(params![host, run, sev, n])?;
+        }
+    }
+    {
+        let mut upsert = tx.prepare_cached(&sql.upsert_run)?;
+        for r in &b.runs {
+            let row = upsert
+                .query_row(
+                    params![
+                        r.run_id,
+                        r.host,
+                        r.source_path,
+                        r.log_kind,
+                        r.run_index,
+                        r.outcome,
+                        r.mode,
+                        r.product,
+                        r.target_build,
+                        r.installed_build,
+                        r.phase,
+                        r.exit_code,
+                        r.primary_finding_id,
+                        r.started_ns,
+                        r.updated_ns,
+                        r.last_line_ns
+                    ],
+                    run_row,
+                )
+                .optional()?;
+            if let Some(row) = row {
+                outcome.runs.push(row.into());
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Read connections, opened on demand and kept up to `max_idle`.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl Readers {
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let conn = self.idle.lock().expect("readers lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.pragma_update(None, "query_only", "ON")?;
+                c.busy_timeout(std::time::Duration::from_secs(10))?;
+                c
+            }
+        };
+        let result = f(&conn);
+        let mut idle = self.idle.lock().expect("readers lock");
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+        result
+    }
+}
