@@ -1,0 +1,455 @@
+//! Per-file read positions that survive restarts: [`CheckpointStore`].
+//!
+//! **Invariant:** a checkpoint never runs ahead of durable data. The tailer registers files
+//! and reads them, but only the consumer (the agent wiring) advances offsets, with
+//! [`CheckpointStore::commit`], once everything before the offset is in the spool; and
+//! [`Flusher`] runs a barrier (the spool's `sync`) before each write. A crash therefore
+//! re-reads at most what was not yet spooled; it never skips data.
+//!
+//! The file is versioned JSON written to a temporary file, fsynced, then renamed over the old
+//! one, so a crash leaves either the old or the new version. If the file is unreadable anyway
+//! (disk trouble, a hand edit), it is moved aside as `<name>.corrupt-<unix time>`, a warning
+//! and a metric are emitted, and tailing starts over from the beginning of each file; the
+//! aggregator deduplicates by finding id, so the cost is duplicates, not loss.
+//!
+//! Each entry also stores an offset marker (hash of the bytes just before the offset) taken
+//! at flush time from the file itself, so that a file rewritten in place with the same header
+//! is not resumed in the middle of unrelated content.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tail::identity::{marker_range, open_shared, read_at, short_hash, FileId, FileKey};
+use crate::telemetry;
+
+/// Version written in the `version` field; other versions are treated as corrupt.
+const FORMAT_VERSION: u32 = 1;
+/// Entries for files no longer tailed are kept this long, in case the file comes back.
+const STALE_AFTER_SECS: i64 = 7 * 24 * 3600;
+
+/// Errors from the checkpoint store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Reading, writing or renaming the checkpoint file failed.
+    #[error("checkpoint file {path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Hash of the bytes just before an offset, as stored in the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// Number of bytes hashed (up to 64, fewer near the start of the file).
+    pub len: u32,
+    /// [`short_hash`] of those bytes.
+    pub hash: String,
+}
+
+/// A saved position the tailer may resume from, after checking it against the file.
+#[derive(Debug, Clone)]
+pub struct SavedPosition {
+    /// The identity saved with it.
+    pub key: FileKey,
+    /// First byte not yet durably consumed.
+    pub offset: u64,
+    /// Offset marker, when it could be taken.
+    pub marker: Option<Marker>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DiskEntry {
+    #[serde(flatten)]
+    key: FileKey,
+    offset: u64,
+    #[serde(default)]
+    marker: Option<Marker>,
+    path: PathBuf,
+    #[serde(default)]
+    bom_len: u64,
+    updated_unix: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DiskFile {
+    version: u32,
+    entries: Vec<DiskEntry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    disk: DiskEntry,
+    /// Registered by the tailer in this process (false for entries loaded from disk only).
+    live: bool,
+    /// Offset changed since the marker was taken.
+    dirty: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<FileKey, Entry>,
+    changed: bool,
+}
+
+/// Per-file offsets keyed by [`FileKey`], shared (`Arc`) by the tailer and the wiring.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl CheckpointStore {
+    /// Loads `path` (missing means empty). A corrupt file is moved aside and reported; it is
+    /// not an error.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Io`] when the file exists but cannot be read, or the directory
+    /// cannot be created.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, CheckpointError> {
+        let path = path.into();
+        let io_err = |p: &Path, source| CheckpointError::Io {
+            path: p.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        let mut inner = Inner::default();
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<DiskFile>(&bytes) {
+                Ok(f) if f.version == FORMAT_VERSION => {
+                    for e in f.entries {
+                        inner.entries.insert(
+                            e.key.clone(),
+                            Entry {
+                                disk: e,
+                                live: false,
+                                dirty: false,
+                            },
+                        );
+                    }
+                }
+                parsed => {
+                    let reason = match parsed {
+                        Ok(f) => format!("unsupported version {}", f.version),
+                        Err(e) => e.to_string(),
+                    };
+                    let aside = path.with_extension(format!("corrupt-{}", now_unix()));
+                    std::fs::rename(&path, &aside).map_err(|e| io_err(&path, e))?;
+                    tracing::warn!(
+                        message = "Checkpoint file is corrupt; moved aside and rebuilding, files will be re-read from the start.",
+                        path = %path.display(), moved_to = %aside.display(), %reason
+                    );
+                    telemetry::count(telemetry::CHECKPOINT_CORRUPT, 1);
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path, e)),
+        }
+        Ok(Self {
+            path,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// Where the store is persisted.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is one field),
+        // so poisoning is not a reason to stop checkpointing.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that everything before `offset` in `key`'s file is durably spooled.
+    ///
+    /// Offsets only move forward; a commit for a file the tailer no longer tracks (deleted,
+    /// or replaced by a new generation) is ignored. Cheap: no IO until [`flush`](Self::flush).
+    pub fn commit(&self, key: &FileKey, offset: u64) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.entries.get_mut(key).filter(|e| e.live) {
+            if offset > e.disk.offset {
+                e.disk.offset = offset;
+                e.disk.updated_unix = now_unix();
+                e.dirty = true;
+                inner.changed = true;
+            }
+        }
+    }
+
+    /// The committed offset for `key`, if known.
+    pub fn offset(&self, key: &FileKey) -> Option<u64> {
+        self.lock().entries.get(key).map(|e| e.disk.offset)
+    }
+
+    /// Saved positions for the file with this device/inode, for the tailer to verify.
+    pub(crate) fn candidates(&self, id: FileId) -> Vec<SavedPosition> {
+        self.lock()
+            .entries
+            .values()
+            .filter(|e| e.disk.key.id == id)
+            .map(|e| SavedPosition {
+                key: e.disk.key.clone(),
+                offset: e.disk.offset,
+                marker: e.disk.marker.clone(),
+            })
+            .collect()
+    }
+
+    /// Starts tracking a file generation at `from` (its resume point or 0).
+    pub(crate) fn register(&self, key: &FileKey, path: &Path, bom_len: u64, from: u64) {
+        let mut inner = self.lock();
+        let unchanged = inner
+            .entries
+            .get(key)
+            .is_some_and(|e| e.disk.offset == from && e.disk.path == path);
+        if let Some(e) = inner.entries.get_mut(key).filter(|_| unchanged) {
+            e.live = true;
+            return;
+        }
+        inner.entries.insert(
+            key.clone(),
+            Entry {
+                disk: DiskEntry {
+                    key: key.clone(),
+                    offset: from,
+                    marker: None,
+                    path: path.to_path_buf(),
+                    bom_len,
+                    updated_unix: now_unix(),
+                },
+                live: true,
+                dirty: true,
+            },
+        );
+        inner.changed = true;
+    }
+
+    /// Records a rename of a tracked file.
+    pub(crate) fn rename(&self, key: &FileKey, path: &Path) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.entries.get_mut(key) {
+            e.disk.path = path.to_path_buf();
+            inner.changed = true;
+        }
+    }
+
+    /// Drops a file that is gone or replaced; later commits for it are ignored.
+    pub(crate) fn forget(&self, key: &FileKey) {
+        let mut inner = self.lock();
+        if inner.entries.remove(key).is_some() {
+            inner.changed = true;
+            telemetry::file_lag(&key.to_string(), 0);
+        }
+    }
+
+    /// Writes the store if anything changed: markers are taken from the files, then the JSON
+    /// goes to `<path>.tmp`, is fsynced and renamed over `<path>`.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Io`] naming the file; the in-memory state is kept and the next
+    /// flush tries again.
+    pub fn flush(&self) -> Result<(), CheckpointError> {
+        // Take markers without holding the lock: it is file IO, and commits must stay cheap.
+        let todo: Vec<(FileKey, PathBuf, u64, u64)> = {
+            let inner = self.lock();
+            if !inner.changed {
+                return Ok(());
+            }
+            inner
+                .entries
+                .values()
+                .filter(|e| e.dirty && e.live)
+                .map(|e| {
+                    (
+                        e.disk.key.clone(),
+                        e.disk.path.clone(),
+                        e.disk.offset,
+                        e.disk.bom_len,
+                    )
+                })
+                .collect()
+        };
+        let mut markers = Vec::with_capacity(todo.len());
+        for (key, path, offset, bom_len) in todo {
+            let (marker, size) = take_marker(&key, &path, offset, bom_len);
+            if let Some(size) = size {
+                telemetry::file_lag(&path.to_string_lossy(), size.saturating_sub(offset));
+            }
+            markers.push((key, offset, marker));
+        }
+        let snapshot = {
+            let mut inner = self.lock();
+            for (key, offset, marker) in markers {
+                if let Some(e) = inner.entries.get_mut(&key) {
+                    if e.disk.offset == offset {
+                        e.disk.marker = marker;
+                        e.dirty = false;
+                    }
+                }
+            }
+            let cutoff = now_unix() - STALE_AFTER_SECS;
+            inner
+                .entries
+                .retain(|_, e| e.live || e.disk.updated_unix >= cutoff);
+            inner.changed = false;
+            let mut entries: Vec<DiskEntry> =
+                inner.entries.values().map(|e| e.disk.clone()).collect();
+            entries.sort_by(|a, b| a.key.cmp(&b.key));
+            DiskFile {
+                version: FORMAT_VERSION,
+                entries,
+            }
+        };
+        let result = write_atomically(&self.path, &snapshot);
+        if result.is_err() {
+            self.lock().changed = true;
+            telemetry::count(telemetry::CHECKPOINT_WRITE_ERRORS, 1);
+        }
+        result
+    }
+}
+
+/// Hashes the bytes before `offset` in the file at `path`, if that file still is `key`'s file
+/// and still that long. Also returns the file's size for the lag gauge.
+fn take_marker(
+    key: &FileKey,
+    path: &Path,
+    offset: u64,
+    bom_len: u64,
+) -> (Option<Marker>, Option<u64>) {
+    let Ok(mut f) = open_shared(path) else {
+        return (None, None);
+    };
+    let Ok(meta) = f.metadata() else {
+        return (None, None);
+    };
+    if FileId::from_metadata(&meta) != key.id || meta.len() < offset {
+        return (None, None);
+    }
+    let (start, len) = marker_range(offset, bom_len);
+    let marker = read_at(&mut f, start, len)
+        .ok()
+        .filter(|b| b.len() as u64 == len)
+        .map(|b| Marker {
+            len: len as u32,
+            hash: short_hash(&b),
+        });
+    (marker, Some(meta.len()))
+}
+
+fn write_atomically(path: &Path, file: &DiskFile) -> Result<(), CheckpointError> {
+    let tmp = path.with_extension("tmp");
+    let io_err = |p: &Path, source| CheckpointError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(file).expect("checkpoint entries always serialize");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    f.write_all(&json).map_err(|e| io_err(&tmp, e))?;
+    f.sync_all().map_err(|e| io_err(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// Makes a rename in `path`'s directory durable (Unix); a no-op elsewhere.
+pub(crate) fn sync_dir(path: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Background thread that flushes a [`CheckpointStore`] periodically and once more on stop.
+#[derive(Debug)]
+pub struct Flusher {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// Flushes `store` every `every`, calling `barrier` first; the checkpoint is written only
+    /// if the barrier succeeds. Pass the spool's `sync` as barrier so that offsets never
+    /// become durable before the findings they cover.
+    pub fn spawn<B>(store: Arc<CheckpointStore>, every: Duration, barrier: B) -> Self
+    where
+        B: Fn() -> io::Result<()> + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("checkpoint-flush".into())
+            .spawn(move || {
+                let tick = Duration::from_millis(20).min(every);
+                let mut waited = Duration::ZERO;
+                loop {
+                    let stopping = flag.load(Ordering::Acquire);
+                    if stopping || waited >= every {
+                        waited = Duration::ZERO;
+                        flush_with_barrier(&store, &barrier);
+                    }
+                    if stopping {
+                        return;
+                    }
+                    std::thread::sleep(tick);
+                    waited += tick;
+                }
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the thread after one last flush, and waits for it.
+    pub fn stop(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn flush_with_barrier<B: Fn() -> io::Result<()>>(store: &CheckpointStore, barrier: &B) {
+    if let Err(error) = barrier() {
+        tracing::warn!(message = "Checkpoint barrier failed; not writing checkpoints.", %error);
+        return;
+    }
+    if let Err(error) = store.flush() {
+        tracing::warn!(message = "Checkpoint write failed.", %error);
+    }
+}

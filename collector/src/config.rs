@@ -1,0 +1,524 @@
+//! The agent's configuration file (TOML): [`AgentConfig`].
+//!
+//! Parsing rejects unknown keys (`deny_unknown_fields`), so a typo is an error naming the key
+//! and line, not a silently ignored setting. [`AgentConfig::validate`] then checks values and
+//! names the offending field (`aggregator.endpoint`, `spool.max_bytes`, ...). Durations are
+//! plain integers with their unit in the key name (`linger_ms`, `stall_threshold_secs`).
+//! `deploy/agent.example.toml` shows every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::discovery::default_includes;
+use crate::spool::FsyncPolicy;
+use crate::tail::TailOptions;
+
+/// Errors loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type; the message names key and line.
+    #[error("config file {origin}: {message}")]
+    Parse {
+        /// File name or `<string>`.
+        origin: String,
+        /// The TOML parser's message (with line and key).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config field `{field}`: {reason}")]
+    Invalid {
+        /// Dotted field path.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Root of the agent configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Host name reported in findings; default: the OS host name.
+    #[serde(default)]
+    pub host_name: Option<String>,
+    /// Directory for checkpoints and the spool; must be writable by the agent.
+    pub data_dir: PathBuf,
+    /// Prometheus scrape address (`ip:port`); no metrics endpoint when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// A run with no new log line for this long is reported as stalled.
+    #[serde(default = "default_stall")]
+    pub stall_threshold_secs: u64,
+    /// Which files to tail.
+    pub sources: SourcesConfig,
+    /// Where to deliver findings.
+    pub aggregator: AggregatorConfig,
+    /// On-disk buffer.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    /// Batching towards the aggregator.
+    #[serde(default)]
+    pub batch: BatchConfig,
+}
+
+fn default_stall() -> u64 {
+    600
+}
+
+/// `[sources]`: which files to tail and how.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// Glob patterns of files to tail; `%VAR%` and `${VAR}` are expanded.
+    pub include: Vec<String>,
+    /// Glob patterns to leave out, matched after `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Poll instead of using filesystem events (set for network shares).
+    #[serde(default)]
+    pub poll: bool,
+    /// Match globs case-insensitively (default true: Windows file names).
+    #[serde(default = "yes")]
+    pub case_insensitive: bool,
+    /// Code page for files with no BOM that are not valid UTF-8 (an `encoding_rs` label).
+    #[serde(default = "default_encoding")]
+    pub encoding_fallback: String,
+    /// How often active files are checked for new data, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// How often the directories are walked again, in milliseconds.
+    #[serde(default = "default_rescan_ms")]
+    pub rescan_interval_ms: u64,
+    /// Close a file handle after this many seconds without new data.
+    #[serde(default = "default_idle_close")]
+    pub idle_close_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_encoding() -> String {
+    "windows-1252".into()
+}
+fn default_poll_ms() -> u64 {
+    250
+}
+fn default_rescan_ms() -> u64 {
+    10_000
+}
+fn default_idle_close() -> u64 {
+    300
+}
+
+/// `[aggregator]`: endpoint and credentials.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// gRPC endpoint, `http://host:port` or `https://host:port`.
+    pub endpoint: String,
+    /// TLS settings; required for client certificates.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Bearer token given inline. Prefer `token_file` or `token_env`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Name of an environment variable holding the bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding the bearer token (surrounding whitespace is trimmed).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Gzip-compress batches.
+    #[serde(default = "yes")]
+    pub compression: bool,
+    /// Give up a connection attempt after this many seconds.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// First reconnect delay ceiling, in milliseconds (doubles up to `backoff_max_ms`).
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    /// Largest reconnect delay, in milliseconds.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_ms: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_backoff_initial() -> u64 {
+    500
+}
+fn default_backoff_max() -> u64 {
+    60_000
+}
+
+/// `[aggregator.tls]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA that signed the aggregator's certificate; system roots if absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mTLS (needs `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Name to verify in the server certificate, when it differs from the endpoint host.
+    #[serde(default)]
+    pub domain_name: Option<String>,
+}
+
+/// `[spool]`: the on-disk buffer.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Largest size on disk in bytes; when full, tailing pauses until acks free space.
+    #[serde(default = "default_spool_max")]
+    pub max_bytes: u64,
+    /// Segment file size in bytes (at most half of `max_bytes`).
+    #[serde(default = "default_segment")]
+    pub segment_bytes: u64,
+    /// `"batch"` (fsync before each checkpoint write) or `"always"` (fsync every record).
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+}
+
+fn default_spool_max() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_segment() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_fsync() -> String {
+    "batch".into()
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_spool_max(),
+            segment_bytes: default_segment(),
+            fsync: default_fsync(),
+        }
+    }
+}
+
+/// `[batch]`: how findings are grouped towards the aggregator.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most records per batch.
+    #[serde(default = "default_batch_records")]
+    pub max_records: usize,
+    /// Most payload bytes per batch (keep well under the server's 4 MiB message limit).
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: usize,
+    /// Wait this long for more records before sending a partial batch, in milliseconds.
+    #[serde(default = "default_linger")]
+    pub linger_ms: u64,
+    /// Batches sent but not yet acknowledged, at most.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_batch_records() -> usize {
+    500
+}
+fn default_batch_bytes() -> usize {
+    1024 * 1024
+}
+fn default_linger() -> u64 {
+    200
+}
+fn default_in_flight() -> usize {
+    4
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_records: default_batch_records(),
+            max_bytes: default_batch_bytes(),
+            linger_ms: default_linger(),
+            max_in_flight: default_in_flight(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads, parses and validates `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, key or field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Defaults for this platform: on Windows the Exchange and MSI log locations and
+    /// `C:\ProgramData\patchwatch`; elsewhere no sources (the config must name them) and
+    /// `/var/lib/patchwatch`. The aggregator endpoint is a loopback placeholder.
+    pub fn default_for_platform() -> Self {
+        let data_dir = if cfg!(windows) {
+            PathBuf::from(r"C:\ProgramData\patchwatch")
+        } else {
+            PathBuf::from("/var/lib/patchwatch")
+        };
+        Self {
+            host_name: None,
+            data_dir,
+            metrics_listen: None,
+            stall_threshold_secs: default_stall(),
+            sources: SourcesConfig {
+                include: default_includes(),
+                exclude: Vec::new(),
+                poll: false,
+                case_insensitive: true,
+                encoding_fallback: default_encoding(),
+                poll_interval_ms: default_poll_ms(),
+                rescan_interval_ms: default_rescan_ms(),
+                idle_close_secs: default_idle_close(),
+            },
+            aggregator: AggregatorConfig {
+                endpoint: "http://127.0.0.1:7400".into(),
+                tls: None,
+                token: None,
+                token_env: None,
+                token_file: None,
+                compression: true,
+                connect_timeout_secs: default_connect_timeout(),
+                backoff_initial_ms: default_backoff_initial(),
+                backoff_max_ms: default_backoff_max(),
+            },
+            spool: SpoolConfig::default(),
+            batch: BatchConfig::default(),
+        }
+    }
+
+    /// Checks values; every error names its field.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sources.include.is_empty() {
+            return Err(invalid(
+                "sources.include",
+                "at least one glob pattern is required",
+            ));
+        }
+        if encoding_rs::Encoding::for_label(self.sources.encoding_fallback.as_bytes()).is_none() {
+            return Err(invalid(
+                "sources.encoding_fallback",
+                format!(
+                    "unknown encoding {:?}; try \"windows-1252\"",
+                    self.sources.encoding_fallback
+                ),
+            ));
+        }
+        if self.sources.poll_interval_ms == 0 {
+            return Err(invalid(
+                "sources.poll_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let ep = &self.aggregator.endpoint;
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            return Err(invalid(
+                "aggregator.endpoint",
+                format!("{ep:?} must start with http:// or https://"),
+            ));
+        }
+        if let Some(tls) = &self.aggregator.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(invalid(
+                    "aggregator.tls.cert_file",
+                    "cert_file and key_file must be given together",
+                ));
+            }
+            if ep.starts_with("http://") {
+                return Err(invalid(
+                    "aggregator.tls",
+                    "TLS settings need an https:// endpoint",
+                ));
+            }
+        }
+        let tokens = [
+            self.aggregator.token.is_some(),
+            self.aggregator.token_env.is_some(),
+            self.aggregator.token_file.is_some(),
+        ];
+        if tokens.iter().filter(|t| **t).count() > 1 {
+            return Err(invalid(
+                "aggregator.token",
+                "give at most one of token, token_env, token_file",
+            ));
+        }
+        if self.aggregator.backoff_initial_ms == 0
+            || self.aggregator.backoff_max_ms < self.aggregator.backoff_initial_ms
+        {
+            return Err(invalid(
+                "aggregator.backoff_max_ms",
+                "backoff_initial_ms must be > 0 and <= backoff_max_ms",
+            ));
+        }
+        if self.spool.segment_bytes == 0 || self.spool.segment_bytes * 2 > self.spool.max_bytes {
+            return Err(invalid(
+                "spool.segment_bytes",
+                "must be non-zero and at most half of spool.max_bytes",
+            ));
+        }
+        self.spool_fsync()?;
+        if self.batch.max_records == 0 || self.batch.max_in_flight == 0 {
+            return Err(invalid(
+                "batch.max_records",
+                "batch.max_records and batch.max_in_flight must be greater than 0",
+            ));
+        }
+        if self.stall_threshold_secs == 0 {
+            return Err(invalid("stall_threshold_secs", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// The fsync policy named by `spool.fsync`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for an unknown name.
+    pub fn spool_fsync(&self) -> Result<FsyncPolicy, ConfigError> {
+        match self.spool.fsync.as_str() {
+            "batch" => Ok(FsyncPolicy::OnSync),
+            "always" => Ok(FsyncPolicy::Always),
+            other => Err(invalid(
+                "spool.fsync",
+                format!("{other:?} is not one of \"batch\", \"always\""),
+            )),
+        }
+    }
+
+    /// Tailer options derived from `[sources]`.
+    pub fn tail_options(&self) -> TailOptions {
+        TailOptions {
+            poll_interval: Duration::from_millis(self.sources.poll_interval_ms),
+            rescan_interval: Duration::from_millis(self.sources.rescan_interval_ms),
+            idle_close: Duration::from_secs(self.sources.idle_close_secs),
+            poll: self.sources.poll,
+            ..TailOptions::default()
+        }
+    }
+
+    /// Where the checkpoint file lives.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.data_dir.join("checkpoints.json")
+    }
+
+    /// Where the spool lives.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+data_dir = "/tmp/pw"
+[sources]
+include = ["/var/log/ex/*.log"]
+[aggregator]
+endpoint = "http://127.0.0.1:7400"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = AgentConfig::from_toml(MIN, "t.toml").unwrap();
+        assert_eq!(c.stall_threshold_secs, 600);
+        assert_eq!(c.sources.encoding_fallback, "windows-1252");
+        assert_eq!(c.batch.max_in_flight, 4);
+        assert_eq!(c.spool_fsync().unwrap(), FsyncPolicy::OnSync);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MIN.replace("[sources]", "[sources]\npol = true");
+        let e = AgentConfig::from_toml(&text, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pol") && e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let cases = [
+            ("http://127.0.0.1:7400", "ftp://x", "aggregator.endpoint"),
+            (
+                "[sources]",
+                "[sources]\nencoding_fallback = \"klingon\"",
+                "sources.encoding_fallback",
+            ),
+            (
+                "[aggregator]",
+                "[spool]\nfsync = \"sometimes\"\n[aggregator]",
+                "spool.fsync",
+            ),
+            (
+                "[aggregator]",
+                "[spool]\nmax_bytes = 10\n[aggregator]",
+                "spool.segment_bytes",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let e = AgentConfig::from_toml(&MIN.replace(from, to), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn platform_defaults_validate_where_sources_exist() {
+        let c = AgentConfig::default_for_platform();
+        assert_eq!(c.validate().is_ok(), cfg!(windows));
+    }
+}

@@ -1,0 +1,268 @@
+//! Delivery settings resolved from the config: TLS material loaded, token read, endpoint built.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use patchwatch_proto::HostInfo;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::AgentConfig;
+
+/// Errors preparing or running delivery.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// A TLS or token file cannot be read.
+    #[error("{field}: cannot read {path}: {source}")]
+    File {
+        /// Config field naming the file.
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token environment variable is not set or empty.
+    #[error("aggregator.token_env: environment variable {0} is not set or empty")]
+    TokenEnv(String),
+    /// The token cannot be sent as an HTTP header value.
+    #[error("{0}: bearer token contains characters not allowed in an HTTP header")]
+    TokenInvalid(&'static str),
+    /// Endpoint or TLS settings rejected by the transport.
+    #[error("aggregator.endpoint {endpoint}: {source}")]
+    Endpoint {
+        /// The endpoint.
+        endpoint: String,
+        /// Transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// Connecting failed (the aggregator is down or unreachable); retried with backoff.
+    #[error("cannot connect to aggregator {endpoint}: {source}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// Transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The aggregator answered with an error status; retried with backoff.
+    #[error("aggregator stream failed: {0}")]
+    Status(#[from] tonic::Status),
+    /// Reading or acknowledging the spool failed.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+}
+
+/// A bearer token; never printed (its `Debug` is redacted) and marked sensitive on the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// Wraps a token value.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The `authorization` header value.
+    pub(crate) fn header(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+/// PEM material for TLS, already read from disk.
+#[derive(Clone, Default)]
+pub struct TlsMaterial {
+    /// CA certificate(s) to trust for the server.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key for mTLS.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// Server name to verify, if not the endpoint host.
+    pub domain_name: Option<String>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_identity", &self.identity_pem.is_some())
+            .field("domain_name", &self.domain_name)
+            .finish()
+    }
+}
+
+/// Everything [`run`](super::run) needs.
+#[derive(Debug, Clone)]
+pub struct DeliveryOptions {
+    /// `http://` or `https://` endpoint of the aggregator.
+    pub endpoint: String,
+    /// TLS settings (with an `https://` endpoint).
+    pub tls: Option<TlsMaterial>,
+    /// Bearer token sent as `authorization` metadata.
+    pub token: Option<BearerToken>,
+    /// Gzip-compress requests (and accept gzip responses).
+    pub compression: bool,
+    /// This collector's stable id (`Batch.collector_id`).
+    pub collector_id: String,
+    /// Host identity sent with every batch.
+    pub host: HostInfo,
+    /// Most records per batch.
+    pub max_batch_records: usize,
+    /// Most payload bytes per batch (one record may exceed it alone).
+    pub max_batch_bytes: usize,
+    /// Wait this long for a batch to fill before sending it partial.
+    pub linger: Duration,
+    /// Most unacknowledged batches at once.
+    pub max_in_flight: usize,
+    /// Connection attempt timeout.
+    pub connect_timeout: Duration,
+    /// First backoff ceiling; doubles per failed attempt.
+    pub backoff_initial: Duration,
+    /// Largest backoff ceiling.
+    pub backoff_max: Duration,
+}
+
+impl DeliveryOptions {
+    /// Options for `endpoint` with the defaults of `[batch]` and `[aggregator]`.
+    pub fn new(
+        endpoint: impl Into<String>,
+        collector_id: impl Into<String>,
+        host: HostInfo,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            tls: None,
+            token: None,
+            compression: true,
+            collector_id: collector_id.into(),
+            host,
+            max_batch_records: 500,
+            max_batch_bytes: 1024 * 1024,
+            linger: Duration::from_millis(200),
+            max_in_flight: 4,
+            connect_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+
+    /// Resolves the config: reads TLS files and the token (from value, env var or file).
+    ///
+    /// # Errors
+    /// [`DeliveryError`] naming the config field and file.
+    pub fn from_config(
+        cfg: &AgentConfig,
+        collector_id: impl Into<String>,
+        host: HostInfo,
+    ) -> Result<Self, DeliveryError> {
+        let a = &cfg.aggregator;
+        let read = |field: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|source| DeliveryError::File {
+                field,
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let tls = match &a.tls {
+            None => None,
+            Some(t) => Some(TlsMaterial {
+                ca_pem: t
+                    .ca_file
+                    .as_deref()
+                    .map(|p| read("aggregator.tls.ca_file", p))
+                    .transpose()?,
+                identity_pem: match (&t.cert_file, &t.key_file) {
+                    (Some(c), Some(k)) => Some((
+                        read("aggregator.tls.cert_file", c)?,
+                        read("aggregator.tls.key_file", k)?,
+                    )),
+                    _ => None,
+                },
+                domain_name: t.domain_name.clone(),
+            }),
+        };
+        let (field, token) = if let Some(t) = &a.token {
+            ("aggregator.token", Some(t.clone()))
+        } else if let Some(var) = &a.token_env {
+            match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => {
+                    ("aggregator.token_env", Some(v.trim().to_owned()))
+                }
+                _ => return Err(DeliveryError::TokenEnv(var.clone())),
+            }
+        } else if let Some(p) = &a.token_file {
+            let bytes = read("aggregator.token_file", p)?;
+            let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+            ("aggregator.token_file", Some(text))
+        } else {
+            ("aggregator.token", None)
+        };
+        let token = token.map(BearerToken);
+        if let Some(t) = &token {
+            if tonic::metadata::MetadataValue::try_from(t.header()).is_err() {
+                return Err(DeliveryError::TokenInvalid(field));
+            }
+        }
+        let mut o = Self::new(a.endpoint.clone(), collector_id, host);
+        o.tls = tls;
+        o.token = token;
+        o.compression = a.compression;
+        o.max_batch_records = cfg.batch.max_records;
+        o.max_batch_bytes = cfg.batch.max_bytes;
+        o.linger = Duration::from_millis(cfg.batch.linger_ms);
+        o.max_in_flight = cfg.batch.max_in_flight;
+        o.connect_timeout = Duration::from_secs(a.connect_timeout_secs);
+        o.backoff_initial = Duration::from_millis(a.backoff_initial_ms);
+        o.backoff_max = Duration::from_millis(a.backoff_max_ms);
+        Ok(o)
+    }
+
+    /// Builds the transport endpoint (TLS applied), without connecting.
+    ///
+    /// # Errors
+    /// [`DeliveryError::Endpoint`].
+    pub fn endpoint(&self) -> Result<Endpoint, DeliveryError> {
+        let err = |source| DeliveryError::Endpoint {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let mut ep = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(err)?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        if let Some(t) = &self.tls {
+            let mut tls = ClientTlsConfig::new().with_enabled_roots();
+            if let Some(ca) = &t.ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &t.identity_pem {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(name) = &t.domain_name {
+                tls = tls.domain_name(name.clone());
+            }
+            ep = ep.tls_config(tls).map_err(err)?;
+        }
+        Ok(ep)
+    }
+
+    /// Connects once.
+    pub(crate) async fn connect(&self) -> Result<Channel, DeliveryError> {
+        self.endpoint()?
+            .connect()
+            .await
+            .map_err(|source| DeliveryError::Connect {
+                endpoint: self.endpoint.clone(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,21 @@
+//! Durable on-disk queue between the pipeline and delivery: [`Spool`].
+//!
+//! Findings and run updates are appended as opaque records (the agent stores prost bytes;
+//! see `delivery::SpoolItem`). Delivery reads from its own cursor, sends, and calls
+//! [`Spool::ack`] once the aggregator acknowledged; only then does data leave the disk.
+//!
+//! Guarantees:
+//! * An acknowledged `append` (after [`Spool::sync`], or always with [`FsyncPolicy::Always`])
+//!   survives a crash.
+//! * A torn last record (crash mid-write) is detected by its CRC32 at open, cut off and
+//!   reported in [`RecoveryReport::damage`] (plus a warning and a metric).
+//! * The total size is bounded by [`SpoolOptions::max_bytes`]; when full, `append` returns
+//!   [`SpoolError::Full`] (or `append_timeout` waits) and the caller stops reading its
+//!   input. Nothing is dropped silently.
+//! * Record ids strictly increase and are never reused within one spool directory.
+
+mod queue;
+mod segment;
+
+pub use queue::{Damage, FsyncPolicy, Record, RecoveryReport, Spool, SpoolError, SpoolOptions};
+pub use segment::MAX_RECORD_BYTES;

@@ -1,0 +1,243 @@
+//! The reader: reconciles discovery with the tracked files and polls each [`Tailer`].
+//!
+//! Files are tracked by [`FileId`], not by path, so a rename inside the watched set is a
+//! `Rotated` event and the stream continues, and a rename out of it (rotation to a
+//! non-matching name, the whole folder renamed) drains what the open handle can still read
+//! before `Deleted`. A full pass (directory walk) runs when the watcher reports a change and
+//! on the slow rescan timer; in between only recently active files are polled, which keeps
+//! the cost flat with thousands of old `MSI*.LOG` files in `%WINDIR%\Temp`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{SendTimeoutError, Sender};
+
+use super::identity::FileId;
+use super::tailer::{PollOutcome, Tailer};
+use super::{TailEvent, TailOptions};
+use crate::checkpoint::CheckpointStore;
+use crate::discovery::{DirWatch, Discovery};
+use crate::telemetry;
+
+/// Tails every file [`Discovery`] finds; see the module doc.
+#[derive(Debug)]
+pub struct TailReader {
+    discovery: Discovery,
+    watch: DirWatch,
+    store: Arc<CheckpointStore>,
+    opts: TailOptions,
+    tailers: HashMap<FileId, Tailer>,
+    last_full: Option<Instant>,
+    force_full: bool,
+}
+
+impl TailReader {
+    /// Creates a reader. Nothing is read until the first [`poll_once`](Self::poll_once).
+    pub fn new(discovery: Discovery, store: Arc<CheckpointStore>, opts: TailOptions) -> Self {
+        let watch = DirWatch::new(&discovery, opts.poll);
+        Self {
+            discovery,
+            watch,
+            store,
+            opts,
+            tailers: HashMap::new(),
+            last_full: None,
+            force_full: true,
+        }
+    }
+
+    /// Number of files currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.tailers.len()
+    }
+
+    /// One round: maybe rescan, then poll files, handing every event to `emit` in order.
+    /// `emit` returning false means the consumer is gone; the round stops there.
+    ///
+    /// Returns true when some file has more data than one round's budget, so the caller
+    /// should poll again without sleeping.
+    pub fn poll_once(&mut self, emit: &mut dyn FnMut(TailEvent) -> bool) -> bool {
+        let now = Instant::now();
+        let full = std::mem::take(&mut self.force_full)
+            | self.watch.take_changed()
+            | self
+                .last_full
+                .is_none_or(|t| now.duration_since(t) >= self.opts.rescan_interval);
+        if full {
+            self.last_full = Some(now);
+            if !self.reconcile(emit) {
+                return false;
+            }
+        }
+        let mut more = false;
+        let ids: Vec<FileId> = self.tailers.keys().copied().collect();
+        for id in ids {
+            let t = self.tailers.get_mut(&id).expect("listed above");
+            let active = t.is_open() || now.duration_since(t.last_activity) < self.opts.idle_close;
+            if !full && !active {
+                continue;
+            }
+            match t.poll(&self.opts, &self.store, false, emit) {
+                Ok(PollOutcome::More) => more = true,
+                Ok(PollOutcome::Moved) => self.force_full = true,
+                Ok(PollOutcome::Gone) => {
+                    // Deleted and drained; the next full pass picks up whatever replaced it.
+                    let t = self.tailers.remove(&id).expect("listed above");
+                    self.force_full = true;
+                    if !self.end(t, emit) {
+                        return false;
+                    }
+                }
+                Ok(PollOutcome::Stopped) => return false,
+                Ok(PollOutcome::Idle | PollOutcome::Progress) => {}
+                Err(error) => {
+                    tracing::warn!(message = "Cannot read file; will retry.", path = %t.path.display(), %error);
+                    t.close();
+                }
+            }
+        }
+        telemetry::set_gauge(
+            telemetry::OPEN_FILES,
+            self.tailers.values().filter(|t| t.is_open()).count() as f64,
+        );
+        telemetry::set_gauge(telemetry::TRACKED_FILES, self.tailers.len() as f64);
+        more
+    }
+
+    /// Walks the directories and updates the tracked set. Returns false if `emit` hung up.
+    fn reconcile(&mut self, emit: &mut dyn FnMut(TailEvent) -> bool) -> bool {
+        let paths = self.discovery.scan();
+        self.watch.rearm(&self.discovery);
+        let mut seen: HashMap<FileId, PathBuf> = HashMap::new();
+        for path in paths {
+            match std::fs::metadata(&path) {
+                Ok(m) => {
+                    // With hard links one file has several names; keep the one we know.
+                    let id = FileId::from_metadata(&m);
+                    let known = self.tailers.get(&id).is_some_and(|t| t.path == path);
+                    if known || !seen.contains_key(&id) {
+                        seen.insert(id, path);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(message = "File vanished during scan.", path = %path.display(), %error)
+                }
+            }
+        }
+        let gone: Vec<FileId> = self
+            .tailers
+            .keys()
+            .filter(|id| !seen.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            let mut t = self.tailers.remove(&id).expect("listed above");
+            // Drain through the handle we still hold: on Unix a renamed or unlinked file
+            // stays readable, so lines written just before a rotation are not lost.
+            loop {
+                match t.poll(&self.opts, &self.store, true, emit) {
+                    Ok(PollOutcome::More) => continue,
+                    Ok(PollOutcome::Stopped) => return false,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(message = "Cannot drain file that left the watched set.", path = %t.path.display(), %error);
+                        break;
+                    }
+                }
+            }
+            if !self.end(t, emit) {
+                return false;
+            }
+        }
+        let live: HashSet<FileId> = self.tailers.keys().copied().collect();
+        for (id, path) in seen {
+            if live.contains(&id) {
+                let t = self.tailers.get_mut(&id).expect("live");
+                if t.path != path {
+                    let from = std::mem::replace(&mut t.path, path.clone());
+                    telemetry::count(telemetry::FILE_ROTATIONS, 1);
+                    tracing::info!(message = "File renamed.", from = %from.display(), to = %path.display());
+                    if let Some(key) = t.key.clone() {
+                        self.store.rename(&key, &path);
+                        if !emit(TailEvent::Rotated {
+                            file: key,
+                            from,
+                            to: path,
+                        }) {
+                            return false;
+                        }
+                    }
+                }
+            } else {
+                self.tailers.insert(id, Tailer::new(id, path));
+            }
+        }
+        true
+    }
+
+    /// Ends a tailer: forget its checkpoint and tell the consumer, if it ever heard of it.
+    fn end(&mut self, t: Tailer, emit: &mut dyn FnMut(TailEvent) -> bool) -> bool {
+        let Some(key) = t.key else { return true };
+        telemetry::count(telemetry::FILE_DELETIONS, 1);
+        tracing::info!(message = "File deleted or moved out of the watched set.", path = %t.path.display());
+        self.store.forget(&key);
+        emit(TailEvent::Deleted {
+            file: key,
+            path: t.path,
+        })
+    }
+
+    /// Runs the poll loop on the current thread until `stop` is set or the receiver is
+    /// dropped. Blocks on the bounded channel when the consumer is slow: that is the
+    /// backpressure, nothing is dropped.
+    pub fn run(mut self, tx: Sender<TailEvent>, stop: &AtomicBool) {
+        let mut send = |ev: TailEvent| -> bool {
+            let mut ev = ev;
+            loop {
+                match tx.send_timeout(ev, Duration::from_millis(100)) {
+                    Ok(()) => return true,
+                    Err(SendTimeoutError::Disconnected(_)) => return false,
+                    Err(SendTimeoutError::Timeout(back)) => {
+                        if stop.load(Ordering::Acquire) {
+                            return false;
+                        }
+                        ev = back;
+                    }
+                }
+            }
+        };
+        while !stop.load(Ordering::Acquire) {
+            let more = self.poll_once(&mut send);
+            if !more && !self.force_full {
+                sleep_unless_stopped(self.opts.poll_interval, stop);
+            }
+        }
+    }
+
+    /// Spawns [`run`](Self::run) on a named thread.
+    pub fn spawn(
+        self,
+        tx: Sender<TailEvent>,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("tail-reader".into())
+            .spawn(move || self.run(tx, &stop))
+            .expect("spawning a thread only fails when the OS is out of resources")
+    }
+}
+
+fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
+    let step = Duration::from_millis(10);
+    let deadline = Instant::now() + total;
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep(step.min(deadline - now));
+    }
+}

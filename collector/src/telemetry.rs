@@ -1,0 +1,136 @@
+//! Metric names and small helpers shared by the collector's modules.
+//!
+//! Names follow the house rule: counters are `patchwatch_<name>_<unit>_total`, gauges and
+//! histograms drop the `_total`. Every metric is described once by [`describe`], which the agent
+//! calls after installing its recorder (descriptions registered before a recorder is installed
+//! are lost, which is harmless). With no recorder installed every helper is a cheap no-op, so
+//! tests and library users pay nothing.
+
+use metrics::{counter, gauge, histogram};
+
+/// Bytes read from watched log files (counter, label `path` omitted on purpose: cardinality).
+pub const BYTES_READ: &str = "patchwatch_read_bytes_total";
+/// Lines framed by the pipeline (counter; the wiring increments it).
+pub const LINES: &str = "patchwatch_lines_total";
+/// Findings produced, by `rule` (counter; the wiring increments it).
+pub const FINDINGS: &str = "patchwatch_findings_total";
+/// Lines that could not be decoded in the file's encoding (counter).
+pub const DECODE_ERRORS: &str = "patchwatch_decode_errors_total";
+/// Over-long lines cut by the pipeline (counter).
+pub const TRUNCATED_LINES: &str = "patchwatch_truncated_lines_total";
+/// Files currently held open by the tailer (gauge).
+pub const OPEN_FILES: &str = "patchwatch_open_files";
+/// Files currently tracked by the tailer, open or not (gauge).
+pub const TRACKED_FILES: &str = "patchwatch_tracked_files";
+/// File size minus its committed checkpoint, per `path` (gauge).
+pub const FILE_LAG: &str = "patchwatch_file_lag_bytes";
+/// File generations ended by truncation or rewrite (counter).
+pub const FILE_TRUNCATIONS: &str = "patchwatch_file_truncations_total";
+/// Files renamed while tailed (counter).
+pub const FILE_ROTATIONS: &str = "patchwatch_file_rotations_total";
+/// Files deleted or moved out of the watched set while tailed (counter).
+pub const FILE_DELETIONS: &str = "patchwatch_file_deletions_total";
+/// Corrupt checkpoint files moved aside and rebuilt (counter).
+pub const CHECKPOINT_CORRUPT: &str = "patchwatch_checkpoint_corrupt_total";
+/// Checkpoint flushes that failed (counter).
+pub const CHECKPOINT_WRITE_ERRORS: &str = "patchwatch_checkpoint_write_errors_total";
+/// Bytes held by the spool on disk (gauge).
+pub const SPOOL_BYTES: &str = "patchwatch_spool_bytes";
+/// Records appended to the spool (counter).
+pub const SPOOL_RECORDS: &str = "patchwatch_spool_records_total";
+/// Appends refused because the spool was full (counter).
+pub const SPOOL_FULL: &str = "patchwatch_spool_full_total";
+/// Torn or corrupt spool records cut off during recovery (counter).
+pub const SPOOL_CORRUPT: &str = "patchwatch_spool_corrupt_records_total";
+/// Seconds from sending a batch to receiving its ack (histogram).
+pub const ACK_LATENCY: &str = "patchwatch_ack_latency_seconds";
+/// Batches sent, including resends (counter).
+pub const BATCHES_SENT: &str = "patchwatch_batches_sent_total";
+/// Batches acknowledged (counter).
+pub const BATCHES_ACKED: &str = "patchwatch_batches_acked_total";
+/// Items the aggregator rejected in an ack (counter).
+pub const ITEMS_REJECTED: &str = "patchwatch_rejected_items_total";
+/// Reconnect attempts to the aggregator (counter).
+pub const RETRIES: &str = "patchwatch_delivery_retries_total";
+/// Spool records that could not be decoded for delivery (counter).
+pub const UNDECODABLE_RECORDS: &str = "patchwatch_undecodable_records_total";
+
+/// Registers a description for every metric above with the installed recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(BYTES_READ, Unit::Bytes, "Bytes read from watched log files");
+    describe_counter!(LINES, "Lines framed by the pipeline");
+    describe_counter!(FINDINGS, "Findings produced, by rule");
+    describe_counter!(DECODE_ERRORS, "Lines not decodable in the file's encoding");
+    describe_counter!(TRUNCATED_LINES, "Over-long lines cut by the pipeline");
+    describe_gauge!(OPEN_FILES, "Files currently held open");
+    describe_gauge!(TRACKED_FILES, "Files currently tracked");
+    describe_gauge!(
+        FILE_LAG,
+        Unit::Bytes,
+        "File size minus committed checkpoint"
+    );
+    describe_counter!(FILE_TRUNCATIONS, "File generations ended by truncation");
+    describe_counter!(FILE_ROTATIONS, "Files renamed while tailed");
+    describe_counter!(FILE_DELETIONS, "Files deleted or moved out of scope");
+    describe_counter!(CHECKPOINT_CORRUPT, "Corrupt checkpoint files rebuilt");
+    describe_counter!(CHECKPOINT_WRITE_ERRORS, "Failed checkpoint flushes");
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes held by the spool");
+    describe_counter!(SPOOL_RECORDS, "Records appended to the spool");
+    describe_counter!(SPOOL_FULL, "Appends refused because the spool was full");
+    describe_counter!(SPOOL_CORRUPT, "Torn or corrupt spool records cut off");
+    describe_histogram!(ACK_LATENCY, Unit::Seconds, "Batch send to ack latency");
+    describe_counter!(BATCHES_SENT, "Batches sent, including resends");
+    describe_counter!(BATCHES_ACKED, "Batches acknowledged");
+    describe_counter!(ITEMS_REJECTED, "Items rejected by the aggregator");
+    describe_counter!(RETRIES, "Reconnect attempts to the aggregator");
+    describe_counter!(
+        UNDECODABLE_RECORDS,
+        "Spool records not decodable for delivery"
+    );
+}
+
+/// Counts `n` bytes read from a log file.
+pub fn bytes_read(n: u64) {
+    counter!(BYTES_READ).increment(n);
+}
+
+/// Counts `n` framed lines.
+pub fn lines(n: u64) {
+    counter!(LINES).increment(n);
+}
+
+/// Counts one finding for `rule_id`.
+pub fn finding(rule_id: &str) {
+    counter!(FINDINGS, "rule" => rule_id.to_owned()).increment(1);
+}
+
+/// Counts `n` decode errors.
+pub fn decode_errors(n: u64) {
+    counter!(DECODE_ERRORS).increment(n);
+}
+
+/// Counts `n` truncated lines.
+pub fn truncated_lines(n: u64) {
+    counter!(TRUNCATED_LINES).increment(n);
+}
+
+/// Sets the per-file lag gauge for `path`.
+pub fn file_lag(path: &str, lag: u64) {
+    gauge!(FILE_LAG, "path" => path.to_owned()).set(lag as f64);
+}
+
+/// Records one batch's send-to-ack latency.
+pub fn ack_latency(seconds: f64) {
+    histogram!(ACK_LATENCY).record(seconds);
+}
+
+/// Increments a plain counter by `n`.
+pub fn count(name: &'static str, n: u64) {
+    counter!(name).increment(n);
+}
+
+/// Sets a plain gauge.
+pub fn set_gauge(name: &'static str, value: f64) {
+    gauge!(name).set(value);
+}
