@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::driver::{DeliveryReport, Receipt, SinkHandle};
 use crate::error::SinkError;
-use crate::jsonl;
+use crate::{elasticsearch, jsonl, otlp, splunk_hec, syslog, webhook};
 
 /// Resolves once the destination answered a probe; sinks run whether or not it succeeds.
 pub type Healthcheck = BoxFuture<'static, Result<(), SinkError>>;
@@ -48,6 +48,15 @@ impl SinksConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
     /// OTLP logs over gRPC.
+    Otlp(otlp::OtlpConfig),
+    /// Splunk HTTP Event Collector.
+    SplunkHec(splunk_hec::SplunkHecConfig),
+    /// Syslog RFC 5424 (optionally CEF) over UDP, TCP or TLS.
+    Syslog(syslog::SyslogConfig),
+    /// Elasticsearch / OpenSearch bulk API with ECS documents.
+    Elasticsearch(elasticsearch::ElasticsearchConfig),
+    /// JSON webhook, optionally templated for chat tools.
+    Webhook(webhook::WebhookConfig),
     /// JSON Lines to a file or stdout.
     Jsonl(jsonl::JsonlConfig),
 }
@@ -60,6 +69,11 @@ pub enum SinkConfig {
 /// reports it and the sink keeps retrying.
 pub fn build(name: &str, cfg: &SinkConfig) -> Result<(SinkHandle, Healthcheck), SinkError> {
     match cfg {
+        SinkConfig::Otlp(c) => otlp::build(name, c),
+        SinkConfig::SplunkHec(c) => splunk_hec::build(name, c),
+        SinkConfig::Syslog(c) => syslog::build(name, c),
+        SinkConfig::Elasticsearch(c) => elasticsearch::build(name, c),
+        SinkConfig::Webhook(c) => webhook::build(name, c),
         SinkConfig::Jsonl(c) => jsonl::build(name, c),
     }
 }

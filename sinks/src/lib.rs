@@ -35,18 +35,20 @@
 
 pub mod config;
 pub mod driver;
-//pub mod elasticsearch;
+pub mod elasticsearch;
 pub mod encoding;
 pub mod error;
 pub mod jsonl;
-//pub mod otlp;
+pub mod otlp;
 //pub mod routing;
-pub mod secret;
-//pub mod splunk_hec;
-//pub mod syslog;
 pub(crate) mod http;
+pub mod secret;
+pub mod splunk_hec;
+pub mod syslog;
 pub(crate) mod telemetry;
-//pub mod webhook;
+#[cfg(test)]
+pub(crate) mod testutil;
+pub mod webhook;
 
 pub use config::{build, Healthcheck, SinkConfig, Sinks, SinksConfig};
 pub use driver::{BatchConfig, DeliveryReport, Receipt, RetryConfig, SinkHandle, SinkHealth};
