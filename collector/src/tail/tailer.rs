@@ -56,6 +56,8 @@ pub(crate) struct Tailer {
     file: Option<File>,
     /// Size seen at the previous poll.
     last_size: u64,
+    /// Modification time seen at the previous poll.
+    last_mtime: Option<std::time::SystemTime>,
     pub(crate) last_activity: Instant,
 }
 
@@ -70,6 +72,7 @@ impl Tailer {
             marker: Vec::new(),
             file: None,
             last_size: 0,
+            last_mtime: None,
             last_activity: Instant::now(),
         }
     }
@@ -100,7 +103,12 @@ impl Tailer {
             // unchanged file on every tick would cost a CreateFile per file per tick.
             match std::fs::metadata(&self.path) {
                 Ok(m) if FileId::from_metadata(&m) != self.id => return Ok(PollOutcome::Moved),
-                Ok(m) if self.key.is_some() && m.len() == self.last_size && m.len() == self.pos => {
+                Ok(m)
+                    if self.key.is_some()
+                        && m.len() == self.last_size
+                        && m.len() == self.pos
+                        && m.modified().ok() == self.last_mtime =>
+                {
                     return Ok(PollOutcome::Idle)
                 }
                 Ok(_) => {}
@@ -174,6 +182,7 @@ impl Tailer {
             }
         }
         self.last_size = size;
+        self.last_mtime = meta.modified().ok();
         let now = Instant::now();
         if outcome != PollOutcome::Idle {
             self.last_activity = now;
@@ -195,7 +204,9 @@ impl Tailer {
         if size < self.pos {
             return Ok(true);
         }
-        if size == self.last_size || self.marker.is_empty() {
+        // Checked on every poll, not only when the size changed: a truncation followed by
+        // a rewrite to exactly the old size leaves the size unchanged. One small pread.
+        if self.marker.is_empty() {
             return Ok(false);
         }
         let len = self.marker.len() as u64;
@@ -230,18 +241,22 @@ impl Tailer {
             {
                 continue;
             }
-            let mut from = saved.offset;
-            if bom.is_utf16() && from % 2 == 1 {
-                from -= 1; // never resume between the two bytes of a UTF-16 code unit
-            }
-            let verified = from <= size
+            let saved_at = saved.offset;
+            let verified = saved_at <= size
                 && match &saved.marker {
                     Some(m) => {
-                        let (start, len) = marker_range(from, bom_len);
+                        let (start, len) = marker_range(saved_at, bom_len);
                         len == u64::from(m.len) && short_hash(&read_at(file, start, len)?) == m.hash
                     }
-                    None => from == 0,
+                    None => saved_at == 0,
                 };
+            // Never resume between the two bytes of a UTF-16 code unit (the BOM is 2 bytes,
+            // so code units start at even offsets).
+            let from = if bom.is_utf16() {
+                saved_at & !1
+            } else {
+                saved_at
+            };
             if !verified {
                 tracing::info!(message = "Checkpoint does not match file content; reading from the start.", path = %self.path.display(), offset = saved.offset);
             }
