@@ -452,7 +452,7 @@ impl FileScanner {
             if let Some(run) = self.run.as_mut() {
                 run.summary.outcome = o;
             }
-            self.close_run_keep();
+            self.close_run_keep(false);
         }
     }
 
@@ -730,7 +730,7 @@ impl FileScanner {
 
     /// Ends the open run: derived checks, primary cause, final run event. The run stays
     /// current (later lines attach to it) until another one starts.
-    fn close_run_keep(&mut self) {
+    fn close_run_keep(&mut self, interrupted: bool) {
         let Some(mut run) = self.run.take() else {
             return;
         };
@@ -739,6 +739,14 @@ impl FileScanner {
             return;
         }
         let kind = self.kind.unwrap_or(LogKind::Plain);
+        // A run cut short (by the next run, or the end of a complete file) that logged errors
+        // failed; one without errors is left in progress, since its log may simply stop there.
+        if interrupted
+            && run.summary.outcome == Outcome::InProgress
+            && (!run.prioritized.is_empty() || model::has_errors(kind, &run.data))
+        {
+            run.summary.outcome = Outcome::Failed;
+        }
         let derived = model::finalize(kind, &run.data, &mut run.summary);
         let catalog = Arc::clone(&self.catalog);
         let has_priority = !run.prioritized.is_empty()
@@ -777,7 +785,7 @@ impl FileScanner {
         if let Some(idx) = self.run.as_ref().map(|r| r.summary.index) {
             self.pending.retain(|p| p.run_index != idx || p.awaiting.is_empty());
         }
-        self.close_run_keep();
+        self.close_run_keep(true);
     }
 
     fn send_phase(&mut self) {

@@ -25,6 +25,13 @@ pub(crate) struct ExchangeRun {
     last_error_reference: Option<EvidenceLine>,
 }
 
+impl ExchangeRun {
+    /// True once an `[ERROR]` line was seen in the run.
+    pub(crate) fn has_errors(&self) -> bool {
+        self.first_error.is_some()
+    }
+}
+
 pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut RunSummary) -> Boundary {
     let t = line.text;
     let x = &mut run.exchange;
@@ -62,12 +69,14 @@ pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut R
             if !sum.fields.contains_key("backup_build") {
                 if let Some(v) = after(t, "The locally installed version is ").map(|v| v.trim_end_matches('.')) {
                     sum.installed_build = Some(v.to_string());
+                    sum.fields.insert("installed_build".into(), v.to_string());
                 }
             }
         }
         s::BACKUP_VERSION => {
             if let Some(v) = between(t, "previously installed version is '", "'") {
                 sum.installed_build = Some(v.to_string());
+                sum.fields.insert("installed_build".into(), v.to_string());
                 sum.fields.insert("backup_build".into(), v.to_string());
             }
         }
@@ -96,10 +105,12 @@ pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut R
             }
         }
         s::SCHEMA_MASTER => {
-            if let Some(v) = after(t, "Schema Master domain controller ") {
+            let v = after(t, "attempt to use the Schema Master domain controller ").or_else(|| after(t, "setup will use "));
+            if let Some(v) = v {
                 sum.fields.insert("schema_master".into(), v.trim().to_string());
             }
         }
+        s::END_OF_SETUP => return Boundary::End(Outcome::Failed),
         s::COMPONENT => {
             if let Some(c) = between(t, "Processing component '", "'") {
                 sum.phase = Some(c.to_string());
@@ -165,10 +176,13 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
         value("Setting:DomainControllerSiteName").unwrap_or("NULL VALUE").to_string(),
     );
     sum.fields.extend(ctx.iter().map(|(k, v)| (k.clone(), v.clone())));
-    if sum.outcome == Outcome::Succeeded {
-        return Vec::new();
-    }
     let mut out = Vec::new();
+    if let Some(d) = same_build(x, sum, &ctx) {
+        out.push(d);
+    }
+    if sum.outcome == Outcome::Succeeded {
+        return out;
+    }
     let mut derive = |rule_id: &'static str, lines: Vec<(EvidenceLine, u64)>, extra: &[(&str, String)]| {
         let (line, offset) = lines.first().map(|(e, o)| (e.line, *o)).unwrap_or((0, 0));
         let mut fields = ctx.clone();
@@ -247,4 +261,30 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
         }
     }
     out
+}
+
+/// SetupLogReviewer's hint: in a non-Install run, a setup build equal to the installed one (or
+/// with the same minor and build numbers) means the installed `setup.exe` ran, not the media's.
+fn same_build(x: &ExchangeRun, sum: &RunSummary, ctx: &BTreeMap<String, String>) -> Option<Derived> {
+    let mode = sum.mode.as_deref().unwrap_or("Unknown");
+    if mode.eq_ignore_ascii_case("install") {
+        return None;
+    }
+    let parse = |v: &str| -> Option<Vec<u32>> { v.split('.').map(|p| p.parse().ok()).collect() };
+    let setup = parse(sum.target_build.as_deref()?)?;
+    let local = parse(sum.installed_build.as_deref()?)?;
+    if setup.len() < 3 || local.len() < 3 || !(setup == local || (setup[1] == local[1] && setup[2] == local[2])) {
+        return None;
+    }
+    let (line, offset) = x.first_error.as_ref().map(|(e, o)| (e.line, *o)).unwrap_or((sum.start_line, sum.start_offset));
+    let mut fields = ctx.clone();
+    fields.insert("mode".into(), mode.to_string());
+    fields.insert("installed_build".into(), sum.installed_build.clone().unwrap_or_default());
+    Some(Derived {
+        rule_id: "exchange.setup.same-build",
+        line,
+        offset,
+        evidence: Vec::new(),
+        fields,
+    })
 }

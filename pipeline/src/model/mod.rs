@@ -26,7 +26,7 @@ pub const STRUCTURAL_ANCHORS: &[&str] = &[
     "[ERROR]",
     "Evaluated [",
     "Update Required Status : '",
-    "Schema Master domain controller ",
+    "Schema Master domain controller",
     "Processing component '",
     "Failed [Rule:",
     "=== Verbose logging started",
@@ -42,6 +42,7 @@ pub const STRUCTURAL_ANCHORS: &[&str] = &[
     "* ServiceControl.ps1",
     "Script completed",
     "[ERROR-REFERENCE]",
+    "] End of Setup",
 ];
 
 /// Indices into [`STRUCTURAL_ANCHORS`].
@@ -74,6 +75,7 @@ pub(crate) mod s {
     pub const SC_HEADER: usize = 24;
     pub const SC_COMPLETED: usize = 25;
     pub const ERROR_REFERENCE: usize = 26;
+    pub const END_OF_SETUP: usize = 27;
 }
 
 /// A line as a model sees it.
@@ -152,6 +154,16 @@ pub(crate) fn on_structural(kind: LogKind, anchor: usize, line: &Line, run: &mut
         LogKind::Msi => msi::on_line(anchor, line, run, summary),
         LogKind::ServiceControl => servicecontrol::on_line(anchor, line, run, summary),
         LogKind::Plain => Boundary::None,
+    }
+}
+
+/// True when the run logged errors, so that a run cut short (by the next run or the end of a
+/// complete file) counts as failed.
+pub(crate) fn has_errors(kind: LogKind, run: &RunData) -> bool {
+    match kind {
+        LogKind::ExchangeSetup => run.exchange.has_errors(),
+        LogKind::Msi => run.msi.has_failed_action(),
+        LogKind::ServiceControl | LogKind::Plain => false,
     }
 }
 

@@ -25,6 +25,11 @@ impl MsiRun {
     pub(crate) fn is_verbose(&self) -> bool {
         self.verbose
     }
+
+    /// True once an action ended with `Return value 3`.
+    pub(crate) fn has_failed_action(&self) -> bool {
+        self.failed_action.is_some()
+    }
 }
 
 /// True for the exit codes Windows Installer treats as success.
