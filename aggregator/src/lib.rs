@@ -183,7 +183,15 @@ pub async fn serve(
     let ingest = IngestServer::new(service)
         .max_decoding_message_size(config.grpc.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
-    let ingest = InterceptedService::new(ingest, ingest::auth::GrpcAuth::new(grpc_tokens));
+    let require_client_cert = config
+        .grpc
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca.is_some());
+    let ingest = InterceptedService::new(
+        ingest,
+        ingest::auth::GrpcAuth::new(grpc_tokens, require_client_cert),
+    );
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status("patchwatch.v1.Ingest", tonic_health::ServingStatus::Serving)
@@ -266,11 +274,13 @@ async fn supervise(
         r.map_err(anyhow::Error::from).and_then(|r| r)
     };
     let early = tokio::select! {
+        // Servers finish right after shutdown is cancelled; check that first.
+        biased;
         _ = shutdown.cancelled() => None,
         r = &mut grpc => Some(("grpc", flatten(r))),
         r = &mut http => Some(("http", flatten(r))),
     };
-    if let Some((which, result)) = early {
+    if let Some((which, result)) = early.filter(|_| !shutdown.is_cancelled()) {
         // One listener stopped on its own: stop the other too and report why.
         shutdown.cancel();
         grpc.abort();
@@ -308,7 +318,13 @@ fn grpc_tls_config(t: &config::TlsConfig) -> anyhow::Result<ServerTlsConfig> {
         read("key", &t.key)?,
     ));
     if let Some(ca) = &t.client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read("client_ca", ca)?));
+        // rustls verifies every certificate a client presents against the CA during the
+        // handshake. A client that presents none is let through the handshake only so that
+        // `GrpcAuth` can refuse it with a clear UNAUTHENTICATED status instead of a bare
+        // connection reset.
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read("client_ca", ca)?))
+            .client_auth_optional(true);
     }
     Ok(tls)
 }

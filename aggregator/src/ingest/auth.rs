@@ -1,8 +1,8 @@
 //! The gRPC side of authentication: a tonic interceptor that checks the bearer token and
 //! records the caller's collector id for the service.
 //!
-//! Client certificates (mutual TLS) are checked earlier, by rustls during the handshake, so a
-//! collector without one never reaches this interceptor.
+//! Client certificates (mutual TLS) are verified by rustls during the handshake; a collector
+//! that presents none gets through the handshake and is refused here with a clear status.
 
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -15,17 +15,28 @@ use crate::auth::{bearer, TokenTable};
 #[derive(Clone, Debug)]
 pub struct GrpcAuth {
     tokens: TokenTable,
+    require_client_cert: bool,
 }
 
 impl GrpcAuth {
-    /// An interceptor over `tokens`; with no tokens every call passes as anonymous.
-    pub fn new(tokens: TokenTable) -> Self {
-        Self { tokens }
+    /// An interceptor over `tokens` (none: every call passes as anonymous), refusing calls
+    /// without a verified client certificate when `require_client_cert` is set.
+    pub fn new(tokens: TokenTable, require_client_cert: bool) -> Self {
+        Self {
+            tokens,
+            require_client_cert,
+        }
     }
 }
 
 impl Interceptor for GrpcAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if self.require_client_cert && request.peer_certs().is_none_or(|c| c.is_empty()) {
+            metrics::counter!("patchwatch_aggregator_auth_failures_total", "listener" => "grpc")
+                .increment(1);
+            tracing::info!(message = "Refused a gRPC call without a client certificate.", peer = ?request.remote_addr());
+            return Err(status::missing_client_certificate());
+        }
         if self.tokens.is_empty() {
             request.extensions_mut().insert(Caller::default());
             return Ok(request);

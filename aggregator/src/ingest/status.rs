@@ -13,6 +13,14 @@ pub fn missing_token() -> Status {
     Status::unauthenticated("missing bearer token: send `authorization: Bearer <token>` metadata")
 }
 
+/// Mutual TLS is on and the client presented no certificate.
+pub fn missing_client_certificate() -> Status {
+    Status::unauthenticated(
+        "client certificate required: this aggregator uses mutual TLS; configure the collector \
+         with a certificate issued by the aggregator's client CA",
+    )
+}
+
 /// The authorization metadata is not `Bearer <token>`.
 pub fn malformed_token() -> Status {
     Status::unauthenticated("malformed authorization metadata: expected `Bearer <token>`")
