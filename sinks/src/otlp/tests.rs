@@ -200,7 +200,10 @@ async fn collector_down_at_start_is_retried_until_it_comes_up() {
     let svc = rx.clone();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(LogsServiceServer::new(svc))
+            .add_service(
+                LogsServiceServer::new(svc)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await
             .unwrap()
@@ -208,6 +211,6 @@ async fn collector_down_at_start_is_retried_until_it_comes_up() {
     let r = tokio::time::timeout(std::time::Duration::from_secs(10), receipt.wait())
         .await
         .expect("delivered once the collector is up");
-    assert_eq!(r.delivered, 1);
+    assert_eq!(r.delivered, 1, "{r:?} {:?}", sink.health());
     assert_eq!(rx.got.lock().unwrap().len(), 1);
 }
