@@ -7,8 +7,15 @@ fn main() {
     let catalog = Arc::new(Catalog::builtin());
     for path in std::env::args().skip(1) {
         let bytes = std::fs::read(&path).expect("readable file");
-        let out = scan_bytes(Arc::clone(&catalog), ScanContext::new("host", path.as_str()), &bytes);
-        println!("== {path} kind={:?} lines={} diags={:?}", out.kind, out.stats.lines, out.diagnostics);
+        let out = scan_bytes(
+            Arc::clone(&catalog),
+            ScanContext::new("host", path.as_str()),
+            &bytes,
+        );
+        println!(
+            "== {path} kind={:?} lines={} diags={:?}",
+            out.kind, out.stats.lines, out.diagnostics
+        );
         for r in &out.runs {
             println!(
                 "  run {} outcome={:?} exit={:?} mode={:?} product={:?} build={:?} installed={:?} phase={:?} primary={:?}",
@@ -16,7 +23,16 @@ fn main() {
             );
         }
         for f in &out.findings {
-            println!("  [{}] run{} L{} {} {} prio={:?} fields={:?}", f.id, f.run_index, f.line, f.rule_id, f.severity.as_str(), f.priority, f.fields);
+            println!(
+                "  [{}] run{} L{} {} {} prio={:?} fields={:?}",
+                f.id,
+                f.run_index,
+                f.line,
+                f.rule_id,
+                f.severity.as_str(),
+                f.priority,
+                f.fields
+            );
             println!("      fix: {}", f.remediation.summary);
         }
     }

@@ -55,7 +55,12 @@ pub fn sniff(prefix: &[u8]) -> Detected {
     let n = prefix.len().min(SNIFF_LEN) & !1;
     if n >= 4 {
         let pairs = n / 2;
-        let odd_zero = prefix[..n].iter().skip(1).step_by(2).filter(|&&b| b == 0).count();
+        let odd_zero = prefix[..n]
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .filter(|&&b| b == 0)
+            .count();
         let even_zero = prefix[..n].iter().step_by(2).filter(|&&b| b == 0).count();
         if odd_zero * 10 >= pairs * 3 && even_zero * 20 < pairs {
             return d(SourceEncoding::Utf16Le, 0);
@@ -82,7 +87,11 @@ impl TextDecoder {
             SourceEncoding::Utf16Le => Some(UTF_16LE.new_decoder_without_bom_handling()),
             SourceEncoding::Utf16Be => Some(UTF_16BE.new_decoder_without_bom_handling()),
         };
-        TextDecoder { encoding, inner, replacements: 0 }
+        TextDecoder {
+            encoding,
+            inner,
+            replacements: 0,
+        }
     }
 
     /// Appends the decoded form of `src` to `out`. With `last`, a dangling partial code unit
@@ -94,10 +103,13 @@ impl TextDecoder {
         };
         let mut src = src;
         loop {
-            let need = dec.max_utf8_buffer_length(src.len()).unwrap_or(src.len() * 3 + 16);
+            let need = dec
+                .max_utf8_buffer_length(src.len())
+                .unwrap_or(src.len() * 3 + 16);
             let start = out.len();
             out.resize(start + need, 0);
-            let (result, read, written, replaced) = dec.decode_to_utf8(src, &mut out[start..], last);
+            let (result, read, written, replaced) =
+                dec.decode_to_utf8(src, &mut out[start..], last);
             out.truncate(start + written);
             if replaced {
                 self.replacements += 1;
@@ -158,8 +170,14 @@ mod tests {
         assert_eq!(sniff(b"\xFF\xFEa\0").encoding, SourceEncoding::Utf16Le);
         assert_eq!(sniff(b"\xFE\xFF\0a").encoding, SourceEncoding::Utf16Be);
         assert_eq!(sniff(b"\xEF\xBB\xBFabc").bom_len, 3);
-        assert_eq!(sniff(&utf16le("MSI (s) (D0:A0) [21:24:36:744]: x")).encoding, SourceEncoding::Utf16Le);
-        assert_eq!(sniff(b"[03/13/2021 05:01:28.0382] [0] ****").encoding, SourceEncoding::Utf8);
+        assert_eq!(
+            sniff(&utf16le("MSI (s) (D0:A0) [21:24:36:744]: x")).encoding,
+            SourceEncoding::Utf16Le
+        );
+        assert_eq!(
+            sniff(b"[03/13/2021 05:01:28.0382] [0] ****").encoding,
+            SourceEncoding::Utf8
+        );
         assert_eq!(sniff(b"caf\xe9 au lait").encoding, SourceEncoding::Utf8);
     }
 

@@ -49,7 +49,11 @@ pub(crate) fn complete_end(buf: &[u8], from: usize, eof: bool) -> Option<usize> 
 
 /// Iterates over the lines of `buf[from..to]` (which ends on a line boundary), yielding
 /// `(start, end_without_terminator)`.
-pub(crate) fn lines(buf: &[u8], from: usize, to: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+pub(crate) fn lines(
+    buf: &[u8],
+    from: usize,
+    to: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut pos = from;
     std::iter::from_fn(move || {
         if pos >= to {

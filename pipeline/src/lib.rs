@@ -35,7 +35,9 @@ pub mod rules;
 mod scanner;
 mod time;
 
-pub use finding::{Diagnostic, EvidenceLine, Event, Finding, LogKind, Outcome, Remediation, RunSummary, Severity};
+pub use finding::{
+    Diagnostic, Event, EvidenceLine, Finding, LogKind, Outcome, Remediation, RunSummary, Severity,
+};
 pub use model::STRUCTURAL_ANCHORS;
 pub use rules::{Catalog, CatalogBuilder, Rule, RulesError};
 pub use scanner::{FileScanner, ResumePoint, ScanStats};

@@ -36,7 +36,10 @@ impl AnchorMatcher {
     /// If `anchors` is empty or contains an empty string: callers validate rules first.
     pub fn new(anchors: &[String]) -> AnchorMatcher {
         assert!(!anchors.is_empty(), "no anchors");
-        let lower: Vec<Vec<u8>> = anchors.iter().map(|a| a.as_bytes().to_ascii_lowercase()).collect();
+        let lower: Vec<Vec<u8>> = anchors
+            .iter()
+            .map(|a| a.as_bytes().to_ascii_lowercase())
+            .collect();
         let min_len = lower.iter().map(Vec::len).min().unwrap_or(1);
         assert!(min_len > 0, "empty anchor");
         // The longest common length whose distinct prefixes fit stage one; if none fits, the
@@ -51,7 +54,10 @@ impl AnchorMatcher {
         let prefixes = distinct_prefixes(&lower, chosen);
         let mut groups = vec![Vec::new(); prefixes.len()];
         for (i, a) in lower.iter().enumerate() {
-            let p = prefixes.iter().position(|p| p[..] == a[..chosen]).expect("prefix present");
+            let p = prefixes
+                .iter()
+                .position(|p| p[..] == a[..chosen])
+                .expect("prefix present");
             groups[p].push(i as u32);
         }
         let stage1 = AhoCorasick::builder()
@@ -90,7 +96,9 @@ impl AnchorMatcher {
             let pos = m.start();
             for &a in &self.groups[m.pattern().as_usize()] {
                 let anchor = &self.anchors[a as usize];
-                if hay.len() - pos >= anchor.len() && hay[pos..pos + anchor.len()].eq_ignore_ascii_case(anchor) {
+                if hay.len() - pos >= anchor.len()
+                    && hay[pos..pos + anchor.len()].eq_ignore_ascii_case(anchor)
+                {
                     f(pos, a);
                 }
             }
@@ -126,10 +134,17 @@ mod tests {
 
     #[test]
     fn agrees_with_naive_search_on_overlaps_and_case() {
-        let anchors: Vec<String> = ["[ERROR]", "[ERROR-REFERENCE]", "Error 1603", "error 16", "rror", "Return value 3"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let anchors: Vec<String> = [
+            "[ERROR]",
+            "[ERROR-REFERENCE]",
+            "Error 1603",
+            "error 16",
+            "rror",
+            "Return value 3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let hay = b"x [error-reference] Id=1 [ERROR] Error 1603 and ERROR 1620; Return Value 3.";
         let m = AnchorMatcher::new(&anchors);
         let mut got = Vec::new();
@@ -139,7 +154,9 @@ mod tests {
 
     #[test]
     fn many_anchors_are_folded_to_at_most_64_prefixes() {
-        let anchors: Vec<String> = (0..500).map(|i| format!("Error {}: failure {i}", 1000 + i)).collect();
+        let anchors: Vec<String> = (0..500)
+            .map(|i| format!("Error {}: failure {i}", 1000 + i))
+            .collect();
         let m = AnchorMatcher::new(&anchors);
         assert!(m.prefix_count() <= MAX_PREFIXES, "{}", m.prefix_count());
         let hay = b"....Error 1250: failure 250\nError 1499: failure 499 and error 1000: FAILURE 0";

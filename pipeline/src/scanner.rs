@@ -16,7 +16,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{display_line, sniff, Detected, TextDecoder, SNIFF_LEN};
-use crate::finding::{Diagnostic, EvidenceLine, Event, Finding, LogKind, Outcome, Remediation, RunSummary};
+use crate::finding::{
+    Diagnostic, Event, EvidenceLine, Finding, LogKind, Outcome, Remediation, RunSummary,
+};
 use crate::frame::{complete_end, count_lines, line_end, line_start, lines, skip_terminator};
 use crate::model::{self, Boundary, Line, RunData};
 use crate::rules::{fill, Catalog, Rule, Target};
@@ -239,7 +241,11 @@ impl FileScanner {
     pub fn resume_point(&self) -> ResumePoint {
         let mut point = (self.scan_raw, self.scan_line, self.next_run_index);
         if let Some(r) = self.run.as_ref().filter(|r| r.explicit && !r.ended) {
-            point = (r.summary.start_offset, r.summary.start_line, r.summary.index);
+            point = (
+                r.summary.start_offset,
+                r.summary.start_line,
+                r.summary.index,
+            );
         }
         for p in &self.pending {
             if p.offset < point.0 {
@@ -272,7 +278,9 @@ impl FileScanner {
     }
 
     fn raw_len(&self, a: usize, b: usize) -> u64 {
-        self.decoder.as_ref().map_or((b - a) as u64, |d| d.raw_len(&self.text[a..b]))
+        self.decoder
+            .as_ref()
+            .map_or((b - a) as u64, |d| d.raw_len(&self.text[a..b]))
     }
 
     fn process(&mut self, eof: bool) {
@@ -281,7 +289,9 @@ impl FileScanner {
             if self.skipping_long {
                 let from = self.scan_pos;
                 match line_end(&self.text, from, self.text.len()) {
-                    end if end < self.text.len() && (self.text[end] == b'\n' || end + 1 < self.text.len() || eof) => {
+                    end if end < self.text.len()
+                        && (self.text[end] == b'\n' || end + 1 < self.text.len() || eof) =>
+                    {
                         let after = skip_terminator(&self.text, end);
                         self.scan_raw += self.raw_len(from, after);
                         self.scan_pos = after;
@@ -340,7 +350,8 @@ impl FileScanner {
         if self.kind.is_none() || self.source_key.is_none() {
             if let Some((s, e)) = lines(&self.text, start, end).find(|&(s, e)| e > s) {
                 let first = self.text[s..e].to_vec();
-                self.kind.get_or_insert_with(|| model::detect_kind(&first, &self.ctx.path));
+                self.kind
+                    .get_or_insert_with(|| model::detect_kind(&first, &self.ctx.path));
                 if self.source_key.is_none() {
                     let h = blake3::hash(&first[..first.len().min(1024)]);
                     self.source_key = Some(h.to_hex()[..16].to_string());
@@ -349,7 +360,9 @@ impl FileScanner {
         }
         let mut hits = std::mem::take(&mut self.hits);
         hits.clear();
-        self.catalog.matcher().for_each(&self.text[start..end], |p, a| hits.push((start + p, a)));
+        self.catalog
+            .matcher()
+            .for_each(&self.text[start..end], |p, a| hits.push((start + p, a)));
         let (mut cur, mut line, mut raw) = (start, self.scan_line, self.scan_raw);
         let mut i = 0;
         while i < hits.len() {
@@ -383,22 +396,23 @@ impl FileScanner {
         let (Some(kind), Some(run)) = (self.kind, self.run.as_mut()) else {
             return;
         };
+        if run.ended {
+            return;
+        }
         let mut e = end;
         // Walk back over a few lines to find one with a time (continuation lines have none).
         for _ in 0..8 {
             if e <= start {
                 return;
             }
-            let le = if matches!(self.text[e - 1], b'\n' | b'\r') { line_start(&self.text, start, e - 1).max(start) } else { e };
-            let ls = line_start(&self.text, start, le.max(start));
-            let stop = line_end(&self.text, ls, end);
-            if let Some(t) = model::line_time(kind, &self.text[ls..stop], &run.data) {
-                let iso = t.to_iso();
-                run.summary.started.get_or_insert_with(|| iso.clone());
-                if let Some(first) = run.summary.started.as_deref().and_then(parse_iso_seconds) {
-                    run.summary.duration_seconds = Some(t.epoch_seconds() - first);
-                }
-                run.summary.last_time = Some(iso);
+            let le = if matches!(self.text[e - 1], b'\n' | b'\r') {
+                e - 1
+            } else {
+                e
+            };
+            let ls = line_start(&self.text, start, le);
+            if let Some(t) = model::line_time(kind, &self.text[ls..le], &run.data) {
+                touch_time(run, t);
                 return;
             }
             e = ls;
@@ -423,13 +437,23 @@ impl FileScanner {
             for &t in catalog.targets(a) {
                 match t {
                     Target::Structural(si) => {
-                        if model::opens_run(kind, si, self.run.as_ref().map(|r| (&r.data, &r.summary))) {
+                        if model::opens_run(
+                            kind,
+                            si,
+                            self.run.as_ref().map(|r| (&r.data, &r.summary)),
+                        ) {
                             self.close_run();
                             self.start_run(number, offset, true);
                         }
                         let run = self.ensure_run(number, offset);
-                        let l = Line { number, offset, text: &text };
-                        if let Boundary::End(o) = model::on_structural(kind, si, &l, &mut run.data, &mut run.summary) {
+                        let l = Line {
+                            number,
+                            offset,
+                            text: &text,
+                        };
+                        if let Boundary::End(o) =
+                            model::on_structural(kind, si, &l, &mut run.data, &mut run.summary)
+                        {
                             end_outcome = Some(o);
                         }
                     }
@@ -448,6 +472,11 @@ impl FileScanner {
             }
             self.try_rule(rule, ri, ls, le, number, offset, &text);
         }
+        if let Some(run) = self.run.as_mut().filter(|r| !r.ended) {
+            if let Some(t) = model::line_time(kind, text.as_bytes(), &run.data) {
+                touch_time(run, t);
+            }
+        }
         if let Some(o) = end_outcome {
             if let Some(run) = self.run.as_mut() {
                 run.summary.outcome = o;
@@ -457,10 +486,23 @@ impl FileScanner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn try_rule(&mut self, rule: &Rule, ri: usize, ls: usize, le: usize, number: u64, offset: u64, text: &str) {
+    fn try_rule(
+        &mut self,
+        rule: &Rule,
+        ri: usize,
+        ls: usize,
+        le: usize,
+        number: u64,
+        offset: u64,
+        text: &str,
+    ) {
         if !rule.suppress.is_empty() {
             let low = text.to_ascii_lowercase();
-            if rule.suppress.iter().any(|s| memchr::memmem::find(low.as_bytes(), s).is_some()) {
+            if rule
+                .suppress
+                .iter()
+                .any(|s| memchr::memmem::find(low.as_bytes(), s).is_some())
+            {
                 return;
             }
         }
@@ -471,7 +513,10 @@ impl FileScanner {
             };
             for name in re.capture_names().flatten() {
                 if let Some(m) = caps.name(name) {
-                    fields.insert(name.to_string(), String::from_utf8_lossy(m.as_bytes()).into_owned());
+                    fields.insert(
+                        name.to_string(),
+                        String::from_utf8_lossy(m.as_bytes()).into_owned(),
+                    );
                 }
             }
         }
@@ -492,8 +537,19 @@ impl FileScanner {
         }
         let line_bytes_hash = blake3::hash(&self.text[ls..le]);
         let mut evidence = self.before_lines(ls, number, rule.before);
-        evidence.push(EvidenceLine { line: number, text: crate::cut(text) });
-        let finding = self.build_finding(rule, number, offset, line_bytes_hash.as_bytes(), evidence, fields, Some(text));
+        evidence.push(EvidenceLine {
+            line: number,
+            text: crate::cut(text),
+        });
+        let finding = self.build_finding(
+            rule,
+            number,
+            offset,
+            line_bytes_hash.as_bytes(),
+            evidence,
+            fields,
+            Some(text),
+        );
         let p = Pending {
             finding,
             after: rule.after,
@@ -552,7 +608,10 @@ impl FileScanner {
             }
             let start = line_start(&self.text, 0, end);
             let (s, _) = display_line(&self.text[start..end], self.ctx.fallback_encoding);
-            out.push(EvidenceLine { line: number - k, text: crate::cut(&s) });
+            out.push(EvidenceLine {
+                line: number - k,
+                text: crate::cut(&s),
+            });
             pos = start;
         }
         out.reverse();
@@ -599,9 +658,19 @@ impl FileScanner {
             run_fields.and_then(|f| f.get(name).cloned())
         };
         let remediation = Remediation {
-            summary: fill(&rule.remediation.summary, &lookup),
-            steps: rule.remediation.steps.iter().map(|s| fill(s, &lookup)).collect(),
-            links: rule.remediation.links.iter().map(|s| fill(s, &lookup)).collect(),
+            summary: fill(&rule.remediation.summary, lookup),
+            steps: rule
+                .remediation
+                .steps
+                .iter()
+                .map(|s| fill(s, lookup))
+                .collect(),
+            links: rule
+                .remediation
+                .links
+                .iter()
+                .map(|s| fill(s, lookup))
+                .collect(),
         };
         // Run context a reader needs with the finding (who ran setup, which build).
         if let Some(rf) = run_fields {
@@ -611,7 +680,8 @@ impl FileScanner {
                 }
             }
         }
-        let time = text.and_then(|t| run.and_then(|r| model::line_time(kind, t.as_bytes(), &r.data)));
+        let time =
+            text.and_then(|t| run.and_then(|r| model::line_time(kind, t.as_bytes(), &r.data)));
         Finding {
             id,
             rule_id: rule.id.clone(),
@@ -650,7 +720,10 @@ impl FileScanner {
                 // SetupLogReviewer counts empty context lines but does not show them.
                 if e > s {
                     let (t, _) = display_line(&self.text[s..e], fallback);
-                    p.finding.evidence.push(EvidenceLine { line: p.next_line, text: crate::cut(&t) });
+                    p.finding.evidence.push(EvidenceLine {
+                        line: p.next_line,
+                        text: crate::cut(&t),
+                    });
                 }
                 p.seen_after += 1;
                 p.next_line += 1;
@@ -750,7 +823,11 @@ impl FileScanner {
         let derived = model::finalize(kind, &run.data, &mut run.summary);
         let catalog = Arc::clone(&self.catalog);
         let has_priority = !run.prioritized.is_empty()
-            || derived.iter().any(|d| catalog.get(d.rule_id).is_some_and(|r| r.priority.is_some() && !r.fallback));
+            || derived.iter().any(|d| {
+                catalog
+                    .get(d.rule_id)
+                    .is_some_and(|r| r.priority.is_some() && !r.fallback)
+            });
         self.run = Some(run);
         for d in derived {
             let Some(rule) = catalog.get(d.rule_id) else {
@@ -761,7 +838,15 @@ impl FileScanner {
                 continue;
             }
             let line_hash = blake3::hash(d.rule_id.as_bytes());
-            let f = self.build_finding(rule, d.line, d.offset, line_hash.as_bytes(), d.evidence, d.fields, None);
+            let f = self.build_finding(
+                rule,
+                d.line,
+                d.offset,
+                line_hash.as_bytes(),
+                d.evidence,
+                d.fields,
+                None,
+            );
             if let Some(run) = self.run.as_mut() {
                 if let Some(p) = rule.priority {
                     run.prioritized.push((p, f.line, f.id.clone()));
@@ -774,7 +859,11 @@ impl FileScanner {
         };
         run.ended = true;
         if run.summary.outcome != Outcome::Succeeded {
-            run.summary.primary_finding_id = run.prioritized.iter().min_by_key(|(p, l, _)| (*p, *l)).map(|(_, _, id)| id.clone());
+            run.summary.primary_finding_id = run
+                .prioritized
+                .iter()
+                .min_by_key(|(p, l, _)| (*p, *l))
+                .map(|(_, _, id)| id.clone());
         }
         let summary = run.summary.clone();
         self.events.push(Event::Run(Box::new(summary)));
@@ -783,7 +872,8 @@ impl FileScanner {
     fn close_run(&mut self) {
         // Findings waiting on a requirement that never came in this run are dropped with it.
         if let Some(idx) = self.run.as_ref().map(|r| r.summary.index) {
-            self.pending.retain(|p| p.run_index != idx || p.awaiting.is_empty());
+            self.pending
+                .retain(|p| p.run_index != idx || p.awaiting.is_empty());
         }
         self.close_run_keep(true);
     }
@@ -816,6 +906,16 @@ impl FileScanner {
             p.resume_pos = p.resume_pos.and_then(|r| r.checked_sub(keep));
         }
     }
+}
+
+/// Records a line's time as the run's last time (and first, if none yet).
+fn touch_time(run: &mut OpenRun, t: crate::time::NaiveTime) {
+    let iso = t.to_iso();
+    run.summary.started.get_or_insert_with(|| iso.clone());
+    if let Some(first) = run.summary.started.as_deref().and_then(parse_iso_seconds) {
+        run.summary.duration_seconds = Some(t.epoch_seconds() - first);
+    }
+    run.summary.last_time = Some(iso);
 }
 
 fn requirement_met(run: &OpenRun, req: usize, line: u64, lookback: Option<u64>) -> bool {

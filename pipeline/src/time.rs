@@ -24,12 +24,14 @@ impl NaiveTime {
 
     /// Seconds since the Unix epoch, treating the time as UTC.
     pub(crate) fn epoch_seconds(self) -> i64 {
-        days_from_civil(self.y, self.mo, self.d) * 86_400 + i64::from(self.h * 3600 + self.mi * 60 + self.s)
+        days_from_civil(self.y, self.mo, self.d) * 86_400
+            + i64::from(self.h * 3600 + self.mi * 60 + self.s)
     }
 
     /// Unix nanoseconds, given the zone's offset from UTC.
     pub(crate) fn unix_nanos(self, utc_offset_seconds: i32) -> i64 {
-        (self.epoch_seconds() - i64::from(utc_offset_seconds)) * 1_000_000_000 + i64::from(self.ms) * 1_000_000
+        (self.epoch_seconds() - i64::from(utc_offset_seconds)) * 1_000_000_000
+            + i64::from(self.ms) * 1_000_000
     }
 }
 
@@ -52,7 +54,8 @@ fn num(b: &[u8]) -> Option<u32> {
 }
 
 fn valid(t: NaiveTime) -> Option<NaiveTime> {
-    ((1..=12).contains(&t.mo) && (1..=31).contains(&t.d) && t.h < 24 && t.mi < 60 && t.s < 61).then_some(t)
+    ((1..=12).contains(&t.mo) && (1..=31).contains(&t.d) && t.h < 24 && t.mi < 60 && t.s < 61)
+        .then_some(t)
 }
 
 /// `[MM/dd/yyyy HH:mm:ss.ffff]` at the start of an ExchangeSetup.log line.
@@ -94,7 +97,11 @@ pub(crate) fn locale_date(b: &[u8]) -> Option<(i32, u32, u32)> {
     let a = num(it.next()?)?;
     let c = num(it.next()?)?;
     let y = num(it.next()?)? as i32;
-    let (mo, d) = if sep == b'.' || sep == b'-' || a > 12 { (c, a) } else { (a, c) };
+    let (mo, d) = if sep == b'.' || sep == b'-' || a > 12 {
+        (c, a)
+    } else {
+        (a, c)
+    };
     ((1..=12).contains(&mo) && (1..=31).contains(&d) && y > 1900).then_some((y, mo, d))
 }
 
@@ -107,7 +114,10 @@ mod tests {
         let t = exchange_prefix(b"[03/13/2021 05:01:28.0382] [0] x").unwrap();
         assert_eq!(t.to_iso(), "2021-03-13T05:01:28.038");
         assert_eq!(t.unix_nanos(0), 1_615_611_688_038_000_000);
-        assert_eq!(t.unix_nanos(3600), 1_615_611_688_038_000_000 - 3_600_000_000_000);
+        assert_eq!(
+            t.unix_nanos(3600),
+            1_615_611_688_038_000_000 - 3_600_000_000_000
+        );
     }
 
     #[test]

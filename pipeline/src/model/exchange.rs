@@ -32,7 +32,12 @@ impl ExchangeRun {
     }
 }
 
-pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut RunSummary) -> Boundary {
+pub(crate) fn on_line(
+    anchor: usize,
+    line: &Line,
+    run: &mut RunData,
+    sum: &mut RunSummary,
+) -> Boundary {
     let t = line.text;
     let x = &mut run.exchange;
     match anchor {
@@ -54,7 +59,9 @@ pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut R
             }
         }
         s::CMD_PARAM => {
-            if let (Some(name), Some(value)) = (between(t, "Name='", "'"), between(t, "Value='", "'")) {
+            if let (Some(name), Some(value)) =
+                (between(t, "Name='", "'"), between(t, "Value='", "'"))
+            {
                 let name = name.to_ascii_lowercase();
                 if name == "mode" {
                     sum.mode = Some(value.to_string());
@@ -66,11 +73,13 @@ pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut R
             }
         }
         s::LOCAL_VERSION => {
-            if !sum.fields.contains_key("backup_build") {
-                if let Some(v) = after(t, "The locally installed version is ").map(|v| v.trim_end_matches('.')) {
-                    sum.installed_build = Some(v.to_string());
-                    sum.fields.insert("installed_build".into(), v.to_string());
-                }
+            // The backup copy's version, when present, is the build installed before the run.
+            let v = after(t, "The locally installed version is ")
+                .map(|v| v.trim_end_matches('.'))
+                .filter(|_| !sum.fields.contains_key("backup_build"));
+            if let Some(v) = v {
+                sum.installed_build = Some(v.to_string());
+                sum.fields.insert("installed_build".into(), v.to_string());
             }
         }
         s::BACKUP_VERSION => {
@@ -82,32 +91,45 @@ pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut R
         }
         s::SETUP_SUCCEEDED => return Boundary::End(Outcome::Succeeded),
         s::SETUP_FAILED => return Boundary::End(Outcome::Failed),
-        s::ERROR => {
-            if x.first_error.is_none() && find_ci(t, "[ERROR]").is_some() {
-                x.first_error = Some((line.evidence(), line.offset));
-            }
+        s::ERROR if x.first_error.is_none() && find_ci(t, "[ERROR]").is_some() => {
+            x.first_error = Some((line.evidence(), line.offset));
         }
         s::ERROR_REFERENCE => x.last_error_reference = Some(line.evidence()),
         s::EVALUATED => {
-            if let (Some(name), Some(value)) = (between(t, "Evaluated [", "]"), between(t, "[Value:\"", "\"]")) {
+            if let (Some(name), Some(value)) = (
+                between(t, "Evaluated [", "]"),
+                between(t, "[Value:\"", "\"]"),
+            ) {
                 if value.eq_ignore_ascii_case("true") {
-                    x.ever_true.insert(name.to_string(), (line.evidence(), line.offset));
+                    x.ever_true
+                        .insert(name.to_string(), (line.evidence(), line.offset));
                 }
-                x.settings.insert(name.to_string(), (value.to_string(), line.evidence(), line.offset));
+                x.settings.insert(
+                    name.to_string(),
+                    (value.to_string(), line.evidence(), line.offset),
+                );
             }
         }
         s::UPDATE_STATUS => {
-            for what in ["Schema", "Organization Configuration", "Domain Configuration"] {
+            for what in [
+                "Schema",
+                "Organization Configuration",
+                "Domain Configuration",
+            ] {
                 if find_ci(t, &format!("] {what} Update Required Status")).is_some() {
-                    let v = between(t, "Status : '", "'").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-                    x.update_required.insert(what.to_string(), (v, line.evidence(), line.offset));
+                    let v = between(t, "Status : '", "'")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                    x.update_required
+                        .insert(what.to_string(), (v, line.evidence(), line.offset));
                 }
             }
         }
         s::SCHEMA_MASTER => {
-            let v = after(t, "attempt to use the Schema Master domain controller ").or_else(|| after(t, "setup will use "));
+            let v = after(t, "attempt to use the Schema Master domain controller ")
+                .or_else(|| after(t, "setup will use "));
             if let Some(v) = v {
-                sum.fields.insert("schema_master".into(), v.trim().to_string());
+                sum.fields
+                    .insert("schema_master".into(), v.trim().to_string());
             }
         }
         s::END_OF_SETUP => return Boundary::End(Outcome::Failed),
@@ -132,17 +154,29 @@ fn after<'a>(t: &'a str, marker: &str) -> Option<&'a str> {
 
 /// Readiness rules of phase A: the rule name in the log and our rule id.
 const PHASE_A: &[(&str, &str)] = &[
-    ("PendingRebootWindowsComponents", "exchange.readiness.pending-reboot-windows-components"),
+    (
+        "PendingRebootWindowsComponents",
+        "exchange.readiness.pending-reboot-windows-components",
+    ),
     ("RebootPending", "exchange.readiness.reboot-pending"),
-    ("ProcessNeedsToBeClosedOnUpgrade", "exchange.readiness.close-powershell-sessions"),
-    ("DomainControllerIsOutOfSite", "exchange.readiness.dc-out-of-site"),
+    (
+        "ProcessNeedsToBeClosedOnUpgrade",
+        "exchange.readiness.close-powershell-sessions",
+    ),
+    (
+        "DomainControllerIsOutOfSite",
+        "exchange.readiness.dc-out-of-site",
+    ),
     ("RemoteRegException", "exchange.readiness.remote-registry"),
 ];
 
 /// Informational readiness rules (they still stop SetupLogReviewer's chain).
 const INFORMATIONAL: &[(&str, &str)] = &[
     ("MSDTCStopped", "exchange.readiness.msdtc-stopped"),
-    ("IisUrlRewriteNotInstalled", "exchange.readiness.iis-url-rewrite-missing"),
+    (
+        "IisUrlRewriteNotInstalled",
+        "exchange.readiness.iis-url-rewrite-missing",
+    ),
 ];
 
 pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
@@ -157,7 +191,11 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     };
-    let value = |name: &str| setting(name).map(|(v, _, _)| v.as_str()).filter(|v| !v.is_empty());
+    let value = |name: &str| {
+        setting(name)
+            .map(|(v, _, _)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
     let is = |name: &str, want: &str| value(name).is_some_and(|v| v.eq_ignore_ascii_case(want));
     if let Some(c) = value("Setting:ComputerNameDnsFullyQualified") {
         ctx.insert("computer".into(), c.to_string());
@@ -173,9 +211,12 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
     }
     ctx.insert(
         "dc_site".into(),
-        value("Setting:DomainControllerSiteName").unwrap_or("NULL VALUE").to_string(),
+        value("Setting:DomainControllerSiteName")
+            .unwrap_or("NULL VALUE")
+            .to_string(),
     );
-    sum.fields.extend(ctx.iter().map(|(k, v)| (k.clone(), v.clone())));
+    sum.fields
+        .extend(ctx.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut out = Vec::new();
     if let Some(d) = same_build(x, sum, &ctx) {
         out.push(d);
@@ -183,17 +224,24 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
     if sum.outcome == Outcome::Succeeded {
         return out;
     }
-    let mut derive = |rule_id: &'static str, lines: Vec<(EvidenceLine, u64)>, extra: &[(&str, String)]| {
-        let (line, offset) = lines.first().map(|(e, o)| (e.line, *o)).unwrap_or((0, 0));
-        let mut fields = ctx.clone();
-        for (k, v) in extra {
-            fields.insert((*k).to_string(), v.clone());
-        }
-        let mut evidence: Vec<EvidenceLine> = lines.into_iter().map(|(e, _)| e).collect();
-        evidence.sort_by_key(|e| e.line);
-        evidence.dedup();
-        out.push(Derived { rule_id, line, offset, evidence, fields });
-    };
+    let mut derive =
+        |rule_id: &'static str, lines: Vec<(EvidenceLine, u64)>, extra: &[(&str, String)]| {
+            let (line, offset) = lines.first().map(|(e, o)| (e.line, *o)).unwrap_or((0, 0));
+            let mut fields = ctx.clone();
+            for (k, v) in extra {
+                fields.insert((*k).to_string(), v.clone());
+            }
+            let mut evidence: Vec<EvidenceLine> = lines.into_iter().map(|(e, _)| e).collect();
+            evidence.sort_by_key(|e| e.line);
+            evidence.dedup();
+            out.push(Derived {
+                rule_id,
+                line,
+                offset,
+                evidence,
+                fields,
+            });
+        };
     let with_failure = |name: &str, ev: &(String, EvidenceLine, u64)| {
         let mut v = vec![(ev.1.clone(), ev.2)];
         if let Some(f) = x.failed_rules.get(name) {
@@ -218,10 +266,23 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
     if is("Setting:LocalDomainIsPrepped", "false") && is("Rule:DomainPrepRequired", "true") {
         let a = setting("Setting:LocalDomainIsPrepped").expect("present");
         let b = setting("Rule:DomainPrepRequired").expect("present");
-        derive("exchange.readiness.domain-not-prepared", vec![(a.1.clone(), a.2), (b.1.clone(), b.2)], &[]);
+        derive(
+            "exchange.readiness.domain-not-prepared",
+            vec![(a.1.clone(), a.2), (b.1.clone(), b.2)],
+            &[],
+        );
     }
-    if let Some((e, o)) = x.ever_true.iter().find(|(k, _)| k.eq_ignore_ascii_case("Rule:InstallWatermark")).map(|(_, v)| v) {
-        derive("exchange.readiness.install-watermark", vec![(e.clone(), *o)], &[]);
+    if let Some((e, o)) = x
+        .ever_true
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Rule:InstallWatermark"))
+        .map(|(_, v)| v)
+    {
+        derive(
+            "exchange.readiness.install-watermark",
+            vec![(e.clone(), *o)],
+            &[],
+        );
     }
     if !phase_a {
         let status = |what: &str| x.update_required.get(what).filter(|(v, _, _)| *v);
@@ -229,14 +290,38 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
             setting(&format!("Setting:{name}")).filter(|(v, _, _)| v.eq_ignore_ascii_case("false"))
         };
         let checks: [(&str, &str, &'static str, &str); 4] = [
-            ("Schema", "SchemaAdmin", "exchange.prereq.schema-admins-required", "Schema Admins"),
-            ("Schema", "EnterpriseAdmin", "exchange.prereq.schema-enterprise-admins-required", "Enterprise Admins"),
-            ("Organization Configuration", "EnterpriseAdmin", "exchange.prereq.prepare-ad-enterprise-admins-required", "Enterprise Admins"),
-            ("Domain Configuration", "EnterpriseAdmin", "exchange.prereq.prepare-domain-enterprise-admins-required", "Enterprise Admins"),
+            (
+                "Schema",
+                "SchemaAdmin",
+                "exchange.prereq.schema-admins-required",
+                "Schema Admins",
+            ),
+            (
+                "Schema",
+                "EnterpriseAdmin",
+                "exchange.prereq.schema-enterprise-admins-required",
+                "Enterprise Admins",
+            ),
+            (
+                "Organization Configuration",
+                "EnterpriseAdmin",
+                "exchange.prereq.prepare-ad-enterprise-admins-required",
+                "Enterprise Admins",
+            ),
+            (
+                "Domain Configuration",
+                "EnterpriseAdmin",
+                "exchange.prereq.prepare-domain-enterprise-admins-required",
+                "Enterprise Admins",
+            ),
         ];
         for (what, admin, id, group) in checks {
             if let (Some(st), Some(ad)) = (status(what), admin_false(admin)) {
-                derive(id, vec![(st.1.clone(), st.2), (ad.1.clone(), ad.2)], &[("group", group.to_string())]);
+                derive(
+                    id,
+                    vec![(st.1.clone(), st.2), (ad.1.clone(), ad.2)],
+                    &[("group", group.to_string())],
+                );
             }
         }
         if let Some(org) = admin_false("ExOrgAdmin") {
@@ -247,7 +332,11 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
                     &[("sid", sid.to_string())],
                 ),
                 Some(_) => {}
-                None => derive("exchange.prereq.organization-not-prepared", vec![(org.1.clone(), org.2)], &[]),
+                None => derive(
+                    "exchange.prereq.organization-not-prepared",
+                    vec![(org.1.clone(), org.2)],
+                    &[],
+                ),
             }
         }
     }
@@ -265,7 +354,11 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
 
 /// SetupLogReviewer's hint: in a non-Install run, a setup build equal to the installed one (or
 /// with the same minor and build numbers) means the installed `setup.exe` ran, not the media's.
-fn same_build(x: &ExchangeRun, sum: &RunSummary, ctx: &BTreeMap<String, String>) -> Option<Derived> {
+fn same_build(
+    x: &ExchangeRun,
+    sum: &RunSummary,
+    ctx: &BTreeMap<String, String>,
+) -> Option<Derived> {
     let mode = sum.mode.as_deref().unwrap_or("Unknown");
     if mode.eq_ignore_ascii_case("install") {
         return None;
@@ -273,13 +366,23 @@ fn same_build(x: &ExchangeRun, sum: &RunSummary, ctx: &BTreeMap<String, String>)
     let parse = |v: &str| -> Option<Vec<u32>> { v.split('.').map(|p| p.parse().ok()).collect() };
     let setup = parse(sum.target_build.as_deref()?)?;
     let local = parse(sum.installed_build.as_deref()?)?;
-    if setup.len() < 3 || local.len() < 3 || !(setup == local || (setup[1] == local[1] && setup[2] == local[2])) {
+    if setup.len() < 3
+        || local.len() < 3
+        || !(setup == local || (setup[1] == local[1] && setup[2] == local[2]))
+    {
         return None;
     }
-    let (line, offset) = x.first_error.as_ref().map(|(e, o)| (e.line, *o)).unwrap_or((sum.start_line, sum.start_offset));
+    let (line, offset) = x
+        .first_error
+        .as_ref()
+        .map(|(e, o)| (e.line, *o))
+        .unwrap_or((sum.start_line, sum.start_offset));
     let mut fields = ctx.clone();
     fields.insert("mode".into(), mode.to_string());
-    fields.insert("installed_build".into(), sum.installed_build.clone().unwrap_or_default());
+    fields.insert(
+        "installed_build".into(),
+        sum.installed_build.clone().unwrap_or_default(),
+    );
     Some(Derived {
         rule_id: "exchange.setup.same-build",
         line,

@@ -129,18 +129,29 @@ pub(crate) fn detect_kind(first_line: &[u8], path: &str) -> LogKind {
     if crate::time::exchange_prefix(l).is_some() {
         return LogKind::ExchangeSetup;
     }
-    if l.starts_with(b"=== ") || l.starts_with(b"MSI (") || l.starts_with(b"Property(") || l.starts_with(b"Action ") {
+    if l.starts_with(b"=== ")
+        || l.starts_with(b"MSI (")
+        || l.starts_with(b"Property(")
+        || l.starts_with(b"Action ")
+    {
         return LogKind::Msi;
     }
     if l.len() > 10 && l[0] == b'[' && l[9] == b']' && crate::time::clock(&l[1..9]).is_some() {
         return LogKind::ServiceControl;
     }
-    let name = path.rsplit(['/', '\\']).next().unwrap_or(path).to_ascii_lowercase();
+    let name = path
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(path)
+        .to_ascii_lowercase();
     if name.starts_with("exchangesetup") && name.ends_with(".log") {
         LogKind::ExchangeSetup
     } else if name.ends_with(".msilog") || (name.starts_with("msi") && name.ends_with(".log")) {
         LogKind::Msi
-    } else if name.starts_with("servicecontrol") || name.starts_with("updatecas") || name.starts_with("updateconfigfile") {
+    } else if name.starts_with("servicecontrol")
+        || name.starts_with("updatecas")
+        || name.starts_with("updateconfigfile")
+    {
         LogKind::ServiceControl
     } else {
         LogKind::Plain
@@ -148,7 +159,13 @@ pub(crate) fn detect_kind(first_line: &[u8], path: &str) -> LogKind {
 }
 
 /// Dispatches a structural line to the model of `kind`.
-pub(crate) fn on_structural(kind: LogKind, anchor: usize, line: &Line, run: &mut RunData, summary: &mut crate::RunSummary) -> Boundary {
+pub(crate) fn on_structural(
+    kind: LogKind,
+    anchor: usize,
+    line: &Line,
+    run: &mut RunData,
+    summary: &mut crate::RunSummary,
+) -> Boundary {
     match kind {
         LogKind::ExchangeSetup => exchange::on_line(anchor, line, run, summary),
         LogKind::Msi => msi::on_line(anchor, line, run, summary),
@@ -168,7 +185,11 @@ pub(crate) fn has_errors(kind: LogKind, run: &RunData) -> bool {
 }
 
 /// Checks that need the whole run, called once when the run ends.
-pub(crate) fn finalize(kind: LogKind, run: &RunData, summary: &mut crate::RunSummary) -> Vec<Derived> {
+pub(crate) fn finalize(
+    kind: LogKind,
+    run: &RunData,
+    summary: &mut crate::RunSummary,
+) -> Vec<Derived> {
     match kind {
         LogKind::ExchangeSetup => exchange::finalize(run, summary),
         LogKind::Msi => msi::finalize(run, summary),
@@ -203,12 +224,17 @@ pub(crate) fn find_ci(s: &str, needle: &str) -> Option<usize> {
 }
 
 /// True when a structural line of `kind` starts a new run, given the current one.
-pub(crate) fn opens_run(kind: LogKind, anchor: usize, current: Option<(&RunData, &crate::RunSummary)>) -> bool {
+pub(crate) fn opens_run(
+    kind: LogKind,
+    anchor: usize,
+    current: Option<(&RunData, &crate::RunSummary)>,
+) -> bool {
     match (kind, anchor) {
         (LogKind::ExchangeSetup, s::BANNER) => true,
         (LogKind::Msi, s::MSI_VERBOSE_START) => true,
         // The engine's `=== Logging started` inside a running verbose session is not a new run.
-        (LogKind::Msi, s::MSI_START) => !current.is_some_and(|(d, sum)| d.msi.is_verbose() && sum.outcome == Outcome::InProgress),
+        (LogKind::Msi, s::MSI_START) => !current
+            .is_some_and(|(d, sum)| d.msi.is_verbose() && sum.outcome == Outcome::InProgress),
         (LogKind::ServiceControl, s::SC_HEADER) => true,
         _ => false,
     }

@@ -46,7 +46,12 @@ fn outcome(m: &MsiRun) -> Outcome {
     }
 }
 
-pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut RunSummary) -> Boundary {
+pub(crate) fn on_line(
+    anchor: usize,
+    line: &Line,
+    run: &mut RunData,
+    sum: &mut RunSummary,
+) -> Boundary {
     let t = line.text;
     match anchor {
         s::MSI_VERBOSE_START | s::MSI_START => {
@@ -69,9 +74,16 @@ pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut R
         s::MSI_STOP if !run.msi.verbose => return Boundary::End(outcome(&run.msi)),
         s::MSI_VERBOSE_STOP => return Boundary::End(outcome(&run.msi)),
         s::MSI_RETURNING | s::MSI_STATUS => {
-            let marker = if anchor == s::MSI_RETURNING { "is returning " } else { "error status: " };
+            let marker = if anchor == s::MSI_RETURNING {
+                "is returning "
+            } else {
+                "error status: "
+            };
             let code = find_ci(t, marker).and_then(|i| {
-                let d: String = t[i + marker.len()..].chars().take_while(char::is_ascii_digit).collect();
+                let d: String = t[i + marker.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
                 d.parse::<i64>().ok()
             });
             if let Some(c) = code {
@@ -81,23 +93,36 @@ pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut R
             }
         }
         s::MSI_ACTION_START => {
-            if let Some(name) = t.split_once(": ").map(|(_, r)| r.trim().trim_end_matches('.')) {
+            if let Some(name) = t
+                .split_once(": ")
+                .map(|(_, r)| r.trim().trim_end_matches('.'))
+            {
                 if !name.is_empty() && t.starts_with("Action start") {
                     sum.phase = Some(name.to_string());
                 }
             }
         }
-        s::MSI_RETURN_3 => {
-            if run.msi.failed_action.is_none() && t.starts_with("Action ended") {
-                if let Some(name) = t.split_once(": ").and_then(|(_, r)| r.split_once(". Return")).map(|(n, _)| n) {
-                    run.msi.failed_action = Some(name.to_string());
-                    sum.fields.insert("failed_action".into(), name.to_string());
-                }
+        s::MSI_RETURN_3 if run.msi.failed_action.is_none() && t.starts_with("Action ended") => {
+            if let Some(name) = t
+                .split_once(": ")
+                .and_then(|(_, r)| r.split_once(". Return"))
+                .map(|(n, _)| n)
+            {
+                run.msi.failed_action = Some(name.to_string());
+                sum.fields.insert("failed_action".into(), name.to_string());
             }
         }
         s::MSI_PROPERTY => {
-            for (prop, field) in [("ProductName", "product"), ("ProductVersion", "product_version"), ("ProductCode", "product_code")] {
-                if let Some(v) = t.strip_prefix("Property(S): ").and_then(|r| r.strip_prefix(prop)).and_then(|r| r.strip_prefix(" = ")) {
+            for (prop, field) in [
+                ("ProductName", "product"),
+                ("ProductVersion", "product_version"),
+                ("ProductCode", "product_code"),
+            ] {
+                if let Some(v) = t
+                    .strip_prefix("Property(S): ")
+                    .and_then(|r| r.strip_prefix(prop))
+                    .and_then(|r| r.strip_prefix(" = "))
+                {
                     sum.fields.insert(field.into(), v.trim().to_string());
                     match field {
                         "product" => sum.product = Some(v.trim().to_string()),
@@ -159,8 +184,18 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
         c if is_success(*c) => return Vec::new(),
         _ => "msi.install-failed",
     };
-    let (line, offset) = m.summary_line.as_ref().map(|(e, o)| (e.line, *o)).unwrap_or((ev.line, *off));
-    vec![Derived { rule_id, line, offset, evidence, fields }]
+    let (line, offset) = m
+        .summary_line
+        .as_ref()
+        .map(|(e, o)| (e.line, *o))
+        .unwrap_or((ev.line, *off));
+    vec![Derived {
+        rule_id,
+        line,
+        offset,
+        evidence,
+        fields,
+    }]
 }
 
 /// Time of an engine line `MSI (s) (D0:A0) [21:24:36:744]: ...` or an action line
@@ -176,5 +211,13 @@ pub(crate) fn line_time(line: &[u8], date: Option<(i32, u32, u32)>) -> Option<Na
         return None;
     };
     let (h, mi, s, ms) = clock(&line[clock_at..])?;
-    Some(NaiveTime { y, mo, d, h, mi, s, ms })
+    Some(NaiveTime {
+        y,
+        mo,
+        d,
+        h,
+        mi,
+        s,
+        ms,
+    })
 }

@@ -7,13 +7,22 @@ use crate::finding::Outcome;
 use crate::time::{clock, locale_date, NaiveTime};
 use crate::RunSummary;
 
-pub(crate) fn on_line(anchor: usize, line: &Line, run: &mut RunData, sum: &mut RunSummary) -> Boundary {
+pub(crate) fn on_line(
+    anchor: usize,
+    line: &Line,
+    run: &mut RunData,
+    sum: &mut RunSummary,
+) -> Boundary {
     let t = line.text;
     match anchor {
         s::SC_HEADER => {
             if let Some(i) = find_ci(t, "ServiceControl.ps1") {
                 let rest = t[i + "ServiceControl.ps1".len()..].trim_start_matches([':', ' ']);
-                run.date = rest.split_whitespace().next().and_then(|d| locale_date(d.as_bytes())).or(run.date);
+                run.date = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|d| locale_date(d.as_bytes()))
+                    .or(run.date);
                 if let Some(arg) = rest.split_whitespace().nth(2) {
                     sum.mode = Some(arg.to_string());
                 }
@@ -40,5 +49,13 @@ pub(crate) fn line_time(line: &[u8], date: Option<(i32, u32, u32)>) -> Option<Na
         return None;
     }
     let (h, mi, s, _) = clock(&line[1..])?;
-    Some(NaiveTime { y, mo, d, h, mi, s, ms: 0 })
+    Some(NaiveTime {
+        y,
+        mo,
+        d,
+        h,
+        mi,
+        s,
+        ms: 0,
+    })
 }

@@ -20,10 +20,19 @@ use crate::model::STRUCTURAL_ANCHORS;
 
 /// The built-in rule files, embedded in the binary.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("builtin:exchange.toml", include_str!("../../rules/exchange.toml")),
+    (
+        "builtin:exchange.toml",
+        include_str!("../../rules/exchange.toml"),
+    ),
     ("builtin:msi.toml", include_str!("../../rules/msi.toml")),
-    ("builtin:servicecontrol.toml", include_str!("../../rules/servicecontrol.toml")),
-    ("builtin:explain.toml", include_str!("../../rules/explain.toml")),
+    (
+        "builtin:servicecontrol.toml",
+        include_str!("../../rules/servicecontrol.toml"),
+    ),
+    (
+        "builtin:explain.toml",
+        include_str!("../../rules/explain.toml"),
+    ),
 ];
 
 /// Run-level values that remediation templates may use besides a rule's own captures.
@@ -128,7 +137,10 @@ impl Catalog {
     /// # Panics
     /// Only if the embedded rule files are invalid, which the test suite rules out.
     pub fn builtin() -> Catalog {
-        CatalogBuilder::new().with_builtin().build().expect("built-in rules are valid")
+        CatalogBuilder::new()
+            .with_builtin()
+            .build()
+            .expect("built-in rules are valid")
     }
 
     /// All rules, in load order.
@@ -157,7 +169,11 @@ impl Catalog {
 
     /// Every distinct literal the matcher searches for (for comparisons such as `rg -F -f`).
     pub fn literals(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.rules.iter().flat_map(|r| r.anchors.iter().cloned()).collect();
+        let mut out: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.anchors.iter().cloned())
+            .collect();
         out.extend(STRUCTURAL_ANCHORS.iter().map(|s| s.to_string()));
         out.sort_by_key(|s| s.to_ascii_lowercase());
         out.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
@@ -191,7 +207,10 @@ impl CatalogBuilder {
         match std::fs::read_to_string(path) {
             Ok(text) => self.add_str(&path.display().to_string(), &text),
             Err(source) => {
-                self.errors.push(RulesError::Io { path: path.to_path_buf(), source });
+                self.errors.push(RulesError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
                 self
             }
         }
@@ -200,7 +219,9 @@ impl CatalogBuilder {
     /// Adds rule-file text; `name` is used in error messages.
     pub fn add_str(&mut self, name: &str, text: &str) -> &mut CatalogBuilder {
         match toml::from_str::<RuleFile>(text) {
-            Ok(file) => self.specs.extend(file.rules.into_iter().map(|r| (name.to_string(), r))),
+            Ok(file) => self
+                .specs
+                .extend(file.rules.into_iter().map(|r| (name.to_string(), r))),
             Err(e) => self.errors.push(RulesError::Syntax {
                 path: PathBuf::from(name),
                 message: e.to_string(),
@@ -249,7 +270,12 @@ impl CatalogBuilder {
             prefix_len = matcher.prefix_len(),
             "Anchor matcher built."
         );
-        Ok(Catalog { rules, by_id, matcher, targets })
+        Ok(Catalog {
+            rules,
+            by_id,
+            matcher,
+            targets,
+        })
     }
 }
 
@@ -275,14 +301,29 @@ fn parse_kind(s: &str) -> Option<Option<LogKind>> {
 
 fn validate(file: &str, s: &RuleSpec, by_id: &HashMap<String, usize>) -> Result<Rule, RulesError> {
     let bad = |field, msg: String| invalid(file, &s.id, field, msg);
-    if s.id.is_empty() || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        return Err(bad("id", "must be non-empty and use only letters, digits, '.', '_' and '-'".into()));
+    if s.id.is_empty()
+        || !s
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(bad(
+            "id",
+            "must be non-empty and use only letters, digits, '.', '_' and '-'".into(),
+        ));
     }
     if s.title.trim().is_empty() {
         return Err(bad("title", "must not be empty".into()));
     }
-    let severity = Severity::parse(&s.severity)
-        .ok_or_else(|| bad("severity", format!("`{}` is not one of info, low, medium, high, critical", s.severity)))?;
+    let severity = Severity::parse(&s.severity).ok_or_else(|| {
+        bad(
+            "severity",
+            format!(
+                "`{}` is not one of info, low, medium, high, critical",
+                s.severity
+            ),
+        )
+    })?;
     let mut kinds = Vec::new();
     for k in &s.kinds {
         match parse_kind(k) {
@@ -298,17 +339,29 @@ fn validate(file: &str, s: &RuleSpec, by_id: &HashMap<String, usize>) -> Result<
     }
     if s.derived {
         if !s.anchors.is_empty() {
-            return Err(bad("anchors", "a derived rule is raised by a log model and takes no anchors".into()));
+            return Err(bad(
+                "anchors",
+                "a derived rule is raised by a log model and takes no anchors".into(),
+            ));
         }
     } else if s.anchors.is_empty() {
-        return Err(bad("anchors", "at least one anchor is required (or set `derived = true`)".into()));
+        return Err(bad(
+            "anchors",
+            "at least one anchor is required (or set `derived = true`)".into(),
+        ));
     }
     for a in &s.anchors {
         if a.len() < 4 {
-            return Err(bad("anchors", format!("anchor `{a}` is shorter than 4 bytes: too unselective")));
+            return Err(bad(
+                "anchors",
+                format!("anchor `{a}` is shorter than 4 bytes: too unselective"),
+            ));
         }
         if a.contains(['\n', '\r']) {
-            return Err(bad("anchors", format!("anchor `{a}` spans lines; anchors match within one line")));
+            return Err(bad(
+                "anchors",
+                format!("anchor `{a}` spans lines; anchors match within one line"),
+            ));
         }
     }
     let regex = match &s.regex {
@@ -367,7 +420,11 @@ fn validate(file: &str, s: &RuleSpec, by_id: &HashMap<String, usize>) -> Result<
         kinds,
         anchors: s.anchors.clone(),
         regex,
-        suppress: s.suppress.iter().map(|x| x.as_bytes().to_ascii_lowercase()).collect(),
+        suppress: s
+            .suppress
+            .iter()
+            .map(|x| x.as_bytes().to_ascii_lowercase())
+            .collect(),
         requires,
         lookback: s.lookback,
         once_per_run: s.once_per_run,
@@ -390,7 +447,11 @@ pub(crate) fn placeholders(t: &str) -> impl Iterator<Item = &str> {
     t.split('{').skip(1).filter_map(|rest| {
         let end = rest.find('}')?;
         let name = &rest[..end];
-        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._".contains(c))).then_some(name)
+        (!name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._".contains(c)))
+        .then_some(name)
     })
 }
 
@@ -437,7 +498,10 @@ severity = "severe"
 anchors = ["abcd"]
 remediation = { summary = "s" }"#,
         );
-        assert!(e.contains("user.toml") && e.contains("x.y") && e.contains("severity"), "{e}");
+        assert!(
+            e.contains("user.toml") && e.contains("x.y") && e.contains("severity"),
+            "{e}"
+        );
         let e = err_of(
             r#"[[rule]]
 id = "x.y"
@@ -463,7 +527,9 @@ remediation = { summary = "fix {nothing}" }"#,
 
     #[test]
     fn fill_replaces_known_and_marks_unknown() {
-        let s = fill("run {a} on {b}, keep {not a name} and {", |n| (n == "a").then(|| "X".to_string()));
+        let s = fill("run {a} on {b}, keep {not a name} and {", |n| {
+            (n == "a").then(|| "X".to_string())
+        });
         assert_eq!(s, "run X on (unknown b), keep {not a name} and {");
     }
 

@@ -1,0 +1,217 @@
+//! The same findings whatever the chunk boundaries (including odd byte splits of UTF-16),
+//! whatever the encoding and whatever the line endings; long lines; resuming.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{catalog, fixture, utf16be_bom, utf16le_bom};
+use patchwatch_pipeline::{collect, FileScanner, Finding, ScanContext, ScanOutput};
+use proptest::prelude::*;
+
+fn scan_chunks(bytes: &[u8], cuts: &[usize]) -> ScanOutput {
+    let mut s = FileScanner::new(catalog(), ScanContext::new("EX01", "ExchangeSetup.log"));
+    let mut pos = 0;
+    for &c in cuts {
+        let c = c.min(bytes.len());
+        if c > pos {
+            s.feed(&bytes[pos..c]);
+            pos = c;
+        }
+    }
+    s.feed(&bytes[pos..]);
+    s.finish();
+    collect(s)
+}
+
+/// What must not change with encoding or line endings: rule, line, evidence, fields, fix.
+fn essence(out: &ScanOutput) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .findings
+        .iter()
+        .map(|f: &Finding| {
+            format!(
+                "{} L{} {:?} {:?} {}",
+                f.rule_id, f.line, f.evidence, f.fields, f.remediation.summary
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ids(out: &ScanOutput) -> Vec<String> {
+    let mut v: Vec<_> = out.findings.iter().map(|f| f.id.clone()).collect();
+    v.sort();
+    v
+}
+
+fn sample() -> String {
+    String::from_utf8(
+        std::fs::read(fixture("exchange/ExchangeSetup_Service_Disabled.log")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn small_sample() -> String {
+    // Long enough to exercise every path, short enough for many proptest cases.
+    sample()
+        .lines()
+        .skip(100)
+        .take(41)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[test]
+fn encodings_and_line_endings_give_the_same_findings() {
+    let lf = sample();
+    let base = scan_chunks(lf.as_bytes(), &[]);
+    assert!(base.findings.len() >= 3);
+    let crlf = lf.replace('\n', "\r\n");
+    let cr = lf.replace('\n', "\r");
+    for (name, bytes) in [
+        ("crlf", crlf.clone().into_bytes()),
+        ("cr", cr.into_bytes()),
+        ("utf16le", utf16le_bom(&crlf)),
+        ("utf16be", utf16be_bom(&crlf)),
+        (
+            "utf8bom",
+            [&[0xEF, 0xBB, 0xBF][..], crlf.as_bytes()].concat(),
+        ),
+    ] {
+        let out = scan_chunks(&bytes, &[]);
+        assert_eq!(essence(&out), essence(&base), "{name}");
+        assert_eq!(out.runs.len(), base.runs.len(), "{name}");
+        assert_eq!(out.runs[0].outcome, base.runs[0].outcome, "{name}");
+    }
+}
+
+#[test]
+fn byte_offsets_point_at_the_line_in_the_raw_file() {
+    let crlf = sample().replace('\n', "\r\n");
+    for bytes in [crlf.clone().into_bytes(), utf16le_bom(&crlf)] {
+        let out = scan_chunks(&bytes, &[]);
+        let f = out
+            .findings
+            .iter()
+            .find(|f| f.rule_id == "exchange.error.service-disabled")
+            .unwrap();
+        let unit = if bytes[0] == 0xFF { 2 } else { 1 };
+        let line_text = crlf.split("\r\n").nth(f.line as usize - 1).unwrap();
+        let start = f.byte_offset as usize;
+        let raw: Vec<u8> = if unit == 2 {
+            line_text
+                .encode_utf16()
+                .flat_map(|u| u.to_le_bytes())
+                .collect()
+        } else {
+            line_text.as_bytes().to_vec()
+        };
+        assert_eq!(&bytes[start..start + raw.len()], &raw[..]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn chunk_boundaries_do_not_matter_utf8(cuts in prop::collection::vec(0usize..6000, 0..12), crlf in any::<bool>()) {
+        let mut text = small_sample();
+        if crlf { text = text.replace('\n', "\r\n"); }
+        let whole = scan_chunks(text.as_bytes(), &[]);
+        let mut cuts = cuts; cuts.sort();
+        let split = scan_chunks(text.as_bytes(), &cuts);
+        prop_assert_eq!(ids(&split), ids(&whole));
+        prop_assert_eq!(essence(&split), essence(&whole));
+    }
+
+    #[test]
+    fn chunk_boundaries_do_not_matter_utf16(cuts in prop::collection::vec(0usize..12000, 0..12), be in any::<bool>()) {
+        let text = small_sample().replace('\n', "\r\n");
+        let bytes = if be { utf16be_bom(&text) } else { utf16le_bom(&text) };
+        let whole = scan_chunks(&bytes, &[]);
+        let mut cuts = cuts; cuts.sort();
+        let split = scan_chunks(&bytes, &cuts);
+        prop_assert_eq!(ids(&split), ids(&whole));
+        prop_assert_eq!(essence(&split), essence(&whole));
+    }
+}
+
+#[test]
+fn one_byte_at_a_time_utf16() {
+    let text = small_sample().replace('\n', "\r\n");
+    let bytes = utf16le_bom(&text);
+    let cuts: Vec<usize> = (1..bytes.len()).collect();
+    assert_eq!(
+        ids(&scan_chunks(&bytes, &cuts)),
+        ids(&scan_chunks(&bytes, &[]))
+    );
+}
+
+#[test]
+fn a_900_kb_line_works_and_a_3_mib_line_is_truncated_not_lost() {
+    let head = "[03/11/2021 16:01:24.0361] [1] [ERROR] The service cannot be started, ";
+    let long_ok = format!("{head}{}System.ComponentModel.Win32Exception: The service cannot be started, either because it is disabled or because it has no enabled devices associated with it\n", "x".repeat(900_000));
+    let out = scan_chunks(long_ok.as_bytes(), &[65536, 131072, 500_000]);
+    assert!(out
+        .findings
+        .iter()
+        .any(|f| f.rule_id == "exchange.error.service-disabled"));
+    assert_eq!(out.stats.truncated_lines, 0);
+
+    let huge = format!("[03/11/2021 16:01:24.0361] [1] {}\n[03/11/2021 16:01:25.0361] [1] [ERROR] Cannot start service MSExchangeServiceHost on computer '.'.\n", "y".repeat(3 << 20));
+    let out = scan_chunks(huge.as_bytes(), &[1 << 20, 2 << 20]);
+    assert_eq!(out.stats.truncated_lines, 1);
+    assert!(out
+        .diagnostics
+        .iter()
+        .any(|d| d.line == 1 && d.message.contains("longer than")));
+    let f = out
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "exchange.error.cannot-start-service-host")
+        .expect("line after the long one still scanned");
+    assert_eq!(f.line, 2);
+    assert_eq!(f.byte_offset as usize, huge.find("\n").unwrap() + 1);
+}
+
+#[test]
+fn invalid_utf8_is_read_through_the_legacy_code_page() {
+    let log = b"[03/11/2021 16:01:24.0362] [0] Logged on user: CONTOSO\\J\xfcrgen$.\n";
+    let out = scan_chunks(log, &[]);
+    let f = out
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "exchange.setup.admin-name-ends-with-dollar")
+        .unwrap();
+    assert!(f.evidence[0].text.contains("Jürgen$"), "{:?}", f.evidence);
+    assert_eq!(out.stats.legacy_lines, 1);
+}
+
+#[test]
+fn resuming_from_the_resume_point_gives_the_same_findings() {
+    let text = sample().replace('\n', "\r\n");
+    let bytes = utf16le_bom(&text);
+    let whole = scan_chunks(&bytes, &[]);
+    for cut in [bytes.len() / 3, bytes.len() / 2 + 1, bytes.len() - 7] {
+        let mut first = FileScanner::new(catalog(), ScanContext::new("EX01", "ExchangeSetup.log"));
+        first.feed(&bytes[..cut]);
+        let point = first.resume_point();
+        assert!(point.offset as usize <= cut);
+        let mut seen = collect(first).findings;
+        let mut second = FileScanner::resume(
+            Arc::clone(&catalog()),
+            ScanContext::new("EX01", "ExchangeSetup.log"),
+            &point,
+        );
+        second.feed(&bytes[point.offset as usize..]);
+        second.finish();
+        seen.extend(collect(second).findings);
+        let mut got: Vec<_> = seen.iter().map(|f| f.id.clone()).collect();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, ids(&whole), "cut at {cut}");
+    }
+}
