@@ -26,3 +26,6 @@ pub use config::{
 pub use matcher::Decision;
 pub use router::{Router, RoutingError};
 pub use window::{MaintenanceWindow, WindowError, MAINTENANCE_WINDOW_LABEL};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+use std::time::Duration;
+
+use patchwatch_proto::Severity;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::encoding::{now_nanos, sample_finding};
+use crate::testutil::MockHttp;
+
+fn f(id: &str, rule: &str, sev: Severity, host: &str) -> patchwatch_proto::Finding {
+    let mut f = sample_finding(id, rule, sev, host);
+    f.observed_time_unix_nano = now_nanos();
+    f
+}
+
+fn config(am_url: &str, jsonl: &str) -> RoutingConfig {
+    RoutingConfig::from_toml(&format!(
+        r#"
+default_receivers = ["file"]
+
+[[route]]
+name = "maint-mute"
+in_window = true
+action = "mute"
+
+[[route]]
+name = "critical"
+min_severity = "critical"
+receivers = ["am"]
+continue = true
+group_wait = "50ms"
+
+[[route]]
+name = "exchange"
+rule_ids = ["EXCH-*"]
+hosts = ["EXCH*"]
+categories = ["package"]
+labels = {{ env = "prod" }}
+receivers = ["file"]
+group_wait = "50ms"
+
+[[silences]]
+id = "noisy"
+rule_ids = ["NOISY-*"]
+
+[receivers.am]
+type = "alertmanager"
+url = "{am_url}"
+
+[receivers.file]
+type = "jsonl"
+path = "{jsonl}"
+[receivers.file.batch]
+timeout_ms = 10
+"#
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn decisions_follow_routes_silences_windows_and_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let router = Router::new(config("http://127.0.0.1:9", jsonl.to_str().unwrap())).unwrap();
+    let d = |mut x: patchwatch_proto::Finding| router.decide(&mut x);
+    assert_eq!(
+        d(f("1", "EXCH-1", Severity::Critical, "EXCH01")),
+        Decision::Routed(vec![
+            ("critical".into(), "am".into()),
+            ("exchange".into(), "file".into())
+        ])
+    );
+    assert_eq!(
+        d(f("2", "EXCH-1", Severity::Low, "exch02")),
+        Decision::Routed(vec![("exchange".into(), "file".into())]),
+        "host globs are case-insensitive"
+    );
+    assert_eq!(
+        d(f("3", "MSI-1", Severity::Low, "DC01")),
+        Decision::Routed(vec![("default".into(), "file".into())])
+    );
+    assert_eq!(
+        d(f("4", "NOISY-1", Severity::Critical, "EXCH01")),
+        Decision::Silenced("noisy".into())
+    );
+    let now = OffsetDateTime::now_utc();
+    router
+        .set_windows(vec![MaintenanceWindow {
+            id: "w1".into(),
+            name: "patching".into(),
+            hosts: vec!["EXCH0*".into()],
+            starts_at: now - time::Duration::minutes(5),
+            ends_at: now + time::Duration::minutes(5),
+        }])
+        .unwrap();
+    let mut x = f("5", "EXCH-1", Severity::Critical, "EXCH01");
+    assert_eq!(router.decide(&mut x), Decision::Muted("maint-mute".into()));
+    assert_eq!(x.labels[MAINTENANCE_WINDOW_LABEL], "w1");
+    let bad = MaintenanceWindow {
+        id: "w2".into(),
+        name: "x".into(),
+        hosts: vec![],
+        starts_at: now,
+        ends_at: now,
+    };
+    assert!(router.set_windows(vec![bad]).is_err());
+    assert_eq!(
+        router.windows().len(),
+        1,
+        "a rejected set keeps the previous windows"
+    );
+}
+
+#[tokio::test]
+async fn config_errors_name_route_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let mut c = config("http://127.0.0.1:9", jsonl.to_str().unwrap());
+    c.route[1].receivers = vec!["pager".into()];
+    let e = Router::new(c).unwrap_err().to_string();
+    assert!(e.contains("route `critical`") && e.contains("pager"), "{e}");
+    let mut c = config("http://127.0.0.1:9", jsonl.to_str().unwrap());
+    c.route[2].group_wait = "soon".into();
+    let e = Router::new(c).unwrap_err().to_string();
+    assert!(e.contains("`group_wait`"), "{e}");
+    let mut c = config("http://127.0.0.1:9", jsonl.to_str().unwrap());
+    c.route[1].min_severity = Some("urgent".into());
+    assert!(Router::new(c)
+        .unwrap_err()
+        .to_string()
+        .contains("`min_severity`"));
+    let e = RoutingConfig::from_toml("[[route]]\nname = \"x\"\nrecievers = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("recievers"), "{e}");
+}
+
+#[tokio::test]
+async fn groups_wait_then_post_to_alertmanager_and_sinks() {
+    let am = MockHttp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let router = Router::new(config(&am.url, jsonl.to_str().unwrap())).unwrap();
+    let r = router.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(async move {
+        r.run(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    for i in 0..3 {
+        router
+            .submit(f(&format!("c{i}"), "EXCH-9", Severity::Critical, "EXCH01"))
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        am.requests().is_empty(),
+        "group_wait holds the first notification"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let posts = am.requests_to("/api/v2/alerts");
+    assert_eq!(posts.len(), 1, "three findings, one grouped post");
+    let alerts: Vec<PostableAlert> = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].annotations["finding_ids"], "c0,c1,c2");
+    assert_eq!(alerts[0].labels["rule_id"], "EXCH-9");
+    assert!(!alerts[0].labels.contains_key("finding_id"));
+    let lines = std::fs::read_to_string(&jsonl).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        3,
+        "the file receiver got each finding once"
+    );
+    stop.send(()).unwrap();
+    driver.await.unwrap().unwrap();
+    assert!(matches!(
+        router.run(async {}).await,
+        Err(RoutingError::NotRunning)
+    ));
+}
+
+#[test]
+fn new_outside_runtime_is_an_error() {
+    assert!(matches!(
+        Router::new(RoutingConfig::default()),
+        Err(RoutingError::NoRuntime)
+    ));
+}

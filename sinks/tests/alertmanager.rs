@@ -1,0 +1,174 @@
+//! Routing into a real Prometheus Alertmanager (Debian package) started by
+//! `.ci/setup-alertmanager.sh`; alerts are read back through `GET /api/v2/alerts`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{env_or_skip, eventually, run_token};
+use patchwatch_proto::Severity;
+use patchwatch_sinks::encoding::{now_nanos, sample_finding};
+use patchwatch_sinks::routing::{MaintenanceWindow, Router, RoutingConfig};
+use serde_json::Value;
+
+async fn alerts(base: &str, rule: &str) -> Vec<Value> {
+    let url = format!("{base}/api/v2/alerts");
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .query(&[("filter", format!("rule_id=\"{rule}\""))])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.json().await.unwrap()
+}
+
+fn finding(id: &str, rule: &str, host: &str) -> patchwatch_proto::Finding {
+    let mut f = sample_finding(id, rule, Severity::High, host);
+    f.observed_time_unix_nano = now_nanos();
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_alerts_reach_alertmanager_and_resolve() {
+    let Some(am) = env_or_skip("PATCHWATCH_ALERTMANAGER_URL", "setup-alertmanager.sh") else {
+        return;
+    };
+    let token = run_token();
+    let rule = format!("EXCH-{token}");
+    let maint_rule = format!("MAINT-{token}");
+    let cfg = RoutingConfig::from_toml(&format!(
+        r#"
+dashboard_url = "https://patchwatch.example/"
+
+[[route]]
+name = "maintenance"
+in_window = true
+rule_ids = ["MAINT-*"]
+receivers = ["am"]
+group_by = ["rule_id", "maintenance_window"]
+group_wait = "100ms"
+resolve_after = "30s"
+
+[[route]]
+name = "exchange"
+min_severity = "high"
+rule_ids = ["EXCH-*"]
+hosts = ["exch*"]
+receivers = ["am"]
+group_by = ["rule_id"]
+group_wait = "300ms"
+group_interval = "300ms"
+repeat_interval = "1h"
+resolve_after = "3s"
+
+[receivers.am]
+type = "alertmanager"
+url = "{am}"
+"#
+    ))
+    .unwrap();
+    let router = Router::new(cfg).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = {
+        let r = router.clone();
+        tokio::spawn(async move {
+            r.run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+
+    // Two findings of one rule on EXCH01 (one alert, two ids), one on EXCH02 (second alert of the
+    // same group), one on a host no route matches.
+    router
+        .submit(finding(&format!("a-{token}"), &rule, "EXCH01"))
+        .unwrap();
+    router
+        .submit(finding(&format!("b-{token}"), &rule, "EXCH01"))
+        .unwrap();
+    router
+        .submit(finding(&format!("c-{token}"), &rule, "EXCH02"))
+        .unwrap();
+    router
+        .submit(finding(&format!("d-{token}"), &rule, "DC01"))
+        .unwrap();
+
+    let got = eventually(
+        Duration::from_secs(15),
+        "two alerts in Alertmanager",
+        async || {
+            let a = alerts(&am, &rule).await;
+            (a.len() == 2).then_some(a)
+        },
+    )
+    .await;
+    let ex1 = got
+        .iter()
+        .find(|a| a["labels"]["host"] == "EXCH01")
+        .expect("EXCH01 alert");
+    let labels = ex1["labels"].as_object().unwrap();
+    let mut keys: Vec<_> = labels.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["alertname", "category", "host", "rule_id", "severity"],
+        "low-cardinality labels only"
+    );
+    assert_eq!(labels["alertname"], "PatchwatchFinding");
+    assert_eq!(labels["severity"], "high");
+    assert_eq!(
+        ex1["annotations"]["finding_ids"],
+        format!("a-{token},b-{token}")
+    );
+    assert_eq!(ex1["annotations"]["finding_count"], "2");
+    assert_eq!(
+        ex1["generatorURL"],
+        format!("https://patchwatch.example/findings/b-{token}")
+    );
+    assert_eq!(ex1["status"]["state"], "active");
+    assert!(got.iter().all(|a| a["labels"]["host"] != "DC01"));
+
+    // Maintenance window: findings from EXCH03 inside it carry the label and take the other route.
+    let now = time::OffsetDateTime::now_utc();
+    router
+        .set_windows(vec![MaintenanceWindow {
+            id: format!("w-{token}"),
+            name: "CU15".into(),
+            hosts: vec!["exch03".into()],
+            starts_at: now - time::Duration::minutes(1),
+            ends_at: now + time::Duration::hours(1),
+        }])
+        .unwrap();
+    router
+        .submit(finding(&format!("m-{token}"), &maint_rule, "EXCH03"))
+        .unwrap();
+    let m = eventually(
+        Duration::from_secs(15),
+        "the maintenance alert",
+        async || {
+            let a = alerts(&am, &maint_rule).await;
+            (a.len() == 1).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(m[0]["labels"]["maintenance_window"], format!("w-{token}"));
+
+    // Resolution: no new findings for `resolve_after` (3 s) sends endsAt = now; the API stops
+    // listing resolved alerts.
+    eventually(
+        Duration::from_secs(20),
+        "the exchange alerts to resolve",
+        async || alerts(&am, &rule).await.is_empty().then_some(()),
+    )
+    .await;
+    assert_eq!(
+        alerts(&am, &maint_rule).await.len(),
+        1,
+        "the 30 s alert still fires"
+    );
+
+    stop_tx.send(()).unwrap();
+    driver.await.unwrap().unwrap();
+}

@@ -1,0 +1,295 @@
+//! Syslog sink against a real rsyslog (Debian package) started by `.ci/setup-rsyslog.sh`:
+//! RFC 5424 over TCP and TLS, CEF, and a receiver restart mid-stream that loses nothing and
+//! does not hold up another sink.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{env_or_skip, eventually, run_token};
+use patchwatch_proto::{Finding, Severity};
+use patchwatch_sinks::encoding::sample_finding;
+use patchwatch_sinks::{build, SinkConfig};
+
+fn syslog_sink(name: &str, toml_text: &str) -> patchwatch_sinks::SinkHandle {
+    let cfg: SinkConfig = toml::from_str(toml_text).unwrap();
+    build(name, &cfg).unwrap().0
+}
+
+fn findings(token: &str, prefix: &str, n: usize) -> Vec<Finding> {
+    (0..n)
+        .map(|i| {
+            let mut f = sample_finding(
+                &format!("{prefix}-{token}-{i}"),
+                "EXCH-0042",
+                Severity::High,
+                "EXCH01",
+            );
+            f.title = format!("Setup failed | \"quoted\" ] {prefix} {i}");
+            f
+        })
+        .collect()
+}
+
+fn lines_with(path: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc5424_over_tcp_and_tls_and_cef_reach_rsyslog() {
+    let Some(tcp) = env_or_skip("PATCHWATCH_RSYSLOG_TCP", "setup-rsyslog.sh") else {
+        return;
+    };
+    let tls = std::env::var("PATCHWATCH_RSYSLOG_TLS").unwrap();
+    let ca = std::env::var("PATCHWATCH_RSYSLOG_CA").unwrap();
+    let out = std::path::PathBuf::from(std::env::var("PATCHWATCH_RSYSLOG_OUTPUT").unwrap());
+    let token = run_token();
+
+    let tcp_sink = syslog_sink(
+        "rsyslog-tcp",
+        &format!(
+            "type = \"syslog\"\naddress = {tcp:?}\ntransport = \"tcp\"\n[batch]\ntimeout_ms = 50\n"
+        ),
+    );
+    let tls_sink = syslog_sink(
+        "rsyslog-tls",
+        &format!("type = \"syslog\"\naddress = {tls:?}\ntransport = \"tls\"\n[tls]\nca_file = {ca:?}\nserver_name = \"localhost\"\n[batch]\ntimeout_ms = 50\n"),
+    );
+    let cef_sink = syslog_sink("rsyslog-cef", &format!("type = \"syslog\"\naddress = {tcp:?}\ntransport = \"tcp\"\nformat = \"cef\"\n[batch]\ntimeout_ms = 50\n"));
+
+    let (a, b, c) = tokio::join!(
+        async { tcp_sink.send(findings(&token, "tcp", 5)).await.wait().await },
+        async { tls_sink.send(findings(&token, "tls", 5)).await.wait().await },
+        async { cef_sink.send(findings(&token, "cef", 3)).await.wait().await },
+    );
+    assert_eq!(
+        (a.delivered, b.delivered, c.delivered),
+        (5, 5, 3),
+        "{:?}",
+        tls_sink.health()
+    );
+
+    for prefix in ["tcp", "tls"] {
+        let needle = format!("id=\"{prefix}-{token}-");
+        let lines = eventually(
+            Duration::from_secs(10),
+            "rsyslog to write the messages",
+            async || {
+                let l = lines_with(&out, &needle);
+                (l.len() == 5).then_some(l)
+            },
+        )
+        .await;
+        // rsyslog parsed our message as RFC 5424: it re-emits header fields and the SD element.
+        let l = &lines[0];
+        assert!(
+            l.contains(" EXCH01 patchwatch - EXCH-0042 [finding@32473 "),
+            "{l}"
+        );
+        assert!(
+            l.contains(r#"file="C:\\ExchangeSetupLogs\\ExchangeSetup.log""#),
+            "{l}"
+        );
+        assert!(l.contains(r#"[labels@32473 env="prod"]"#), "{l}");
+        assert!(l.starts_with("<162>1 "), "local4.crit: {l}");
+        assert!(l.contains("Setup failed | \"quoted\" ]"), "{l}");
+    }
+    let needle = format!("cs1=cef-{token}-");
+    let lines = eventually(
+        Duration::from_secs(10),
+        "rsyslog to write the CEF messages",
+        async || {
+            let l = lines_with(&out, &needle);
+            (l.len() == 3).then_some(l)
+        },
+    )
+    .await;
+    assert!(
+        lines[0].contains("CEF:0|patchwatch|patchwatch|"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("|EXCH-0042|Setup failed \\| \"quoted\" ] cef 0|8|rt="),
+        "{}",
+        lines[0]
+    );
+}
+
+/// A private rsyslogd on a free loopback port, writing to a file in `dir`.
+struct Rsyslogd {
+    bin: String,
+    conf: std::path::PathBuf,
+    pid: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Rsyslogd {
+    fn new(bin: String, dir: &Path, port: u16, out: &Path) -> Self {
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{}\")\nmodule(load=\"imtcp\")\n\
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"t\")\n\
+                 ruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
+                work.display(),
+                out.display()
+            ),
+        )
+        .unwrap();
+        Rsyslogd {
+            bin,
+            conf,
+            pid: dir.join("rsyslogd.pid"),
+            child: None,
+        }
+    }
+
+    async fn start(&mut self, port: u16) {
+        let _ = std::fs::remove_file(&self.pid);
+        let child = Command::new(&self.bin)
+            .args(["-n", "-f"])
+            .arg(&self.conf)
+            .arg("-i")
+            .arg(&self.pid)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rsyslogd starts");
+        self.child = Some(child);
+        eventually(Duration::from_secs(10), "rsyslogd to listen", async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+    }
+
+    /// Graceful stop (SIGTERM to our own child, by pid), waiting for it to exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Rsyslogd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_restart_mid_stream_loses_nothing_and_blocks_no_other_sink() {
+    let Some(bin) = env_or_skip("PATCHWATCH_RSYSLOGD", "setup-rsyslog.sh") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.log");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut rsyslogd = Rsyslogd::new(bin, dir.path(), port, &out);
+    rsyslogd.start(port).await;
+
+    let jsonl_path = dir.path().join("findings.jsonl");
+    let cfg = patchwatch_sinks::SinksConfig::from_toml(&format!(
+        "[sinks.siem]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\ntransport = \"tcp\"\n\
+         [sinks.siem.batch]\ntimeout_ms = 20\n[sinks.siem.retry]\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\n\
+         [sinks.file]\ntype = \"jsonl\"\npath = {:?}\n[sinks.file.batch]\ntimeout_ms = 20\n",
+        jsonl_path.display().to_string()
+    ))
+    .unwrap();
+    let sinks = patchwatch_sinks::Sinks::build(&cfg).unwrap();
+    let token = run_token();
+    let all = findings(&token, "restart", 30);
+
+    // First third while rsyslog is up.
+    for f in &all[..10] {
+        let r = sinks.send(vec![f.clone()]).wait().await;
+        assert_eq!(r.delivered, 2);
+    }
+    rsyslogd.stop();
+
+    // Second third while it is down: the file sink confirms each one promptly; syslog waits.
+    let mut receipts = Vec::new();
+    for f in &all[10..20] {
+        receipts.push(sinks.send(vec![f.clone()]));
+    }
+    let file_has = |n: usize| {
+        std::fs::read_to_string(&jsonl_path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == n
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the file sink to keep delivering while syslog is down",
+        async || file_has(20).then_some(()),
+    )
+    .await;
+    let syslog = sinks
+        .handles()
+        .iter()
+        .find(|h| h.name() == "siem")
+        .unwrap()
+        .clone();
+    assert!(
+        syslog.health().consecutive_failures > 0,
+        "syslog noticed the outage"
+    );
+
+    // Restart on the same port; the rest is sent after.
+    rsyslogd.start(port).await;
+    for f in &all[20..] {
+        receipts.push(sinks.send(vec![f.clone()]));
+    }
+    for r in receipts {
+        let r = tokio::time::timeout(Duration::from_secs(20), r.wait())
+            .await
+            .expect("settled after restart");
+        assert_eq!((r.delivered, r.failed), (2, 0));
+    }
+    let needle = format!("id=\"restart-{token}-");
+    let ids = eventually(
+        Duration::from_secs(10),
+        "every finding in rsyslog's file",
+        async || {
+            let mut ids: Vec<String> = lines_with(&out, &needle)
+                .iter()
+                .filter_map(|l| {
+                    l.split("id=\"")
+                        .nth(1)
+                        .and_then(|s| s.split('"').next())
+                        .map(str::to_string)
+                })
+                .collect();
+            ids.sort();
+            ids.dedup();
+            (ids.len() == 30).then_some(ids)
+        },
+    )
+    .await;
+    assert_eq!(ids.len(), 30);
+    rsyslogd.stop();
+}
