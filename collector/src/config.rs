@@ -517,6 +517,14 @@ endpoint = "http://127.0.0.1:7400"
     }
 
     #[test]
+    fn shipped_example_parses_and_validates() {
+        let text = include_str!("../../deploy/agent.example.toml");
+        let c = AgentConfig::from_toml(text, "agent.example.toml").unwrap();
+        assert!(c.sources.poll);
+        assert!(c.aggregator.tls.as_ref().unwrap().cert_file.is_some());
+    }
+
+    #[test]
     fn platform_defaults_validate_where_sources_exist() {
         let c = AgentConfig::default_for_platform();
         assert_eq!(c.validate().is_ok(), cfg!(windows));

@@ -13,10 +13,10 @@ const TAG_RUN_UPDATE: u8 = 2;
 /// One deliverable item, as stored in the spool.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpoolItem {
-    /// A finding.
-    Finding(Finding),
+    /// A finding (boxed, like the run update: both are hundreds of bytes).
+    Finding(Box<Finding>),
     /// A run state change.
-    RunUpdate(RunUpdate),
+    RunUpdate(Box<RunUpdate>),
 }
 
 /// A spool record that is not a valid [`SpoolItem`].
@@ -54,8 +54,10 @@ impl SpoolItem {
     /// [`ItemError`] for an unknown tag or bad protobuf.
     pub fn decode(bytes: &[u8]) -> Result<Self, ItemError> {
         match bytes.split_first() {
-            Some((&TAG_FINDING, rest)) => Ok(Self::Finding(Finding::decode(rest)?)),
-            Some((&TAG_RUN_UPDATE, rest)) => Ok(Self::RunUpdate(RunUpdate::decode(rest)?)),
+            Some((&TAG_FINDING, rest)) => Ok(Self::Finding(Box::new(Finding::decode(rest)?))),
+            Some((&TAG_RUN_UPDATE, rest)) => {
+                Ok(Self::RunUpdate(Box::new(RunUpdate::decode(rest)?)))
+            }
             other => Err(ItemError::Tag(other.map(|(t, _)| *t))),
         }
     }
@@ -67,15 +69,15 @@ mod tests {
 
     #[test]
     fn roundtrip_and_bad_tag() {
-        let f = SpoolItem::Finding(Finding {
+        let f = SpoolItem::Finding(Box::new(Finding {
             id: "x".into(),
             ..Default::default()
-        });
+        }));
         assert_eq!(SpoolItem::decode(&f.encode()).unwrap(), f);
-        let r = SpoolItem::RunUpdate(RunUpdate {
+        let r = SpoolItem::RunUpdate(Box::new(RunUpdate {
             run_id: "r".into(),
             ..Default::default()
-        });
+        }));
         assert_eq!(SpoolItem::decode(&r.encode()).unwrap(), r);
         assert!(matches!(
             SpoolItem::decode(&[9, 1]),

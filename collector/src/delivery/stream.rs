@@ -235,8 +235,8 @@ fn build_batch(opts: &DeliveryOptions, sequence: u64, records: &[crate::spool::R
     };
     for r in records {
         match SpoolItem::decode(&r.payload) {
-            Ok(SpoolItem::Finding(f)) => batch.findings.push(f),
-            Ok(SpoolItem::RunUpdate(u)) => batch.run_updates.push(u),
+            Ok(SpoolItem::Finding(f)) => batch.findings.push(*f),
+            Ok(SpoolItem::RunUpdate(u)) => batch.run_updates.push(*u),
             Err(error) => {
                 // Retrying cannot fix bytes that do not decode; keeping them would block
                 // the spool forever. Count and skip.

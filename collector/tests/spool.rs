@@ -1,0 +1,198 @@
+//! Spool integration tests: replay after restart, torn writes, corruption, full spool.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use patchwatch_collector::spool::{FsyncPolicy, Spool, SpoolError, SpoolOptions};
+
+fn opts(dir: &Path) -> SpoolOptions {
+    SpoolOptions {
+        dir: dir.to_path_buf(),
+        max_bytes: 64 * 1024,
+        segment_bytes: 1024,
+        fsync: FsyncPolicy::OnSync,
+    }
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    format!("record-{i:05}-{}", "x".repeat((i % 37) as usize)).into_bytes()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn replay_after_restart_and_ack_deletes_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, report) = Spool::open(opts(dir.path())).unwrap();
+    assert_eq!(report.unacked, 0);
+    for i in 0..100 {
+        assert_eq!(spool.append(&payload(i)).unwrap(), i);
+    }
+    spool.sync().unwrap();
+    let segs_before = segments(dir.path()).len();
+    assert!(segs_before > 3, "small segments roll over");
+    drop(spool);
+
+    let (spool, report) = Spool::open(opts(dir.path())).unwrap();
+    assert_eq!(report.unacked, 100);
+    assert!(report.damage.is_empty());
+    let all = spool.read(0, 1000, usize::MAX).unwrap();
+    assert_eq!(all.len(), 100);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!((r.id, &r.payload), (i as u64, &payload(i as u64)));
+    }
+    let used = spool.used_bytes();
+    spool.ack(50).unwrap();
+    assert!(spool.used_bytes() < used, "acknowledged segments deleted");
+    assert!(segments(dir.path()).len() < segs_before);
+    assert_eq!(
+        spool.read(0, 1, usize::MAX).unwrap()[0].id,
+        50,
+        "reads start after the ack"
+    );
+    drop(spool);
+
+    // The ack position survives a restart; new ids continue after the old ones.
+    let (spool, report) = Spool::open(opts(dir.path())).unwrap();
+    assert_eq!(report.unacked, 50);
+    assert_eq!(spool.append(b"next").unwrap(), 100);
+    spool.ack(101).unwrap();
+    assert!(
+        segments(dir.path()).is_empty(),
+        "fully acknowledged spool holds no segments"
+    );
+    assert_eq!(spool.read(0, 10, usize::MAX).unwrap(), vec![]);
+}
+
+#[test]
+fn torn_last_record_is_cut_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(opts(dir.path())).unwrap();
+    for i in 0..10 {
+        spool.append(&payload(i)).unwrap();
+    }
+    spool.sync().unwrap();
+    drop(spool);
+    // Simulate a crash mid-write: the last record loses its last 3 bytes.
+    let last = segments(dir.path()).pop().unwrap();
+    let len = fs::metadata(&last).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+
+    let (spool, report) = Spool::open(opts(dir.path())).unwrap();
+    assert_eq!(report.damage.len(), 1, "{report:?}");
+    assert_eq!(report.damage[0].path, last);
+    assert!(
+        report.damage[0].reason.contains("torn"),
+        "{:?}",
+        report.damage[0]
+    );
+    let got = spool.read(0, 100, usize::MAX).unwrap();
+    assert_eq!(got.len(), 9);
+    assert_eq!(got[8].payload, payload(8));
+    // Appends continue cleanly after the cut.
+    let id = spool.append(b"after crash").unwrap();
+    let got = spool.read(0, 100, usize::MAX).unwrap();
+    assert_eq!(got.last().unwrap().id, id);
+    assert_eq!(got.last().unwrap().payload, b"after crash");
+}
+
+#[test]
+fn flipped_byte_is_detected_by_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(opts(dir.path())).unwrap();
+    for i in 0..5 {
+        spool.append(&payload(i)).unwrap();
+    }
+    drop(spool);
+    let seg = segments(dir.path()).remove(0);
+    let mut bytes = fs::read(&seg).unwrap();
+    let third = bytes
+        .windows(12)
+        .position(|w| w == b"record-00002")
+        .unwrap();
+    bytes[third] ^= 0x20;
+    fs::write(&seg, bytes).unwrap();
+    let (spool, report) = Spool::open(opts(dir.path())).unwrap();
+    assert!(report.damage[0].reason.contains("checksum"), "{report:?}");
+    assert_eq!(
+        spool.read(0, 100, usize::MAX).unwrap().len(),
+        2,
+        "records before the damage kept"
+    );
+}
+
+#[test]
+fn full_spool_refuses_then_accepts_after_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = SpoolOptions {
+        max_bytes: 4096,
+        segment_bytes: 1024,
+        ..opts(dir.path())
+    };
+    let (spool, _) = Spool::open(o).unwrap();
+    let rec = vec![7u8; 100];
+    let mut accepted = 0u64;
+    let err = loop {
+        match spool.append(&rec) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 1000, "spool never filled");
+    };
+    assert!(matches!(err, SpoolError::Full { .. }), "{err}");
+    assert!(spool.used_bytes() <= 4096);
+    // Nothing accepted was lost.
+    assert_eq!(
+        spool.read(0, 1000, usize::MAX).unwrap().len() as u64,
+        accepted
+    );
+    // Blocking append with timeout: gives up when nobody acks...
+    let t0 = Instant::now();
+    assert!(matches!(
+        spool.append_timeout(&rec, Duration::from_millis(30)),
+        Err(SpoolError::Full { .. })
+    ));
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+    // ...and succeeds as soon as an ack frees a segment.
+    let acker = spool.clone();
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        acker.ack(accepted).unwrap();
+    });
+    let id = spool.append_timeout(&rec, Duration::from_secs(5)).unwrap();
+    assert_eq!(id, accepted);
+    h.join().unwrap();
+}
+
+#[test]
+fn too_large_record_and_bad_options_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(opts(dir.path())).unwrap();
+    assert!(matches!(
+        spool.append(&vec![0; 5000]),
+        Err(SpoolError::TooLarge { .. })
+    ));
+    let bad = SpoolOptions {
+        max_bytes: 1000,
+        segment_bytes: 1000,
+        ..opts(dir.path())
+    };
+    assert!(Spool::open(bad)
+        .unwrap_err()
+        .to_string()
+        .contains("segment_bytes"));
+}
