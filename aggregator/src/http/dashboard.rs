@@ -101,10 +101,20 @@ fn counts_cell(c: &SeverityCounts) -> String {
     out
 }
 
+/// A time shown as its age ("3m ago"); `dashboard.js` keeps the age current.
 fn time_cell(rfc3339: Option<&str>) -> String {
+    time_element(rfc3339, "ago")
+}
+
+/// A time shown in full with its age, for the finding page.
+fn full_time_cell(rfc3339: Option<&str>) -> String {
+    time_element(rfc3339, "ago full")
+}
+
+fn time_element(rfc3339: Option<&str>, class: &str) -> String {
     match rfc3339 {
         Some(t) => format!(
-            r#"<time class="ago" datetime="{0}" title="{0}">{0}</time>"#,
+            r#"<time class="{class}" datetime="{0}" title="{0}">{0}</time>"#,
             esc(t)
         ),
         None => r#"<span class="muted">—</span>"#.to_owned(),
@@ -205,7 +215,7 @@ pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
         r#"<section class="summary">
   <div class="stat"><span class="label">Hosts</span><span class="value" id="stat-hosts">{nhosts}</span></div>
   <div class="stat"><span class="label">Failed or stalled</span><span class="value" id="stat-failing">{failing}</span></div>
-  <div class="stat"><span class="label">Findings shown below</span><span class="value">latest {recent_n}</span></div>
+  <div class="stat"><span class="label">Critical findings in latest runs</span><span class="value" id="stat-critical">{critical}</span></div>
 </section>
 <section class="card">
   <h1>Fleet</h1>
@@ -223,7 +233,7 @@ pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
   </table>
 </section>"#,
         nhosts = hosts.len(),
-        recent_n = RECENT_FINDINGS,
+        critical = hosts.iter().map(|h| h.findings.critical).sum::<u64>(),
         empty_hidden = if hosts.is_empty() { "" } else { " hidden" },
     );
     page("Fleet", &body).into_response()
@@ -282,9 +292,9 @@ fn render_finding(f: &FindingRecord) -> String {
         ),
     );
     row("Log kind", esc(&f.log_kind));
-    row("Logged at", time_cell(f.event_time.as_deref()));
-    row("Observed", time_cell(f.observed_time.as_deref()));
-    row("Received", time_cell(f.received_time.as_deref()));
+    row("Logged at", full_time_cell(f.event_time.as_deref()));
+    row("Observed", full_time_cell(f.observed_time.as_deref()));
+    row("Received", full_time_cell(f.received_time.as_deref()));
     row("Collector", esc(&f.collector_id));
 
     let evidence = if d.evidence.is_empty() {
@@ -293,7 +303,7 @@ fn render_finding(f: &FindingRecord) -> String {
         let lines: String = d
             .evidence
             .iter()
-            .map(|l| format!("<span>{}</span>\n", esc(l)))
+            .map(|l| format!("<span>{}</span>", esc(l)))
             .collect();
         format!(r#"<pre class="evidence">{lines}</pre>"#)
     };

@@ -76,10 +76,13 @@
     refreshTimes();
   }
   function summarize() {
-    var n = fleet.rows.length, failing = 0;
+    var n = fleet.rows.length, failing = 0, critical = 0;
     for (var i = 0; i < n; i++) {
       if (fleet.rows[i].querySelector(".outcome-failed, .outcome-stalled")) failing++;
+      var c = fleet.rows[i].querySelector(".count.sev-critical");
+      if (c) critical += parseInt(c.textContent, 10) || 0;
     }
+    var k = document.getElementById("stat-critical"); if (k) k.textContent = critical;
     var s = document.getElementById("stat-hosts"); if (s) s.textContent = n;
     var f = document.getElementById("stat-failing"); if (f) f.textContent = failing;
     var e = document.getElementById("fleet-empty"); if (e) e.hidden = n > 0;
@@ -102,7 +105,10 @@
     var now = Date.now();
     document.querySelectorAll("time.ago").forEach(function (t) {
       var d = Date.parse(t.getAttribute("datetime"));
-      if (!isNaN(d)) t.textContent = ago(now - d);
+      if (isNaN(d)) return;
+      t.textContent = t.classList.contains("full")
+        ? new Date(d).toLocaleString() + " · " + ago(now - d)
+        : ago(now - d);
     });
   }
   refreshTimes();
@@ -121,7 +127,7 @@
     es.addEventListener("lagged", reloadHosts);
     es.onerror = function () { setLive("down", "reconnecting"); };
     es.onopen = function () { reloadHosts(); };
-  } else {
-    setLive("static", "static");
+  } else if (live) {
+    live.hidden = true; // Only the fleet view is live.
   }
 })();
