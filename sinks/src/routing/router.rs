@@ -506,23 +506,21 @@ impl Router {
                         receiver = %g.receiver);
                 }
             }
-            Some(Receiver::Sink(h)) => {
-                if !g.pending.is_empty() {
-                    let findings = std::mem::take(&mut g.pending);
-                    let receipt = h.try_send(findings);
-                    let recv = g.receiver.clone();
-                    tokio::spawn(async move {
-                        let r = receipt.wait().await;
-                        let outcome = if r.is_complete() { "sent" } else { "failed" };
-                        telemetry::notifications(&recv, outcome);
-                        if !r.is_complete() {
-                            tracing::warn!(message = "Receiver did not deliver every finding.", receiver = %recv,
+            Some(Receiver::Sink(h)) if !g.pending.is_empty() => {
+                let findings = std::mem::take(&mut g.pending);
+                let receipt = h.try_send(findings);
+                let recv = g.receiver.clone();
+                tokio::spawn(async move {
+                    let r = receipt.wait().await;
+                    let outcome = if r.is_complete() { "sent" } else { "failed" };
+                    telemetry::notifications(&recv, outcome);
+                    if !r.is_complete() {
+                        tracing::warn!(message = "Receiver did not deliver every finding.", receiver = %recv,
                                 delivered = r.delivered, rejected = r.rejected, failed = r.failed);
-                        }
-                    });
-                }
+                    }
+                });
             }
-            None => {}
+            Some(Receiver::Sink(_)) | None => {}
         }
         g.alerts.retain(|_, a| !a.resolved);
         g.pending.clear();

@@ -88,10 +88,7 @@ async fn read_frames(s: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
         let k = s.read(&mut chunk).await.unwrap();
         assert!(k > 0, "eof after {} frames", frames.len());
         buf.extend_from_slice(&chunk[..k]);
-        loop {
-            let Some(sp) = buf.iter().position(|b| *b == b' ') else {
-                break;
-            };
+        while let Some(sp) = buf.iter().position(|b| *b == b' ') {
             let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
             if buf.len() < sp + 1 + len {
                 break;
