@@ -79,6 +79,9 @@ struct DiskEntry {
     #[serde(default)]
     bom_len: u64,
     updated_unix: i64,
+    /// Opaque consumer state valid at `offset` (the scanner's resume point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -194,6 +197,31 @@ impl CheckpointStore {
         }
     }
 
+    /// Like [`commit`](Self::commit), and stores `state`: what the consumer needs to continue
+    /// from exactly `offset` (saved with the offset, so they never disagree). Unlike `commit`,
+    /// the offset may stay where it is while the state changes.
+    pub fn commit_with_state(&self, key: &FileKey, offset: u64, state: serde_json::Value) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.entries.get_mut(key).filter(|e| e.live) {
+            if offset > e.disk.offset
+                || (offset == e.disk.offset && e.disk.state.as_ref() != Some(&state))
+            {
+                e.disk.offset = offset;
+                e.disk.state = Some(state);
+                e.disk.updated_unix = now_unix();
+                e.dirty = true;
+                inner.changed = true;
+            }
+        }
+    }
+
+    /// The consumer state saved with the committed offset of `key`, if any.
+    pub fn state(&self, key: &FileKey) -> Option<(u64, serde_json::Value)> {
+        let inner = self.lock();
+        let e = inner.entries.get(key)?;
+        e.disk.state.clone().map(|s| (e.disk.offset, s))
+    }
+
     /// The committed offset for `key`, if known.
     pub fn offset(&self, key: &FileKey) -> Option<u64> {
         self.lock().entries.get(key).map(|e| e.disk.offset)
@@ -234,6 +262,7 @@ impl CheckpointStore {
                     path: path.to_path_buf(),
                     bom_len,
                     updated_unix: now_unix(),
+                    state: None,
                 },
                 live: true,
                 dirty: true,

@@ -32,6 +32,7 @@ mod frame;
 pub mod matcher;
 mod model;
 pub mod rules;
+pub mod sample;
 mod scanner;
 mod time;
 

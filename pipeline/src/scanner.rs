@@ -212,6 +212,16 @@ impl FileScanner {
         std::mem::take(&mut self.diagnostics)
     }
 
+    /// The file was renamed: later findings carry the new path.
+    pub fn set_path(&mut self, path: impl Into<String>) {
+        self.ctx.path = path.into();
+    }
+
+    /// The scan context.
+    pub fn context(&self) -> &ScanContext {
+        &self.ctx
+    }
+
     /// Counters.
     pub fn stats(&self) -> &ScanStats {
         &self.stats

@@ -106,6 +106,29 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The remediation with `{name}` placeholders filled from `lookup` (unknown values render as
+    /// `(unknown name)`). For callers outside the pipeline that raise derived rules.
+    pub fn remediation_with(
+        &self,
+        lookup: impl Fn(&str) -> Option<String> + Copy,
+    ) -> crate::Remediation {
+        crate::Remediation {
+            summary: fill(&self.remediation.summary, lookup),
+            steps: self
+                .remediation
+                .steps
+                .iter()
+                .map(|s| fill(s, lookup))
+                .collect(),
+            links: self
+                .remediation
+                .links
+                .iter()
+                .map(|s| fill(s, lookup))
+                .collect(),
+        }
+    }
+
     /// True when the rule applies to files of `kind`.
     pub fn applies_to(&self, kind: LogKind) -> bool {
         kind == LogKind::Plain || self.kinds.is_empty() || self.kinds.contains(&kind)

@@ -1,0 +1,554 @@
+//! The agent: tail reader → matcher → spool → delivery, with checkpoints.
+//!
+//! Threads, not tasks, on the hot path: the tail reader and the matcher are plain threads
+//! joined by a bounded `crossbeam-channel` queue, so a slow matcher or a full spool blocks the
+//! reader (backpressure) and nothing is dropped. Only delivery runs on tokio.
+//!
+//! Checkpoint invariant: a file's checkpoint is the scanner's [`ResumePoint`], committed only
+//! after every finding and run update produced before it was appended to the spool; the
+//! [`Flusher`] syncs the spool before it writes checkpoints. After a crash the file is re-read
+//! from there, which rebuilds the same findings with the same ids; the aggregator deduplicates.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use patchwatch_pipeline::{
+    decode::Detected, Catalog, Event, FileScanner, Outcome, ResumePoint, ScanContext,
+};
+use patchwatch_proto as pb;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{CheckpointStore, Flusher};
+use crate::config::AgentConfig;
+use crate::delivery::{self, DeliveryOptions, SpoolItem};
+use crate::discovery::Discovery;
+use crate::spool::{Spool, SpoolError, SpoolOptions};
+use crate::tail::{Bom, FileKey, TailEvent, TailReader};
+use crate::{convert, telemetry};
+
+/// How long a file must be quiet before its partial last line counts as complete.
+const QUIET: Duration = Duration::from_millis(750);
+/// How often the matcher looks at quiet and stalled files when no data comes.
+const TICK: Duration = Duration::from_millis(200);
+
+/// A running agent.
+pub struct Agent {
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    matcher: Option<std::thread::JoinHandle<()>>,
+    flusher: Option<Flusher>,
+    cancel: CancellationToken,
+    delivery: Option<tokio::task::JoinHandle<()>>,
+    spool: Spool,
+    host: pb::HostInfo,
+}
+
+/// What the matcher thread needs.
+struct Matcher {
+    catalog: Arc<Catalog>,
+    store: Arc<CheckpointStore>,
+    spool: Spool,
+    stop: Arc<AtomicBool>,
+    host: pb::HostInfo,
+    fallback: &'static encoding_rs::Encoding,
+    stall_after: Duration,
+    files: HashMap<FileKey, FileState>,
+}
+
+struct FileState {
+    scanner: FileScanner,
+    path: PathBuf,
+    last_data: Instant,
+    flushed: bool,
+    stalled_run: Option<String>,
+    last_line: String,
+}
+
+impl Agent {
+    /// Starts the agent on `rt` (for delivery); everything else runs on its own threads.
+    ///
+    /// # Errors
+    /// Bad configuration (sources, spool, TLS files, token) or unusable data directory.
+    pub fn start(
+        cfg: &AgentConfig,
+        catalog: Arc<Catalog>,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Agent> {
+        cfg.validate()?;
+        let utc_offset = crate::local_utc_offset_seconds();
+        let host = convert::host_info(cfg.host_name.as_deref(), utc_offset);
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+        let store = Arc::new(CheckpointStore::open(cfg.checkpoint_path())?);
+        let (spool, report) = Spool::open(SpoolOptions {
+            dir: cfg.spool_dir(),
+            max_bytes: cfg.spool.max_bytes,
+            segment_bytes: cfg.spool.segment_bytes,
+            fsync: cfg.spool_fsync()?,
+        })?;
+        if !report.damage.is_empty() {
+            tracing::warn!(
+                message = "Spool had damaged records after a crash; they were cut off.",
+                damaged = report.damage.len()
+            );
+        }
+        let discovery = Discovery::new(
+            &cfg.sources.include,
+            &cfg.sources.exclude,
+            cfg.sources.case_insensitive,
+        )?;
+        let fallback = patchwatch_pipeline::decode::code_page(&cfg.sources.encoding_fallback)
+            .with_context(|| {
+                format!(
+                    "sources.encoding_fallback: `{}` is not a known code page",
+                    cfg.sources.encoding_fallback
+                )
+            })?;
+        let collector_id = collector_id(&cfg.data_dir, &host.hostname)?;
+        let opts = DeliveryOptions::from_config(cfg, collector_id, host.clone())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = crossbeam_channel::bounded::<TailEvent>(64);
+        let reader = TailReader::new(discovery, Arc::clone(&store), cfg.tail_options())
+            .spawn(tx, Arc::clone(&stop));
+        let sp = spool.clone();
+        let flusher = Flusher::spawn(Arc::clone(&store), Duration::from_secs(1), move || {
+            sp.sync().map_err(std::io::Error::other)
+        });
+        let matcher = Matcher {
+            catalog,
+            store,
+            spool: spool.clone(),
+            stop: Arc::clone(&stop),
+            host: host.clone(),
+            fallback,
+            stall_after: Duration::from_secs(cfg.stall_threshold_secs),
+            files: HashMap::new(),
+        };
+        let matcher = std::thread::Builder::new()
+            .name("matcher".into())
+            .spawn(move || matcher.run(rx))?;
+        let cancel = CancellationToken::new();
+        let (sp, c) = (spool.clone(), cancel.clone());
+        let delivery = rt.spawn(async move {
+            if let Err(error) = delivery::run(opts, sp, c).await {
+                tracing::error!(message = "Delivery stopped.", %error);
+            }
+        });
+        Ok(Agent {
+            stop,
+            reader: Some(reader),
+            matcher: Some(matcher),
+            flusher: Some(flusher),
+            cancel,
+            delivery: Some(delivery),
+            spool,
+            host,
+        })
+    }
+
+    /// The spool (to watch it drain).
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// The host identity findings are sent with.
+    pub fn host(&self) -> &pb::HostInfo {
+        &self.host
+    }
+
+    /// Graceful shutdown: stop reading, let the matcher finish what it has, write the last
+    /// checkpoints, give delivery up to `drain` to empty the spool, then stop it.
+    pub async fn shutdown(mut self, drain: Duration) {
+        self.stop.store(true, Ordering::Release);
+        let (reader, matcher, flusher) =
+            (self.reader.take(), self.matcher.take(), self.flusher.take());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(r) = reader {
+                let _ = r.join();
+            }
+            if let Some(m) = matcher {
+                let _ = m.join();
+            }
+            if let Some(f) = flusher {
+                f.stop();
+            }
+        })
+        .await;
+        let deadline = Instant::now() + drain;
+        while self.spool.first_unacked() < self.spool.next_id() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.cancel.cancel();
+        if let Some(d) = self.delivery.take() {
+            let _ = d.await;
+        }
+    }
+}
+
+/// A stable id for this collector: kept in the data directory.
+fn collector_id(data_dir: &std::path::Path, host: &str) -> Result<String> {
+    let p = data_dir.join("collector-id");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let id = format!("{host}-{}", uuid_like());
+    std::fs::write(&p, &id).with_context(|| format!("writing {}", p.display()))?;
+    Ok(id)
+}
+
+fn uuid_like() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+impl Matcher {
+    fn run(mut self, rx: Receiver<TailEvent>) {
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(ev) => {
+                    if !self.handle(ev) {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // The reader stopped: everything it sent has been handled.
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if !self.tick() {
+                return;
+            }
+        }
+    }
+
+    fn context(&self, path: &std::path::Path) -> ScanContext {
+        let mut ctx = ScanContext::new(self.host.hostname.clone(), path.display().to_string());
+        ctx.utc_offset_seconds = self.host.utc_offset_seconds;
+        ctx.fallback_encoding = self.fallback;
+        ctx
+    }
+
+    /// Handles one event; false when stopping mid-way (spool full during shutdown).
+    fn handle(&mut self, ev: TailEvent) -> bool {
+        match ev {
+            TailEvent::Reset {
+                file,
+                path,
+                from,
+                bom,
+            } => {
+                let ctx = self.context(&path);
+                let scanner = match (from, self.store.state(&file)) {
+                    (0, _) => FileScanner::new(Arc::clone(&self.catalog), ctx),
+                    (from, Some((at, state))) if at == from => {
+                        match serde_json::from_value::<ResumePoint>(state) {
+                            Ok(p) => FileScanner::resume(Arc::clone(&self.catalog), ctx, &p),
+                            Err(_) => FileScanner::resume(
+                                Arc::clone(&self.catalog),
+                                ctx,
+                                &bare_point(from, bom),
+                            ),
+                        }
+                    }
+                    (from, _) => {
+                        FileScanner::resume(Arc::clone(&self.catalog), ctx, &bare_point(from, bom))
+                    }
+                };
+                self.files.insert(
+                    file,
+                    FileState {
+                        scanner,
+                        path,
+                        last_data: Instant::now(),
+                        flushed: true,
+                        stalled_run: None,
+                        last_line: String::new(),
+                    },
+                );
+                telemetry::set_gauge("patchwatch_open_files", self.files.len() as f64);
+                true
+            }
+            TailEvent::Data(chunk) => {
+                telemetry::bytes_read(chunk.bytes.len() as u64);
+                let Some(st) = self.files.get_mut(&chunk.file) else {
+                    tracing::warn!(message = "Data for a file without a stream; ignored.", path = %chunk.path.display());
+                    return true;
+                };
+                let before = st.scanner.stats().lines;
+                st.scanner.feed(&chunk.bytes);
+                telemetry::lines(st.scanner.stats().lines - before);
+                st.last_data = Instant::now();
+                st.flushed = false;
+                st.stalled_run = None;
+                if let Some(l) = last_line(&chunk.bytes) {
+                    st.last_line = l;
+                }
+                self.drain(&chunk.file)
+            }
+            TailEvent::Rotated { file, to, .. } => {
+                if let Some(st) = self.files.get_mut(&file) {
+                    st.scanner.set_path(to.display().to_string());
+                    st.path = to;
+                }
+                true
+            }
+            TailEvent::Truncated { file, .. } | TailEvent::Deleted { file, .. } => {
+                // The generation ended: what it held is complete; runs stay as the log left them.
+                let ok = match self.files.get_mut(&file) {
+                    Some(st) => {
+                        st.scanner.flush();
+                        self.drain(&file)
+                    }
+                    None => true,
+                };
+                self.files.remove(&file);
+                telemetry::set_gauge("patchwatch_open_files", self.files.len() as f64);
+                ok
+            }
+        }
+    }
+
+    /// Quiet files: complete their partial line. Stalled runs: report once.
+    fn tick(&mut self) -> bool {
+        let keys: Vec<FileKey> = self.files.keys().cloned().collect();
+        for key in keys {
+            let Some(st) = self.files.get_mut(&key) else {
+                continue;
+            };
+            let quiet = st.last_data.elapsed();
+            if !st.flushed && quiet >= QUIET {
+                st.scanner.flush();
+                st.flushed = true;
+                if !self.drain(&key) {
+                    return false;
+                }
+            }
+            let Some(st) = self.files.get_mut(&key) else {
+                continue;
+            };
+            if quiet >= self.stall_after {
+                if let Some(run) = st
+                    .scanner
+                    .open_run()
+                    .filter(|r| r.outcome == Outcome::InProgress)
+                    .cloned()
+                {
+                    if st.stalled_run.as_deref() != Some(run.run_id.as_str()) {
+                        st.stalled_run = Some(run.run_id.clone());
+                        let (f, u) = stalled(&self.catalog, &self.host, &run, quiet, &st.last_line);
+                        if !self.append(&SpoolItem::Finding(Box::new(f)))
+                            || !self.append(&SpoolItem::RunUpdate(Box::new(u)))
+                        {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Spools what the scanner of `key` produced, then commits its resume point.
+    fn drain(&mut self, key: &FileKey) -> bool {
+        let Some(st) = self.files.get_mut(key) else {
+            return true;
+        };
+        let events = st.scanner.drain_events();
+        for d in st.scanner.drain_diagnostics() {
+            tracing::warn!(message = "Input problem.", path = %st.path.display(), line = d.line, detail = %d.message);
+            if d.message.contains("longer than") {
+                telemetry::truncated_lines(1);
+            }
+        }
+        let point = st.scanner.resume_point();
+        let file = Some(key.to_proto());
+        let offset = self.host.utc_offset_seconds;
+        for e in events {
+            let item = match e {
+                Event::Finding(f) => {
+                    telemetry::finding(&f.rule_id);
+                    SpoolItem::Finding(Box::new(convert::finding(
+                        &f,
+                        &self.host,
+                        file.clone(),
+                        false,
+                    )))
+                }
+                Event::Run(r) => SpoolItem::RunUpdate(Box::new(convert::run_update(&r, offset))),
+            };
+            if !self.append(&item) {
+                return false;
+            }
+        }
+        match serde_json::to_value(&point) {
+            Ok(v) => self.store.commit_with_state(key, point.offset, v),
+            Err(error) => tracing::error!(message = "Resume point not serializable.", %error),
+        }
+        true
+    }
+
+    /// Appends to the spool, waiting while it is full (never dropping); false on shutdown.
+    fn append(&self, item: &SpoolItem) -> bool {
+        let bytes = item.encode();
+        let mut warned = false;
+        loop {
+            match self
+                .spool
+                .append_timeout(&bytes, Duration::from_millis(500))
+            {
+                Ok(_) => {
+                    telemetry::set_gauge("patchwatch_spool_bytes", self.spool.used_bytes() as f64);
+                    return true;
+                }
+                Err(SpoolError::Full { .. }) => {
+                    if !warned {
+                        tracing::warn!(
+                            message =
+                                "Spool full: reading paused until the aggregator acknowledges."
+                        );
+                        telemetry::count("patchwatch_spool_full_total", 1);
+                        warned = true;
+                    }
+                    if self.stop.load(Ordering::Acquire) {
+                        return false;
+                    }
+                }
+                Err(error) => {
+                    // A record that can never fit, or a disk error: stop this file's progress
+                    // (its checkpoint is not advanced, so a restart retries it).
+                    tracing::error!(message = "Spool append failed.", %error);
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+fn bare_point(from: u64, bom: Bom) -> ResumePoint {
+    let encoding = match bom {
+        Bom::Utf16Le => Some(patchwatch_pipeline::decode::SourceEncoding::Utf16Le),
+        Bom::Utf16Be => Some(patchwatch_pipeline::decode::SourceEncoding::Utf16Be),
+        Bom::Utf8 | Bom::None => Some(patchwatch_pipeline::decode::SourceEncoding::Utf8),
+    };
+    ResumePoint {
+        offset: from,
+        line: 1,
+        run_index: 0,
+        source_key: None,
+        encoding: encoding.map(|encoding| Detected {
+            encoding,
+            bom_len: bom.len() as usize,
+        }),
+        kind: None,
+    }
+}
+
+/// The last complete-looking line of a chunk, for stall reports (ASCII view, cut short).
+fn last_line(bytes: &[u8]) -> Option<String> {
+    let text: String = bytes
+        .iter()
+        .filter(|b| **b != 0)
+        .map(|&b| if b.is_ascii() { b as char } else { '?' })
+        .collect();
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.chars().take(300).collect())
+}
+
+fn stalled(
+    catalog: &Catalog,
+    host: &pb::HostInfo,
+    run: &patchwatch_pipeline::RunSummary,
+    quiet: Duration,
+    last: &str,
+) -> (pb::Finding, pb::RunUpdate) {
+    let minutes = (quiet.as_secs() / 60).to_string();
+    let mut fields = std::collections::HashMap::new();
+    fields.insert("stalled_minutes".to_string(), minutes.clone());
+    fields.insert("phase".to_string(), run.phase.clone().unwrap_or_default());
+    fields.insert("last_line".to_string(), last.to_string());
+    let lookup = |name: &str| -> Option<String> {
+        match name {
+            "product" => run.product.clone().or(Some("Setup".into())),
+            "host" => Some(host.hostname.clone()),
+            "path" => Some(run.path.clone()),
+            "stalled_minutes" => Some(minutes.clone()),
+            "phase" => Some(run.phase.clone().unwrap_or_else(|| "unknown".into())),
+            "last_line" => Some(last.to_string()),
+            _ => None,
+        }
+    };
+    let (title, severity, remediation) = match catalog.get("collector.run-stalled") {
+        Some(r) => (r.title.clone(), r.severity, r.remediation_with(lookup)),
+        None => (
+            "A setup run has stalled".into(),
+            patchwatch_pipeline::Severity::Medium,
+            Default::default(),
+        ),
+    };
+    // One stall finding per run and quiet period start: replays give the same id.
+    let id = blake3::hash(
+        format!(
+            "stalled\0{}\0{}",
+            run.run_id,
+            run.last_time.clone().unwrap_or_default()
+        )
+        .as_bytes(),
+    )
+    .to_hex()[..32]
+        .to_string();
+    let finding = pb::Finding {
+        id: id.clone(),
+        rule_id: "collector.run-stalled".into(),
+        rule_version: 1,
+        title,
+        severity: convert::severity(severity) as i32,
+        host: Some(host.clone()),
+        log_kind: convert::log_kind(run.log_kind) as i32,
+        source_path: run.path.clone(),
+        file: None,
+        byte_offset: run.start_offset,
+        line_number: run.start_line,
+        run_id: run.run_id.clone(),
+        event_time_unix_nano: 0,
+        observed_time_unix_nano: convert::now_unix_nano(),
+        evidence: vec![last.to_string()],
+        fields,
+        remediation: Some(pb::Remediation {
+            summary: remediation.summary,
+            steps: remediation.steps,
+            links: remediation.links,
+        }),
+        labels: Default::default(),
+        category: "progress".into(),
+        primary: false,
+    };
+    let mut update = convert::run_update(run, host.utc_offset_seconds);
+    update.outcome = pb::RunOutcome::Stalled as i32;
+    (finding, update)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_line_reads_utf16_as_ascii() {
+        let bytes: Vec<u8> = "a\r\nCreating Native images for .Net assemblies.\r\n"
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
+        assert_eq!(
+            last_line(&bytes).as_deref(),
+            Some("Creating Native images for .Net assemblies.")
+        );
+    }
+}

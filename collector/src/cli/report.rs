@@ -1,0 +1,232 @@
+//! Rendering of scan results: the human report and JSON Lines.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use owo_colors::OwoColorize;
+use patchwatch_pipeline::{Finding, Outcome, RunSummary, ScanOutput, Severity};
+use serde_json::json;
+
+/// A progress bar on stderr for long scans (over 64 MiB), hidden otherwise.
+pub(crate) fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if total < (64 << 20) || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+fn severity_label(s: Severity) -> String {
+    let t = format!("{:>8}", s.as_str().to_uppercase());
+    match s {
+        Severity::Critical => t.red().bold().to_string(),
+        Severity::High => t.red().to_string(),
+        Severity::Medium => t.yellow().to_string(),
+        Severity::Low => t.cyan().to_string(),
+        Severity::Info => t.dimmed().to_string(),
+    }
+}
+
+fn outcome_label(r: &RunSummary) -> String {
+    match r.outcome {
+        Outcome::Succeeded => "SUCCEEDED".green().bold().to_string(),
+        Outcome::Failed => "FAILED".red().bold().to_string(),
+        Outcome::InProgress => "IN PROGRESS".yellow().bold().to_string(),
+    }
+}
+
+/// Writes the human report for one file.
+pub(crate) fn human(out: &mut dyn Write, path: &Path, o: &ScanOutput, all: bool) -> Result<()> {
+    let kind = o.kind.map_or("unknown", |k| k.as_str());
+    writeln!(
+        out,
+        "{} ({kind}, {} lines)",
+        path.display().bold(),
+        o.stats.lines
+    )?;
+    for d in &o.diagnostics {
+        writeln!(out, "  {} line {}: {}", "note:".yellow(), d.line, d.message)?;
+    }
+    if o.runs.is_empty() {
+        writeln!(out, "  no setup run found")?;
+    }
+    for r in &o.runs {
+        let mut head = format!(
+            "  Run {} (line {}): {}",
+            r.index + 1,
+            r.start_line,
+            outcome_label(r)
+        );
+        for (label, v) in [
+            ("product", r.product.as_deref()),
+            ("mode", r.mode.as_deref()),
+            ("build", r.target_build.as_deref()),
+            ("installed", r.installed_build.as_deref()),
+            ("started", r.started.as_deref()),
+        ] {
+            if let Some(v) = v {
+                head.push_str(&format!(", {label} {v}"));
+            }
+        }
+        if let Some(c) = r.exit_code {
+            head.push_str(&format!(", exit code {c}"));
+        }
+        if let Some(d) = r.duration_seconds {
+            head.push_str(&format!(", {}m{:02}s", d / 60, d % 60));
+        }
+        writeln!(out, "{head}")?;
+        let findings: Vec<&Finding> = o.findings.iter().filter(|f| f.run_id == r.run_id).collect();
+        let primary = r
+            .primary_finding_id
+            .as_ref()
+            .and_then(|id| findings.iter().find(|f| &f.id == id));
+        if let Some(p) = primary {
+            writeln!(out, "    {} {}", "Primary cause:".bold(), p.title.bold())?;
+            finding_detail(out, p, "      ")?;
+        }
+        let others: Vec<&&Finding> = findings
+            .iter()
+            .filter(|f| Some(&f.id) != r.primary_finding_id.as_ref())
+            .filter(|f| all || f.severity > Severity::Info)
+            .collect();
+        if !others.is_empty() {
+            writeln!(
+                out,
+                "    {}",
+                if primary.is_some() {
+                    "Also found:"
+                } else {
+                    "Found:"
+                }
+            )?;
+            for f in others {
+                writeln!(
+                    out,
+                    "    {} {} (line {}, {})",
+                    severity_label(f.severity),
+                    f.title,
+                    f.line,
+                    f.rule_id.dimmed()
+                )?;
+                writeln!(
+                    out,
+                    "             {} {}",
+                    "fix:".dimmed(),
+                    f.remediation.summary
+                )?;
+            }
+        }
+        let hidden = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Info && !all)
+            .count();
+        if hidden > 0 {
+            writeln!(
+                out,
+                "    {}",
+                format!("({hidden} context finding(s) hidden; --all shows them)").dimmed()
+            )?;
+        }
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn finding_detail(out: &mut dyn Write, f: &Finding, pad: &str) -> Result<()> {
+    writeln!(
+        out,
+        "{pad}{} {} at line {}",
+        severity_label(f.severity),
+        f.rule_id.dimmed(),
+        f.line
+    )?;
+    for e in &f.evidence {
+        let marker = if e.line == f.line { ">" } else { " " };
+        writeln!(out, "{pad}{marker} {:>6} | {}", e.line, e.text)?;
+    }
+    writeln!(
+        out,
+        "{pad}{} {}",
+        "Fix:".green().bold(),
+        f.remediation.summary
+    )?;
+    for (i, s) in f.remediation.steps.iter().enumerate() {
+        writeln!(out, "{pad}  {}. {s}", i + 1)?;
+    }
+    for l in &f.remediation.links {
+        writeln!(out, "{pad}  see {}", l.underline())?;
+    }
+    Ok(())
+}
+
+/// JSON object of a run.
+pub(crate) fn run_json(path: &Path, r: &RunSummary) -> serde_json::Value {
+    json!({
+        "type": "run",
+        "path": path.display().to_string(),
+        "run": r.index,
+        "run_id": r.run_id,
+        "log_kind": r.log_kind.as_str(),
+        "outcome": r.outcome.as_str(),
+        "exit_code": r.exit_code,
+        "mode": r.mode,
+        "product": r.product,
+        "target_build": r.target_build,
+        "installed_build": r.installed_build,
+        "phase": r.phase,
+        "started": r.started,
+        "last_time": r.last_time,
+        "duration_seconds": r.duration_seconds,
+        "primary_finding_id": r.primary_finding_id,
+    })
+}
+
+/// JSON object of a finding.
+pub(crate) fn finding_json(path: &Path, f: &Finding, primary: bool) -> serde_json::Value {
+    json!({
+        "type": "finding",
+        "id": f.id,
+        "path": path.display().to_string(),
+        "run": f.run_index,
+        "run_id": f.run_id,
+        "rule_id": f.rule_id,
+        "rule_version": f.rule_version,
+        "severity": f.severity.as_str(),
+        "category": f.category,
+        "title": f.title,
+        "primary": primary,
+        "line": f.line,
+        "byte_offset": f.byte_offset,
+        "event_time": f.event_time,
+        "evidence": f.evidence,
+        "fields": f.fields,
+        "remediation": f.remediation,
+    })
+}
+
+/// Writes JSON Lines for one file.
+pub(crate) fn json_lines(out: &mut dyn Write, path: &Path, o: &ScanOutput) -> Result<()> {
+    for r in &o.runs {
+        writeln!(out, "{}", run_json(path, r))?;
+        for f in o.findings.iter().filter(|f| f.run_id == r.run_id) {
+            let primary = r.primary_finding_id.as_deref() == Some(f.id.as_str());
+            writeln!(out, "{}", finding_json(path, f, primary))?;
+        }
+    }
+    for d in &o.diagnostics {
+        writeln!(
+            out,
+            "{}",
+            json!({"type": "diagnostic", "path": path.display().to_string(), "line": d.line, "message": d.message})
+        )?;
+    }
+    Ok(())
+}
