@@ -318,7 +318,7 @@ impl AgentConfig {
                 idle_close_secs: default_idle_close(),
             },
             aggregator: AggregatorConfig {
-                endpoint: "http://127.0.0.1:7400".into(),
+                endpoint: "http://127.0.0.1:4790".into(),
                 tls: None,
                 token: None,
                 token_env: None,
@@ -467,7 +467,7 @@ data_dir = "/tmp/pw"
 [sources]
 include = ["/var/log/ex/*.log"]
 [aggregator]
-endpoint = "http://127.0.0.1:7400"
+endpoint = "http://127.0.0.1:4790"
 "#;
 
     #[test]
@@ -491,7 +491,7 @@ endpoint = "http://127.0.0.1:7400"
     #[test]
     fn invalid_values_name_the_field() {
         let cases = [
-            ("http://127.0.0.1:7400", "ftp://x", "aggregator.endpoint"),
+            ("http://127.0.0.1:4790", "ftp://x", "aggregator.endpoint"),
             (
                 "[sources]",
                 "[sources]\nencoding_fallback = \"klingon\"",

@@ -1,6 +1,8 @@
 //! `patchwatch`: scan, tail and stream Exchange and Windows Installer setup logs.
 
 mod cli;
+#[cfg(windows)]
+mod winsvc;
 
 use clap::{Parser, Subcommand};
 
@@ -9,7 +11,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "patchwatch", version, about, propagate_version = true)]
 struct Cli {
-    /// Log filter, e.g. `info`, `patchwatch=debug` (also RUST_LOG).
+    /// Log filter for patchwatch's own diagnostics, e.g. `info`, `patchwatch=debug`.
     #[arg(long, global = true, default_value = "warn", env = "PATCHWATCH_LOG")]
     log: String,
     #[command(subcommand)]
@@ -18,6 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Replay real setup logs of several simulated servers through the full path and serve the dashboard.
+    Demo(cli::demo::DemoArgs),
+    /// Watch folders with an agent and an embedded aggregator in one process.
+    Up(cli::up::UpArgs),
     /// Scan log files, folders or globs and report findings per file and run.
     Scan(cli::scan::ScanArgs),
     /// Explain a pasted error message: which known issues it matches and how to fix them.
@@ -25,24 +31,31 @@ enum Command {
     /// List, show or check rules.
     #[command(subcommand)]
     Rules(cli::rules::RulesCommand),
+    /// Run the collector agent: tail logs, spool findings, deliver them to the aggregator.
+    Agent(cli::serve::AgentArgs),
+    /// Run the central aggregator: gRPC ingest, store, HTTP API and dashboard.
+    Aggregator(cli::serve::AggregatorArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Demo(a) => cli::demo::run(a),
+        Command::Up(a) => cli::up::run(a),
         Command::Scan(a) => a.common.validate().and_then(|_| cli::scan::run(a)),
         Command::Explain(a) => a.common.validate().and_then(|_| cli::explain::run(a)),
         Command::Rules(c) => cli::rules::run(c),
+        Command::Agent(a) => cli::serve::run_agent(a),
+        Command::Aggregator(a) => cli::serve::run_aggregator(a),
     };
     match result {
-        Ok(code) => std::process::ExitCode::from(code as u8),
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(2)),
         Err(e) => {
             eprintln!("patchwatch: error: {e:#}");
             std::process::ExitCode::from(2)

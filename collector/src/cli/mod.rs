@@ -1,9 +1,12 @@
 //! The `patchwatch` command line: one module per subcommand.
 
+pub mod demo;
 pub mod explain;
 pub mod report;
 pub mod rules;
 pub mod scan;
+pub mod serve;
+pub mod up;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,79 @@
+//! Windows service mode (`patchwatch agent` started by the Service Control Manager).
+//!
+//! Kept small on purpose: it only adapts SCM start/stop to the same `Agent` the console mode
+//! runs. Install with
+//! `sc.exe create patchwatch binPath= "C:\Program Files\patchwatch\patchwatch.exe agent --config C:\ProgramData\patchwatch\agent.toml" start= auto`.
+
+use std::ffi::OsString;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Result;
+use patchwatch_collector::agent::Agent;
+use patchwatch_collector::config::AgentConfig;
+use patchwatch_pipeline::Catalog;
+use windows_service::service::{
+    ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus, ServiceType,
+};
+use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+use windows_service::{define_windows_service, service_dispatcher};
+
+const NAME: &str = "patchwatch";
+
+static START: OnceLock<(AgentConfig, Arc<Catalog>)> = OnceLock::new();
+
+/// True when the process was started by the Service Control Manager (no console).
+pub fn running_as_service() -> bool {
+    std::env::var_os("PATCHWATCH_NO_SERVICE").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdin()) == false
+}
+
+define_windows_service!(ffi_service_main, service_main);
+
+/// Hands the process to the SCM; returns when the service stops.
+pub fn run(config: AgentConfig, catalog: Arc<Catalog>) -> Result<i32> {
+    let _ = START.set((config, catalog));
+    service_dispatcher::start(NAME, ffi_service_main)?;
+    Ok(0)
+}
+
+fn service_main(_args: Vec<OsString>) {
+    if let Err(error) = serve() {
+        tracing::error!(message = "Service failed.", %error);
+    }
+}
+
+fn serve() -> Result<()> {
+    let (config, catalog) = START.get().cloned().expect("set before dispatch");
+    let (tx, rx) = mpsc::channel();
+    let handle = service_control_handler::register(NAME, move |c| match c {
+        ServiceControl::Stop | ServiceControl::Shutdown => {
+            let _ = tx.send(());
+            ServiceControlHandlerResult::NoError
+        }
+        ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
+        _ => ServiceControlHandlerResult::NotImplemented,
+    })?;
+    let status = |state, accept| ServiceStatus {
+        service_type: ServiceType::OWN_PROCESS,
+        current_state: state,
+        controls_accepted: accept,
+        exit_code: ServiceExitCode::Win32(0),
+        checkpoint: 0,
+        wait_hint: Duration::from_secs(10),
+        process_id: None,
+    };
+    handle.set_service_status(status(
+        ServiceState::Running,
+        ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
+    ))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let agent = Agent::start(&config, catalog, &tokio::runtime::Handle::current())?;
+        let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
+        agent.shutdown(Duration::from_secs(5)).await;
+        anyhow::Ok(())
+    })?;
+    handle.set_service_status(status(ServiceState::Stopped, ServiceControlAccept::empty()))?;
+    Ok(())
+}
