@@ -31,9 +31,9 @@ pub enum Event {
     /// A finding stored for the first time.
     Finding(FindingSummary),
     /// A run's state after an update.
-    Run(RunRecord),
+    Run(Box<RunRecord>),
     /// A host's fleet-view row after its runs or findings changed.
-    Host(HostRecord),
+    Host(Box<HostRecord>),
 }
 
 impl Event {
@@ -77,7 +77,7 @@ impl EventBus {
             let _ = self.tx.send(Arc::new(Event::Finding(f)));
         }
         for r in outcome.runs {
-            let _ = self.tx.send(Arc::new(Event::Run(r)));
+            let _ = self.tx.send(Arc::new(Event::Run(Box::new(r))));
         }
         for h in hosts {
             let _ = self.dirty.send(h);
@@ -111,7 +111,7 @@ async fn refresh_hosts(
         match store.hosts(Some(hosts.into_iter().collect())).await {
             Ok(rows) => {
                 for h in rows {
-                    let _ = tx.send(Arc::new(Event::Host(h)));
+                    let _ = tx.send(Arc::new(Event::Host(Box::new(h))));
                 }
             }
             Err(error) => {

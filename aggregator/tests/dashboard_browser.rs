@@ -63,7 +63,8 @@ async fn start_driver(path: &str) -> (Driver, String) {
     panic!("chromedriver did not listen on {addr}");
 }
 
-/// A realistic finding for the screenshots.
+/// A realistic finding for the screenshots (a row of test data: positional reads best).
+#[allow(clippy::too_many_arguments)]
 fn issue(
     id: &str,
     host: &str,

@@ -223,11 +223,7 @@ async fn bad_token_is_refused(backend: Backend) {
     b.collector_id = "someone-else".into();
     b.sequence = 2;
     stream.send(b).await;
-    let err = stream
-        .next()
-        .await
-        .err()
-        .expect("stream ends with a status");
+    let err = stream.next().await.expect_err("stream ends with a status");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("someone-else"), "{err:?}");
 
@@ -384,8 +380,7 @@ async fn oversized_message_is_refused(backend: Backend) {
     let err = stream
         .next()
         .await
-        .err()
-        .expect("the stream ends with a status");
+        .expect_err("the stream ends with a status");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("batch too large"), "{err:?}");
     assert!(err.message().contains("65536"), "names the limit: {err:?}");

@@ -26,19 +26,27 @@ use crate::store::StoreError;
 /// Page size when the request does not say.
 const DEFAULT_PAGE: u32 = 100;
 
+/// A JSON error: `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (self.0, Json(Body { error: self.1 })).into_response()
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
 /// A JSON error response.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    #[derive(Serialize)]
-    struct Body {
-        error: String,
-    }
-    (
-        status,
-        Json(Body {
-            error: message.into(),
-        }),
-    )
-        .into_response()
+    ApiError(status, message.into()).into_response()
 }
 
 fn store_error(e: StoreError) -> Response {
@@ -50,54 +58,51 @@ fn store_error(e: StoreError) -> Response {
 }
 
 fn bad_query(rejection: QueryRejection) -> Response {
-    error(StatusCode::BAD_REQUEST, rejection.body_text())
+    bad_request(rejection.body_text()).into_response()
 }
 
-fn page_size(requested: Option<u32>, max: u32) -> Result<u32, Response> {
+fn page_size(requested: Option<u32>, max: u32) -> Result<u32, ApiError> {
     match requested {
         None => Ok(DEFAULT_PAGE.min(max)),
-        Some(0) => Err(error(StatusCode::BAD_REQUEST, "limit must be at least 1")),
-        Some(n) if n > max => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("limit {n} is above the maximum page size {max}"),
-        )),
+        Some(0) => Err(bad_request("limit must be at least 1")),
+        Some(n) if n > max => Err(bad_request(format!(
+            "limit {n} is above the maximum page size {max}"
+        ))),
         Some(n) => Ok(n),
     }
 }
 
 /// Parses `since`: RFC 3339, or Unix seconds.
-fn parse_since(s: &str) -> Result<i64, Response> {
+fn parse_since(s: &str) -> Result<i64, ApiError> {
     if let Ok(secs) = s.parse::<i64>() {
         return secs
             .checked_mul(1_000_000_000)
-            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "since: out of range"));
+            .ok_or_else(|| bad_request("since: out of range"));
     }
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
         .and_then(|t| i64::try_from(t.unix_timestamp_nanos()).ok())
         .ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("since: {s:?} is neither RFC 3339 (2026-01-31T12:00:00Z) nor Unix seconds"),
-            )
+            bad_request(format!(
+                "since: {s:?} is neither RFC 3339 (2026-01-31T12:00:00Z) nor Unix seconds"
+            ))
         })
 }
 
-fn severity_param(name: &str, value: Option<&String>) -> Result<Option<i32>, Response> {
+fn severity_param(name: &str, value: Option<&String>) -> Result<Option<i32>, ApiError> {
     value
         .map(|v| {
             severity_number(v).ok_or_else(|| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("{name}: {v:?} is not one of info, low, medium, high, critical"),
-                )
+                bad_request(format!(
+                    "{name}: {v:?} is not one of info, low, medium, high, critical"
+                ))
             })
         })
         .transpose()
 }
 
 /// Turns the query string into the store's filter.
-pub(crate) fn finding_filter(q: &FindingQuery, max_page: u32) -> Result<FindingFilter, Response> {
+pub(crate) fn finding_filter(q: &FindingQuery, max_page: u32) -> Result<FindingFilter, ApiError> {
     Ok(FindingFilter {
         host: q.host.clone(),
         rule: q.rule.clone(),
@@ -120,7 +125,7 @@ pub(crate) async fn findings(
     };
     let filter = match finding_filter(&q, st.max_page_size) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match st.store.findings(filter).await {
         Ok(page) => Json(page).into_response(),
@@ -165,17 +170,16 @@ pub(crate) async fn runs(
     };
     let limit = match page_size(q.limit, st.max_page_size) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let outcome = match q.outcome.as_deref().map(|o| {
         outcome_number(o).ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("outcome: {o:?} is not one of in_progress, succeeded, failed, stalled"),
-            )
+            bad_request(format!(
+                "outcome: {o:?} is not one of in_progress, succeeded, failed, stalled"
+            ))
         })
     }) {
-        Some(Err(r)) => return r,
+        Some(Err(r)) => return r.into_response(),
         Some(Ok(o)) => Some(o),
         None => None,
     };

@@ -28,8 +28,10 @@ pub enum Backend {
 /// available here (PostgreSQL without `PATCHWATCH_PG_URL` outside CI).
 pub async fn config(backend: Backend) -> Option<(Config, tempfile::TempDir)> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::default();
-    config.data_dir = dir.path().join("data");
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
     config.grpc.listen = "127.0.0.1:0".parse().unwrap();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.grpc.shutdown_grace_seconds = 5;
