@@ -36,8 +36,10 @@ impl TestAggregator {
 
     /// Starts on `grpc` (a port used before, to come back where agents expect it).
     pub async fn start_at(data_dir: &Path, grpc: SocketAddr) -> Self {
-        let mut config = patchwatch_aggregator::Config::default();
-        config.data_dir = data_dir.to_path_buf();
+        let mut config = patchwatch_aggregator::Config {
+            data_dir: data_dir.to_path_buf(),
+            ..Default::default()
+        };
         config.grpc.listen = grpc;
         config.http.listen = "127.0.0.1:0".parse().unwrap();
         // The port may still be held for a moment by the previous instance's last connections.
