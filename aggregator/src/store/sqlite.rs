@@ -157,6 +157,11 @@ impl SqliteStore {
             },
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // 64 MiB of page cache keeps the finding indexes' hot pages in memory.
+        conn.pragma_update(None, "cache_size", -65536)?;
+        // Checkpoints copy the WAL into the database and fsync it. Done by the writer they
+        // stall every commit behind them; the checkpointer thread does them instead.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
 
@@ -167,9 +172,18 @@ impl SqliteStore {
         };
         let (tx, rx) = mpsc::channel(1024);
         let max_idle = config.read_connections;
+        let (stop_checkpoints, checkpoint_stop_rx) = std::sync::mpsc::channel::<()>();
+        let checkpoint_conn = Connection::open(&path)?;
+        checkpoint_conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        std::thread::Builder::new()
+            .name("patchwatch-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoint_conn, &checkpoint_stop_rx))?;
         let thread = std::thread::Builder::new()
             .name("patchwatch-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &sql, &config))?;
+            .spawn(move || {
+                writer_loop(conn, rx, &sql, &config);
+                drop(stop_checkpoints);
+            })?;
         Ok(Self {
             writer: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -469,6 +483,27 @@ fn writer_loop(
     }
     tracing::debug!(message = "SQLite writer stopped.");
 }
+
+/// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] until the writer stops. `PASSIVE` never
+/// blocks the writer; a final `TRUNCATE` leaves a small WAL behind at shutdown.
+fn checkpoint_loop(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| {
+        if let Err(error) =
+            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+        {
+            tracing::warn!(message = "WAL checkpoint failed.", %error);
+        }
+    };
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(CHECKPOINT_INTERVAL)
+    {
+        checkpoint("PASSIVE");
+    }
+    checkpoint("TRUNCATE");
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Writes every batch of a group in one transaction.
 fn write_group(
