@@ -1,6 +1,7 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium` + `chromium-driver`, set up by
 //! `.ci/setup-chromium.sh`): findings sent over gRPC appear in the fleet view without a reload,
-//! the finding page shows evidence and fix, and screenshots are saved to `docs/`.
+//! the finding page shows evidence and fix, and screenshots are saved (to `docs/` with
+//! `PATCHWATCH_UPDATE_SCREENSHOTS=1`).
 
 mod common;
 
@@ -124,10 +125,17 @@ fn host_info(name: &str) -> patchwatch_proto::HostInfo {
     host(name)
 }
 
-fn docs_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("docs");
+/// Where screenshots go: `docs/` (committed, linked from the README) when
+/// `PATCHWATCH_UPDATE_SCREENSHOTS=1`, else cargo's scratch directory so a test run leaves the
+/// work tree clean.
+fn screenshot_dir() -> PathBuf {
+    let dir = if std::env::var("PATCHWATCH_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("docs")
+    } else {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+    };
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -336,7 +344,7 @@ async fn fleet_view_updates_live_and_finding_page_shows_the_fix() {
 
     tokio::time::sleep(Duration::from_millis(1800)).await; // let the highlight fade
     let png = browser.screenshot().await.unwrap();
-    std::fs::write(docs_dir().join("dashboard.png"), &png).unwrap();
+    std::fs::write(screenshot_dir().join("dashboard.png"), &png).unwrap();
 
     // The finding page: evidence lines and the fix.
     browser
@@ -365,7 +373,7 @@ async fn fleet_view_updates_live_and_finding_page_shows_the_fix() {
         .unwrap();
     assert!(fix.contains("Transport service did not start"), "{fix}");
     let png = browser.screenshot().await.unwrap();
-    std::fs::write(docs_dir().join("finding.png"), &png).unwrap();
+    std::fs::write(screenshot_dir().join("finding.png"), &png).unwrap();
 
     browser.close().await.unwrap();
     drop(stream);
