@@ -1,1 +1,86 @@
-//! Bench corpora generators.
+//! Corpora for benchmarks: realistic ExchangeSetup.log text (the committed CSS-Exchange samples,
+//! run after run, as setup appends) and Windows Installer verbose logs (the pipeline's
+//! generator, UTF-16LE as msiexec writes), to any size. True failures are mixed in so that
+//! matching, verification and finding construction are all exercised.
+
+use patchwatch_pipeline::sample::{msi_verbose_log, MsiLog, MsiScenario};
+
+const EXCHANGE: &[&str] = &[
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_DC_Site_1.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_Reboot_Pending.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_SchemaAdmin_PrepareSchema.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_Vdir_1.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_MSI_1.log"),
+];
+
+/// One block of ExchangeSetup.log text (CRLF): the sample runs, as setup appends run after run.
+fn exchange_block() -> String {
+    let mut out = String::new();
+    for text in EXCHANGE {
+        for line in text.lines() {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+/// One block of Windows Installer sessions (CRLF), mostly successful, one failing in seven.
+fn msi_block(seed: u32) -> String {
+    let mut out = String::new();
+    let scenarios = [MsiScenario::Success, MsiScenario::Success, MsiScenario::IgnoredCustomAction, MsiScenario::RebootRequired];
+    for (i, s) in scenarios.iter().enumerate() {
+        out.push_str(&msi_verbose_log(&MsiLog {
+            product: "Microsoft Exchange Server",
+            version: "15.2.1544.4",
+            scenario: *s,
+            date: "11/21/2026",
+            start_seconds: (seed * 37 + i as u32 * 600) % 80_000,
+            filler_blocks: 12,
+        }));
+    }
+    if seed % 7 == 0 {
+        out.push_str(&msi_verbose_log(&MsiLog {
+            product: "Microsoft Exchange Server",
+            version: "15.2.1544.4",
+            scenario: MsiScenario::ServiceControlExecutionPolicy,
+            date: "11/21/2026",
+            start_seconds: 3600,
+            filler_blocks: 2,
+        }));
+    }
+    out
+}
+
+fn grow(bytes: usize, mut block: impl FnMut(u32) -> String) -> String {
+    let mut out = String::with_capacity(bytes + (4 << 20));
+    let mut seed = 0;
+    while out.len() < bytes {
+        out.push_str(&block(seed));
+        seed += 1;
+    }
+    out
+}
+
+/// An ExchangeSetup.log-like UTF-8 corpus of at least `bytes` bytes.
+pub fn utf8_corpus(bytes: usize) -> Vec<u8> {
+    let block = exchange_block();
+    grow(bytes, |_| block.clone()).into_bytes()
+}
+
+/// A Windows Installer verbose log corpus, UTF-16LE with BOM, of at least `bytes` raw bytes.
+pub fn utf16le_corpus(bytes: usize) -> Vec<u8> {
+    patchwatch_pipeline::sample::utf16le_with_bom(&grow(bytes / 2, msi_block))
+}
+
+/// Scans a buffer in 1 MiB feeds (as a reader would) and returns the number of findings.
+pub fn scan_count(catalog: &std::sync::Arc<patchwatch_pipeline::Catalog>, bytes: &[u8]) -> usize {
+    let mut s = patchwatch_pipeline::FileScanner::new(std::sync::Arc::clone(catalog), patchwatch_pipeline::ScanContext::new("bench", "bench.log"));
+    let mut n = 0;
+    for chunk in bytes.chunks(1 << 20) {
+        s.feed(chunk);
+        n += s.drain_events().iter().filter(|e| matches!(e, patchwatch_pipeline::Event::Finding(_))).count();
+    }
+    s.finish();
+    n + s.drain_events().iter().filter(|e| matches!(e, patchwatch_pipeline::Event::Finding(_))).count()
+}

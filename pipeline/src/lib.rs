@@ -86,6 +86,9 @@ impl ScanContext {
 
 /// Cuts text for display to [`MAX_EVIDENCE_CHARS`] characters, marking the cut.
 pub(crate) fn cut(s: &str) -> String {
+    if s.len() <= MAX_EVIDENCE_CHARS {
+        return s.to_string();
+    }
     match s.char_indices().nth(MAX_EVIDENCE_CHARS) {
         Some((i, _)) => format!("{}… [{} more bytes]", &s[..i], s.len() - i),
         None => s.to_string(),

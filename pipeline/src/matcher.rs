@@ -1,12 +1,17 @@
 //! Two-stage literal search over whole buffers.
 //!
-//! Stage one is an Aho-Corasick automaton over *prefixes* of the anchors, all of one length `L`
-//! and deduplicated, so that it holds at most [`MAX_PREFIXES`] patterns: above 64 literals the
-//! SIMD (Teddy) prefilter is skipped and throughput falls from ~3.7 GB/s to ~0.4 GB/s
-//! (`sinks-and-perf.md` §B6). Stage two confirms each candidate by comparing the few full anchors
-//! that share the prefix. Because every prefix has the same length, at most one can match at a
-//! position, and restarting the search one byte after each candidate means no occurrence is
-//! missed: the matcher never reports a false negative, and stage two removes false positives.
+//! Stage one is an Aho-Corasick automaton over *prefixes* of the anchors, cut to one length `L`
+//! (anchors shorter than `L` stay whole) and deduplicated, so that it holds at most
+//! [`MAX_PREFIXES`] patterns: above 64 literals the SIMD (Teddy) prefilter is skipped and
+//! throughput falls from ~3.7 GB/s to ~0.4 GB/s (`sinks-and-perf.md` §B6). Stage two confirms
+//! each candidate by comparing the few full anchors of its group.
+//!
+//! No false negatives: let anchor `a` occur at `p`, and `q` be its stage-one prefix. Stage one
+//! restarts one byte after every candidate, so it reports some pattern `r` at `p`. Patterns are
+//! ordered longest first and matched leftmost-first, so `r` is the longest pattern matching at
+//! `p`: `q` is a prefix of `r`, hence `a` starts with `r` (when `a` was cut) or `r` starts with
+//! `a` (when `a` is short). Each group holds every anchor in either relation to its pattern.
+//! Stage two compares full anchors, so there are no false positives either.
 //!
 //! Matching is ASCII case-insensitive, as Select-String is (see `exchange-setup-log.md` §1).
 
@@ -22,7 +27,7 @@ const MAX_PREFIX_LEN: usize = 12;
 #[derive(Debug, Clone)]
 pub struct AnchorMatcher {
     stage1: AhoCorasick,
-    /// For each stage-one pattern, the anchors that start with it.
+    /// For each stage-one pattern, the anchors that start with it or that it starts with.
     groups: Vec<Vec<u32>>,
     /// Anchors, lower-cased.
     anchors: Vec<Vec<u8>>,
@@ -36,30 +41,31 @@ impl AnchorMatcher {
     /// If `anchors` is empty or contains an empty string: callers validate rules first.
     pub fn new(anchors: &[String]) -> AnchorMatcher {
         assert!(!anchors.is_empty(), "no anchors");
-        let lower: Vec<Vec<u8>> = anchors
-            .iter()
-            .map(|a| a.as_bytes().to_ascii_lowercase())
-            .collect();
-        let min_len = lower.iter().map(Vec::len).min().unwrap_or(1);
-        assert!(min_len > 0, "empty anchor");
-        // The longest common length whose distinct prefixes fit stage one; if none fits, the
-        // shortest length (fewest distinct prefixes) is the best we can do.
+        let lower: Vec<Vec<u8>> = anchors.iter().map(|a| a.as_bytes().to_ascii_lowercase()).collect();
+        assert!(lower.iter().all(|a| !a.is_empty()), "empty anchor");
+        // The longest cut whose distinct prefixes fit stage one; if none fits, the shortest
+        // (fewest distinct prefixes) is the best we can do.
         let mut chosen = 1;
-        for len in (1..=min_len.min(MAX_PREFIX_LEN)).rev() {
+        for len in (1..=MAX_PREFIX_LEN).rev() {
             if distinct_prefixes(&lower, len).len() <= MAX_PREFIXES {
                 chosen = len;
                 break;
             }
         }
-        let prefixes = distinct_prefixes(&lower, chosen);
-        let mut groups = vec![Vec::new(); prefixes.len()];
-        for (i, a) in lower.iter().enumerate() {
-            let p = prefixes
-                .iter()
-                .position(|p| p[..] == a[..chosen])
-                .expect("prefix present");
-            groups[p].push(i as u32);
-        }
+        let mut prefixes = distinct_prefixes(&lower, chosen);
+        // Longest first: leftmost-first then reports the longest pattern at a position.
+        prefixes.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        let groups = prefixes
+            .iter()
+            .map(|p| {
+                (0..lower.len() as u32)
+                    .filter(|&i| {
+                        let a = &lower[i as usize];
+                        a.starts_with(p) || p.starts_with(a)
+                    })
+                    .collect()
+            })
+            .collect();
         let stage1 = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostFirst)
@@ -80,7 +86,7 @@ impl AnchorMatcher {
         self.groups.len()
     }
 
-    /// Length of the stage-one prefixes.
+    /// Length the stage-one prefixes are cut to.
     pub fn prefix_len(&self) -> usize {
         self.prefix_len
     }
@@ -96,9 +102,7 @@ impl AnchorMatcher {
             let pos = m.start();
             for &a in &self.groups[m.pattern().as_usize()] {
                 let anchor = &self.anchors[a as usize];
-                if hay.len() - pos >= anchor.len()
-                    && hay[pos..pos + anchor.len()].eq_ignore_ascii_case(anchor)
-                {
+                if hay.len() - pos >= anchor.len() && hay[pos..pos + anchor.len()].eq_ignore_ascii_case(anchor) {
                     f(pos, a);
                 }
             }
@@ -108,7 +112,7 @@ impl AnchorMatcher {
 }
 
 fn distinct_prefixes(anchors: &[Vec<u8>], len: usize) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = anchors.iter().map(|a| a[..len].to_vec()).collect();
+    let mut out: Vec<Vec<u8>> = anchors.iter().map(|a| a[..len.min(a.len())].to_vec()).collect();
     out.sort();
     out.dedup();
     out
@@ -147,6 +151,19 @@ mod tests {
         .collect();
         let hay = b"x [error-reference] Id=1 [ERROR] Error 1603 and ERROR 1620; Return Value 3.";
         let m = AnchorMatcher::new(&anchors);
+        let mut got = Vec::new();
+        m.for_each(hay, |p, a| got.push((p, a)));
+        assert_eq!(got, naive(&anchors, hay));
+    }
+
+    #[test]
+    fn a_short_anchor_does_not_shorten_the_others() {
+        let mut anchors: Vec<String> = (0..80).map(|i| format!("Alpha{i:02} is a long anchor")).collect();
+        anchors.push("UR32".into());
+        anchors.push("alpha07 is".into());
+        let m = AnchorMatcher::new(&anchors);
+        assert!(m.prefix_len() >= 7, "{}", m.prefix_len());
+        let hay = b"xx ALPHA07 is a long anchor and ur32, alpha07 is short; ALPHA7";
         let mut got = Vec::new();
         m.for_each(hay, |p, a| got.push((p, a)));
         assert_eq!(got, naive(&anchors, hay));

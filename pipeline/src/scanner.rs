@@ -74,6 +74,10 @@ struct OpenRun {
     /// (priority, line, finding id) of prioritized findings, fallbacks excluded.
     prioritized: Vec<(u32, u64, String)>,
     phase_sent: Option<String>,
+    /// Times of the first and last timestamped lines, written into `summary` only when it
+    /// is emitted (formatting on every line would cost more than matching it).
+    first_time: Option<crate::time::NaiveTime>,
+    last_time: Option<crate::time::NaiveTime>,
 }
 
 struct Pending {
@@ -108,6 +112,10 @@ pub struct FileScanner {
     next_run_index: u32,
     pending: Vec<Pending>,
     hits: Vec<(usize, u32)>,
+    /// Reused for the line being processed, to avoid an allocation per candidate line.
+    line_buf: String,
+    /// Reused list of rules hit on the line being processed.
+    rule_buf: Vec<usize>,
     events: Vec<Event>,
     diagnostics: Vec<Diagnostic>,
     stats: ScanStats,
@@ -135,6 +143,8 @@ impl FileScanner {
             next_run_index: 0,
             pending: Vec::new(),
             hits: Vec::new(),
+            line_buf: String::new(),
+            rule_buf: Vec::new(),
             events: Vec::new(),
             diagnostics: Vec::new(),
             stats: ScanStats::default(),
@@ -370,8 +380,10 @@ impl FileScanner {
         }
         let mut hits = std::mem::take(&mut self.hits);
         hits.clear();
+        let kind = self.kind.unwrap_or(LogKind::Plain);
         self.catalog
-            .matcher()
+            .kind_matcher(kind)
+            .matcher
             .for_each(&self.text[start..end], |p, a| hits.push((start + p, a)));
         let (mut cur, mut line, mut raw) = (start, self.scan_line, self.scan_raw);
         let mut i = 0;
@@ -429,12 +441,19 @@ impl FileScanner {
         }
     }
 
+    /// Decodes a line into a reused buffer (UTF-8 when valid, else the legacy code page).
     fn decode_line(&mut self, a: usize, b: usize) -> String {
-        let (s, legacy) = display_line(&self.text[a..b], self.ctx.fallback_encoding);
-        if legacy {
-            self.stats.legacy_lines += 1;
+        let mut buf = std::mem::take(&mut self.line_buf);
+        buf.clear();
+        match std::str::from_utf8(&self.text[a..b]) {
+            Ok(s) => buf.push_str(s),
+            Err(_) => {
+                let (s, _) = display_line(&self.text[a..b], self.ctx.fallback_encoding);
+                self.stats.legacy_lines += 1;
+                buf.push_str(&s);
+            }
         }
-        s
+        buf
     }
 
     fn process_line(&mut self, ls: usize, le: usize, number: u64, offset: u64, anchors: &[u32]) {
@@ -442,9 +461,10 @@ impl FileScanner {
         let text = self.decode_line(ls, le);
         let catalog = Arc::clone(&self.catalog);
         let mut end_outcome = None;
-        let mut seen_rules: Vec<usize> = Vec::new();
+        let mut seen_rules = std::mem::take(&mut self.rule_buf);
+        seen_rules.clear();
         for &a in anchors {
-            for &t in catalog.targets(a) {
+            for &t in &catalog.kind_matcher(kind).targets[a as usize] {
                 match t {
                     Target::Structural(si) => {
                         if model::opens_run(
@@ -475,14 +495,17 @@ impl FileScanner {
                 }
             }
         }
-        for ri in seen_rules {
+        for &ri in &seen_rules {
             let rule = &catalog.rules()[ri];
             if rule.derived || !rule.applies_to(kind) {
                 continue;
             }
             self.try_rule(rule, ri, ls, le, number, offset, &text);
         }
-        if let Some(run) = self.run.as_mut().filter(|r| !r.ended) {
+        self.rule_buf = seen_rules;
+        // The first and the closing line of a run fix its times; the last line of each region
+        // (note_last_time) keeps the end current in between.
+        if let Some(run) = self.run.as_mut().filter(|r| !r.ended && (r.first_time.is_none() || end_outcome.is_some())) {
             if let Some(t) = model::line_time(kind, text.as_bytes(), &run.data) {
                 touch_time(run, t);
             }
@@ -493,6 +516,7 @@ impl FileScanner {
             }
             self.close_run_keep(false);
         }
+        self.line_buf = text;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -808,6 +832,8 @@ impl FileScanner {
             hits: HashMap::new(),
             prioritized: Vec::new(),
             phase_sent: None,
+            first_time: None,
+            last_time: None,
         });
     }
 
@@ -868,6 +894,7 @@ impl FileScanner {
             return;
         };
         run.ended = true;
+        materialize(run);
         if run.summary.outcome != Outcome::Succeeded {
             run.summary.primary_finding_id = run
                 .prioritized
@@ -892,6 +919,7 @@ impl FileScanner {
         if let Some(run) = self.run.as_mut().filter(|r| !r.ended) {
             if run.summary.phase != run.phase_sent {
                 run.phase_sent = run.summary.phase.clone();
+                materialize(run);
                 let s = run.summary.clone();
                 self.events.push(Event::Run(Box::new(s)));
             }
@@ -920,12 +948,17 @@ impl FileScanner {
 
 /// Records a line's time as the run's last time (and first, if none yet).
 fn touch_time(run: &mut OpenRun, t: crate::time::NaiveTime) {
-    let iso = t.to_iso();
-    run.summary.started.get_or_insert_with(|| iso.clone());
-    if let Some(first) = run.summary.started.as_deref().and_then(parse_iso_seconds) {
-        run.summary.duration_seconds = Some(t.epoch_seconds() - first);
+    run.first_time.get_or_insert(t);
+    run.last_time = Some(t);
+}
+
+/// Writes the run's times into its summary, before the summary is emitted.
+fn materialize(run: &mut OpenRun) {
+    if let (Some(first), Some(last)) = (run.first_time, run.last_time) {
+        run.summary.started = Some(first.to_iso());
+        run.summary.last_time = Some(last.to_iso());
+        run.summary.duration_seconds = Some(last.epoch_seconds() - first.epoch_seconds());
     }
-    run.summary.last_time = Some(iso);
 }
 
 fn requirement_met(run: &OpenRun, req: usize, line: u64, lookback: Option<u64>) -> bool {

@@ -78,6 +78,15 @@ pub(crate) mod s {
     pub const END_OF_SETUP: usize = 27;
 }
 
+/// The log kind whose model handles structural anchor `i`.
+pub(crate) fn structural_kind(i: usize) -> LogKind {
+    match i {
+        s::MSI_VERBOSE_START..=s::MSI_SUMMARY => LogKind::Msi,
+        s::SC_HEADER | s::SC_COMPLETED => LogKind::ServiceControl,
+        _ => LogKind::ExchangeSetup,
+    }
+}
+
 /// A line as a model sees it.
 pub(crate) struct Line<'a> {
     pub number: u64,
@@ -214,13 +223,16 @@ pub(crate) fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str>
     Some(&s[i..i + j])
 }
 
-/// ASCII case-insensitive find.
+/// ASCII case-insensitive find: memchr2 on the first byte in both cases, then compare.
 pub(crate) fn find_ci(s: &str, needle: &str) -> Option<usize> {
     let (h, n) = (s.as_bytes(), needle.as_bytes());
+    let (&first, _) = n.split_first()?;
     if n.len() > h.len() {
         return None;
     }
-    (0..=h.len() - n.len()).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+    let last = h.len() - n.len();
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), &h[..=last])
+        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// True when a structural line of `kind` starts a new run, given the current one.

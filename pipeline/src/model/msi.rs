@@ -98,7 +98,14 @@ pub(crate) fn on_line(
                 .map(|(_, r)| r.trim().trim_end_matches('.'))
             {
                 if !name.is_empty() && t.starts_with("Action start") {
-                    sum.phase = Some(name.to_string());
+                    // One per action: reuse the allocation.
+                    match &mut sum.phase {
+                        Some(p) => {
+                            p.clear();
+                            p.push_str(name);
+                        }
+                        None => sum.phase = Some(name.to_string()),
+                    }
                 }
             }
         }

@@ -144,14 +144,31 @@ pub(crate) enum Target {
     Structural(usize),
 }
 
+/// The anchors that can matter in one kind of log, compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct KindMatcher {
+    pub(crate) matcher: AnchorMatcher,
+    /// For each anchor id of `matcher`, what it leads to.
+    pub(crate) targets: Vec<Vec<Target>>,
+}
+
 /// A compiled, validated set of rules.
+///
+/// One [`AnchorMatcher`] per log kind: a file's kind is known before its lines are matched,
+/// and each kind's smaller anchor set keeps stage one selective (see [`crate::matcher`]).
 #[derive(Debug, Clone)]
 pub struct Catalog {
     rules: Vec<Rule>,
     by_id: HashMap<String, usize>,
-    matcher: AnchorMatcher,
-    /// For each anchor id of `matcher`, what it leads to.
-    targets: Vec<Vec<Target>>,
+    /// Indexed by [`kind_index`].
+    matchers: Vec<KindMatcher>,
+}
+
+/// Kinds that get a matcher, in the order of [`Catalog::matchers`].
+const KINDS: [LogKind; 4] = [LogKind::ExchangeSetup, LogKind::Msi, LogKind::ServiceControl, LogKind::Plain];
+
+fn kind_index(kind: LogKind) -> usize {
+    KINDS.iter().position(|&k| k == kind).expect("every kind has a matcher")
 }
 
 impl Catalog {
@@ -181,13 +198,14 @@ impl Catalog {
         self.by_id.get(id).copied()
     }
 
-    /// The anchor matcher (rules' anchors plus the log models' structural anchors).
-    pub fn matcher(&self) -> &AnchorMatcher {
-        &self.matcher
+    /// The anchor matcher for logs of `kind` (rules' anchors plus the log models' structural
+    /// anchors that apply to it; `Plain` has all of them).
+    pub fn matcher(&self, kind: LogKind) -> &AnchorMatcher {
+        &self.matchers[kind_index(kind)].matcher
     }
 
-    pub(crate) fn targets(&self, anchor: u32) -> &[Target] {
-        &self.targets[anchor as usize]
+    pub(crate) fn kind_matcher(&self, kind: LogKind) -> &KindMatcher {
+        &self.matchers[kind_index(kind)]
     }
 
     /// Every distinct literal the matcher searches for (for comparisons such as `rg -F -f`).
@@ -268,38 +286,42 @@ impl CatalogBuilder {
         for (file, spec) in &self.specs {
             rules.push(validate(file, spec, &by_id)?);
         }
-        let mut anchors: Vec<String> = Vec::new();
-        let mut targets: Vec<Vec<Target>> = Vec::new();
-        let mut push = |anchor: &str, t: Target| {
-            if let Some(i) = anchors.iter().position(|a| a.eq_ignore_ascii_case(anchor)) {
-                targets[i].push(t);
-            } else {
-                anchors.push(anchor.to_string());
-                targets.push(vec![t]);
-            }
-        };
-        for (i, s) in STRUCTURAL_ANCHORS.iter().enumerate() {
+        let matchers = KINDS.iter().map(|&k| kind_matcher(&rules, k)).collect();
+        Ok(Catalog { rules, by_id, matchers })
+    }
+}
+
+/// Compiles the anchors of the rules (and structural anchors) that apply to `kind`.
+fn kind_matcher(rules: &[Rule], kind: LogKind) -> KindMatcher {
+    let mut anchors: Vec<String> = Vec::new();
+    let mut targets: Vec<Vec<Target>> = Vec::new();
+    let mut push = |anchor: &str, t: Target| {
+        if let Some(i) = anchors.iter().position(|a| a.eq_ignore_ascii_case(anchor)) {
+            targets[i].push(t);
+        } else {
+            anchors.push(anchor.to_string());
+            targets.push(vec![t]);
+        }
+    };
+    for (i, s) in STRUCTURAL_ANCHORS.iter().enumerate() {
+        if kind == LogKind::Plain || crate::model::structural_kind(i) == kind {
             push(s, Target::Structural(i));
         }
-        for (i, r) in rules.iter().enumerate() {
-            for a in &r.anchors {
-                push(a, Target::Rule(i));
-            }
-        }
-        let matcher = AnchorMatcher::new(&anchors);
-        tracing::debug!(
-            anchors = anchors.len(),
-            prefixes = matcher.prefix_count(),
-            prefix_len = matcher.prefix_len(),
-            "Anchor matcher built."
-        );
-        Ok(Catalog {
-            rules,
-            by_id,
-            matcher,
-            targets,
-        })
     }
+    for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.applies_to(kind)) {
+        for a in &r.anchors {
+            push(a, Target::Rule(i));
+        }
+    }
+    let matcher = AnchorMatcher::new(&anchors);
+    tracing::debug!(
+        kind = kind.as_str(),
+        anchors = anchors.len(),
+        prefixes = matcher.prefix_count(),
+        prefix_len = matcher.prefix_len(),
+        "Anchor matcher built."
+    );
+    KindMatcher { matcher, targets }
 }
 
 fn invalid(file: &str, rule: &str, field: &'static str, message: String) -> RulesError {
