@@ -3,10 +3,13 @@
 //! Every field is optional; [`DEFAULT_CONFIG`] is the commented reference file and parses to
 //! [`Config::default`]. Unknown keys are errors, so a typo never silently falls back to a default.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use patchwatch_sinks::routing::RoutingConfig;
+use patchwatch_sinks::SinkConfig;
 use serde::Deserialize;
 
 /// The reference configuration: every key with its default value and what it means.
@@ -27,6 +30,12 @@ pub struct Config {
     pub http: HttpConfig,
     /// Where findings, runs and hosts are stored.
     pub store: StoreConfig,
+    /// Alert routing (`[routing]`, the shape of `patchwatch_sinks::routing::RoutingConfig`):
+    /// routes, receivers, silences and static maintenance windows. Absent: no routing.
+    pub routing: Option<RoutingConfig>,
+    /// SIEM sinks every newly stored finding is forwarded to (`[sinks.<name>]`, the shape of
+    /// `patchwatch_sinks::SinksConfig`). Empty: no forwarding.
+    pub sinks: BTreeMap<String, SinkConfig>,
 }
 
 impl Default for Config {
@@ -36,6 +45,8 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             http: HttpConfig::default(),
             store: StoreConfig::default(),
+            routing: None,
+            sinks: BTreeMap::new(),
         }
     }
 }
@@ -72,7 +83,7 @@ pub struct GrpcConfig {
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7390)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 4790)),
             tls: None,
             allow_plaintext: false,
             tokens: Vec::new(),
@@ -108,7 +119,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7391)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8790)),
             tls: None,
             allow_plaintext: false,
             tokens: Vec::new(),
@@ -546,17 +557,17 @@ mod tests {
 
     #[test]
     fn plaintext_beyond_loopback_is_refused() {
-        let err = Config::parse("[grpc]\nlisten = \"0.0.0.0:7390\"\n", "agg.toml").unwrap_err();
+        let err = Config::parse("[grpc]\nlisten = \"0.0.0.0:4790\"\n", "agg.toml").unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("agg.toml: grpc.listen:"), "{text}");
         let err = Config::parse(
-            "[grpc]\nlisten = \"0.0.0.0:7390\"\nallow_plaintext = true\n",
+            "[grpc]\nlisten = \"0.0.0.0:4790\"\nallow_plaintext = true\n",
             "agg.toml",
         )
         .unwrap_err();
         assert!(err.to_string().contains("grpc.tokens"), "{err}");
         Config::parse(
-            "[grpc]\nlisten = \"0.0.0.0:7390\"\nallow_plaintext = true\n\
+            "[grpc]\nlisten = \"0.0.0.0:4790\"\nallow_plaintext = true\n\
              [[grpc.tokens]]\nid = \"exch01\"\ntoken_env = \"PW_TOKEN\"\n",
             "agg.toml",
         )
@@ -566,7 +577,7 @@ mod tests {
     #[test]
     fn http_beyond_loopback_needs_read_tokens() {
         let err = Config::parse(
-            "[http]\nlisten = \"0.0.0.0:7391\"\nallow_plaintext = true\n",
+            "[http]\nlisten = \"0.0.0.0:8790\"\nallow_plaintext = true\n",
             "agg.toml",
         )
         .unwrap_err();

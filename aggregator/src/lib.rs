@@ -10,7 +10,11 @@
 //!   commit) or PostgreSQL (several aggregators behind a load balancer), behind [`store::Store`].
 //!   Writes are idempotent by finding id.
 //! - **HTTP** ([`http`]): axum on a second listener: `/api/v1/{findings,hosts,runs,events}`,
-//!   `/metrics`, `/healthz`, and the dashboard at `/`.
+//!   `/api/v1/windows` (maintenance windows, the only writes), `/metrics`, `/healthz`, and the
+//!   dashboard at `/`.
+//! - **Routing and forwarding** ([`forward`], [`windows`]): findings are tagged with the
+//!   maintenance window covering their host, and once stored, handed without waiting to the
+//!   alert router (`[routing]`) and the SIEM sinks (`[sinks.<name>]`) of `patchwatch-sinks`.
 //!
 //! Architecture invariants: the aggregator never writes a finding it has not validated, never
 //! acks a batch before its transaction committed, and (SQLite) one thread owns the only
@@ -50,10 +54,12 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 pub mod auth;
 pub mod config;
 pub mod events;
+pub mod forward;
 pub mod http;
 pub mod ingest;
 pub mod model;
 pub mod store;
+pub mod windows;
 
 pub use config::{Config, ConfigError, DEFAULT_CONFIG};
 
@@ -178,8 +184,16 @@ pub async fn serve(
         max_inflight_batches: config.grpc.max_inflight_batches,
         max_message_bytes: config.grpc.max_message_bytes,
     };
+    let (windows, forwarder, router_task) =
+        start_forwarding(&config, store.as_ref(), inner.clone()).await?;
+    tokio::spawn(
+        windows
+            .clone()
+            .reload_loop(Arc::clone(&store), inner.clone()),
+    );
     let service =
-        ingest::IngestService::new(Arc::clone(&store), events.clone(), limits, shutdown.clone());
+        ingest::IngestService::new(Arc::clone(&store), events.clone(), limits, shutdown.clone())
+            .with_forwarding(windows.clone(), forwarder.clone());
     let ingest = IngestServer::new(service)
         .max_decoding_message_size(config.grpc.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
@@ -220,6 +234,8 @@ pub async fn serve(
         metrics,
         shutdown: shutdown.clone(),
         tls: http_tls.is_some(),
+        windows,
+        writes_need_token: !config.http.listen.ip().is_loopback(),
     });
     let http_shutdown = shutdown.clone();
     let http_task: JoinHandle<anyhow::Result<()>> = match http_tls {
@@ -251,6 +267,13 @@ pub async fn serve(
             )
             .await;
         inner.cancel();
+        if let Some(router) = router_task {
+            // The router flushes groups with unsent findings when it sees `inner` cancelled.
+            if tokio::time::timeout(grace, router).await.is_err() {
+                tracing::warn!(message = "Alert router did not stop within the grace period.");
+            }
+        }
+        forwarder.shutdown().await;
         task_store.close().await;
         tracing::info!(message = "Aggregator stopped.");
         result
@@ -261,6 +284,48 @@ pub async fn serve(
         store,
         task,
     })
+}
+
+/// Builds the router and the sinks the configuration asks for, loads the maintenance windows
+/// and starts the router's driver (stopped by `stop`).
+async fn start_forwarding(
+    config: &Config,
+    store: &dyn store::Store,
+    stop: CancellationToken,
+) -> anyhow::Result<(
+    windows::WindowSet,
+    forward::Forwarder,
+    Option<JoinHandle<()>>,
+)> {
+    let (router, static_windows) = match &config.routing {
+        Some(routing) => {
+            let router = patchwatch_sinks::routing::Router::new(routing.clone())
+                .map_err(|e| anyhow::anyhow!("routing: {e}"))?;
+            (Some(router), routing.windows.clone())
+        }
+        None => (None, Vec::new()),
+    };
+    let sinks = if config.sinks.is_empty() {
+        None
+    } else {
+        let cfg = patchwatch_sinks::SinksConfig {
+            sinks: config.sinks.clone(),
+        };
+        Some(patchwatch_sinks::Sinks::build(&cfg).map_err(|e| anyhow::anyhow!("sinks: {e}"))?)
+    };
+    let windows = windows::WindowSet::new(static_windows, router.clone());
+    windows
+        .reload(store)
+        .await
+        .context("loading maintenance windows")?;
+    let router_task = router.clone().map(|router| {
+        tokio::spawn(async move {
+            if let Err(error) = router.run(stop.cancelled_owned()).await {
+                tracing::error!(message = "Alert router stopped.", %error);
+            }
+        })
+    });
+    Ok((windows, forward::Forwarder::new(router, sinks), router_task))
 }
 
 /// Waits for shutdown (or a server failing), then gives both servers `grace` to finish.

@@ -211,8 +211,9 @@ pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
                 .is_some_and(|r| r.outcome == "failed" || r.outcome == "stalled")
         })
         .count();
+    let windows = maintenance_banner(&st.windows.active(time::OffsetDateTime::now_utc()));
     let body = format!(
-        r#"<section class="summary">
+        r#"{windows}<section class="summary">
   <div class="stat"><span class="label">Hosts</span><span class="value" id="stat-hosts">{nhosts}</span></div>
   <div class="stat"><span class="label">Failed or stalled</span><span class="value" id="stat-failing">{failing}</span></div>
   <div class="stat"><span class="label">Critical findings in latest runs</span><span class="value" id="stat-critical">{critical}</span></div>
@@ -237,6 +238,33 @@ pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
         empty_hidden = if hosts.is_empty() { "" } else { " hidden" },
     );
     page("Fleet", &body).into_response()
+}
+
+/// A banner listing the maintenance windows active now (empty when there are none). Rendered
+/// at page load; a window created later shows on the next reload.
+fn maintenance_banner(active: &[patchwatch_sinks::routing::MaintenanceWindow]) -> String {
+    if active.is_empty() {
+        return String::new();
+    }
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let items: String = active
+        .iter()
+        .map(|w| {
+            format!(
+                r#"<li data-window="{id}"><strong>{name}</strong> <code>{hosts}</code> until <time>{ends}</time></li>"#,
+                id = esc(&w.id),
+                name = esc(&w.name),
+                hosts = esc(&w.hosts.join(", ")),
+                ends = esc(&fmt(w.ends_at)),
+            )
+        })
+        .collect();
+    format!(
+        r#"<section class="card maintenance" id="maintenance"><h2>Maintenance in progress</h2><ul>{items}</ul></section>"#
+    )
 }
 
 fn link(url: &str) -> String {

@@ -1,5 +1,6 @@
 //! The HTTP listener (axum): JSON API, Server-Sent Events, `/metrics`, `/healthz` and the
-//! dashboard, all read-only.
+//! dashboard. The only writes are the maintenance windows (`/api/v1/windows`), which also
+//! need a token on a listener beyond loopback.
 //!
 //! When read tokens are configured every route but `/healthz`, `/login` and `/assets/*` needs
 //! one, either as `Authorization: Bearer <token>` (API clients, Prometheus) or as the cookie
@@ -11,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,7 @@ use crate::store::Store;
 mod api;
 mod dashboard;
 pub mod tls;
+mod windows;
 
 /// Name of the cookie that carries a read token for browsers.
 pub(crate) const TOKEN_COOKIE: &str = "patchwatch_token";
@@ -38,6 +40,10 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     /// Whether the listener uses TLS (the sign-in cookie is then `Secure`).
     pub tls: bool,
+    /// The live maintenance windows (tagging and routing).
+    pub windows: crate::windows::WindowSet,
+    /// The listener is beyond loopback: writes are refused unless tokens are configured.
+    pub writes_need_token: bool,
 }
 
 /// Builds the router.
@@ -53,6 +59,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/hosts", get(api::hosts))
         .route("/api/v1/runs", get(api::runs))
         .route("/api/v1/events", get(api::events))
+        .route("/api/v1/windows", get(windows::list).post(windows::create))
+        .route("/api/v1/windows/{id}/end", post(windows::end))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .fallback(api::not_found)

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use patchwatch_proto::ingest_server::Ingest;
-use patchwatch_proto::{Ack, Batch, HealthRequest, HealthResponse};
+use patchwatch_proto::{Ack, Batch, Finding, HealthRequest, HealthResponse};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +26,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::status;
 use super::validate::validate;
 use crate::events::EventBus;
+use crate::forward::Forwarder;
 use crate::model::now_unix_nano;
 use crate::store::Store;
+use crate::windows::WindowSet;
 
 /// Who is calling, as established by [`super::auth::GrpcAuth`].
 #[derive(Debug, Clone, Default)]
@@ -55,6 +57,8 @@ pub struct IngestService {
     streams: Arc<Semaphore>,
     limits: IngestLimits,
     shutdown: CancellationToken,
+    windows: Option<WindowSet>,
+    forwarder: Forwarder,
 }
 
 impl IngestService {
@@ -71,7 +75,18 @@ impl IngestService {
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             limits,
             shutdown,
+            windows: None,
+            forwarder: Forwarder::default(),
         }
+    }
+
+    /// Tags findings with the maintenance windows of `windows` before storing them, and hands
+    /// newly stored ones to `forwarder` after their batch is durable (never before the ack
+    /// could be sent, never waiting: see [`crate::forward`]).
+    pub fn with_forwarding(mut self, windows: WindowSet, forwarder: Forwarder) -> Self {
+        self.windows = Some(windows);
+        self.forwarder = forwarder;
+        self
     }
 }
 
@@ -185,7 +200,7 @@ impl IngestService {
     fn admit(
         &self,
         caller: &Caller,
-        batch: Batch,
+        mut batch: Batch,
     ) -> Result<BoxFuture<'static, AckResult>, Status> {
         let received = Instant::now();
         let collector_id = match &caller.collector_id {
@@ -196,6 +211,11 @@ impl IngestService {
             None => batch.collector_id.clone(),
         };
         let sequence = batch.sequence;
+        if let Some(windows) = &self.windows {
+            windows.tag(&mut batch);
+        }
+        // The forwarder wants wire findings; keep a copy only when there is a destination.
+        let to_forward = self.forwarder.is_enabled().then(|| forwardable(&batch));
         let validated = validate(batch, collector_id, now_unix_nano());
         let accepted = validated.accepted();
         let rejected = validated.rejected;
@@ -215,6 +235,7 @@ impl IngestService {
         }
         let store = Arc::clone(&self.store);
         let events = self.events.clone();
+        let forwarder = self.forwarder.clone();
         Ok(async move {
             let hosts: Vec<String> = valid
                 .hosts
@@ -229,6 +250,17 @@ impl IngestService {
                         .increment(new as u64);
                     metrics::counter!("patchwatch_aggregator_findings_duplicate_total")
                         .increment(findings.saturating_sub(new) as u64);
+                    if let Some(all) = to_forward {
+                        // Only findings stored for the first time: a replayed batch forwards
+                        // nothing again.
+                        let new: std::collections::HashSet<&str> =
+                            outcome.new_findings.iter().map(|f| f.id.as_str()).collect();
+                        let fresh: Vec<Finding> = all
+                            .into_iter()
+                            .filter(|f| new.contains(f.id.as_str()))
+                            .collect();
+                        forwarder.forward(fresh);
+                    }
                     events.publish(outcome, hosts);
                     metrics::histogram!("patchwatch_aggregator_ack_latency_seconds")
                         .record(received.elapsed().as_secs_f64());
@@ -243,4 +275,20 @@ impl IngestService {
         }
         .boxed())
     }
+}
+
+/// Copies of a batch's findings, each carrying its host (the batch's when it names none), as
+/// the router and the sinks read the host from the finding.
+fn forwardable(batch: &Batch) -> Vec<Finding> {
+    batch
+        .findings
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            if f.host.as_ref().is_none_or(|h| h.hostname.is_empty()) {
+                f.host.clone_from(&batch.host);
+            }
+            f
+        })
+        .collect()
 }

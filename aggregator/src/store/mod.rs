@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use patchwatch_sinks::routing::MaintenanceWindow;
 
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::model::{
@@ -54,6 +55,9 @@ pub enum StoreError {
     /// Stored data that does not decode.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A row with this key already exists (e.g. a maintenance window id).
+    #[error("{0} already exists")]
+    Conflict(String),
 }
 
 /// A place that keeps findings, runs and hosts. See the module doc for the contract.
@@ -81,6 +85,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs matching `filter`, most recently updated first.
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
+
+    /// Every stored maintenance window, latest start first.
+    fn windows(&self) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>, StoreError>>;
+
+    /// Stores a new maintenance window (already validated by the caller) and returns once it
+    /// is durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a window with this id exists.
+    fn insert_window(&self, window: MaintenanceWindow) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Ends window `id` at `at_ns` (Unix nanoseconds): `ends_at` becomes `min(ends_at, at)`,
+    /// and a window that had not started yet also gets `starts_at = at` (it never ran).
+    /// Ending an ended window changes nothing. `None` when no window has this id.
+    fn end_window(
+        &self,
+        id: String,
+        at_ns: i64,
+    ) -> BoxFuture<'_, Result<Option<MaintenanceWindow>, StoreError>>;
 
     /// Checks the database answers (for `/healthz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -114,6 +137,57 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
     }
+}
+
+/// Column list of window queries, in [`WindowRow`] order.
+pub(crate) const WINDOW_COLUMNS: &str = "id, name, hosts, starts_ns, ends_ns";
+
+/// A maintenance window row as both backends read it; `hosts` is a JSON array.
+pub(crate) struct WindowRow {
+    pub id: String,
+    pub name: String,
+    pub hosts: String,
+    pub starts_ns: i64,
+    pub ends_ns: i64,
+}
+
+impl TryFrom<WindowRow> for MaintenanceWindow {
+    type Error = StoreError;
+    fn try_from(r: WindowRow) -> Result<Self, StoreError> {
+        let time = |what: &str, ns: i64| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+                .map_err(|e| StoreError::Corrupt(format!("window {}: {what}: {e}", r.id)))
+        };
+        Ok(MaintenanceWindow {
+            hosts: serde_json::from_str(&r.hosts)
+                .map_err(|e| StoreError::Corrupt(format!("window {}: hosts: {e}", r.id)))?,
+            starts_at: time("starts_ns", r.starts_ns)?,
+            ends_at: time("ends_ns", r.ends_ns)?,
+            id: r.id,
+            name: r.name,
+        })
+    }
+}
+
+/// The values a window is stored as: hosts JSON, start and end in Unix nanoseconds.
+pub(crate) fn window_values(w: &MaintenanceWindow) -> (String, i64, i64) {
+    let ns = |t: time::OffsetDateTime| {
+        i64::try_from(t.unix_timestamp_nanos()).unwrap_or(if t.unix_timestamp() < 0 {
+            i64::MIN
+        } else {
+            i64::MAX
+        })
+    };
+    (
+        serde_json::to_string(&w.hosts).expect("a list of strings serializes"),
+        ns(w.starts_at),
+        ns(w.ends_at),
+    )
+}
+
+/// The new `(starts_ns, ends_ns)` of a window ended at `at_ns` (see [`Store::end_window`]).
+pub(crate) fn ended_span(starts_ns: i64, ends_ns: i64, at_ns: i64) -> (i64, i64) {
+    (starts_ns.min(at_ns), ends_ns.min(at_ns))
 }
 
 /// Column list shared by both backends' finding queries, in [`FindingRecord`] order.

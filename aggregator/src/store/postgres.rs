@@ -15,11 +15,15 @@ use std::collections::{BTreeMap, HashMap};
 use deadpool_postgres::{Pool, PoolConfig, Runtime};
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
+use patchwatch_sinks::routing::MaintenanceWindow;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{error::SqlState, NoTls, Row};
 
 use super::sql::{self, SqlParam};
-use super::{FindingRow, HostRow, RunRow, Store, StoreError, FINDING_COLUMNS};
+use super::{
+    ended_span, window_values, FindingRow, HostRow, RunRow, Store, StoreError, WindowRow,
+    FINDING_COLUMNS, WINDOW_COLUMNS,
+};
 use crate::model::{
     severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, RunFilter,
     RunRecord, ValidBatch, WriteOutcome,
@@ -27,10 +31,11 @@ use crate::model::{
 
 /// Versioned schema migrations, applied in order under an advisory lock so that aggregators
 /// starting together do not race.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "hosts, runs, findings and finding counts",
-    "CREATE TABLE hosts (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "hosts, runs, findings and finding counts",
+        "CREATE TABLE hosts (
         hostname TEXT PRIMARY KEY,
         fqdn TEXT NOT NULL DEFAULT '',
         os TEXT NOT NULL DEFAULT '',
@@ -94,7 +99,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         n BIGINT NOT NULL,
         PRIMARY KEY (host, run_id, severity_num)
     );",
-)];
+    ),
+    (
+        2,
+        "maintenance windows",
+        "CREATE TABLE maintenance_windows (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hosts TEXT NOT NULL,
+        starts_ns BIGINT NOT NULL,
+        ends_ns BIGINT NOT NULL,
+        created_ns BIGINT NOT NULL
+    );
+    CREATE INDEX windows_by_start ON maintenance_windows (starts_ns);",
+    ),
+];
 
 /// Key of the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7061_7463_6877_6174; // "patchwat"
@@ -489,6 +508,82 @@ impl Store for PostgresStore {
         .boxed()
     }
 
+    fn windows(&self) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>, StoreError>> {
+        async move {
+            let rows = self
+                .query(
+                    &format!(
+                        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows ORDER BY starts_ns DESC, id"
+                    ),
+                    &[],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| MaintenanceWindow::try_from(window_row(r)))
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn insert_window(&self, window: MaintenanceWindow) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            let (hosts, starts_ns, ends_ns) = window_values(&window);
+            let client = self.client().await?;
+            let inserted = client
+                .execute(
+                    "INSERT INTO maintenance_windows (id, name, hosts, starts_ns, ends_ns, created_ns) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &window.id,
+                        &window.name,
+                        &hosts,
+                        &starts_ns,
+                        &ends_ns,
+                        &crate::model::now_unix_nano(),
+                    ],
+                )
+                .await?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("window `{}`", window.id)));
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn end_window(
+        &self,
+        id: String,
+        at_ns: i64,
+    ) -> BoxFuture<'_, Result<Option<MaintenanceWindow>, StoreError>> {
+        async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // FOR UPDATE: two aggregators ending the same window serialise here.
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {WINDOW_COLUMNS} FROM maintenance_windows WHERE id = $1 FOR UPDATE"
+                    ),
+                    &[&id],
+                )
+                .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let mut r = window_row(&row);
+            (r.starts_ns, r.ends_ns) = ended_span(r.starts_ns, r.ends_ns, at_ns);
+            tx.execute(
+                "UPDATE maintenance_windows SET starts_ns = $2, ends_ns = $3 WHERE id = $1",
+                &[&id, &r.starts_ns, &r.ends_ns],
+            )
+            .await?;
+            tx.commit().await?;
+            MaintenanceWindow::try_from(r).map(Some)
+        }
+        .boxed()
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             self.query("SELECT 1", &[]).await?;
@@ -500,6 +595,16 @@ impl Store for PostgresStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         self.pool.close();
         async {}.boxed()
+    }
+}
+
+fn window_row(r: &Row) -> WindowRow {
+    WindowRow {
+        id: r.get(0),
+        name: r.get(1),
+        hosts: r.get(2),
+        starts_ns: r.get(3),
+        ends_ns: r.get(4),
     }
 }
 

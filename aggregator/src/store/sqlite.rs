@@ -18,11 +18,15 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
+use patchwatch_sinks::routing::MaintenanceWindow;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{self, SqlParam};
-use super::{FindingRow, HostRow, RunRow, Store, StoreError, FINDING_COLUMNS};
+use super::{
+    ended_span, window_values, FindingRow, HostRow, RunRow, Store, StoreError, WindowRow,
+    FINDING_COLUMNS, WINDOW_COLUMNS,
+};
 use crate::config::{SqliteConfig, SqliteSync};
 use crate::model::{
     severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, RunFilter,
@@ -30,10 +34,11 @@ use crate::model::{
 };
 
 /// Versioned schema migrations, applied in order, each in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "hosts, runs, findings and finding counts",
-    "CREATE TABLE hosts (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "hosts, runs, findings and finding counts",
+        "CREATE TABLE hosts (
         hostname TEXT PRIMARY KEY,
         fqdn TEXT NOT NULL DEFAULT '',
         os TEXT NOT NULL DEFAULT '',
@@ -97,7 +102,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         n INTEGER NOT NULL,
         PRIMARY KEY (host, run_id, severity_num)
     );",
-)];
+    ),
+    (
+        2,
+        "maintenance windows",
+        "CREATE TABLE maintenance_windows (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hosts TEXT NOT NULL,
+        starts_ns INTEGER NOT NULL,
+        ends_ns INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL
+    );
+    CREATE INDEX windows_by_start ON maintenance_windows (starts_ns);",
+    ),
+];
 
 const INSERT_FINDING: &str =
     "INSERT INTO findings (id, host, rule_id, rule_version, title, severity, \
@@ -105,6 +124,71 @@ const INSERT_FINDING: &str =
      event_ns, observed_ns, received_ns, collector_id, detail) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
      ON CONFLICT (id) DO NOTHING";
+
+/// A job for the writer thread: a batch (group-committed with others) or a maintenance
+/// window change (its own small transaction), so the thread stays the only writer.
+enum Job {
+    Write(WriteRequest),
+    Window(WindowJob),
+}
+
+/// A maintenance window change travelling to the writer thread.
+struct WindowJob {
+    op: WindowOp,
+    reply: oneshot::Sender<Result<Option<MaintenanceWindow>, StoreError>>,
+}
+
+enum WindowOp {
+    Insert(MaintenanceWindow),
+    End { id: String, at_ns: i64 },
+}
+
+impl WindowJob {
+    fn run(self, conn: &mut Connection) {
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = match self.op {
+                WindowOp::Insert(w) => {
+                    let (hosts, starts_ns, ends_ns) = window_values(&w);
+                    let inserted = tx.execute(
+                        "INSERT INTO maintenance_windows (id, name, hosts, starts_ns, ends_ns, created_ns) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                        params![w.id, w.name, hosts, starts_ns, ends_ns, crate::model::now_unix_nano()],
+                    )?;
+                    if inserted == 0 {
+                        return Err(StoreError::Conflict(format!("window `{}`", w.id)));
+                    }
+                    Some(w)
+                }
+                WindowOp::End { id, at_ns } => {
+                    let row = tx
+                        .query_row(
+                            &format!(
+                                "SELECT {WINDOW_COLUMNS} FROM maintenance_windows WHERE id = ?1"
+                            ),
+                            [&id],
+                            window_row,
+                        )
+                        .optional()?;
+                    match row {
+                        None => None,
+                        Some(mut r) => {
+                            (r.starts_ns, r.ends_ns) = ended_span(r.starts_ns, r.ends_ns, at_ns);
+                            tx.execute(
+                                "UPDATE maintenance_windows SET starts_ns = ?2, ends_ns = ?3 WHERE id = ?1",
+                                params![id, r.starts_ns, r.ends_ns],
+                            )?;
+                            Some(MaintenanceWindow::try_from(r)?)
+                        }
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(out)
+        })();
+        let _ = self.reply.send(result);
+    }
+}
 
 /// One write travelling to the writer thread.
 struct WriteRequest {
@@ -114,7 +198,7 @@ struct WriteRequest {
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
-    writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Readers>,
 }
@@ -195,6 +279,24 @@ impl SqliteStore {
         })
     }
 
+    /// Runs a window change on the writer thread.
+    fn window_job(
+        &self,
+        op: WindowOp,
+    ) -> BoxFuture<'static, Result<Option<MaintenanceWindow>, StoreError>> {
+        let sender = self.writer.lock().expect("writer lock").clone();
+        async move {
+            let sender = sender.ok_or(StoreError::Closed)?;
+            let (reply, answer) = oneshot::channel();
+            sender
+                .send(Job::Window(WindowJob { op, reply }))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+
     fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
@@ -221,7 +323,7 @@ impl Store for SqliteStore {
             let sender = sender.ok_or(StoreError::Closed)?;
             let (reply, answer) = oneshot::channel();
             sender
-                .send(WriteRequest { batch, reply })
+                .send(Job::Write(WriteRequest { batch, reply }))
                 .await
                 .map_err(|_| StoreError::Closed)?;
             answer.await.map_err(|_| StoreError::Closed)?
@@ -325,6 +427,32 @@ impl Store for SqliteStore {
         })
     }
 
+    fn windows(&self) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>, StoreError>> {
+        self.read(|c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {WINDOW_COLUMNS} FROM maintenance_windows ORDER BY starts_ns DESC, id"
+                ))?
+                .query_map([], window_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(MaintenanceWindow::try_from).collect()
+        })
+    }
+
+    fn insert_window(&self, window: MaintenanceWindow) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.window_job(WindowOp::Insert(window))
+            .map(|r| r.map(|_| ()))
+            .boxed()
+    }
+
+    fn end_window(
+        &self,
+        id: String,
+        at_ns: i64,
+    ) -> BoxFuture<'_, Result<Option<MaintenanceWindow>, StoreError>> {
+        self.window_job(WindowOp::End { id, at_ns })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.read(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))?;
@@ -404,6 +532,16 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
+fn window_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRow> {
+    Ok(WindowRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        hosts: r.get(2)?,
+        starts_ns: r.get(3)?,
+        ends_ns: r.get(4)?,
+    })
+}
+
 /// Applies the migrations the database lacks.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     conn.execute_batch(
@@ -441,19 +579,32 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// The writer thread: group commit until every sender is gone.
 fn writer_loop(
     mut conn: Connection,
-    mut rx: mpsc::Receiver<WriteRequest>,
+    mut rx: mpsc::Receiver<Job>,
     sql: &Statements,
     config: &SqliteConfig,
 ) {
     let mut group: Vec<WriteRequest> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
+        let first = match first {
+            Job::Write(req) => req,
+            Job::Window(job) => {
+                job.run(&mut conn);
+                continue;
+            }
+        };
         let mut rows = first.batch.rows();
         group.push(first);
+        // A window change met while gathering the group runs right after its commit.
+        let mut window_job = None;
         while group.len() < config.max_group_batches && rows < config.max_group_rows {
             match rx.try_recv() {
-                Ok(req) => {
+                Ok(Job::Write(req)) => {
                     rows += req.batch.rows();
                     group.push(req);
+                }
+                Ok(Job::Window(job)) => {
+                    window_job = Some(job);
+                    break;
                 }
                 Err(_) => break,
             }
@@ -480,6 +631,9 @@ fn writer_loop(
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("patchwatch_aggregator_store_commit_rows", "backend" => "sqlite")
             .record(rows as f64);
+        if let Some(job) = window_job {
+            job.run(&mut conn);
+        }
     }
     tracing::debug!(message = "SQLite writer stopped.");
 }
