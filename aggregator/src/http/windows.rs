@@ -70,8 +70,15 @@ enum Hosts {
     Csv(String),
 }
 
-fn bad(field: &str, message: impl std::fmt::Display) -> Response {
-    error(StatusCode::BAD_REQUEST, format!("{field}: {message}"))
+/// A refused request: status and message (small, unlike a `Response`).
+type Refusal = (StatusCode, String);
+
+fn bad(field: &str, message: impl std::fmt::Display) -> Refusal {
+    (StatusCode::BAD_REQUEST, format!("{field}: {message}"))
+}
+
+fn refuse((status, message): Refusal) -> Response {
+    error(status, message)
 }
 
 fn store_error(e: StoreError) -> Response {
@@ -90,11 +97,11 @@ fn store_error(e: StoreError) -> Response {
 }
 
 /// Refuses writes on a listener beyond loopback without tokens.
-fn check_writable(st: &AppState) -> Result<(), Response> {
+fn check_writable(st: &AppState) -> Result<(), Refusal> {
     if st.writes_need_token && st.tokens.is_empty() {
-        return Err(error(
+        return Err((
             StatusCode::FORBIDDEN,
-            "writes need a token: configure [[http.tokens]] on this non-loopback listener",
+            "writes need a token: configure [[http.tokens]] on this non-loopback listener".into(),
         ));
     }
     Ok(())
@@ -125,16 +132,16 @@ pub(crate) async fn list(State(st): State<AppState>) -> Response {
 
 pub(crate) async fn create(State(st): State<AppState>, body: Bytes) -> Response {
     if let Err(r) = check_writable(&st) {
-        return r;
+        return refuse(r);
     }
     let req: NewWindow = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return bad("body", e),
+        Err(e) => return refuse(bad("body", e)),
     };
     let now = OffsetDateTime::now_utc();
     let window = match build(req, now) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return refuse(r),
     };
     if st.windows.is_static(&window.id) {
         return error(
@@ -159,7 +166,7 @@ pub(crate) async fn create(State(st): State<AppState>, body: Bytes) -> Response 
 
 pub(crate) async fn end(State(st): State<AppState>, Path(id): Path<String>) -> Response {
     if let Err(r) = check_writable(&st) {
-        return r;
+        return refuse(r);
     }
     if st.windows.is_static(&id) {
         return error(
@@ -181,7 +188,7 @@ pub(crate) async fn end(State(st): State<AppState>, Path(id): Path<String>) -> R
 }
 
 /// Checks a request and turns it into a window; errors name the field.
-fn build(req: NewWindow, now: OffsetDateTime) -> Result<MaintenanceWindow, Response> {
+fn build(req: NewWindow, now: OffsetDateTime) -> Result<MaintenanceWindow, Refusal> {
     let name = req.name.unwrap_or_default().trim().to_owned();
     if name.is_empty() {
         return Err(bad("name", "required"));

@@ -1,0 +1,410 @@
+//! Alert routing and SIEM forwarding end to end: findings sent over gRPC to a real aggregator
+//! reach a real Prometheus Alertmanager (`.ci/setup-alertmanager.sh`, read back through
+//! `GET /api/v2/alerts`) and a real rsyslog (`.ci/setup-rsyslog.sh`); maintenance windows
+//! created through the HTTP API mute, re-route and tag findings of their hosts; destinations
+//! that are down never hold up an ack.
+
+mod common;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use patchwatch_aggregator::Config;
+use patchwatch_proto::{Batch, Finding};
+use serde_json::{json, Value};
+
+/// The variable's value; when unset, panics under CI and skips otherwise.
+fn env_or_skip(var: &str, script: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set; CI must run `eval \"$(bash .ci/{script})\"` first")
+        }
+        Err(_) => {
+            eprintln!("skipped: {var} is not set (run `eval \"$(bash .ci/{script})\"`)");
+            None
+        }
+    }
+}
+
+/// A token unique to this test run, so alerts and log lines of earlier runs do not count.
+fn run_token() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Polls `check` until it returns `Some`, or panics after `limit` naming `what`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn now_ns() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap()
+}
+
+/// A finding observed now (windows cover the present, the helper's fixed times are old).
+fn fresh(id: &str, host: &str, rule: &str, severity: i32) -> Finding {
+    let mut f = finding(id, host, rule, severity, &format!("{host}-run-1"));
+    f.observed_time_unix_nano = now_ns();
+    f
+}
+
+fn batch_of(sequence: u64, findings: Vec<Finding>) -> Batch {
+    Batch {
+        collector_id: "c1".into(),
+        sequence,
+        host: findings[0].host.clone(),
+        findings,
+        run_updates: vec![],
+    }
+}
+
+async fn am_alerts(base: &str, rule: &str) -> Vec<Value> {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/api/v2/alerts"))
+        .query(&[("filter", format!("rule_id=\"{rule}\""))])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.json().await.unwrap()
+}
+
+fn hosts_of(alerts: &[Value]) -> Vec<String> {
+    let mut h: Vec<String> = alerts
+        .iter()
+        .map(|a| a["labels"]["host"].as_str().unwrap_or("").to_owned())
+        .collect();
+    h.sort();
+    h
+}
+
+async fn post_json(http: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{http}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn lines_with(path: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn sqlite_config(extra_toml: &str) -> (Config, tempfile::TempDir) {
+    let (base, dir) = config(Backend::Sqlite).await.unwrap();
+    let mut config = Config::parse(extra_toml, "test.toml").unwrap();
+    config.data_dir = base.data_dir;
+    config.grpc = base.grpc;
+    config.http = base.http;
+    (config, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_reach_alertmanager_and_windows_mute_reroute_and_tag() {
+    let Some(am) = env_or_skip("PATCHWATCH_ALERTMANAGER_URL", "setup-alertmanager.sh") else {
+        return;
+    };
+    let token = run_token();
+    let rule = format!("EXCH-{token}");
+    let dir = tempfile::tempdir().unwrap();
+    let maint_log = dir.path().join("maintenance.jsonl");
+    let (config, _data) = sqlite_config(&format!(
+        r#"
+[routing]
+dashboard_url = "http://dashboard.test/"
+
+[[routing.route]]
+name = "maintenance-mute"
+in_window = true
+hosts = ["MUTE*"]
+action = "mute"
+
+[[routing.route]]
+name = "maintenance-reroute"
+in_window = true
+receivers = ["maintenance-log"]
+group_wait = "100ms"
+group_by = ["maintenance_window"]
+
+[[routing.route]]
+name = "pager"
+min_severity = "high"
+rule_ids = ["EXCH-*"]
+receivers = ["am"]
+group_by = ["rule_id", "host"]
+group_wait = "200ms"
+group_interval = "200ms"
+resolve_after = "1h"
+
+[routing.receivers.am]
+type = "alertmanager"
+url = "{am}"
+
+[routing.receivers.maintenance-log]
+type = "jsonl"
+path = {maint_log:?}
+[routing.receivers.maintenance-log.batch]
+timeout_ms = 50
+"#
+    ))
+    .await;
+    let (agg, shutdown) = start(config).await;
+    let http = agg.http_addr();
+
+    // Two windows created through the HTTP API: one muted, one re-routed by the routes above.
+    for (name, hosts) in [("mute wave", "MUTE*"), ("maint wave", "MAINT01,MAINT02")] {
+        let (status, body) = post_json(
+            http,
+            "/api/v1/windows",
+            json!({ "name": name, "hosts": hosts, "duration": "1h" }),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let windows = get_json(http, "/api/v1/windows").await;
+    let maint_id = windows["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "maint wave")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut client = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut client).await.unwrap();
+    let ack = stream
+        .roundtrip(batch_of(
+            1,
+            vec![
+                fresh(&format!("mute-{token}"), "MUTE01", &rule, 5),
+                fresh(&format!("maint-{token}"), "MAINT01", &rule, 5),
+                fresh(&format!("exch-{token}"), "EXCH01", &rule, 4),
+                // Below the pager's minimum severity and in no window: no route, no alert.
+                fresh(&format!("low-{token}"), "EXCH02", &rule, 2),
+            ],
+        ))
+        .await;
+    assert_eq!(ack.accepted, 4);
+
+    // The pager route delivered EXCH01 to Alertmanager, with a link to the finding.
+    let got = eventually(Duration::from_secs(15), "the EXCH01 alert", || async {
+        let a = am_alerts(&am, &rule).await;
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(hosts_of(&got), ["EXCH01"]);
+    assert_eq!(got[0]["labels"]["severity"], "high");
+    assert_eq!(
+        got[0]["generatorURL"],
+        format!("http://dashboard.test/findings/exch-{token}")
+    );
+    // The window's finding went to the maintenance receiver instead, tagged with the window.
+    let rerouted = eventually(Duration::from_secs(10), "the re-routed finding", || async {
+        let l = lines_with(&maint_log, &format!("maint-{token}"));
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert!(rerouted[0].contains(&maint_id), "{}", rerouted[0]);
+    assert!(lines_with(&maint_log, &format!("mute-{token}")).is_empty());
+    // The stored findings carry the window label too; the muted one is stored, just not sent.
+    let stored = get_json(http, &format!("/api/v1/findings/maint-{token}")).await;
+    assert_eq!(stored["labels"]["maintenance_window"], maint_id.as_str());
+    let muted = get_json(http, &format!("/api/v1/findings/mute-{token}")).await;
+    assert!(muted["labels"]["maintenance_window"].is_string());
+    let outside = get_json(http, &format!("/api/v1/findings/exch-{token}")).await;
+    assert!(outside["labels"]["maintenance_window"].is_null());
+    // The dashboard's fleet view shows the active windows.
+    let page = reqwest::get(format!("http://{http}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Maintenance in progress") && page.contains("maint wave"));
+
+    // Ending the window puts MAINT01 back on the normal route.
+    let (status, body) =
+        post_json(http, &format!("/api/v1/windows/{maint_id}/end"), json!({})).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("ended")),
+        "{body}"
+    );
+    stream
+        .roundtrip(batch_of(
+            2,
+            vec![fresh(&format!("maint2-{token}"), "MAINT01", &rule, 5)],
+        ))
+        .await;
+    let got = eventually(Duration::from_secs(15), "the MAINT01 alert", || async {
+        let a = am_alerts(&am, &rule).await;
+        (a.len() == 2).then_some(a)
+    })
+    .await;
+    assert_eq!(hosts_of(&got), ["EXCH01", "MAINT01"]);
+    let m = got
+        .iter()
+        .find(|a| a["labels"]["host"] == "MAINT01")
+        .unwrap();
+    assert_eq!(
+        m["generatorURL"],
+        format!("http://dashboard.test/findings/maint2-{token}")
+    );
+    // Nothing from the muted host or the low finding ever reached Alertmanager.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hosts_of(&am_alerts(&am, &rule).await),
+        ["EXCH01", "MAINT01"]
+    );
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_forwards_newly_stored_findings_to_rsyslog_once() {
+    let Some(tcp) = env_or_skip("PATCHWATCH_RSYSLOG_TCP", "setup-rsyslog.sh") else {
+        return;
+    };
+    let out = std::path::PathBuf::from(std::env::var("PATCHWATCH_RSYSLOG_OUTPUT").unwrap());
+    let token = run_token();
+    let (config, _data) = sqlite_config(&format!(
+        "[sinks.siem]\ntype = \"syslog\"\naddress = {tcp:?}\ntransport = \"tcp\"\n\
+         [sinks.siem.batch]\ntimeout_ms = 50\n"
+    ))
+    .await;
+    let (agg, shutdown) = start(config).await;
+    let mut client = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut client).await.unwrap();
+    let findings: Vec<Finding> = (0..20)
+        .map(|i| fresh(&format!("fwd-{token}-{i}"), "EXCH07", "EXCH-0042", 4))
+        .collect();
+    stream.roundtrip(batch_of(1, findings.clone())).await;
+    // A replay (the collector did not see the ack) stores nothing new and forwards nothing.
+    stream.roundtrip(batch_of(2, findings)).await;
+
+    let needle = format!("fwd-{token}-");
+    let lines = eventually(Duration::from_secs(10), "20 lines in rsyslog", || async {
+        let l = lines_with(&out, &needle);
+        (l.len() >= 20).then_some(l)
+    })
+    .await;
+    assert!(
+        lines[0].contains(" EXCH07 patchwatch - EXCH-0042 "),
+        "{}",
+        lines[0]
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        lines_with(&out, &needle).len(),
+        20,
+        "each finding exactly once"
+    );
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+/// No external server needed: every destination is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_that_are_down_never_hold_up_acks() {
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (config, _data) = sqlite_config(&format!(
+        r#"
+[routing]
+queue_capacity = 5
+[[routing.route]]
+name = "all"
+receivers = ["am", "hook"]
+group_wait = "10ms"
+[routing.receivers.am]
+type = "alertmanager"
+url = "http://{dead}"
+[routing.receivers.hook]
+type = "webhook"
+url = "http://{dead}/hook"
+
+[sinks.dead]
+type = "syslog"
+address = "{dead}"
+transport = "tcp"
+[sinks.dead.batch]
+queue_capacity = 5
+"#
+    ))
+    .await;
+    let (agg, shutdown) = start(config).await;
+    let http = agg.http_addr();
+    let mut client = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut client).await.unwrap();
+    let started = Instant::now();
+    for seq in 1..=30u64 {
+        let findings = (0..20)
+            .map(|i| fresh(&format!("down-{seq}-{i}"), "EXCH09", "EXCH-0001", 5))
+            .collect();
+        let ack = stream.roundtrip(batch_of(seq, findings)).await;
+        assert_eq!(ack.accepted, 20);
+    }
+    // 600 findings against queues of 5: everything was acked promptly and stored; what did
+    // not fit is counted per destination. (A sink also holds up to one batch, 500 findings
+    // by default, in memory while it retries, so at least 95 cannot fit.)
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "acks took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(all_finding_ids(http).await.len(), 600);
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped = |dest: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("patchwatch_aggregator_forward_dropped_total")
+                    && l.contains(&format!("destination=\"{dest}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(dropped("sink:dead") >= 95.0, "{metrics}");
+    assert!(dropped("router") >= 1.0, "{metrics}");
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
