@@ -35,6 +35,9 @@ enum Command {
     Agent(cli::serve::AgentArgs),
     /// Run the central aggregator: gRPC ingest, store, HTTP API and dashboard.
     Aggregator(cli::serve::AggregatorArgs),
+    /// Create, list or end maintenance windows on an aggregator.
+    #[command(subcommand)]
+    Window(cli::window::WindowCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Rules(c) => cli::rules::run(c),
         Command::Agent(a) => cli::serve::run_agent(a),
         Command::Aggregator(a) => cli::serve::run_aggregator(a),
+        Command::Window(c) => cli::window::run(c),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(2)),

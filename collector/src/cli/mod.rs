@@ -7,6 +7,7 @@ pub mod rules;
 pub mod scan;
 pub mod serve;
 pub mod up;
+pub mod window;
 
 use std::path::PathBuf;
 

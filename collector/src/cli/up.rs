@@ -62,8 +62,10 @@ pub async fn start_aggregator(
     grpc: SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<RunningAggregator> {
-    let mut config = patchwatch_aggregator::Config::default();
-    config.data_dir = data_dir.join("aggregator");
+    let mut config = patchwatch_aggregator::Config {
+        data_dir: data_dir.join("aggregator"),
+        ..Default::default()
+    };
     config.grpc.listen = grpc;
     config.http.listen = http;
     let g = tokio::net::TcpListener::bind(grpc).await.with_context(|| {
