@@ -601,6 +601,34 @@ mod tests {
     }
 
     #[test]
+    fn deploy_example_parses_with_routing_sinks_and_windows() {
+        let text = include_str!("../../deploy/aggregator.example.toml");
+        let c = Config::parse(text, "deploy/aggregator.example.toml").expect("example parses");
+        let routing = c.routing.expect("[routing]");
+        assert_eq!(routing.route.len(), 4);
+        assert_eq!(routing.windows.len(), 1);
+        routing.windows[0].validate().unwrap();
+        assert_eq!(routing.receivers.len(), 4);
+        // Routes name existing receivers, durations parse: the router accepts it.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { patchwatch_sinks::routing::Router::new(routing.clone()) })
+            .expect("the router accepts the example");
+        assert_eq!(c.sinks.len(), 2);
+        assert_eq!(c.grpc.listen.port(), 4790);
+    }
+
+    #[test]
+    fn routing_and_sinks_sections_are_checked() {
+        let err = Config::parse("[routing]\nroutes = []\n", "agg.toml").unwrap_err();
+        assert!(err.to_string().contains("routes"), "{err}");
+        let err = Config::parse("[sinks.x]\ntype = \"carrier-pigeon\"\n", "agg.toml").unwrap_err();
+        assert!(err.to_string().contains("carrier-pigeon"), "{err}");
+    }
+
+    #[test]
     fn postgres_needs_a_url() {
         let err = Config::parse("[store]\nbackend = \"postgres\"\n", "agg.toml").unwrap_err();
         assert!(err.to_string().contains("store.postgres.url"), "{err}");
