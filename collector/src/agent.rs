@@ -58,6 +58,8 @@ struct Matcher {
     fallback: &'static encoding_rs::Encoding,
     stall_after: Duration,
     files: HashMap<FileKey, FileState>,
+    /// Direct-to-SIEM sinks (`[sinks]`), or `None`. See [`Matcher::to_siem`].
+    siem: Option<patchwatch_sinks::Sinks>,
 }
 
 struct FileState {
@@ -128,6 +130,7 @@ impl Agent {
             fallback,
             stall_after: Duration::from_secs(cfg.stall_threshold_secs),
             files: HashMap::new(),
+            siem: direct_sinks(cfg, rt)?,
         };
         let matcher = std::thread::Builder::new()
             .name("matcher".into())
@@ -191,6 +194,23 @@ impl Agent {
 }
 
 /// A stable id for this collector: kept in the data directory.
+/// Starts the `[sinks]` of the agent configuration on `rt`; `None` when there are none.
+fn direct_sinks(
+    cfg: &AgentConfig,
+    rt: &tokio::runtime::Handle,
+) -> Result<Option<patchwatch_sinks::Sinks>> {
+    if cfg.sinks.is_empty() {
+        return Ok(None);
+    }
+    // Sinks spawn their tasks on the current runtime; the agent's is `rt`.
+    let _enter = rt.enter();
+    let sinks = patchwatch_sinks::Sinks::build(&patchwatch_sinks::SinksConfig {
+        sinks: cfg.sinks.clone(),
+    })
+    .map_err(|e| anyhow::anyhow!("sinks: {e}"))?;
+    Ok(Some(sinks))
+}
+
 fn collector_id(data_dir: &std::path::Path, host: &str) -> Result<String> {
     let p = data_dir.join("collector-id");
     if let Ok(s) = std::fs::read_to_string(&p) {
@@ -393,6 +413,29 @@ impl Matcher {
         true
     }
 
+    // ---- Direct-to-SIEM (`[sinks]`) --------------------------------------------------------
+    /// Hands a finding that was just spooled to every configured sink, without waiting: each
+    /// sink has its own bounded queue and tokio task, and `SinkHandle::submit` only tries to
+    /// enqueue, so a slow or dead SIEM never holds up matching or the spool. A finding that
+    /// does not fit is dropped for that sink and counted in
+    /// `patchwatch_agent_siem_dropped_total`. Direct SIEM delivery is therefore at most once
+    /// and only while the process lives (nothing is replayed after a restart); the spool and
+    /// the aggregator remain the at-least-once path.
+    fn to_siem(&self, item: &SpoolItem) {
+        let (Some(sinks), SpoolItem::Finding(f)) = (&self.siem, item) else {
+            return;
+        };
+        for handle in sinks.handles() {
+            if handle.submit(f.as_ref().clone()).is_err() {
+                telemetry::count("patchwatch_agent_siem_dropped_total", 1);
+                tracing::debug!(
+                    message = "SIEM sink queue full; finding dropped for it.",
+                    sink = handle.name()
+                );
+            }
+        }
+    }
+
     /// Appends to the spool, waiting while it is full (never dropping); false on shutdown.
     fn append(&self, item: &SpoolItem) -> bool {
         let bytes = item.encode();
@@ -404,6 +447,7 @@ impl Matcher {
             {
                 Ok(_) => {
                     telemetry::set_gauge("patchwatch_spool_bytes", self.spool.used_bytes() as f64);
+                    self.to_siem(item);
                     return true;
                 }
                 Err(SpoolError::Full { .. }) => {

@@ -79,6 +79,10 @@ pub struct AgentConfig {
     /// Batching towards the aggregator.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Direct-to-SIEM sinks (`[sinks.<name>]`, as in `deploy/sinks/sinks.toml`): findings are
+    /// also sent there, besides the aggregator. Empty (default): aggregator only.
+    #[serde(default)]
+    pub sinks: std::collections::BTreeMap<String, patchwatch_sinks::SinkConfig>,
 }
 
 fn default_stall() -> u64 {
@@ -330,6 +334,7 @@ impl AgentConfig {
             },
             spool: SpoolConfig::default(),
             batch: BatchConfig::default(),
+            sinks: Default::default(),
         }
     }
 
