@@ -31,7 +31,7 @@ ready() { curl -fsS "http://127.0.0.1:$PORT/-/ready" >/dev/null 2>&1; }
 if ! ready; then
   nohup "$AM" --config.file="$DIR/alertmanager.yml" --storage.path="$DIR/data" \
     --web.listen-address="127.0.0.1:$PORT" --cluster.listen-address="" \
-    >"$DIR/alertmanager.log" 2>&1 &
+    >"$DIR/alertmanager.log" 2>&1 3>&- &
   echo $! > "$DIR/alertmanager.pid"
 fi
 for _ in $(seq 1 100); do ready && break; sleep 0.2; done

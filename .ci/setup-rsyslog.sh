@@ -55,7 +55,7 @@ CONF
 running() { [ -s "$PID" ] && kill -0 "$(cat "$PID")" 2>/dev/null; }
 if ! running; then
   "$RSYSLOGD" -N1 -f "$CONF" >&2
-  "$RSYSLOGD" -f "$CONF" -i "$PID"
+  "$RSYSLOGD" -f "$CONF" -i "$PID" 3>&-
 fi
 for _ in $(seq 1 50); do
   if running && (exec 9<>"/dev/tcp/127.0.0.1/$TCP_PORT") 2>/dev/null && (exec 9<>"/dev/tcp/127.0.0.1/$TLS_PORT") 2>/dev/null; then

@@ -15,11 +15,16 @@ fn scan(c: &mut Criterion) {
     let catalog = Arc::new(Catalog::builtin());
     let mut g = c.benchmark_group("scan");
     g.sample_size(10);
-    for (name, corpus) in [("utf8", utf8_corpus(SIZE)), ("utf16le", utf16le_corpus(SIZE))] {
+    for (name, corpus) in [
+        ("utf8", utf8_corpus(SIZE)),
+        ("utf16le", utf16le_corpus(SIZE)),
+    ] {
         let expected = scan_count(&catalog, &corpus);
         assert!(expected > 100, "{name}: the corpus should produce findings");
         g.throughput(Throughput::Bytes(corpus.len() as u64));
-        g.bench_function(name, |b| b.iter(|| assert_eq!(scan_count(&catalog, &corpus), expected)));
+        g.bench_function(name, |b| {
+            b.iter(|| assert_eq!(scan_count(&catalog, &corpus), expected))
+        });
     }
     g.finish();
 }

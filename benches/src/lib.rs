@@ -28,7 +28,12 @@ fn exchange_block() -> String {
 /// One block of Windows Installer sessions (CRLF), mostly successful, one failing in seven.
 fn msi_block(seed: u32) -> String {
     let mut out = String::new();
-    let scenarios = [MsiScenario::Success, MsiScenario::Success, MsiScenario::IgnoredCustomAction, MsiScenario::RebootRequired];
+    let scenarios = [
+        MsiScenario::Success,
+        MsiScenario::Success,
+        MsiScenario::IgnoredCustomAction,
+        MsiScenario::RebootRequired,
+    ];
     for (i, s) in scenarios.iter().enumerate() {
         out.push_str(&msi_verbose_log(&MsiLog {
             product: "Microsoft Exchange Server",
@@ -39,7 +44,7 @@ fn msi_block(seed: u32) -> String {
             filler_blocks: 12,
         }));
     }
-    if seed % 7 == 0 {
+    if seed.is_multiple_of(7) {
         out.push_str(&msi_verbose_log(&MsiLog {
             product: "Microsoft Exchange Server",
             version: "15.2.1544.4",
@@ -75,12 +80,23 @@ pub fn utf16le_corpus(bytes: usize) -> Vec<u8> {
 
 /// Scans a buffer in 1 MiB feeds (as a reader would) and returns the number of findings.
 pub fn scan_count(catalog: &std::sync::Arc<patchwatch_pipeline::Catalog>, bytes: &[u8]) -> usize {
-    let mut s = patchwatch_pipeline::FileScanner::new(std::sync::Arc::clone(catalog), patchwatch_pipeline::ScanContext::new("bench", "bench.log"));
+    let mut s = patchwatch_pipeline::FileScanner::new(
+        std::sync::Arc::clone(catalog),
+        patchwatch_pipeline::ScanContext::new("bench", "bench.log"),
+    );
     let mut n = 0;
     for chunk in bytes.chunks(1 << 20) {
         s.feed(chunk);
-        n += s.drain_events().iter().filter(|e| matches!(e, patchwatch_pipeline::Event::Finding(_))).count();
+        n += s
+            .drain_events()
+            .iter()
+            .filter(|e| matches!(e, patchwatch_pipeline::Event::Finding(_)))
+            .count();
     }
     s.finish();
-    n + s.drain_events().iter().filter(|e| matches!(e, patchwatch_pipeline::Event::Finding(_))).count()
+    n + s
+        .drain_events()
+        .iter()
+        .filter(|e| matches!(e, patchwatch_pipeline::Event::Finding(_)))
+        .count()
 }

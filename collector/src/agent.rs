@@ -31,8 +31,12 @@ use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::tail::{Bom, FileKey, TailEvent, TailReader};
 use crate::{convert, telemetry};
 
-/// How long a file must be quiet before its partial last line counts as complete.
+/// How long a file must be quiet before findings waiting for context lines are sent anyway.
 const QUIET: Duration = Duration::from_millis(750);
+/// How long a file must be quiet before its partial last line counts as complete. Setup and
+/// Windows Installer write whole lines; a line left half-written this long means the writer
+/// died. Shorter would risk cutting a line that is still being written.
+const PARTIAL_QUIET: Duration = Duration::from_secs(10);
 /// How often the matcher looks at quiet and stalled files when no data comes.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -67,6 +71,7 @@ struct FileState {
     path: PathBuf,
     last_data: Instant,
     flushed: bool,
+    partial_flushed: bool,
     stalled_run: Option<String>,
     last_line: String,
 }
@@ -287,6 +292,7 @@ impl Matcher {
                         path,
                         last_data: Instant::now(),
                         flushed: true,
+                        partial_flushed: true,
                         stalled_run: None,
                         last_line: String::new(),
                     },
@@ -305,6 +311,7 @@ impl Matcher {
                 telemetry::lines(st.scanner.stats().lines - before);
                 st.last_data = Instant::now();
                 st.flushed = false;
+                st.partial_flushed = false;
                 st.stalled_run = None;
                 if let Some(l) = last_line(&chunk.bytes) {
                     st.last_line = l;
@@ -343,8 +350,18 @@ impl Matcher {
             };
             let quiet = st.last_data.elapsed();
             if !st.flushed && quiet >= QUIET {
-                st.scanner.flush();
+                st.scanner.flush_pending();
                 st.flushed = true;
+                if !self.drain(&key) {
+                    return false;
+                }
+            }
+            let Some(st) = self.files.get_mut(&key) else {
+                continue;
+            };
+            if !st.partial_flushed && quiet >= PARTIAL_QUIET {
+                st.scanner.flush();
+                st.partial_flushed = true;
                 if !self.drain(&key) {
                     return false;
                 }

@@ -254,7 +254,7 @@ fn default_batch_bytes() -> usize {
     1024 * 1024
 }
 fn default_linger() -> u64 {
-    200
+    50
 }
 fn default_in_flight() -> usize {
     4

@@ -278,7 +278,9 @@ impl DirWatch {
         } else {
             let flag = dirty.clone();
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if res.is_ok() {
+                // Our own reads open and close the files: access events must not wake the
+                // reader, or it would chase its own tail.
+                if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                     flag.store(true, Ordering::Release);
                 }
             }) {
@@ -301,6 +303,11 @@ impl DirWatch {
     /// True when events are in use (false means the caller's rescan timer is the only signal).
     pub fn uses_events(&self) -> bool {
         self.watcher.is_some()
+    }
+
+    /// True when something changed since the flag was last taken (does not clear it).
+    pub fn peek_changed(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
     }
 
     /// Returns and clears the "something changed" flag.

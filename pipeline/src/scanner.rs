@@ -184,17 +184,9 @@ impl FileScanner {
         self.process(false);
     }
 
-    /// The writer went quiet: treat a partial last line as complete and emit findings still
-    /// waiting for lines after them. Runs stay open.
-    pub fn flush(&mut self) {
-        if self.decoder.is_none() {
-            self.start_decoding();
-        }
-        if let Some(d) = self.decoder.as_mut() {
-            d.decode(&[], &mut self.text, true);
-            self.stats.decode_replacements = d.replacements;
-        }
-        self.process(true);
+    /// The writer paused: emit findings still waiting for lines after them (their evidence
+    /// stays as it is). A partial last line stays pending. Runs stay open.
+    pub fn flush_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         for p in pending {
             if p.awaiting.is_empty() {
@@ -205,8 +197,27 @@ impl FileScanner {
         }
     }
 
+    /// The writer went quiet for good (or the file ended): also treat a partial last line as
+    /// complete. Runs stay open.
+    pub fn flush(&mut self) {
+        if self.decoder.is_none() {
+            self.start_decoding();
+        }
+        // The decoder is not finalized: the writer may go on, and a code unit split across
+        // its writes must still join up. Only `finish` ends the byte stream.
+        self.process(true);
+        self.flush_pending();
+    }
+
     /// End of a complete file: flush, then close the open run.
     pub fn finish(&mut self) {
+        if self.decoder.is_none() {
+            self.start_decoding();
+        }
+        if let Some(d) = self.decoder.as_mut() {
+            d.decode(&[], &mut self.text, true);
+            self.stats.decode_replacements = d.replacements;
+        }
         self.flush();
         self.close_run();
         self.pending.clear();
@@ -505,7 +516,11 @@ impl FileScanner {
         self.rule_buf = seen_rules;
         // The first and the closing line of a run fix its times; the last line of each region
         // (note_last_time) keeps the end current in between.
-        if let Some(run) = self.run.as_mut().filter(|r| !r.ended && (r.first_time.is_none() || end_outcome.is_some())) {
+        if let Some(run) = self
+            .run
+            .as_mut()
+            .filter(|r| !r.ended && (r.first_time.is_none() || end_outcome.is_some()))
+        {
             if let Some(t) = model::line_time(kind, text.as_bytes(), &run.data) {
                 touch_time(run, t);
             }
@@ -966,19 +981,4 @@ fn requirement_met(run: &OpenRun, req: usize, line: u64, lookback: Option<u64>) 
         Some(n) => lines.iter().any(|&l| l <= line && line - l <= n),
         None => !lines.is_empty(),
     })
-}
-
-fn parse_iso_seconds(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let n = |r: std::ops::Range<usize>| std::str::from_utf8(b.get(r)?).ok()?.parse::<u32>().ok();
-    let t = crate::time::NaiveTime {
-        y: n(0..4)? as i32,
-        mo: n(5..7)?,
-        d: n(8..10)?,
-        h: n(11..13)?,
-        mi: n(14..16)?,
-        s: n(17..19)?,
-        ms: 0,
-    };
-    Some(t.epoch_seconds())
 }

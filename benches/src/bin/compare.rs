@@ -15,14 +15,21 @@ use patchwatch_pipeline::{Catalog, Event, FileScanner, ScanContext};
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 /// Reads the file in 4 MiB blocks and scans it: what `patchwatch scan` does per file.
 fn patchwatch(catalog: &Arc<Catalog>, path: &Path) -> Result<(Duration, usize)> {
     let t = Instant::now();
     let mut f = std::fs::File::open(path)?;
-    let mut s = FileScanner::new(Arc::clone(catalog), ScanContext::new("bench", path.display().to_string()));
+    let mut s = FileScanner::new(
+        Arc::clone(catalog),
+        ScanContext::new("bench", path.display().to_string()),
+    );
     let mut buf = vec![0u8; 4 << 20];
     let mut n = 0;
     loop {
@@ -31,10 +38,18 @@ fn patchwatch(catalog: &Arc<Catalog>, path: &Path) -> Result<(Duration, usize)> 
             break;
         }
         s.feed(&buf[..k]);
-        n += s.drain_events().iter().filter(|e| matches!(e, Event::Finding(_))).count();
+        n += s
+            .drain_events()
+            .iter()
+            .filter(|e| matches!(e, Event::Finding(_)))
+            .count();
     }
     s.finish();
-    n += s.drain_events().iter().filter(|e| matches!(e, Event::Finding(_))).count();
+    n += s
+        .drain_events()
+        .iter()
+        .filter(|e| matches!(e, Event::Finding(_)))
+        .count();
     Ok((t.elapsed(), n))
 }
 
@@ -50,7 +65,10 @@ fn ripgrep(patterns: &Path, path: &Path) -> Result<(Duration, usize)> {
     if !out.status.success() && out.status.code() != Some(1) {
         bail!("rg failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let n = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let n = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     Ok((elapsed, n))
 }
 
@@ -74,11 +92,27 @@ fn main() -> Result<()> {
     let literals = catalog.literals();
     let patterns = dir.join("patterns.txt");
     std::fs::write(&patterns, literals.join("\n") + "\n")?;
-    let rg_version = Command::new("rg").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string()).unwrap_or_default();
-    println!("{} literals (rules' anchors and the log models' structural anchors); {rg_version}", literals.len());
+    let rg_version = Command::new("rg")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    println!(
+        "{} literals (rules' anchors and the log models' structural anchors); {rg_version}",
+        literals.len()
+    );
     println!("| corpus | size | patchwatch | rg -F -i -f | ratio | findings | rg matching lines |");
     println!("|---|---|---|---|---|---|---|");
-    for (name, bytes) in [("UTF-8", utf8_corpus(size)), ("UTF-16LE", utf16le_corpus(size))] {
+    for (name, bytes) in [
+        ("UTF-8", utf8_corpus(size)),
+        ("UTF-16LE", utf16le_corpus(size)),
+    ] {
         let path = dir.join(format!("corpus-{}.log", name.to_lowercase()));
         std::fs::write(&path, &bytes)?;
         // Warm the page cache for both tools alike.

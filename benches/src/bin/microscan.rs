@@ -9,7 +9,10 @@ use patchwatch_benches::{scan_count, utf16le_corpus, utf8_corpus};
 use patchwatch_pipeline::{Catalog, LogKind};
 
 fn main() {
-    let mib: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let mib: usize = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let catalog = Arc::new(Catalog::builtin());
     let utf8 = utf8_corpus(mib << 20);
     let m = catalog.matcher(LogKind::ExchangeSetup);
@@ -17,20 +20,38 @@ fn main() {
     let mut n = 0usize;
     m.for_each(&utf8, |_, _| n += 1);
     let dt = t.elapsed().as_secs_f64();
-    println!("exchange anchors only: {:.2} GB/s, {n} hits", utf8.len() as f64 / dt / 1e9);
+    println!(
+        "exchange anchors only: {:.2} GB/s, {n} hits",
+        utf8.len() as f64 / dt / 1e9
+    );
     let t = Instant::now();
     let f = scan_count(&catalog, &utf8);
-    println!("exchange full scan:    {:.2} GB/s, {f} findings", utf8.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
+    println!(
+        "exchange full scan:    {:.2} GB/s, {f} findings",
+        utf8.len() as f64 / t.elapsed().as_secs_f64() / 1e9
+    );
     let utf16 = utf16le_corpus(mib << 20);
     let t = Instant::now();
-    let text = encoding_rs::UTF_16LE.decode_without_bom_handling(&utf16[2..]).0.into_owned();
-    println!("utf-16 decode only:    {:.2} GB/s", utf16.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
+    let text = encoding_rs::UTF_16LE
+        .decode_without_bom_handling(&utf16[2..])
+        .0
+        .into_owned();
+    println!(
+        "utf-16 decode only:    {:.2} GB/s",
+        utf16.len() as f64 / t.elapsed().as_secs_f64() / 1e9
+    );
     let m = catalog.matcher(LogKind::Msi);
     let t = Instant::now();
     let mut n = 0usize;
     m.for_each(text.as_bytes(), |_, _| n += 1);
-    println!("msi anchors only:      {:.2} GB/s of UTF-8, {n} hits", text.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
+    println!(
+        "msi anchors only:      {:.2} GB/s of UTF-8, {n} hits",
+        text.len() as f64 / t.elapsed().as_secs_f64() / 1e9
+    );
     let t = Instant::now();
     let f = scan_count(&catalog, &utf16);
-    println!("msi full scan:         {:.2} GB/s of UTF-16, {f} findings", utf16.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
+    println!(
+        "msi full scan:         {:.2} GB/s of UTF-16, {f} findings",
+        utf16.len() as f64 / t.elapsed().as_secs_f64() / 1e9
+    );
 }

@@ -209,10 +209,19 @@ impl TailReader {
                 }
             }
         };
+        // With filesystem events, a write wakes the loop at once, and the timed poll is only a
+        // safety net (events can be lost): polling 1,000 files every 250 ms is what idle CPU
+        // is made of. Without events, the configured interval is the only signal.
+        let idle_poll = if self.watch.uses_events() {
+            self.opts.poll_interval.max(EVENT_SAFETY_POLL)
+        } else {
+            self.opts.poll_interval
+        };
         while !stop.load(Ordering::Acquire) {
             let more = self.poll_once(&mut send);
             if !more && !self.force_full {
-                sleep_unless_stopped(self.opts.poll_interval, stop);
+                let watch = &self.watch;
+                sleep_until_event(idle_poll, stop, || watch.peek_changed());
             }
         }
     }
@@ -230,10 +239,14 @@ impl TailReader {
     }
 }
 
-fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
-    let step = Duration::from_millis(10);
+/// Timed poll when filesystem events are in use.
+const EVENT_SAFETY_POLL: Duration = Duration::from_secs(2);
+
+/// Sleeps up to `total`, waking early on `stop` or when `event()` is true.
+fn sleep_until_event(total: Duration, stop: &AtomicBool, event: impl Fn() -> bool) {
+    let step = Duration::from_millis(5);
     let deadline = Instant::now() + total;
-    while !stop.load(Ordering::Acquire) {
+    while !stop.load(Ordering::Acquire) && !event() {
         let now = Instant::now();
         if now >= deadline {
             break;

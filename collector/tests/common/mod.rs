@@ -186,11 +186,16 @@ impl Drop for TestAggregator {
 /// The finding ids a correct pipeline produces for the complete content `bytes` read from a
 /// file on `host`, with a short description of each.
 pub fn expected_ids(host: &str, path: &Path, bytes: &[u8]) -> BTreeMap<String, String> {
-    let out = patchwatch_pipeline::scan_bytes(
+    // Live semantics, as the agent sees a file that may still grow: everything fed, the last
+    // line completed (quiet period), but runs without an end line stay open, so the checks
+    // that run when a run ends are not expected for them.
+    let mut scanner = patchwatch_pipeline::FileScanner::new(
         Arc::new(Catalog::builtin()),
         ScanContext::new(host, path.display().to_string()),
-        bytes,
     );
+    scanner.feed(bytes);
+    scanner.flush();
+    let out = patchwatch_pipeline::collect(scanner);
     out.findings
         .into_iter()
         .map(|f| {

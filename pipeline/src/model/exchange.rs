@@ -95,7 +95,7 @@ pub(crate) fn on_line(
             x.first_error = Some((line.evidence(), line.offset));
         }
         s::ERROR_REFERENCE => x.last_error_reference = Some(line.evidence()),
-        s::EVALUATED => {
+        s::EVALUATED | s::EVALUATED_MORE.. => {
             let name = between(t, "Evaluated [", "]")
                 .filter(|n| USED_SETTINGS.iter().any(|u| u.eq_ignore_ascii_case(n)));
             if let (Some(name), Some(value)) = (name, between(t, "[Value:\"", "\"]")) {

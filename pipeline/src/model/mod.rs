@@ -24,7 +24,7 @@ pub const STRUCTURAL_ANCHORS: &[&str] = &[
     "setup operation completed successfully",
     "setup operation didn't complete",
     "[ERROR]",
-    "Evaluated [",
+    "Evaluated [Rule:PendingRebootWindowsComponents]",
     "Update Required Status : '",
     "Schema Master domain controller",
     "Processing component '",
@@ -43,6 +43,26 @@ pub const STRUCTURAL_ANCHORS: &[&str] = &[
     "Script completed",
     "[ERROR-REFERENCE]",
     "] End of Setup",
+    // The other `Evaluated [...]` values the Exchange checks read (handled like EVALUATED).
+    // Naming them keeps the hundreds of other Evaluated lines of a run from being candidates.
+    "Evaluated [Rule:RebootPending]",
+    "Evaluated [Rule:ProcessNeedsToBeClosedOnUpgrade]",
+    "Evaluated [Rule:DomainControllerIsOutOfSite]",
+    "Evaluated [Rule:RemoteRegException]",
+    "Evaluated [Rule:MSDTCStopped]",
+    "Evaluated [Rule:IisUrlRewriteNotInstalled]",
+    "Evaluated [Setting:LocalDomainIsPrepped]",
+    "Evaluated [Rule:DomainPrepRequired]",
+    "Evaluated [Rule:InstallWatermark]",
+    "Evaluated [Setting:SchemaAdmin]",
+    "Evaluated [Setting:EnterpriseAdmin]",
+    "Evaluated [Setting:ExOrgAdmin]",
+    "Evaluated [Setting:SidExOrgAdmins]",
+    "Evaluated [Rule:DelegatedMailboxFirstInstall]",
+    "Evaluated [Setting:ComputerNameDnsFullyQualified]",
+    "Evaluated [Setting:SiteName]",
+    "Evaluated [Setting:DomainController]",
+    "Evaluated [Setting:DomainControllerSiteName]",
 ];
 
 /// Indices into [`STRUCTURAL_ANCHORS`].
@@ -76,6 +96,7 @@ pub(crate) mod s {
     pub const SC_COMPLETED: usize = 25;
     pub const ERROR_REFERENCE: usize = 26;
     pub const END_OF_SETUP: usize = 27;
+    pub const EVALUATED_MORE: usize = 28;
 }
 
 /// The log kind whose model handles structural anchor `i`.
@@ -231,8 +252,12 @@ pub(crate) fn find_ci(s: &str, needle: &str) -> Option<usize> {
         return None;
     }
     let last = h.len() - n.len();
-    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), &h[..=last])
-        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+    memchr::memchr2_iter(
+        first.to_ascii_lowercase(),
+        first.to_ascii_uppercase(),
+        &h[..=last],
+    )
+    .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
 /// True when a structural line of `kind` starts a new run, given the current one.

@@ -165,10 +165,18 @@ pub struct Catalog {
 }
 
 /// Kinds that get a matcher, in the order of [`Catalog::matchers`].
-const KINDS: [LogKind; 4] = [LogKind::ExchangeSetup, LogKind::Msi, LogKind::ServiceControl, LogKind::Plain];
+const KINDS: [LogKind; 4] = [
+    LogKind::ExchangeSetup,
+    LogKind::Msi,
+    LogKind::ServiceControl,
+    LogKind::Plain,
+];
 
 fn kind_index(kind: LogKind) -> usize {
-    KINDS.iter().position(|&k| k == kind).expect("every kind has a matcher")
+    KINDS
+        .iter()
+        .position(|&k| k == kind)
+        .expect("every kind has a matcher")
 }
 
 impl Catalog {
@@ -287,7 +295,11 @@ impl CatalogBuilder {
             rules.push(validate(file, spec, &by_id)?);
         }
         let matchers = KINDS.iter().map(|&k| kind_matcher(&rules, k)).collect();
-        Ok(Catalog { rules, by_id, matchers })
+        Ok(Catalog {
+            rules,
+            by_id,
+            matchers,
+        })
     }
 }
 
@@ -317,8 +329,7 @@ fn kind_matcher(rules: &[Rule], kind: LogKind) -> KindMatcher {
     tracing::debug!(
         kind = kind.as_str(),
         anchors = anchors.len(),
-        prefixes = matcher.prefix_count(),
-        prefix_len = matcher.prefix_len(),
+        automata = matcher.stage_count(),
         "Anchor matcher built."
     );
     KindMatcher { matcher, targets }
