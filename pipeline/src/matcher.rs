@@ -22,8 +22,9 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 
-/// Each stage-one automaton holds at most this many patterns, so Teddy stays on.
-pub const MAX_PREFIXES: usize = 64;
+/// Each stage-one automaton holds at most this many patterns, so Teddy stays on, in its
+/// "slim" form (up to 32 patterns), which measured ~20 % faster here than "fat" Teddy at 64.
+pub const MAX_PREFIXES: usize = 32;
 
 /// Keys are cut to this length: the prefilter looks at their first bytes, the automaton
 /// confirms the rest, and stage two compares the full anchor.
