@@ -187,3 +187,193 @@ remediation = { summary = "Call the Contoso desk with code {code}." }
         "{e}"
     );
 }
+
+/// A failed Exchange run whose Evaluated lines are `evaluated` (name, value).
+fn readiness_run(evaluated: &[(&str, &str)], extra: &str) -> String {
+    let mut log = String::from(
+        "[03/06/2021 15:15:01.0001] [0] Starting Microsoft Exchange Server 2019 Setup\n\
+[03/06/2021 15:15:01.0002] [0] Logged on user: SOLO\\Han.\n",
+    );
+    for (name, value) in evaluated {
+        log.push_str(&format!(
+            "[03/06/2021 15:15:18.0052] [1] Evaluated [{name}] [HasException:False] [Value:\"{value}\"] [ParentValue:\"<NULL>\"] [Thread:9] [Duration:00:00:00]\n"
+        ));
+    }
+    log.push_str(extra);
+    log.push_str(
+        "[03/06/2021 15:16:00.0001] [0] The Exchange Server setup operation didn't complete.\n",
+    );
+    log
+}
+
+fn rule_ids(log: &str) -> Vec<String> {
+    scan("ExchangeSetup.log", log.as_bytes())
+        .findings
+        .into_iter()
+        .map(|f| f.rule_id)
+        .collect()
+}
+
+/// Each derived readiness rule: fires on its values, and not when a value is the other one.
+#[test]
+fn every_derived_readiness_rule_has_a_positive_and_a_negative_case() {
+    let schema_true = "[03/06/2021 15:15:10.0001] [0] Schema Update Required Status : 'True'.\n";
+    let org_true = "[03/06/2021 15:15:10.0001] [0] Organization Configuration Update Required Status : 'True'.\n";
+    let domain_true =
+        "[03/06/2021 15:15:10.0001] [0] Domain Configuration Update Required Status : 'True'.\n";
+    #[allow(clippy::type_complexity)]
+    let cases: &[(&str, &[(&str, &str)], &[(&str, &str)], &str)] = &[
+        (
+            "exchange.readiness.pending-reboot-windows-components",
+            &[("Rule:PendingRebootWindowsComponents", "True")],
+            &[("Rule:PendingRebootWindowsComponents", "False")],
+            "",
+        ),
+        (
+            "exchange.readiness.reboot-pending",
+            &[("Rule:RebootPending", "True")],
+            &[("Rule:RebootPending", "False")],
+            "",
+        ),
+        (
+            "exchange.readiness.close-powershell-sessions",
+            &[("Rule:ProcessNeedsToBeClosedOnUpgrade", "True")],
+            &[("Rule:ProcessNeedsToBeClosedOnUpgrade", "False")],
+            "",
+        ),
+        (
+            "exchange.readiness.dc-out-of-site",
+            &[("Rule:DomainControllerIsOutOfSite", "True")],
+            &[("Rule:DomainControllerIsOutOfSite", "False")],
+            "",
+        ),
+        (
+            "exchange.readiness.remote-registry",
+            &[("Rule:RemoteRegException", "True")],
+            &[("Rule:RemoteRegException", "False")],
+            "",
+        ),
+        (
+            "exchange.readiness.msdtc-stopped",
+            &[("Rule:MSDTCStopped", "True")],
+            &[("Rule:MSDTCStopped", "False")],
+            "",
+        ),
+        (
+            "exchange.readiness.iis-url-rewrite-missing",
+            &[("Rule:IISURLRewriteNotInstalled", "True")],
+            &[("Rule:IISURLRewriteNotInstalled", "False")],
+            "",
+        ),
+        (
+            "exchange.readiness.domain-not-prepared",
+            &[
+                ("Setting:LocalDomainIsPrepped", "False"),
+                ("Rule:DomainPrepRequired", "True"),
+            ],
+            &[
+                ("Setting:LocalDomainIsPrepped", "True"),
+                ("Rule:DomainPrepRequired", "True"),
+            ],
+            "",
+        ),
+        (
+            "exchange.readiness.install-watermark",
+            &[
+                ("Rule:InstallWatermark", "True"),
+                ("Rule:InstallWatermark", "False"),
+            ],
+            &[("Rule:InstallWatermark", "False")],
+            "",
+        ),
+        (
+            "exchange.prereq.schema-admins-required",
+            &[("Setting:SchemaAdmin", "False")],
+            &[("Setting:SchemaAdmin", "True")],
+            schema_true,
+        ),
+        (
+            "exchange.prereq.schema-enterprise-admins-required",
+            &[("Setting:EnterpriseAdmin", "False")],
+            &[("Setting:EnterpriseAdmin", "True")],
+            schema_true,
+        ),
+        (
+            "exchange.prereq.prepare-ad-enterprise-admins-required",
+            &[("Setting:EnterpriseAdmin", "False")],
+            &[("Setting:EnterpriseAdmin", "True")],
+            org_true,
+        ),
+        (
+            "exchange.prereq.prepare-domain-enterprise-admins-required",
+            &[("Setting:EnterpriseAdmin", "False")],
+            &[("Setting:EnterpriseAdmin", "True")],
+            domain_true,
+        ),
+        (
+            "exchange.prereq.not-organization-management",
+            &[
+                ("Setting:ExOrgAdmin", "False"),
+                ("Setting:SidExOrgAdmins", "S-1-5-21-1-2-3-1107"),
+                ("Rule:DelegatedMailboxFirstInstall", "True"),
+            ],
+            &[
+                ("Setting:ExOrgAdmin", "False"),
+                ("Setting:SidExOrgAdmins", "S-1-5-21-1-2-3-1107"),
+                ("Rule:DelegatedMailboxFirstInstall", "False"),
+            ],
+            "",
+        ),
+        (
+            "exchange.prereq.organization-not-prepared",
+            &[("Setting:ExOrgAdmin", "False")],
+            &[("Setting:ExOrgAdmin", "True")],
+            "",
+        ),
+    ];
+    for (id, yes, no, extra) in cases {
+        assert!(
+            catalog().get(id).is_some_and(|r| r.derived),
+            "{id} is a derived rule"
+        );
+        let ids = rule_ids(&readiness_run(yes, extra));
+        assert!(ids.iter().any(|i| i == id), "{id} should fire: {ids:?}");
+        let ids = rule_ids(&readiness_run(no, extra));
+        assert!(
+            !ids.iter().any(|i| i == id),
+            "{id} should not fire: {ids:?}"
+        );
+    }
+    // Phase A hides phase B, as in SetupLogReviewer.
+    let ids = rule_ids(&readiness_run(
+        &[
+            ("Rule:RebootPending", "True"),
+            ("Setting:SchemaAdmin", "False"),
+        ],
+        schema_true,
+    ));
+    assert!(
+        !ids.iter()
+            .any(|i| i == "exchange.prereq.schema-admins-required"),
+        "{ids:?}"
+    );
+}
+
+#[test]
+fn msi_reboot_required_and_install_failed_are_derived_from_the_outcome() {
+    let session = |code: u32| {
+        format!(
+            "=== Verbose logging started: 11/21/2026  9:00:00  Build type: SHIP UNICODE 5.00.10011.00  Calling process: C:\\Windows\\system32\\msiexec.exe ===\r\n\
+MSI (s) (B4:20) [09:00:01:000]: Windows Installer installed the product. Product Name: Contoso. Product Version: 1.2.3. Product Language: 1033. Manufacturer: Contoso. Installation success or error status: {code}.\r\n\
+MSI (s) (B4:20) [09:00:01:001]: MainEngineThread is returning {code}\r\n\
+=== Verbose logging stopped: 11/21/2026  9:00:01 ===\r\n"
+        )
+    };
+    let ids = |code| rule_ids(&session(code));
+    assert!(ids(3010).contains(&"msi.reboot-required".to_string()));
+    assert!(!ids(3010).contains(&"msi.install-failed".to_string()));
+    assert!(ids(1603).contains(&"msi.install-failed".to_string()));
+    assert!(!ids(0)
+        .iter()
+        .any(|i| i == "msi.install-failed" || i == "msi.reboot-required"));
+}
