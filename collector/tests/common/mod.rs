@@ -129,6 +129,21 @@ impl TestAggregator {
         }
     }
 
+    /// Outcomes of the stored runs of `host`.
+    pub async fn store_runs(&self, host: &str) -> Vec<String> {
+        self.store
+            .runs(patchwatch_aggregator::model::RunFilter {
+                host: Some(host.to_string()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("store answers")
+            .into_iter()
+            .map(|r| r.outcome)
+            .collect()
+    }
+
     /// Waits until the stored ids of `host` equal `expected` and stay so for 600 ms, then
     /// asserts equality (with the missing and unexpected findings named) after `timeout`.
     pub async fn assert_settles(
