@@ -37,18 +37,23 @@ pub struct CommonScanArgs {
     pub max_line_bytes: usize,
 }
 
+/// Builds a catalog from the built-in rules (unless `builtin` is false) and rule files.
+pub fn load_catalog(builtin: bool, files: &[PathBuf]) -> Result<Catalog> {
+    let mut b = if builtin {
+        CatalogBuilder::new().with_builtin()
+    } else {
+        CatalogBuilder::new()
+    };
+    for f in files {
+        b.add_file(f);
+    }
+    Ok(b.build()?)
+}
+
 impl CommonScanArgs {
     /// Builds the catalog: built-in rules plus the files given.
     pub fn catalog(&self) -> Result<Catalog> {
-        let mut b = if self.no_builtin_rules {
-            CatalogBuilder::new()
-        } else {
-            CatalogBuilder::new().with_builtin()
-        };
-        for f in &self.rule_files {
-            b.add_file(f);
-        }
-        Ok(b.build()?)
+        load_catalog(!self.no_builtin_rules, &self.rule_files)
     }
 
     /// A scan context for `path`.

@@ -33,11 +33,7 @@ pub enum RulesCommand {
 }
 
 fn catalog(files: &[PathBuf]) -> Result<Catalog> {
-    let mut b = CatalogBuilder::new().with_builtin();
-    for f in files {
-        b.add_file(f);
-    }
-    Ok(b.build()?)
+    super::load_catalog(true, files)
 }
 
 /// Runs a `rules` subcommand.

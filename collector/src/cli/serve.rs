@@ -78,11 +78,7 @@ pub fn run_aggregator(args: AggregatorArgs) -> Result<i32> {
 }
 
 pub(crate) fn catalog(files: &[PathBuf]) -> Result<Arc<patchwatch_pipeline::Catalog>> {
-    let mut b = patchwatch_pipeline::CatalogBuilder::new().with_builtin();
-    for f in files {
-        b.add_file(f);
-    }
-    Ok(Arc::new(b.build()?))
+    Ok(Arc::new(super::load_catalog(true, files)?))
 }
 
 /// Runs `agent`.
