@@ -173,7 +173,14 @@ impl FileScanner {
         self.stats.bytes += bytes.len() as u64;
         if self.decoder.is_none() {
             self.sniff_buf.extend_from_slice(bytes);
-            if self.sniff_buf.len() >= SNIFF_LEN {
+            // Decide as soon as the evidence is there (a BOM, a first line, or enough bytes),
+            // not after 4 KiB: a new log's first lines must not wait for more.
+            let b = &self.sniff_buf;
+            let bom = b.starts_with(&[0xFF, 0xFE])
+                || b.starts_with(&[0xFE, 0xFF])
+                || b.starts_with(&[0xEF, 0xBB, 0xBF]);
+            let first_line = b.len() >= 16 && memchr::memchr(b'\n', b).is_some();
+            if bom || first_line || b.len() >= 128.min(SNIFF_LEN) {
                 self.start_decoding();
             }
             return;
@@ -187,6 +194,9 @@ impl FileScanner {
     /// The writer paused: emit findings still waiting for lines after them (their evidence
     /// stays as it is). A partial last line stays pending. Runs stay open.
     pub fn flush_pending(&mut self) {
+        if self.decoder.is_none() && !self.sniff_buf.is_empty() {
+            self.start_decoding();
+        }
         let pending = std::mem::take(&mut self.pending);
         for p in pending {
             if p.awaiting.is_empty() {
