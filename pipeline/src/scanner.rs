@@ -26,8 +26,9 @@ use crate::ScanContext;
 
 /// Lines kept before the scan position so that evidence can look back across chunks.
 const KEEP_LINES: usize = 64;
-/// Compact the text buffer once this much has been scanned.
-const COMPACT_AT: usize = 1 << 20;
+/// Compact the text buffer once this much has been scanned (an agent keeps one scanner per
+/// tracked file, so an idle file should not hold more than its lookback lines).
+const COMPACT_AT: usize = 64 << 10;
 
 /// Where to restart reading a file so that nothing is lost or changed (see module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -965,6 +966,13 @@ impl FileScanner {
         }
         self.text.drain(..keep);
         self.scan_pos -= keep;
+        // Give back what a large read needed once.
+        if self.text.capacity() > (64 << 10) && self.text.len() < self.text.capacity() / 4 {
+            self.text.shrink_to(self.text.len() * 2);
+        }
+        if self.hits.capacity() > 4096 {
+            self.hits = Vec::new();
+        }
         for p in &mut self.pending {
             p.resume_pos = p.resume_pos.and_then(|r| r.checked_sub(keep));
         }
