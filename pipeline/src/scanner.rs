@@ -357,7 +357,7 @@ impl FileScanner {
             let window_end = (self.scan_pos + max + 1).min(self.text.len());
             let window_eof = eof && window_end == self.text.len();
             match complete_end(&self.text[..window_end], self.scan_pos, window_eof) {
-                Some(end) => self.process_region(self.scan_pos, end, false),
+                Some(end) => self.process_region(self.scan_pos, end),
                 None if self.text.len() - self.scan_pos > max => {
                     let cut = self.scan_pos + max;
                     self.stats.truncated_lines += 1;
@@ -366,14 +366,14 @@ impl FileScanner {
                         message: format!("line longer than {max} bytes: matched its first {max} bytes, skipped the rest"),
                     });
                     metrics::counter!("patchwatch_truncated_lines_total").increment(1);
-                    self.process_region(self.scan_pos, cut, true);
+                    self.process_region(self.scan_pos, cut);
                     self.skipping_long = true;
                 }
                 None if eof => {
                     // The partial last line, completed by the caller.
                     let end = self.text.len();
                     self.text.push(b'\n');
-                    self.process_region(self.scan_pos, end + 1, false);
+                    self.process_region(self.scan_pos, end + 1);
                     // The synthetic terminator is not in the file.
                     self.scan_raw -= 1;
                     break;
@@ -388,7 +388,9 @@ impl FileScanner {
         self.send_phase();
     }
 
-    fn process_region(&mut self, start: usize, end: usize, truncated: bool) {
+    /// Matches the lines of `text[start..end]`. `end` is a line end, or the cut of a line longer
+    /// than the limit (its terminator is counted when skipping reaches it).
+    fn process_region(&mut self, start: usize, end: usize) {
         if self.kind.is_none() || self.source_key.is_none() {
             if let Some((s, e)) = lines(&self.text, start, end).find(|&(s, e)| e > s) {
                 let first = self.text[s..e].to_vec();
@@ -429,9 +431,6 @@ impl FileScanner {
         self.scan_line = line + tail_lines;
         self.scan_raw = raw + self.raw_len(cur, end);
         self.scan_pos = end;
-        if truncated {
-            // The cut line goes on; its terminator is counted when skipping ends.
-        }
         self.collect_after(start, end);
         self.note_last_time(start, end);
     }
@@ -624,12 +623,12 @@ impl FileScanner {
             self.register_priority(rule, &p.finding);
         }
         self.pending.push(p);
-        self.release_awaiting(ri, number);
+        self.release_awaiting(ri);
         self.emit_ready();
     }
 
     /// Findings parked on a requirement that rule `ri` (just matched) satisfies.
-    fn release_awaiting(&mut self, ri: usize, _line: u64) {
+    fn release_awaiting(&mut self, ri: usize) {
         let catalog = Arc::clone(&self.catalog);
         let mut released = Vec::new();
         for p in &mut self.pending {
