@@ -95,9 +95,10 @@ pub(crate) fn on_line(
             x.first_error = Some((line.evidence(), line.offset));
         }
         s::ERROR_REFERENCE => x.last_error_reference = Some(line.evidence()),
+        // Only the settings the checks read reach here: each has its own structural anchor
+        // (`EVALUATED`, `EVALUATED_MORE..` in `STRUCTURAL_ANCHORS`).
         s::EVALUATED | s::EVALUATED_MORE.. => {
-            let name = between(t, "Evaluated [", "]")
-                .filter(|n| USED_SETTINGS.iter().any(|u| u.eq_ignore_ascii_case(n)));
+            let name = between(t, "Evaluated [", "]");
             if let (Some(name), Some(value)) = (name, between(t, "[Value:\"", "\"]")) {
                 if value.eq_ignore_ascii_case("true") {
                     x.ever_true
@@ -150,30 +151,6 @@ pub(crate) fn on_line(
 fn after<'a>(t: &'a str, marker: &str) -> Option<&'a str> {
     find_ci(t, marker).map(|i| &t[i + marker.len()..])
 }
-
-/// The `Evaluated [...]` values the checks read; the hundreds of others in a run are skipped
-/// without a copy.
-const USED_SETTINGS: &[&str] = &[
-    "Rule:PendingRebootWindowsComponents",
-    "Rule:RebootPending",
-    "Rule:ProcessNeedsToBeClosedOnUpgrade",
-    "Rule:DomainControllerIsOutOfSite",
-    "Rule:RemoteRegException",
-    "Rule:MSDTCStopped",
-    "Rule:IisUrlRewriteNotInstalled",
-    "Setting:LocalDomainIsPrepped",
-    "Rule:DomainPrepRequired",
-    "Rule:InstallWatermark",
-    "Setting:SchemaAdmin",
-    "Setting:EnterpriseAdmin",
-    "Setting:ExOrgAdmin",
-    "Setting:SidExOrgAdmins",
-    "Rule:DelegatedMailboxFirstInstall",
-    "Setting:ComputerNameDnsFullyQualified",
-    "Setting:SiteName",
-    "Setting:DomainController",
-    "Setting:DomainControllerSiteName",
-];
 
 /// Readiness rules of phase A: the rule name in the log and our rule id.
 const PHASE_A: &[(&str, &str)] = &[
