@@ -12,6 +12,8 @@ use patchwatch_sinks::routing::RoutingConfig;
 use patchwatch_sinks::SinkConfig;
 use serde::Deserialize;
 
+pub use crate::forward::{ForwardingConfig, StartFrom};
+
 /// The reference configuration: every key with its default value and what it means.
 ///
 /// `patchwatch aggregator --print-default-config` prints this text; it parses to
@@ -36,6 +38,8 @@ pub struct Config {
     /// SIEM sinks every newly stored finding is forwarded to (`[sinks.<name>]`, the shape of
     /// `patchwatch_sinks::SinksConfig`). Empty: no forwarding.
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// How stored findings are forwarded to the router and the sinks (cursors, batches).
+    pub forwarding: ForwardingConfig,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             routing: None,
             sinks: BTreeMap::new(),
+            forwarding: ForwardingConfig::default(),
         }
     }
 }
@@ -437,6 +442,7 @@ impl Config {
                 return Err(ConfigError::invalid(field, "must be at least 1"));
             }
         }
+        self.forwarding.validate()?;
         if s.backend == StoreBackend::Postgres
             && s.postgres.url.is_some() == s.postgres.url_env.is_some()
         {

@@ -13,8 +13,9 @@
 //!   `/api/v1/windows` (maintenance windows, the only writes), `/metrics`, `/healthz`, and the
 //!   dashboard at `/`.
 //! - **Routing and forwarding** ([`forward`], [`windows`]): findings are tagged with the
-//!   maintenance window covering their host, and once stored, handed without waiting to the
-//!   alert router (`[routing]`) and the SIEM sinks (`[sinks.<name>]`) of `patchwatch-sinks`.
+//!   maintenance window covering their host and stored; the alert router (`[routing]`) and each
+//!   SIEM sink (`[sinks.<name>]`) of `patchwatch-sinks` then read them from the store through
+//!   their own durable cursor, which advances only when the destination confirmed them.
 //!
 //! Architecture invariants: the aggregator never writes a finding it has not validated, never
 //! acks a batch before its transaction committed, and (SQLite) one thread owns the only
@@ -184,8 +185,9 @@ pub async fn serve(
         max_inflight_batches: config.grpc.max_inflight_batches,
         max_message_bytes: config.grpc.max_message_bytes,
     };
+    let grace = Duration::from_secs(config.grpc.shutdown_grace_seconds);
     let (windows, forwarder, router_task) =
-        start_forwarding(&config, store.as_ref(), inner.clone()).await?;
+        start_forwarding(&config, &store, inner.clone(), grace).await?;
     tokio::spawn(
         windows
             .clone()
@@ -235,6 +237,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         tls: http_tls.is_some(),
         windows,
+        forwarder: forwarder.clone(),
         writes_need_token: !config.http.listen.ip().is_loopback(),
     });
     let http_shutdown = shutdown.clone();
@@ -256,7 +259,6 @@ pub async fn serve(
         }),
     };
 
-    let grace = Duration::from_secs(config.grpc.shutdown_grace_seconds);
     let task_store = Arc::clone(&store);
     let task = tokio::spawn(async move {
         let result = supervise(grpc_task, http_task, &shutdown, grace).await;
@@ -266,14 +268,17 @@ pub async fn serve(
                 tonic_health::ServingStatus::NotServing,
             )
             .await;
+        // The router flushes groups with unsent findings when it sees `inner` cancelled, while
+        // the forwarding tasks wait for what is in flight and persist their cursors.
         inner.cancel();
-        if let Some(router) = router_task {
-            // The router flushes groups with unsent findings when it sees `inner` cancelled.
-            if tokio::time::timeout(grace, router).await.is_err() {
-                tracing::warn!(message = "Alert router did not stop within the grace period.");
+        let router = async {
+            if let Some(router) = router_task {
+                if tokio::time::timeout(grace, router).await.is_err() {
+                    tracing::warn!(message = "Alert router did not stop within the grace period.");
+                }
             }
-        }
-        forwarder.shutdown().await;
+        };
+        tokio::join!(router, forwarder.shutdown());
         task_store.close().await;
         tracing::info!(message = "Aggregator stopped.");
         result
@@ -286,12 +291,13 @@ pub async fn serve(
     })
 }
 
-/// Builds the router and the sinks the configuration asks for, loads the maintenance windows
-/// and starts the router's driver (stopped by `stop`).
+/// Builds the router and the sinks the configuration asks for, loads the maintenance windows,
+/// starts the router's driver (stopped by `stop`) and the forwarding tasks.
 async fn start_forwarding(
     config: &Config,
-    store: &dyn store::Store,
+    store: &Arc<dyn store::Store>,
     stop: CancellationToken,
+    drain: Duration,
 ) -> anyhow::Result<(
     windows::WindowSet,
     forward::Forwarder,
@@ -315,7 +321,7 @@ async fn start_forwarding(
     };
     let windows = windows::WindowSet::new(static_windows, router.clone());
     windows
-        .reload(store)
+        .reload(store.as_ref())
         .await
         .context("loading maintenance windows")?;
     let router_task = router.clone().map(|router| {
@@ -325,7 +331,16 @@ async fn start_forwarding(
             }
         })
     });
-    Ok((windows, forward::Forwarder::new(router, sinks), router_task))
+    let forwarder = forward::Forwarder::start(
+        Arc::clone(store),
+        router,
+        sinks,
+        config.forwarding.clone(),
+        drain,
+    )
+    .await
+    .context("starting forwarding")?;
+    Ok((windows, forwarder, router_task))
 }
 
 /// Waits for shutdown (or a server failing), then gives both servers `grace` to finish.

@@ -241,6 +241,10 @@ struct Health {
     version: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Each forwarding destination's cursor and lag. A destination that is behind does not
+    /// make the aggregator unhealthy: ingest does not depend on it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    forwarding: Vec<crate::forward::DestinationStatus>,
 }
 
 pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
@@ -252,6 +256,7 @@ pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
             store,
             version,
             error: None,
+            forwarding: st.forwarder.status(),
         };
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
@@ -261,6 +266,7 @@ pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
             store,
             version,
             error: None,
+            forwarding: st.forwarder.status(),
         })
         .into_response(),
         Err(e) => {
@@ -269,6 +275,7 @@ pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
                 store,
                 version,
                 error: Some(e.to_string()),
+                forwarding: st.forwarder.status(),
             };
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }

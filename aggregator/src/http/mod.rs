@@ -42,6 +42,8 @@ pub(crate) struct AppState {
     pub tls: bool,
     /// The live maintenance windows (tagging and routing).
     pub windows: crate::windows::WindowSet,
+    /// Forwarding status for `/healthz`.
+    pub forwarder: crate::forward::Forwarder,
     /// The listener is beyond loopback: writes are refused unless tokens are configured.
     pub writes_need_token: bool,
 }

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use patchwatch_proto::ingest_server::Ingest;
-use patchwatch_proto::{Ack, Batch, Finding, HealthRequest, HealthResponse};
+use patchwatch_proto::{Ack, Batch, HealthRequest, HealthResponse};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -80,9 +80,9 @@ impl IngestService {
         }
     }
 
-    /// Tags findings with the maintenance windows of `windows` before storing them, and hands
-    /// newly stored ones to `forwarder` after their batch is durable (never before the ack
-    /// could be sent, never waiting: see [`crate::forward`]).
+    /// Tags findings with the maintenance windows of `windows` before storing them, and wakes
+    /// `forwarder` once their batch is durable (never waiting: the forwarding tasks read the
+    /// findings from the store, see [`crate::forward`]).
     pub fn with_forwarding(mut self, windows: WindowSet, forwarder: Forwarder) -> Self {
         self.windows = Some(windows);
         self.forwarder = forwarder;
@@ -214,8 +214,6 @@ impl IngestService {
         if let Some(windows) = &self.windows {
             windows.tag(&mut batch);
         }
-        // The forwarder wants wire findings; keep a copy only when there is a destination.
-        let to_forward = self.forwarder.is_enabled().then(|| forwardable(&batch));
         let validated = validate(batch, collector_id, now_unix_nano());
         let accepted = validated.accepted();
         let rejected = validated.rejected;
@@ -250,16 +248,9 @@ impl IngestService {
                         .increment(new as u64);
                     metrics::counter!("patchwatch_aggregator_findings_duplicate_total")
                         .increment(findings.saturating_sub(new) as u64);
-                    if let Some(all) = to_forward {
-                        // Only findings stored for the first time: a replayed batch forwards
-                        // nothing again.
-                        let new: std::collections::HashSet<&str> =
-                            outcome.new_findings.iter().map(|f| f.id.as_str()).collect();
-                        let fresh: Vec<Finding> = all
-                            .into_iter()
-                            .filter(|f| new.contains(f.id.as_str()))
-                            .collect();
-                        forwarder.forward(fresh);
+                    // A replayed batch stores nothing new and so wakes nobody.
+                    if let Some(max) = outcome.new_findings.iter().map(|f| f.seq).max() {
+                        forwarder.stored(max);
                     }
                     events.publish(outcome, hosts);
                     metrics::histogram!("patchwatch_aggregator_ack_latency_seconds")
@@ -275,20 +266,4 @@ impl IngestService {
         }
         .boxed())
     }
-}
-
-/// Copies of a batch's findings, each carrying its host (the batch's when it names none), as
-/// the router and the sinks read the host from the finding.
-fn forwardable(batch: &Batch) -> Vec<Finding> {
-    batch
-        .findings
-        .iter()
-        .map(|f| {
-            let mut f = f.clone();
-            if f.host.as_ref().is_none_or(|h| h.hostname.is_empty()) {
-                f.host.clone_from(&batch.host);
-            }
-            f
-        })
-        .collect()
 }

@@ -13,12 +13,16 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use patchwatch_sinks::routing::MaintenanceWindow;
 
+pub use forward::{ForwardCursor, ForwardItem, ForwardPosition};
+
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::model::{
     FindingFilter, FindingRecord, HostRecord, Page, RunFilter, RunRecord, ValidBatch, WriteOutcome,
 };
 
+mod forward;
 pub mod postgres;
+mod schema;
 mod sql;
 pub mod sqlite;
 
@@ -104,6 +108,33 @@ pub trait Store: Send + Sync + 'static {
         id: String,
         at_ns: i64,
     ) -> BoxFuture<'_, Result<Option<MaintenanceWindow>, StoreError>>;
+
+    /// Up to `limit` findings after `after` in forwarding order (see [`ForwardPosition`]),
+    /// oldest first. Only findings that can no longer be preceded by a later commit are
+    /// returned, so a caller that advances past the last one never skips a finding.
+    fn findings_after(
+        &self,
+        after: ForwardPosition,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<ForwardItem>, StoreError>>;
+
+    /// A position at or after every finding [`Store::findings_after`] can return now, and
+    /// before any finding it can return later; its `seq` is the store's max seq. A new
+    /// destination that starts "now" starts here. On PostgreSQL findings of transactions
+    /// that committed just before the call but are newer than the oldest running one still
+    /// come after it (they are forwarded, never skipped).
+    fn forward_head(&self) -> BoxFuture<'_, Result<ForwardPosition, StoreError>>;
+
+    /// Every persisted forwarding cursor, by destination.
+    fn forward_cursors(&self) -> BoxFuture<'_, Result<Vec<ForwardCursor>, StoreError>>;
+
+    /// Persists `destination`'s cursor at `position` and returns once durable. A cursor never
+    /// moves back: a position at or before the stored one changes nothing.
+    fn set_forward_cursor(
+        &self,
+        destination: String,
+        position: ForwardPosition,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Checks the database answers (for `/healthz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -19,101 +19,22 @@ use patchwatch_sinks::routing::MaintenanceWindow;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{error::SqlState, NoTls, Row};
 
+use super::forward::{upsert_cursor_sql, SELECT_CURSORS};
 use super::sql::{self, SqlParam};
 use super::{
-    ended_span, window_values, FindingRow, HostRow, RunRow, Store, StoreError, WindowRow,
-    FINDING_COLUMNS, WINDOW_COLUMNS,
+    ended_span, window_values, FindingRow, ForwardCursor, ForwardItem, ForwardPosition, HostRow,
+    RunRow, Store, StoreError, WindowRow, FINDING_COLUMNS, WINDOW_COLUMNS,
 };
 use crate::model::{
     severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, RunFilter,
     RunRecord, ValidBatch, WriteOutcome,
 };
 
-/// Versioned schema migrations, applied in order under an advisory lock so that aggregators
-/// starting together do not race.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "hosts, runs, findings and finding counts",
-        "CREATE TABLE hosts (
-        hostname TEXT PRIMARY KEY,
-        fqdn TEXT NOT NULL DEFAULT '',
-        os TEXT NOT NULL DEFAULT '',
-        agent_version TEXT NOT NULL DEFAULT '',
-        time_zone TEXT NOT NULL DEFAULT '',
-        utc_offset_seconds INTEGER NOT NULL DEFAULT 0,
-        collector_id TEXT NOT NULL DEFAULT '',
-        first_seen_ns BIGINT NOT NULL,
-        last_seen_ns BIGINT NOT NULL
-    );
-    CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY,
-        host TEXT NOT NULL,
-        source_path TEXT NOT NULL,
-        log_kind INTEGER NOT NULL,
-        run_index BIGINT NOT NULL,
-        outcome INTEGER NOT NULL,
-        mode TEXT NOT NULL,
-        product TEXT NOT NULL,
-        target_build TEXT NOT NULL,
-        installed_build TEXT NOT NULL,
-        phase TEXT NOT NULL,
-        exit_code BIGINT,
-        primary_finding_id TEXT NOT NULL,
-        started_ns BIGINT NOT NULL,
-        updated_ns BIGINT NOT NULL,
-        last_line_ns BIGINT NOT NULL
-    );
-    CREATE INDEX runs_by_host ON runs (host, started_ns);
-    CREATE INDEX runs_by_updated ON runs (updated_ns);
-    CREATE TABLE findings (
-        seq BIGSERIAL PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        host TEXT NOT NULL,
-        rule_id TEXT NOT NULL,
-        rule_version BIGINT NOT NULL,
-        title TEXT NOT NULL,
-        severity TEXT NOT NULL,
-        severity_num INTEGER NOT NULL,
-        category TEXT NOT NULL,
-        is_primary BOOLEAN NOT NULL,
-        log_kind INTEGER NOT NULL,
-        source_path TEXT NOT NULL,
-        byte_offset BIGINT NOT NULL,
-        line_number BIGINT NOT NULL,
-        run_id TEXT NOT NULL,
-        event_ns BIGINT NOT NULL,
-        observed_ns BIGINT NOT NULL,
-        received_ns BIGINT NOT NULL,
-        collector_id TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    CREATE INDEX findings_by_host ON findings (host, severity_num);
-    CREATE INDEX findings_by_rule ON findings (rule_id);
-    CREATE INDEX findings_by_run ON findings (run_id);
-    CREATE INDEX findings_by_observed ON findings (observed_ns);
-    CREATE TABLE finding_counts (
-        host TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        severity_num INTEGER NOT NULL,
-        n BIGINT NOT NULL,
-        PRIMARY KEY (host, run_id, severity_num)
-    );",
-    ),
-    (
-        2,
-        "maintenance windows",
-        "CREATE TABLE maintenance_windows (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        hosts TEXT NOT NULL,
-        starts_ns BIGINT NOT NULL,
-        ends_ns BIGINT NOT NULL,
-        created_ns BIGINT NOT NULL
-    );
-    CREATE INDEX windows_by_start ON maintenance_windows (starts_ns);",
-    ),
-];
+use super::schema::POSTGRES_MIGRATIONS as MIGRATIONS;
+
+/// The oldest transaction id still running, as `int8`: rows of older transactions are all
+/// settled, so forwarding may read them (see `store::forward`).
+const SAFE_XID: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text)::int8";
 
 /// Key of the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7061_7463_6877_6174; // "patchwat"
@@ -580,6 +501,101 @@ impl Store for PostgresStore {
             .await?;
             tx.commit().await?;
             MaintenanceWindow::try_from(r).map(Some)
+        }
+        .boxed()
+    }
+
+    fn findings_after(
+        &self,
+        after: ForwardPosition,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<ForwardItem>, StoreError>> {
+        async move {
+            // The xid column comes last so that `finding_row` reads the usual columns.
+            let sql = format!(
+                "SELECT {FINDING_COLUMNS}, xid FROM findings \
+                 WHERE (xid, seq) > ($1::int8, $2::int8) AND xid < {SAFE_XID} \
+                 ORDER BY xid, seq LIMIT $3::int8"
+            );
+            let rows = self
+                .query(
+                    &sql,
+                    &[
+                        SqlParam::Int(after.xid),
+                        SqlParam::Int(after.seq),
+                        SqlParam::Int(i64::from(limit)),
+                    ],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let position = ForwardPosition {
+                        xid: r.get(19),
+                        seq: r.get(0),
+                    };
+                    ForwardItem::from_row(position, finding_row(r))
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn forward_head(&self) -> BoxFuture<'_, Result<ForwardPosition, StoreError>> {
+        async move {
+            // Every row of a transaction older than the horizon is at or before
+            // (horizon - 1, max seq); rows of newer transactions, even ones already
+            // committed, come after it and are forwarded.
+            let sql =
+                format!("SELECT ({SAFE_XID} - 1)::int8, COALESCE(MAX(seq), 0)::int8 FROM findings");
+            let rows = self.query(&sql, &[]).await?;
+            let row = rows
+                .first()
+                .ok_or_else(|| StoreError::Corrupt("no head row".into()))?;
+            Ok(ForwardPosition {
+                xid: row.get(0),
+                seq: row.get(1),
+            })
+        }
+        .boxed()
+    }
+
+    fn forward_cursors(&self) -> BoxFuture<'_, Result<Vec<ForwardCursor>, StoreError>> {
+        async move {
+            let rows = self.query(SELECT_CURSORS, &[]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| ForwardCursor {
+                    destination: r.get(0),
+                    position: ForwardPosition {
+                        xid: r.get(1),
+                        seq: r.get(2),
+                    },
+                    updated_ns: r.get(3),
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn set_forward_cursor(
+        &self,
+        destination: String,
+        position: ForwardPosition,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    &upsert_cursor_sql('$'),
+                    &[
+                        &destination,
+                        &position.xid,
+                        &position.seq,
+                        &crate::model::now_unix_nano(),
+                    ],
+                )
+                .await?;
+            Ok(())
         }
         .boxed()
     }

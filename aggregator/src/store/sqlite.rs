@@ -22,10 +22,11 @@ use patchwatch_sinks::routing::MaintenanceWindow;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::forward::{upsert_cursor_sql, SELECT_CURSORS};
 use super::sql::{self, SqlParam};
 use super::{
-    ended_span, window_values, FindingRow, HostRow, RunRow, Store, StoreError, WindowRow,
-    FINDING_COLUMNS, WINDOW_COLUMNS,
+    ended_span, window_values, FindingRow, ForwardCursor, ForwardItem, ForwardPosition, HostRow,
+    RunRow, Store, StoreError, WindowRow, FINDING_COLUMNS, WINDOW_COLUMNS,
 };
 use crate::config::{SqliteConfig, SqliteSync};
 use crate::model::{
@@ -33,90 +34,7 @@ use crate::model::{
     RunRecord, ValidBatch, WriteOutcome,
 };
 
-/// Versioned schema migrations, applied in order, each in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "hosts, runs, findings and finding counts",
-        "CREATE TABLE hosts (
-        hostname TEXT PRIMARY KEY,
-        fqdn TEXT NOT NULL DEFAULT '',
-        os TEXT NOT NULL DEFAULT '',
-        agent_version TEXT NOT NULL DEFAULT '',
-        time_zone TEXT NOT NULL DEFAULT '',
-        utc_offset_seconds INTEGER NOT NULL DEFAULT 0,
-        collector_id TEXT NOT NULL DEFAULT '',
-        first_seen_ns INTEGER NOT NULL,
-        last_seen_ns INTEGER NOT NULL
-    );
-    CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY,
-        host TEXT NOT NULL,
-        source_path TEXT NOT NULL,
-        log_kind INTEGER NOT NULL,
-        run_index INTEGER NOT NULL,
-        outcome INTEGER NOT NULL,
-        mode TEXT NOT NULL,
-        product TEXT NOT NULL,
-        target_build TEXT NOT NULL,
-        installed_build TEXT NOT NULL,
-        phase TEXT NOT NULL,
-        exit_code INTEGER,
-        primary_finding_id TEXT NOT NULL,
-        started_ns INTEGER NOT NULL,
-        updated_ns INTEGER NOT NULL,
-        last_line_ns INTEGER NOT NULL
-    );
-    CREATE INDEX runs_by_host ON runs (host, started_ns);
-    CREATE INDEX runs_by_updated ON runs (updated_ns);
-    CREATE TABLE findings (
-        seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        host TEXT NOT NULL,
-        rule_id TEXT NOT NULL,
-        rule_version INTEGER NOT NULL,
-        title TEXT NOT NULL,
-        severity TEXT NOT NULL,
-        severity_num INTEGER NOT NULL,
-        category TEXT NOT NULL,
-        is_primary INTEGER NOT NULL,
-        log_kind INTEGER NOT NULL,
-        source_path TEXT NOT NULL,
-        byte_offset INTEGER NOT NULL,
-        line_number INTEGER NOT NULL,
-        run_id TEXT NOT NULL,
-        event_ns INTEGER NOT NULL,
-        observed_ns INTEGER NOT NULL,
-        received_ns INTEGER NOT NULL,
-        collector_id TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    CREATE INDEX findings_by_host ON findings (host, severity_num);
-    CREATE INDEX findings_by_rule ON findings (rule_id);
-    CREATE INDEX findings_by_run ON findings (run_id);
-    CREATE INDEX findings_by_observed ON findings (observed_ns);
-    CREATE TABLE finding_counts (
-        host TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        severity_num INTEGER NOT NULL,
-        n INTEGER NOT NULL,
-        PRIMARY KEY (host, run_id, severity_num)
-    );",
-    ),
-    (
-        2,
-        "maintenance windows",
-        "CREATE TABLE maintenance_windows (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        hosts TEXT NOT NULL,
-        starts_ns INTEGER NOT NULL,
-        ends_ns INTEGER NOT NULL,
-        created_ns INTEGER NOT NULL
-    );
-    CREATE INDEX windows_by_start ON maintenance_windows (starts_ns);",
-    ),
-];
+use super::schema::SQLITE_MIGRATIONS as MIGRATIONS;
 
 const INSERT_FINDING: &str =
     "INSERT INTO findings (id, host, rule_id, rule_version, title, severity, \
@@ -130,6 +48,19 @@ const INSERT_FINDING: &str =
 enum Job {
     Write(WriteRequest),
     Window(WindowJob),
+    /// A small statement of its own (a forwarding cursor), run between group commits.
+    Exec(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+impl Job {
+    /// Runs a job that is not a batch write.
+    fn run_single(self, conn: &mut Connection) {
+        match self {
+            Job::Window(job) => job.run(conn),
+            Job::Exec(f) => f(conn),
+            Job::Write(_) => unreachable!("batch writes are group-committed"),
+        }
+    }
 }
 
 /// A maintenance window change travelling to the writer thread.
@@ -453,6 +384,85 @@ impl Store for SqliteStore {
         self.window_job(WindowOp::End { id, at_ns })
     }
 
+    fn findings_after(
+        &self,
+        after: ForwardPosition,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<ForwardItem>, StoreError>> {
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {FINDING_COLUMNS} FROM findings WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ))?
+                .query_map(params![after.seq, limit], finding_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|r| ForwardItem::from_row(ForwardPosition { xid: 0, seq: r.seq }, r))
+                .collect()
+        })
+    }
+
+    fn forward_head(&self) -> BoxFuture<'_, Result<ForwardPosition, StoreError>> {
+        self.read(|c| {
+            let seq: i64 = c.query_row("SELECT COALESCE(MAX(seq), 0) FROM findings", [], |r| {
+                r.get(0)
+            })?;
+            Ok(ForwardPosition { xid: 0, seq })
+        })
+    }
+
+    fn forward_cursors(&self) -> BoxFuture<'_, Result<Vec<ForwardCursor>, StoreError>> {
+        self.read(|c| {
+            let rows = c
+                .prepare_cached(SELECT_CURSORS)?
+                .query_map([], |r| {
+                    Ok(ForwardCursor {
+                        destination: r.get(0)?,
+                        position: ForwardPosition {
+                            xid: r.get(1)?,
+                            seq: r.get(2)?,
+                        },
+                        updated_ns: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn set_forward_cursor(
+        &self,
+        destination: String,
+        position: ForwardPosition,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let sender = self.writer.lock().expect("writer lock").clone();
+        async move {
+            let sender = sender.ok_or(StoreError::Closed)?;
+            let (reply, answer) = oneshot::channel();
+            let job = move |conn: &mut Connection| {
+                let result = conn
+                    .prepare_cached(&upsert_cursor_sql('?'))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            destination,
+                            position.xid,
+                            position.seq,
+                            crate::model::now_unix_nano()
+                        ])
+                    })
+                    .map(|_| ())
+                    .map_err(StoreError::from);
+                let _ = reply.send(result);
+            };
+            sender
+                .send(Job::Exec(Box::new(job)))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.read(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))?;
@@ -587,23 +597,23 @@ fn writer_loop(
     while let Some(first) = rx.blocking_recv() {
         let first = match first {
             Job::Write(req) => req,
-            Job::Window(job) => {
-                job.run(&mut conn);
+            other => {
+                other.run_single(&mut conn);
                 continue;
             }
         };
         let mut rows = first.batch.rows();
         group.push(first);
-        // A window change met while gathering the group runs right after its commit.
-        let mut window_job = None;
+        // A window or cursor change met while gathering the group runs right after its commit.
+        let mut single_job = None;
         while group.len() < config.max_group_batches && rows < config.max_group_rows {
             match rx.try_recv() {
                 Ok(Job::Write(req)) => {
                     rows += req.batch.rows();
                     group.push(req);
                 }
-                Ok(Job::Window(job)) => {
-                    window_job = Some(job);
+                Ok(job) => {
+                    single_job = Some(job);
                     break;
                 }
                 Err(_) => break,
@@ -631,8 +641,8 @@ fn writer_loop(
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("patchwatch_aggregator_store_commit_rows", "backend" => "sqlite")
             .record(rows as f64);
-        if let Some(job) = window_job {
-            job.run(&mut conn);
+        if let Some(job) = single_job {
+            job.run_single(&mut conn);
         }
     }
     tracing::debug!(message = "SQLite writer stopped.");

@@ -46,7 +46,7 @@ pub(crate) enum Settled {
 }
 
 impl Ticket {
-    fn new(n: usize, tx: oneshot::Sender<DeliveryReport>) -> Arc<Self> {
+    pub(crate) fn new(n: usize, tx: oneshot::Sender<DeliveryReport>) -> Arc<Self> {
         let t = Arc::new(Ticket {
             state: Mutex::new(TicketState {
                 remaining: n,
@@ -105,7 +105,7 @@ pub(crate) struct Item {
 /// Resolves when every finding of a submission is settled.
 #[derive(Debug)]
 pub struct Receipt {
-    rx: oneshot::Receiver<DeliveryReport>,
+    pub(crate) rx: oneshot::Receiver<DeliveryReport>,
 }
 
 impl Receipt {

@@ -12,6 +12,7 @@ mod service;
 mod task;
 
 pub use handle::{DeliveryReport, Receipt, SinkHandle, SinkHealth};
+pub(crate) use handle::{Settled, Ticket};
 pub use retry::{BatchConfig, RetryConfig};
 pub use service::{SendReport, Service};
 pub use task::spawn;

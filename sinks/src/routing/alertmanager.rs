@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::ack::{confirm_all, Pending};
 use super::config::AlertmanagerConfig;
 use crate::error::SendError;
 use crate::telemetry;
@@ -31,22 +32,30 @@ pub struct PostableAlert {
     pub generator_url: String,
 }
 
+/// One post: the alerts of a group flush and the obligations it meets once Alertmanager
+/// answered 2xx (dropped unconfirmed, and so failed, when the post is given up).
+pub(crate) struct AlertBatch {
+    pub(crate) alerts: Vec<PostableAlert>,
+    pub(crate) acks: Vec<Pending>,
+}
+
 /// Starts the posting task of one Alertmanager receiver; returns its queue.
 pub(crate) fn spawn(
     name: String,
     cfg: AlertmanagerConfig,
-) -> Result<mpsc::Sender<Vec<PostableAlert>>, crate::SinkError> {
+) -> Result<mpsc::Sender<AlertBatch>, crate::SinkError> {
     crate::http::check_url(&name, "url", &cfg.url)?;
     let client = crate::http::client(&name, cfg.retry.request_timeout(), None)?;
     let url = format!("{}/api/v2/alerts", cfg.url.trim_end_matches('/'));
-    let (tx, mut rx) = mpsc::channel::<Vec<PostableAlert>>(1024);
+    let (tx, mut rx) = mpsc::channel::<AlertBatch>(1024);
     tokio::spawn(async move {
-        while let Some(alerts) = rx.recv().await {
+        while let Some(AlertBatch { alerts, mut acks }) = rx.recv().await {
             let mut attempt = 0u32;
             loop {
                 match post(&client, &url, &alerts).await {
                     Ok(()) => {
                         telemetry::notifications(&name, "sent");
+                        confirm_all(std::mem::take(&mut acks));
                         break;
                     }
                     Err(e) => {

@@ -55,7 +55,8 @@ pub struct RoutingConfig {
     /// Maintenance windows known at start (the aggregator adds more with `Router::set_windows`).
     #[serde(default)]
     pub windows: Vec<MaintenanceWindow>,
-    /// Findings the router queue holds before `submit` reports it full (default 10000).
+    /// Findings the router queue holds before `submit` reports it full and `send` waits
+    /// (default 10000).
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
 }

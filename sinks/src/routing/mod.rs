@@ -1,7 +1,10 @@
 //! Alert routing: which findings page whom, grouped and timed like Alertmanager.
 //!
 //! A [`Router`] is built from a [`RoutingConfig`] (TOML). [`Router::submit`] queues a finding
-//! without blocking; the driver task [`Router::run`] tags it with the maintenance windows that
+//! without blocking and without a receipt; [`Router::send`] waits for queue space and returns
+//! a [`Receipt`](crate::Receipt) that resolves once every receiver the findings were routed to
+//! confirmed them (or a rule suppressed them), which lets a caller keep a durable cursor. The
+//! driver task [`Router::run`] tags it with the maintenance windows that
 //! cover its host, drops it if a silence matches, walks the routes in order (first match wins,
 //! `continue = true` keeps going), and adds it to a group per (route, receiver, `group_by`
 //! values). A group is flushed `group_wait` after it was created, then at most every
@@ -13,6 +16,7 @@
 //! `maintenance_window`); finding ids go in annotations, and `generatorURL` points at the
 //! dashboard's finding view `<dashboard_url>/findings/<id>`.
 
+mod ack;
 mod alertmanager;
 mod config;
 mod matcher;

@@ -10,12 +10,14 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::alertmanager::{self, PostableAlert};
+use super::ack::{confirm_all, Pending};
+use super::alertmanager::{self, AlertBatch, PostableAlert};
 use super::config::{ReceiverConfig, RouteAction, RouteConfig, RoutingConfig, SilenceConfig};
 use super::matcher::{Decision, Route, Silence};
 use super::window::{
     compile_all, CompiledWindow, MaintenanceWindow, WindowError, MAINTENANCE_WINDOW_LABEL,
 };
+use crate::driver::{Receipt, Ticket};
 use crate::encoding::{host_name, rfc3339_micros, severity_name};
 use crate::{telemetry, SinkError, SinkHandle};
 
@@ -55,15 +57,22 @@ pub enum RoutingError {
 
 enum Receiver {
     Alertmanager {
-        tx: mpsc::Sender<Vec<PostableAlert>>,
+        tx: mpsc::Sender<AlertBatch>,
         alertname: String,
     },
     Sink(SinkHandle),
 }
 
+/// A finding on its way through the router, with the obligation to settle it when it came
+/// through [`Router::send`].
+struct Queued {
+    finding: Finding,
+    ack: Option<Pending>,
+}
+
 struct Shared {
-    tx: mpsc::Sender<Finding>,
-    rx: Mutex<Option<mpsc::Receiver<Finding>>>,
+    tx: mpsc::Sender<Queued>,
+    rx: Mutex<Option<mpsc::Receiver<Queued>>>,
     routes: Vec<Route>,
     default_route: Option<Route>,
     receivers: BTreeMap<String, Receiver>,
@@ -201,13 +210,37 @@ impl Router {
     /// # Errors
     /// [`RoutingError::QueueFull`] with the finding when the driver is behind or stopped.
     pub fn submit(&self, finding: Finding) -> Result<(), RoutingError> {
-        self.inner.tx.try_send(finding).map_err(|e| {
-            telemetry::routed("queue_full");
-            let f = match e {
-                mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => f,
-            };
-            RoutingError::QueueFull(Box::new(f))
-        })
+        self.inner
+            .tx
+            .try_send(Queued { finding, ack: None })
+            .map_err(|e| {
+                telemetry::routed("queue_full");
+                let q = match e {
+                    mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q) => q,
+                };
+                RoutingError::QueueFull(Box::new(q.finding))
+            })
+    }
+
+    /// Queues findings for routing, waiting for queue space, and returns a receipt that
+    /// resolves once each finding is settled.
+    ///
+    /// A finding counts as `delivered` when every receiver it was routed to confirmed the
+    /// notification that carried it (Alertmanager answered 2xx, a sink receiver's destination
+    /// confirmed), or when a rule suppressed it (silenced, muted, or no route and no default
+    /// receivers). It counts as `failed` when a receiver gave up on it, its receiver queue was
+    /// full, or the router stopped before its group was sent. Confirmation therefore comes
+    /// after the route's `group_wait` (or `group_interval`): callers that wait for receipts
+    /// should keep several submissions in flight.
+    pub async fn send(&self, findings: Vec<Finding>) -> Receipt {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ticket = Ticket::new(findings.len(), tx);
+        for finding in findings {
+            let ack = Some(Pending::new(Arc::clone(&ticket)));
+            // A stopped router hands the item back; dropping it fails the finding.
+            let _ = self.inner.tx.send(Queued { finding, ack }).await;
+        }
+        Receipt { rx }
     }
 
     /// Replaces the maintenance windows (the aggregator calls this whenever its stored set
@@ -351,8 +384,8 @@ impl Router {
                     }
                     return Ok(());
                 }
-                f = rx.recv() => match f {
-                    Some(f) => self.process(&mut groups, f),
+                q = rx.recv() => match q {
+                    Some(q) => self.process(&mut groups, q.finding, q.ack),
                     None => return Ok(()),
                 },
                 _ = tokio::time::sleep_until(deadline) => self.tick(&mut groups),
@@ -360,20 +393,24 @@ impl Router {
         }
     }
 
-    fn process(&self, groups: &mut HashMap<String, Group>, mut f: Finding) {
+    fn process(&self, groups: &mut HashMap<String, Group>, mut f: Finding, ack: Option<Pending>) {
+        // A finding a rule suppresses is settled here: nothing more is owed for it.
         let targets = match self.decide_inner(&mut f) {
             Inner::Silenced(id) => {
                 tracing::debug!(message = "Finding silenced.", finding = %f.id, silence = %id);
                 telemetry::routed("silenced");
+                ack.into_iter().for_each(Pending::confirm);
                 return;
             }
             Inner::Muted(route) => {
                 tracing::debug!(message = "Finding muted.", finding = %f.id, route = %route);
                 telemetry::routed("muted");
+                ack.into_iter().for_each(Pending::confirm);
                 return;
             }
             Inner::Routed(t) if t.is_empty() => {
                 telemetry::routed("unrouted");
+                ack.into_iter().for_each(Pending::confirm);
                 return;
             }
             Inner::Routed(t) => t,
@@ -406,6 +443,7 @@ impl Router {
                 receiver: recv.clone(),
                 alerts: BTreeMap::new(),
                 pending: Vec::new(),
+                acks: Vec::new(),
                 dirty: false,
                 next_flush: Some(now + route.timing.group_wait),
                 last_flush: None,
@@ -438,7 +476,12 @@ impl Router {
             if matches!(self.inner.receivers.get(&recv), Some(Receiver::Sink(_))) {
                 g.pending.push(f.clone());
             }
+            if let Some(a) = &ack {
+                g.acks.push(a.share());
+            }
         }
+        // Every target now holds its own obligation.
+        ack.into_iter().for_each(Pending::confirm);
     }
 
     fn tick(&self, groups: &mut HashMap<String, Group>) {
@@ -463,7 +506,7 @@ impl Router {
                 self.flush(g, now);
             }
         }
-        groups.retain(|_, g| !g.alerts.is_empty() || !g.pending.is_empty());
+        groups.retain(|_, g| !g.alerts.is_empty() || !g.pending.is_empty() || !g.acks.is_empty());
     }
 
     fn is_alertmanager(&self, recv: &str) -> bool {
@@ -500,7 +543,12 @@ impl Router {
                         }
                     })
                     .collect();
-                if !alerts.is_empty() && tx.try_send(alerts).is_err() {
+                let acks = std::mem::take(&mut g.acks);
+                if alerts.is_empty() {
+                    confirm_all(acks);
+                } else if tx.try_send(AlertBatch { alerts, acks }).is_err() {
+                    // The dropped batch fails its findings' receipts, so a caller that
+                    // routed them with `send` sends them again.
                     telemetry::notifications(&g.receiver, "queue_full");
                     tracing::warn!(message = "Alertmanager receiver queue full; alerts go out on the next repeat.",
                         receiver = %g.receiver);
@@ -508,19 +556,31 @@ impl Router {
             }
             Some(Receiver::Sink(h)) if !g.pending.is_empty() => {
                 let findings = std::mem::take(&mut g.pending);
-                let receipt = h.try_send(findings);
+                let acks = std::mem::take(&mut g.acks);
+                let h = h.clone();
                 let recv = g.receiver.clone();
+                // Findings that came with an obligation wait for queue space (their caller
+                // bounds how many are in flight); the others never make the router wait.
+                let tracked = !acks.is_empty();
+                let receipt = (!tracked).then(|| h.try_send(findings.clone()));
                 tokio::spawn(async move {
+                    let receipt = match receipt {
+                        Some(r) => r,
+                        None => h.send(findings).await,
+                    };
                     let r = receipt.wait().await;
                     let outcome = if r.is_complete() { "sent" } else { "failed" };
                     telemetry::notifications(&recv, outcome);
-                    if !r.is_complete() {
+                    if r.is_complete() {
+                        confirm_all(acks);
+                    } else {
                         tracing::warn!(message = "Receiver did not deliver every finding.", receiver = %recv,
                                 delivered = r.delivered, rejected = r.rejected, failed = r.failed);
                     }
                 });
             }
-            Some(Receiver::Sink(_)) | None => {}
+            Some(Receiver::Sink(_)) => {}
+            None => confirm_all(std::mem::take(&mut g.acks)),
         }
         g.alerts.retain(|_, a| !a.resolved);
         g.pending.clear();
@@ -541,6 +601,9 @@ struct Group {
     receiver: String,
     alerts: BTreeMap<String, AlertState>,
     pending: Vec<Finding>,
+    /// Obligations of the findings added since the last flush; met when the flush is
+    /// confirmed by the receiver.
+    acks: Vec<Pending>,
     dirty: bool,
     next_flush: Option<Instant>,
     last_flush: Option<Instant>,

@@ -1,0 +1,201 @@
+//! The versioned schema migrations of both backends. A migration is never edited once
+//! released; a change is a new, higher version. Both lists keep the same version numbers for
+//! the same change, so `schema_migrations` means the same thing on either backend.
+
+/// SQLite's versioned migrations, applied in order, each in its own transaction.
+pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "hosts, runs, findings and finding counts",
+        "CREATE TABLE hosts (
+        hostname TEXT PRIMARY KEY,
+        fqdn TEXT NOT NULL DEFAULT '',
+        os TEXT NOT NULL DEFAULT '',
+        agent_version TEXT NOT NULL DEFAULT '',
+        time_zone TEXT NOT NULL DEFAULT '',
+        utc_offset_seconds INTEGER NOT NULL DEFAULT 0,
+        collector_id TEXT NOT NULL DEFAULT '',
+        first_seen_ns INTEGER NOT NULL,
+        last_seen_ns INTEGER NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        source_path TEXT NOT NULL,
+        log_kind INTEGER NOT NULL,
+        run_index INTEGER NOT NULL,
+        outcome INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        product TEXT NOT NULL,
+        target_build TEXT NOT NULL,
+        installed_build TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        exit_code INTEGER,
+        primary_finding_id TEXT NOT NULL,
+        started_ns INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        last_line_ns INTEGER NOT NULL
+    );
+    CREATE INDEX runs_by_host ON runs (host, started_ns);
+    CREATE INDEX runs_by_updated ON runs (updated_ns);
+    CREATE TABLE findings (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        host TEXT NOT NULL,
+        rule_id TEXT NOT NULL,
+        rule_version INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        severity_num INTEGER NOT NULL,
+        category TEXT NOT NULL,
+        is_primary INTEGER NOT NULL,
+        log_kind INTEGER NOT NULL,
+        source_path TEXT NOT NULL,
+        byte_offset INTEGER NOT NULL,
+        line_number INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        event_ns INTEGER NOT NULL,
+        observed_ns INTEGER NOT NULL,
+        received_ns INTEGER NOT NULL,
+        collector_id TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX findings_by_host ON findings (host, severity_num);
+    CREATE INDEX findings_by_rule ON findings (rule_id);
+    CREATE INDEX findings_by_run ON findings (run_id);
+    CREATE INDEX findings_by_observed ON findings (observed_ns);
+    CREATE TABLE finding_counts (
+        host TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        severity_num INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (host, run_id, severity_num)
+    );",
+    ),
+    (
+        2,
+        "maintenance windows",
+        "CREATE TABLE maintenance_windows (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hosts TEXT NOT NULL,
+        starts_ns INTEGER NOT NULL,
+        ends_ns INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL
+    );
+    CREATE INDEX windows_by_start ON maintenance_windows (starts_ns);",
+    ),
+    (
+        3,
+        "forwarding cursors",
+        "CREATE TABLE forward_cursors (
+        destination TEXT PRIMARY KEY,
+        xid INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL
+    );",
+    ),
+];
+
+/// PostgreSQL's versioned migrations, applied in order under an advisory lock so that aggregators
+/// starting together do not race.
+pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "hosts, runs, findings and finding counts",
+        "CREATE TABLE hosts (
+        hostname TEXT PRIMARY KEY,
+        fqdn TEXT NOT NULL DEFAULT '',
+        os TEXT NOT NULL DEFAULT '',
+        agent_version TEXT NOT NULL DEFAULT '',
+        time_zone TEXT NOT NULL DEFAULT '',
+        utc_offset_seconds INTEGER NOT NULL DEFAULT 0,
+        collector_id TEXT NOT NULL DEFAULT '',
+        first_seen_ns BIGINT NOT NULL,
+        last_seen_ns BIGINT NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        source_path TEXT NOT NULL,
+        log_kind INTEGER NOT NULL,
+        run_index BIGINT NOT NULL,
+        outcome INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        product TEXT NOT NULL,
+        target_build TEXT NOT NULL,
+        installed_build TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        exit_code BIGINT,
+        primary_finding_id TEXT NOT NULL,
+        started_ns BIGINT NOT NULL,
+        updated_ns BIGINT NOT NULL,
+        last_line_ns BIGINT NOT NULL
+    );
+    CREATE INDEX runs_by_host ON runs (host, started_ns);
+    CREATE INDEX runs_by_updated ON runs (updated_ns);
+    CREATE TABLE findings (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        host TEXT NOT NULL,
+        rule_id TEXT NOT NULL,
+        rule_version BIGINT NOT NULL,
+        title TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        severity_num INTEGER NOT NULL,
+        category TEXT NOT NULL,
+        is_primary BOOLEAN NOT NULL,
+        log_kind INTEGER NOT NULL,
+        source_path TEXT NOT NULL,
+        byte_offset BIGINT NOT NULL,
+        line_number BIGINT NOT NULL,
+        run_id TEXT NOT NULL,
+        event_ns BIGINT NOT NULL,
+        observed_ns BIGINT NOT NULL,
+        received_ns BIGINT NOT NULL,
+        collector_id TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX findings_by_host ON findings (host, severity_num);
+    CREATE INDEX findings_by_rule ON findings (rule_id);
+    CREATE INDEX findings_by_run ON findings (run_id);
+    CREATE INDEX findings_by_observed ON findings (observed_ns);
+    CREATE TABLE finding_counts (
+        host TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        severity_num INTEGER NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (host, run_id, severity_num)
+    );",
+    ),
+    (
+        2,
+        "maintenance windows",
+        "CREATE TABLE maintenance_windows (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hosts TEXT NOT NULL,
+        starts_ns BIGINT NOT NULL,
+        ends_ns BIGINT NOT NULL,
+        created_ns BIGINT NOT NULL
+    );
+    CREATE INDEX windows_by_start ON maintenance_windows (starts_ns);",
+    ),
+    (
+        3,
+        "forwarding cursors; findings carry the id of the transaction that wrote them",
+        // Forwarding reads findings in (xid, seq) order and only from transactions older than
+        // every running one: with concurrent writers a higher seq can commit before a lower
+        // one, and a reader walking seq alone would step over the late one for good. Rows
+        // written before this migration get xid 0 (all committed, ordered by seq).
+        "ALTER TABLE findings ADD COLUMN xid BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE findings ALTER COLUMN xid SET DEFAULT (pg_current_xact_id()::text)::int8;
+    CREATE INDEX findings_by_xid ON findings (xid, seq);
+    CREATE TABLE forward_cursors (
+        destination TEXT PRIMARY KEY,
+        xid BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        updated_ns BIGINT NOT NULL
+    );",
+    ),
+];
