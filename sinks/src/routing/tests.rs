@@ -188,3 +188,68 @@ fn new_outside_runtime_is_an_error() {
         Err(RoutingError::NoRuntime)
     ));
 }
+
+#[tokio::test]
+async fn send_settles_each_finding_once_its_receivers_confirmed_or_a_rule_suppressed_it() {
+    let am = MockHttp::start().await;
+    // Alertmanager refuses the first post for good (400), then accepts.
+    am.push(400, "bad alert");
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let mut cfg = config(&am.url, jsonl.to_str().unwrap());
+    if let Some(ReceiverConfig::Alertmanager(a)) = cfg.receivers.get_mut("am") {
+        a.retry.max_retries = Some(0);
+    }
+    // A failed group is posted again no sooner than its group_interval.
+    cfg.route[1].group_interval = "50ms".into();
+    cfg.route[2].group_interval = "50ms".into();
+    let router = Router::new(cfg).unwrap();
+    let r = router.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(async move {
+        r.run(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let wait = |receipt: crate::Receipt| async move {
+        tokio::time::timeout(Duration::from_secs(5), receipt.wait())
+            .await
+            .expect("settled")
+    };
+
+    // Silenced (no receiver owes anything) and routed to the file (confirmed by it).
+    let report = wait(
+        router
+            .send(vec![
+                f("s1", "NOISY-1", Severity::Critical, "EXCH01"),
+                f("d1", "EXCH-1", Severity::Low, "EXCH02"),
+            ])
+            .await,
+    )
+    .await;
+    assert_eq!((report.delivered, report.failed), (2, 0));
+    assert!(std::fs::read_to_string(&jsonl).unwrap().contains("d1"));
+
+    // Critical goes to Alertmanager and (continue) the file: the refused post fails it,
+    // even though the file confirmed it.
+    let report = wait(
+        router
+            .send(vec![f("c1", "EXCH-1", Severity::Critical, "EXCH01")])
+            .await,
+    )
+    .await;
+    assert_eq!((report.delivered, report.failed), (0, 1));
+    // Sent again (as a forwarding cursor would), it is confirmed by both.
+    let report = wait(
+        router
+            .send(vec![f("c1", "EXCH-1", Severity::Critical, "EXCH01")])
+            .await,
+    )
+    .await;
+    assert_eq!((report.delivered, report.failed), (1, 0));
+    assert_eq!(am.requests_to("/api/v2/alerts").len(), 2);
+
+    stop.send(()).unwrap();
+    driver.await.unwrap().unwrap();
+}
