@@ -172,3 +172,111 @@ url = "{am}"
     stop_tx.send(()).unwrap();
     driver.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalated_findings_reach_alertmanager_with_the_raised_severity() {
+    let Some(am) = env_or_skip("PATCHWATCH_ALERTMANAGER_URL", "setup-alertmanager.sh") else {
+        return;
+    };
+    let token = run_token();
+    let rule = format!("ESC-{token}");
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("chat.jsonl");
+    let cfg = RoutingConfig::from_toml(&format!(
+        r#"
+[[route]]
+name = "maintenance-page"
+in_window = true
+min_severity = "medium"
+action = "escalate"
+escalate_to = "critical"
+receivers = ["am", "chat"]
+group_by = ["rule_id", "host"]
+group_wait = "100ms"
+resolve_after = "1h"
+
+[[route]]
+name = "normal"
+receivers = ["am", "chat"]
+group_by = ["rule_id", "host"]
+group_wait = "100ms"
+resolve_after = "1h"
+
+[receivers.am]
+type = "alertmanager"
+url = "{am}"
+
+[receivers.chat]
+type = "jsonl"
+path = {jsonl:?}
+[receivers.chat.batch]
+timeout_ms = 20
+"#
+    ))
+    .unwrap();
+    let router = Router::new(cfg).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    router
+        .set_windows(vec![MaintenanceWindow {
+            id: format!("w-{token}"),
+            name: "CU15".into(),
+            hosts: vec!["EXCH1*".into()],
+            starts_at: now - time::Duration::minutes(1),
+            ends_at: now + time::Duration::hours(1),
+        }])
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = {
+        let r = router.clone();
+        tokio::spawn(async move {
+            r.run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    // EXCH10 is in the window, EXCH20 is not; both findings are `high`.
+    let receipt = router
+        .send(vec![
+            finding(&format!("in-{token}"), &rule, "EXCH10"),
+            finding(&format!("out-{token}"), &rule, "EXCH20"),
+        ])
+        .await;
+    let report = tokio::time::timeout(Duration::from_secs(15), receipt.wait())
+        .await
+        .expect("Alertmanager and the file confirmed");
+    assert_eq!((report.delivered, report.failed), (2, 0));
+
+    let got = eventually(
+        Duration::from_secs(15),
+        "both alerts in Alertmanager",
+        async || {
+            let a = alerts(&am, &rule).await;
+            (a.len() == 2).then_some(a)
+        },
+    )
+    .await;
+    let by_host = |h: &str| got.iter().find(|a| a["labels"]["host"] == h).unwrap();
+    let inside = by_host("EXCH10");
+    assert_eq!(inside["labels"]["severity"], "critical", "{inside}");
+    assert_eq!(inside["labels"]["maintenance_window"], format!("w-{token}"));
+    assert_eq!(inside["annotations"]["escalated_from"], "high");
+    let outside = by_host("EXCH20");
+    assert_eq!(outside["labels"]["severity"], "high", "{outside}");
+    assert!(outside["annotations"].get("escalated_from").is_none());
+
+    // The other receiver gets the same raised severity, and the original as a label.
+    let lines: Vec<Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let line = |id: &str| lines.iter().find(|l| l["id"] == id).unwrap();
+    let inside = line(&format!("in-{token}"));
+    assert_eq!(inside["severity"], "critical");
+    assert_eq!(inside["labels"]["escalated_from"], "high");
+    assert_eq!(line(&format!("out-{token}"))["severity"], "high");
+
+    stop_tx.send(()).unwrap();
+    driver.await.unwrap().unwrap();
+}

@@ -5,6 +5,14 @@
 //! default_receivers = ["oncall"]
 //!
 //! [[route]]
+//! name = "maintenance-page"
+//! in_window = true
+//! min_severity = "high"
+//! action = "escalate"
+//! escalate_to = "critical"
+//! receivers = ["oncall"]
+//!
+//! [[route]]
 //! name = "maintenance"
 //! in_window = true
 //! action = "mute"
@@ -27,7 +35,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::window::MaintenanceWindow;
 use crate::driver::RetryConfig;
@@ -74,6 +82,10 @@ pub enum RouteAction {
     Deliver,
     /// Drop the finding (e.g. during maintenance); counted, not sent anywhere.
     Mute,
+    /// Raise the finding's severity to `escalate_to`, then deliver it to the route's receivers
+    /// (if any). With `continue = true` later routes see, match on and send the raised
+    /// severity, so an escalating route without receivers can feed a paging route below it.
+    Escalate,
 }
 
 /// One route. Every matcher that is set must match; unset matchers match everything.
@@ -101,10 +113,18 @@ pub struct RouteConfig {
     /// `true`: only findings inside a maintenance window; `false`: only those outside.
     #[serde(default)]
     pub in_window: Option<bool>,
-    /// `deliver` (default) or `mute`.
+    /// `deliver` (default), `mute` or `escalate`.
     #[serde(default)]
     pub action: RouteAction,
-    /// Receiver names (required for `deliver`).
+    /// With `action = "escalate"` (required there, refused elsewhere): the severity findings
+    /// are raised to (`"high"`, `"critical"`), or a number of steps up (`"+1"`, `"+2"`) along
+    /// info < low < medium < high < critical. Never lowers a severity. The raised severity is
+    /// the `severity` label Alertmanager gets and the finding's severity other receivers get;
+    /// the original is kept in the `escalated_from` label of the finding (and annotation of
+    /// the alert). The stored finding and the `[sinks]` forwarding keep the original.
+    #[serde(default)]
+    pub escalate_to: Option<String>,
+    /// Receiver names (required for `deliver`; for `escalate` unless `continue = true`).
     #[serde(default)]
     pub receivers: Vec<String>,
     /// Alert labels that split groups (default `["rule_id"]`; `[]` puts everything in one group).
@@ -143,19 +163,32 @@ fn default_resolve() -> String {
     "1h".into()
 }
 
-/// A silence: while active, matching findings are dropped.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// A silence: while active, matching findings raise no notification (no alert, nothing to
+/// any routing receiver); they are still stored and forwarded to `[sinks]`. Every matcher that
+/// is set must match; an unset one matches everything. Silences are checked before routes,
+/// against the finding's own severity (before any escalation) and its labels, including
+/// `maintenance_window`.
+///
+/// The same shape is stored by the aggregator for silences created at run time
+/// (`POST /api/v1/silences`, `patchwatch window silence add`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceConfig {
-    /// Identifier, for logs.
+    /// Identifier: letters, digits, `-`, `_`, `.`; 1..=64 characters.
     pub id: String,
-    /// Why (who asked, ticket).
+    /// Why (ticket, change number).
     #[serde(default)]
     pub comment: String,
+    /// Who created it (a user name; the aggregator records it for run-time silences).
+    #[serde(default)]
+    pub created_by: String,
     /// Rule ids or globs; empty matches all.
     #[serde(default)]
     pub rule_ids: Vec<String>,
-    /// Host globs; empty matches all.
+    /// Severities (`info` .. `critical`), any may match; empty matches all.
+    #[serde(default)]
+    pub severities: Vec<String>,
+    /// Host globs, case-insensitive; empty matches all.
     #[serde(default)]
     pub hosts: Vec<String>,
     /// Labels that must all match.
@@ -164,9 +197,25 @@ pub struct SilenceConfig {
     /// Start (RFC 3339); absent means already active.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub starts_at: Option<time::OffsetDateTime>,
-    /// End (RFC 3339); absent means until removed.
+    /// End (RFC 3339, after `starts_at`); absent means until removed.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub ends_at: Option<time::OffsetDateTime>,
+}
+
+impl SilenceConfig {
+    /// Checks the silence: id, globs, severities and time range.
+    ///
+    /// # Errors
+    /// [`RoutingError::Invalid`](super::RoutingError::Invalid) naming the field as written
+    /// in TOML or JSON (`id`, `rule_ids`, `hosts`, `severities`, `ends_at`).
+    pub fn validate(&self) -> Result<(), super::RoutingError> {
+        super::matcher::Silence::compile(self).map(|_| ())
+    }
+
+    /// True when the silence is in force at `at` (start inclusive, end exclusive).
+    pub fn is_active(&self, at: time::OffsetDateTime) -> bool {
+        self.starts_at.is_none_or(|s| at >= s) && self.ends_at.is_none_or(|e| at < e)
+    }
 }
 
 /// Prometheus Alertmanager API v2 receiver.

@@ -33,6 +33,48 @@ pub(crate) struct Timing {
     pub(crate) resolve_after: Duration,
 }
 
+/// How an escalating route raises a severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Escalation {
+    /// To at least this severity.
+    To(Severity),
+    /// This many steps up along info < low < medium < high < critical, capped at critical.
+    Steps(u8),
+}
+
+impl Escalation {
+    /// Parses `escalate_to`: a severity name or `+N` (1..=4).
+    fn parse(s: &str) -> Result<Escalation, String> {
+        let t = s.trim();
+        if let Some(n) = t.strip_prefix('+') {
+            return match n.parse::<u8>() {
+                Ok(n @ 1..=4) => Ok(Escalation::Steps(n)),
+                _ => Err(format!("`{s}`: a step up is `+1` to `+4`")),
+            };
+        }
+        parse_severity(t).map(Escalation::To).ok_or_else(|| {
+            format!("`{s}` is not info, low, medium, high, critical or a step up such as `+1`")
+        })
+    }
+
+    /// The raised severity; never lower than `sev`. An unspecified severity counts as info.
+    pub(crate) fn apply(self, sev: Severity) -> Severity {
+        let base = if sev == Severity::Unspecified {
+            Severity::Info
+        } else {
+            sev
+        };
+        let raised = match self {
+            Escalation::To(t) => t,
+            Escalation::Steps(n) => {
+                let v = (base as i32 + i32::from(n)).min(Severity::Critical as i32);
+                Severity::try_from(v).unwrap_or(Severity::Critical)
+            }
+        };
+        raised.max(sev)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub(crate) name: String,
@@ -43,6 +85,8 @@ pub(crate) struct Route {
     labels: BTreeMap<String, String>,
     in_window: Option<bool>,
     pub(crate) action: RouteAction,
+    /// Set exactly when `action` is `Escalate`.
+    pub(crate) escalation: Option<Escalation>,
     pub(crate) receivers: Vec<String>,
     pub(crate) group_by: Vec<String>,
     pub(crate) timing: Timing,
@@ -91,6 +135,32 @@ impl Route {
                 "a delivering route needs at least one receiver".into(),
             ));
         }
+        let escalation = match (c.action, c.escalate_to.as_deref()) {
+            (RouteAction::Escalate, None) => {
+                return Err(invalid(
+                    "escalate_to",
+                    "required with action = \"escalate\" (e.g. \"critical\" or \"+1\")".into(),
+                ))
+            }
+            (RouteAction::Escalate, Some(e)) => {
+                Some(Escalation::parse(e).map_err(|r| invalid("escalate_to", r))?)
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    "escalate_to",
+                    "only valid with action = \"escalate\"".into(),
+                ))
+            }
+            (_, None) => None,
+        };
+        if c.action == RouteAction::Escalate && c.receivers.is_empty() && !c.continue_ {
+            return Err(invalid(
+                "receivers",
+                "an escalating route needs receivers, or `continue = true` so that later routes \
+                 deliver the escalated finding"
+                    .into(),
+            ));
+        }
         for r in &c.receivers {
             if !receivers.contains(r) {
                 return Err(invalid("receivers", format!("no receiver named `{r}`")));
@@ -105,6 +175,7 @@ impl Route {
             labels: c.labels.clone(),
             in_window: c.in_window,
             action: c.action,
+            escalation,
             receivers: c.receivers.clone(),
             group_by: c.group_by.clone(),
             timing: Timing {
@@ -133,41 +204,102 @@ impl Route {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Silence {
-    pub(crate) id: String,
+    pub(crate) config: SilenceConfig,
     rule_ids: Vec<GlobMatcher>,
+    severities: Vec<Severity>,
     hosts: Vec<GlobMatcher>,
-    labels: BTreeMap<String, String>,
-    starts_at: Option<OffsetDateTime>,
-    ends_at: Option<OffsetDateTime>,
+}
+
+/// True for 1..=64 characters of letters, digits, `-`, `_`, `.` (window and silence ids).
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl Silence {
     pub(crate) fn compile(c: &SilenceConfig) -> Result<Silence, RoutingError> {
-        let name = format!("silence {}", c.id);
+        let invalid = |field: &'static str, reason: String| RoutingError::Invalid {
+            what: format!("silence `{}`", c.id),
+            field,
+            reason,
+        };
+        if !valid_id(&c.id) {
+            return Err(invalid(
+                "id",
+                "must be 1 to 64 characters of letters, digits, '-', '_', '.'".into(),
+            ));
+        }
         if let (Some(s), Some(e)) = (c.starts_at, c.ends_at) {
             if e <= s {
-                return Err(RoutingError::Invalid {
-                    what: format!("silence `{}`", c.id),
-                    field: "ends_at",
-                    reason: "must be after `starts_at`".into(),
-                });
+                return Err(invalid("ends_at", "must be after `starts_at`".into()));
             }
         }
+        let severities = c
+            .severities
+            .iter()
+            .map(|s| {
+                parse_severity(s.trim()).ok_or_else(|| {
+                    invalid(
+                        "severities",
+                        format!("`{s}` is not info, low, medium, high or critical"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let glob_list = |field: &'static str, pats: &[String]| {
+            pats.iter()
+                .map(|p| {
+                    if p.trim().is_empty() {
+                        return Err(invalid(field, "empty glob".into()));
+                    }
+                    host_glob(p).map_err(|e| invalid(field, format!("`{p}`: {}", e.kind())))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         Ok(Silence {
-            id: c.id.clone(),
-            rule_ids: globs(&name, "rule_ids", &c.rule_ids)?,
-            hosts: globs(&name, "hosts", &c.hosts)?,
-            labels: c.labels.clone(),
-            starts_at: c.starts_at,
-            ends_at: c.ends_at,
+            rule_ids: glob_list("rule_ids", &c.rule_ids)?,
+            hosts: glob_list("hosts", &c.hosts)?,
+            severities,
+            config: c.clone(),
         })
     }
 
     pub(crate) fn matches(&self, f: &Finding, now: OffsetDateTime) -> bool {
-        self.starts_at.is_none_or(|s| now >= s)
-            && self.ends_at.is_none_or(|e| now < e)
+        self.config.is_active(now)
             && (self.rule_ids.is_empty() || self.rule_ids.iter().any(|g| g.is_match(&f.rule_id)))
+            && (self.severities.is_empty() || self.severities.contains(&f.severity()))
             && (self.hosts.is_empty() || self.hosts.iter().any(|g| g.is_match(host_name(f))))
-            && self.labels.iter().all(|(k, v)| f.labels.get(k) == Some(v))
+            && self
+                .config
+                .labels
+                .iter()
+                .all(|(k, v)| f.labels.get(k) == Some(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escalation_raises_never_lowers() {
+        let to = Escalation::parse("critical").unwrap();
+        assert_eq!(to.apply(Severity::Low), Severity::Critical);
+        let high = Escalation::parse("high").unwrap();
+        assert_eq!(high.apply(Severity::Critical), Severity::Critical);
+        let one = Escalation::parse("+1").unwrap();
+        assert_eq!(one.apply(Severity::Medium), Severity::High);
+        assert_eq!(one.apply(Severity::Critical), Severity::Critical);
+        assert_eq!(one.apply(Severity::Unspecified), Severity::Low);
+        assert_eq!(
+            Escalation::parse("+2").unwrap().apply(Severity::High),
+            Severity::Critical
+        );
+        for bad in ["+0", "+5", "urgent", "", "+x"] {
+            assert!(Escalation::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use patchwatch_proto::Finding;
+use patchwatch_proto::{Finding, Severity};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -76,7 +76,11 @@ struct Shared {
     routes: Vec<Route>,
     default_route: Option<Route>,
     receivers: BTreeMap<String, Receiver>,
+    /// `[[silences]]` of the configuration (or the last `set_silences`).
     silences: RwLock<Vec<Silence>>,
+    /// Silences created at run time (the aggregator's store), kept apart so that replacing
+    /// them never drops a configured one.
+    stored_silences: RwLock<Vec<Silence>>,
     windows: RwLock<Vec<CompiledWindow>>,
     dashboard_url: Option<String>,
 }
@@ -155,11 +159,7 @@ impl Router {
                 e => e,
             })?)
         };
-        let silences = config
-            .silences
-            .iter()
-            .map(Silence::compile)
-            .collect::<Result<Vec<_>, _>>()?;
+        let silences = compile_silences(&config.silences)?;
         let windows = compile_all(&config.windows)?;
         if let Some(u) = &config.dashboard_url {
             crate::http::check_url("routing", "dashboard_url", u)?;
@@ -197,6 +197,7 @@ impl Router {
                 default_route,
                 receivers,
                 silences: RwLock::new(silences),
+                stored_silences: RwLock::new(Vec::new()),
                 windows: RwLock::new(windows),
                 dashboard_url: config
                     .dashboard_url
@@ -265,22 +266,59 @@ impl Router {
             .collect()
     }
 
-    /// Replaces the silences. All-or-nothing.
+    /// Replaces the configured silences (`[[silences]]`). All-or-nothing.
     ///
     /// # Errors
     /// The first invalid silence.
     pub fn set_silences(&self, silences: Vec<SilenceConfig>) -> Result<(), RoutingError> {
-        let compiled = silences
-            .iter()
-            .map(Silence::compile)
-            .collect::<Result<Vec<_>, _>>()?;
+        let compiled = compile_silences(&silences)?;
         *self.inner.silences.write().expect("silences lock poisoned") = compiled;
         Ok(())
     }
 
+    /// Replaces the silences created at run time (the aggregator calls this whenever its
+    /// stored set changes); the configured ones stay. All-or-nothing: on error the previous
+    /// set stays.
+    ///
+    /// # Errors
+    /// The first invalid silence, naming the field.
+    pub fn set_stored_silences(&self, silences: Vec<SilenceConfig>) -> Result<(), RoutingError> {
+        let compiled = compile_silences(&silences)?;
+        *self
+            .inner
+            .stored_silences
+            .write()
+            .expect("silences lock poisoned") = compiled;
+        Ok(())
+    }
+
+    /// The configured silences (`[[silences]]`), as written.
+    pub fn silences(&self) -> Vec<SilenceConfig> {
+        self.inner
+            .silences
+            .read()
+            .expect("silences lock poisoned")
+            .iter()
+            .map(|s| s.config.clone())
+            .collect()
+    }
+
+    fn silenced_by(&self, f: &Finding, now: OffsetDateTime) -> Option<String> {
+        [&self.inner.silences, &self.inner.stored_silences]
+            .into_iter()
+            .find_map(|set| {
+                set.read()
+                    .expect("silences lock poisoned")
+                    .iter()
+                    .find(|s| s.matches(f, now))
+                    .map(|s| s.config.id.clone())
+            })
+    }
+
     /// Tags `finding` with the maintenance window covering its host at its observed time
-    /// (label `maintenance_window`), then decides where it goes. Pure apart from the tag: the
-    /// aggregator can use it to preview routing.
+    /// (label `maintenance_window`), then decides where it goes. Pure apart from the tag and
+    /// escalation (an `escalate` route raises the finding's severity and sets the label
+    /// `escalated_from`): the aggregator can use it to preview routing.
     pub fn decide(&self, finding: &mut Finding) -> Decision {
         match self.decide_inner(finding) {
             Inner::Silenced(id) => Decision::Silenced(id),
@@ -288,7 +326,7 @@ impl Router {
             Inner::Routed(v) if v.is_empty() => Decision::Unrouted,
             Inner::Routed(v) => Decision::Routed(
                 v.into_iter()
-                    .map(|(route, recv)| (self.route(route).name.clone(), recv))
+                    .map(|t| (self.route(t.route).name.clone(), t.receiver))
                     .collect(),
             ),
         }
@@ -316,16 +354,8 @@ impl Router {
                     .insert(MAINTENANCE_WINDOW_LABEL.into(), w.window.id.clone());
             }
         }
-        let now = OffsetDateTime::now_utc();
-        if let Some(s) = self
-            .inner
-            .silences
-            .read()
-            .expect("silences lock poisoned")
-            .iter()
-            .find(|s| s.matches(f, now))
-        {
-            return Inner::Silenced(s.id.clone());
+        if let Some(id) = self.silenced_by(f, OffsetDateTime::now_utc()) {
+            return Inner::Silenced(id);
         }
         let mut out = Vec::new();
         let mut matched = false;
@@ -333,21 +363,43 @@ impl Router {
             if !r.matches(f) {
                 continue;
             }
-            matched = true;
+            if let Some(e) = r.escalation {
+                let from = f.severity();
+                let raised = e.apply(from);
+                if raised != from {
+                    f.labels
+                        .entry(ESCALATED_FROM_LABEL.into())
+                        .or_insert_with(|| severity_name(from).into());
+                    f.set_severity(raised);
+                }
+            }
+            // An escalating route without receivers only raises the severity: it does not
+            // count as a match, so the default receivers still apply when nothing else does.
+            matched |= !(r.action == RouteAction::Escalate && r.receivers.is_empty());
             if r.action == RouteAction::Mute {
                 if out.is_empty() {
                     return Inner::Muted(r.name.clone());
                 }
                 break;
             }
-            out.extend(r.receivers.iter().map(|recv| (i, recv.clone())));
+            let severity = f.severity();
+            out.extend(r.receivers.iter().map(|recv| Target {
+                route: i,
+                receiver: recv.clone(),
+                severity,
+            }));
             if !r.continue_ {
                 break;
             }
         }
         if !matched {
             if let Some(d) = &self.inner.default_route {
-                out.extend(d.receivers.iter().map(|recv| (usize::MAX, recv.clone())));
+                let severity = f.severity();
+                out.extend(d.receivers.iter().map(|recv| Target {
+                    route: usize::MAX,
+                    receiver: recv.clone(),
+                    severity,
+                }));
             }
         }
         Inner::Routed(out)
@@ -418,13 +470,26 @@ impl Router {
         telemetry::routed("routed");
         let now = Instant::now();
         let wall = OffsetDateTime::now_utc();
-        for (route_idx, recv) in targets {
+        for Target {
+            route: route_idx,
+            receiver: recv,
+            severity,
+        } in targets
+        {
+            // A receiver of a route before the escalating one gets the severity it saw.
+            let lower;
+            let f: &Finding = if severity == f.severity() {
+                &f
+            } else {
+                lower = as_before_escalation(&f, severity);
+                &lower
+            };
             let route = self.route(route_idx);
             let alertname = match self.inner.receivers.get(&recv) {
                 Some(Receiver::Alertmanager { alertname, .. }) => alertname.as_str(),
                 _ => "PatchwatchFinding",
             };
-            let labels = alert_labels(&f, alertname);
+            let labels = alert_labels(f, alertname);
             let group_labels: BTreeMap<String, String> = route
                 .group_by
                 .iter()
@@ -472,7 +537,7 @@ impl Router {
             while st.ids.len() > MAX_IDS {
                 st.ids.pop_front();
             }
-            st.annotations = annotations(&f, st);
+            st.annotations = annotations(f, st);
             if matches!(self.inner.receivers.get(&recv), Some(Receiver::Sink(_))) {
                 g.pending.push(f.clone());
             }
@@ -593,7 +658,46 @@ impl Router {
 enum Inner {
     Silenced(String),
     Muted(String),
-    Routed(Vec<(usize, String)>),
+    Routed(Vec<Target>),
+}
+
+/// One delivery: route index (`usize::MAX` for the default route), receiver, and the
+/// finding's severity at that route (escalation raises it for later routes only).
+struct Target {
+    route: usize,
+    receiver: String,
+    severity: Severity,
+}
+
+/// Label (on the finding routed on, and annotation on its alert) holding the severity a
+/// finding had before an `escalate` route raised it.
+pub const ESCALATED_FROM_LABEL: &str = "escalated_from";
+
+fn compile_silences(silences: &[SilenceConfig]) -> Result<Vec<Silence>, RoutingError> {
+    let mut seen = std::collections::HashSet::new();
+    silences
+        .iter()
+        .map(|c| {
+            if !seen.insert(c.id.as_str()) {
+                return Err(RoutingError::Invalid {
+                    what: format!("silence `{}`", c.id),
+                    field: "id",
+                    reason: "duplicate silence id".into(),
+                });
+            }
+            Silence::compile(c)
+        })
+        .collect()
+}
+
+/// `f` with the severity it had at an earlier route (before a later one escalated it).
+fn as_before_escalation(f: &Finding, severity: Severity) -> Finding {
+    let mut g = f.clone();
+    g.set_severity(severity);
+    if f.labels.get(ESCALATED_FROM_LABEL).map(String::as_str) == Some(severity_name(severity)) {
+        g.labels.remove(ESCALATED_FROM_LABEL);
+    }
+    g
 }
 
 struct Group {
@@ -669,6 +773,9 @@ fn annotations(f: &Finding, st: &AlertState) -> BTreeMap<String, String> {
             "log_file".into(),
             format!("{}:{}", f.source_path, f.line_number),
         );
+    }
+    if let Some(from) = f.labels.get(ESCALATED_FROM_LABEL) {
+        a.insert(ESCALATED_FROM_LABEL.into(), from.clone());
     }
     if let Some(e) = f.evidence.first() {
         a.insert("evidence".into(), e.chars().take(1024).collect());

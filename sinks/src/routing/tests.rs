@@ -253,3 +253,230 @@ async fn send_settles_each_finding_once_its_receivers_confirmed_or_a_rule_suppre
     stop.send(()).unwrap();
     driver.await.unwrap().unwrap();
 }
+
+fn escalation_config(am_url: &str, jsonl: &str) -> RoutingConfig {
+    RoutingConfig::from_toml(&format!(
+        r#"
+default_receivers = ["file"]
+
+[[route]]
+name = "early"
+rule_ids = ["EARLY-*"]
+receivers = ["file"]
+continue = true
+group_wait = "20ms"
+
+[[route]]
+name = "maint-escalate"
+in_window = true
+action = "escalate"
+escalate_to = "+1"
+continue = true
+
+[[route]]
+name = "pager"
+min_severity = "critical"
+receivers = ["am"]
+group_wait = "20ms"
+
+[[route]]
+name = "rest"
+rule_ids = ["EXCH-*", "EARLY-*"]
+receivers = ["file"]
+group_wait = "20ms"
+
+[receivers.am]
+type = "alertmanager"
+url = "{am_url}"
+
+[receivers.file]
+type = "jsonl"
+path = "{jsonl}"
+[receivers.file.batch]
+timeout_ms = 10
+"#
+    ))
+    .unwrap()
+}
+
+fn window_over(hosts: &[&str]) -> MaintenanceWindow {
+    let now = OffsetDateTime::now_utc();
+    MaintenanceWindow {
+        id: "w1".into(),
+        name: "patching".into(),
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        starts_at: now - time::Duration::minutes(5),
+        ends_at: now + time::Duration::minutes(5),
+    }
+}
+
+#[tokio::test]
+async fn escalation_raises_severity_for_its_route_and_later_ones_only() {
+    let am = MockHttp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let router = Router::new(escalation_config(&am.url, jsonl.to_str().unwrap())).unwrap();
+    router.set_windows(vec![window_over(&["EXCH0*"])]).unwrap();
+
+    // In the window: high + 1 = critical, which the pager route then matches.
+    let mut x = f("e1", "EXCH-1", Severity::High, "EXCH01");
+    assert_eq!(
+        router.decide(&mut x),
+        Decision::Routed(vec![("pager".into(), "am".into())])
+    );
+    assert_eq!(x.severity(), Severity::Critical);
+    assert_eq!(x.labels[ESCALATED_FROM_LABEL], "high");
+    // Outside the window the severity stays, and so does the route.
+    let mut y = f("e2", "EXCH-1", Severity::High, "DC01");
+    assert_eq!(
+        router.decide(&mut y),
+        Decision::Routed(vec![("rest".into(), "file".into())])
+    );
+    assert_eq!(y.severity(), Severity::High);
+    assert!(!y.labels.contains_key(ESCALATED_FROM_LABEL));
+    // A rule no delivering route matches falls back to the default receivers, escalated.
+    let mut z = f("e3", "MSI-1", Severity::Low, "EXCH02");
+    assert_eq!(
+        router.decide(&mut z),
+        Decision::Routed(vec![("default".into(), "file".into())])
+    );
+    assert_eq!(z.severity(), Severity::Medium);
+
+    // End to end: the early route's receiver gets the original severity, Alertmanager the
+    // raised one with the original as an annotation.
+    let r = router.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(async move {
+        r.run(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let receipt = router
+        .send(vec![f("early1", "EARLY-1", Severity::High, "EXCH01")])
+        .await;
+    let report = tokio::time::timeout(Duration::from_secs(5), receipt.wait())
+        .await
+        .expect("settled");
+    assert_eq!(report.delivered, 1);
+    let posts = am.requests_to("/api/v2/alerts");
+    assert_eq!(posts.len(), 1);
+    let alerts: Vec<PostableAlert> = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(alerts[0].labels["severity"], "critical");
+    assert_eq!(alerts[0].annotations[ESCALATED_FROM_LABEL], "high");
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&jsonl).unwrap().trim()).unwrap();
+    assert_eq!(line["severity"], "high", "{line}");
+    assert!(line["labels"].get(ESCALATED_FROM_LABEL).is_none(), "{line}");
+    stop.send(()).unwrap();
+    driver.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn escalation_config_errors_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let base = || escalation_config("http://127.0.0.1:9", jsonl.to_str().unwrap());
+    let mut c = base();
+    c.route[1].escalate_to = None;
+    let e = Router::new(c).unwrap_err().to_string();
+    assert!(
+        e.contains("route `maint-escalate`") && e.contains("`escalate_to`"),
+        "{e}"
+    );
+    let mut c = base();
+    c.route[1].escalate_to = Some("urgent".into());
+    let e = Router::new(c).unwrap_err().to_string();
+    assert!(e.contains("`escalate_to`") && e.contains("urgent"), "{e}");
+    let mut c = base();
+    c.route[2].escalate_to = Some("critical".into());
+    let e = Router::new(c).unwrap_err().to_string();
+    assert!(
+        e.contains("route `pager`") && e.contains("`escalate_to`"),
+        "{e}"
+    );
+    let mut c = base();
+    c.route[1].continue_ = false;
+    let e = Router::new(c).unwrap_err().to_string();
+    assert!(e.contains("`receivers`"), "{e}");
+}
+
+#[tokio::test]
+async fn stored_silences_sit_beside_configured_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let router = Router::new(config("http://127.0.0.1:9", jsonl.to_str().unwrap())).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let silence = SilenceConfig {
+        id: "s1".into(),
+        comment: "CHG-1".into(),
+        created_by: "alice".into(),
+        rule_ids: vec!["EXCH-*".into()],
+        severities: vec!["low".into(), "medium".into()],
+        hosts: vec!["exch0*".into()],
+        labels: [("env".to_owned(), "prod".to_owned())].into(),
+        starts_at: Some(now - time::Duration::minutes(1)),
+        ends_at: Some(now + time::Duration::minutes(5)),
+    };
+    router.set_stored_silences(vec![silence.clone()]).unwrap();
+    let d = |mut x: patchwatch_proto::Finding| router.decide(&mut x);
+    assert_eq!(
+        d(f("1", "EXCH-1", Severity::Low, "EXCH01")),
+        Decision::Silenced("s1".into())
+    );
+    assert!(
+        matches!(
+            d(f("2", "EXCH-1", Severity::High, "EXCH01")),
+            Decision::Routed(_)
+        ),
+        "severity not listed"
+    );
+    assert!(matches!(
+        d(f("3", "EXCH-1", Severity::Low, "DC01")),
+        Decision::Routed(_)
+    ));
+    assert_eq!(
+        d(f("4", "NOISY-1", Severity::Low, "DC01")),
+        Decision::Silenced("noisy".into()),
+        "configured silences stay"
+    );
+    assert_eq!(router.silences().len(), 1);
+
+    // Invalid sets are refused whole, naming the field.
+    for (edit, field) in [
+        (
+            (|s: &mut SilenceConfig| s.hosts = vec!["EX[0".into()]) as fn(&mut SilenceConfig),
+            "`hosts`",
+        ),
+        (|s| s.severities = vec!["urgent".into()], "`severities`"),
+        (|s| s.ends_at = s.starts_at, "`ends_at`"),
+        (|s| s.id = "bad id".into(), "`id`"),
+    ] {
+        let mut bad = silence.clone();
+        edit(&mut bad);
+        let e = router
+            .set_stored_silences(vec![bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{e}");
+    }
+    let e = router
+        .set_stored_silences(vec![silence.clone(), silence.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("duplicate"), "{e}");
+    assert_eq!(
+        d(f("5", "EXCH-1", Severity::Low, "EXCH01")),
+        Decision::Silenced("s1".into()),
+        "a refused set keeps the previous one"
+    );
+    // Expired: routed again.
+    let mut expired = silence;
+    expired.ends_at = Some(now - time::Duration::seconds(1));
+    expired.starts_at = Some(now - time::Duration::minutes(2));
+    router.set_stored_silences(vec![expired]).unwrap();
+    assert!(matches!(
+        d(f("6", "EXCH-1", Severity::Low, "EXCH01")),
+        Decision::Routed(_)
+    ));
+}
