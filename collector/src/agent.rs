@@ -1,4 +1,5 @@
-//! The agent: tail reader → matcher → spool → delivery, with checkpoints.
+//! The agent: tail reader → matcher → spool → delivery (aggregator and/or direct sinks),
+//! with checkpoints.
 //!
 //! Threads, not tasks, on the hot path: the tail reader and the matcher are plain threads
 //! joined by a bounded `crossbeam-channel` queue, so a slow matcher or a full spool blocks the
@@ -8,6 +9,10 @@
 //! after every finding and run update produced before it was appended to the spool; the
 //! [`Flusher`] syncs the spool before it writes checkpoints. After a crash the file is re-read
 //! from there, which rebuilds the same findings with the same ids; the aggregator deduplicates.
+//!
+//! Consumers: the spool is read by the aggregator delivery (when `[aggregator]` has an
+//! endpoint) and by one feed per direct sink (`[sinks]`, see [`crate::siem`]), each from its
+//! own durable cursor; a record leaves the disk once all of them passed it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,7 +32,8 @@ use crate::checkpoint::{CheckpointStore, Flusher};
 use crate::config::AgentConfig;
 use crate::delivery::{self, DeliveryOptions, SpoolItem};
 use crate::discovery::Discovery;
-use crate::spool::{Spool, SpoolError, SpoolOptions};
+use crate::siem::{self, SiemFeeds};
+use crate::spool::{Spool, SpoolError, SpoolOptions, DEFAULT_CONSUMER};
 use crate::tail::{Bom, FileKey, TailEvent, TailReader};
 use crate::{convert, telemetry};
 
@@ -47,7 +53,10 @@ pub struct Agent {
     matcher: Option<std::thread::JoinHandle<()>>,
     flusher: Option<Flusher>,
     cancel: CancellationToken,
+    /// The aggregator delivery task; `None` when no aggregator is configured.
     delivery: Option<tokio::task::JoinHandle<()>>,
+    /// Direct sinks and their feeds; `None` without `[sinks]`.
+    siem: Option<SiemFeeds>,
     spool: Spool,
     host: pb::HostInfo,
 }
@@ -62,8 +71,6 @@ struct Matcher {
     fallback: &'static encoding_rs::Encoding,
     stall_after: Duration,
     files: HashMap<FileKey, FileState>,
-    /// Direct-to-SIEM sinks (`[sinks]`), or `None`. See [`Matcher::to_siem`].
-    siem: Option<patchwatch_sinks::Sinks>,
 }
 
 struct FileState {
@@ -97,6 +104,7 @@ impl Agent {
             max_bytes: cfg.spool.max_bytes,
             segment_bytes: cfg.spool.segment_bytes,
             fsync: cfg.spool_fsync()?,
+            consumers: spool_consumers(cfg),
         })?;
         if !report.damage.is_empty() {
             tracing::warn!(
@@ -117,7 +125,16 @@ impl Agent {
                 )
             })?;
         let collector_id = collector_id(&cfg.data_dir, &host.hostname)?;
-        let opts = DeliveryOptions::from_config(cfg, collector_id, host.clone())?;
+        let opts = if cfg.aggregator_enabled() {
+            Some(DeliveryOptions::from_config(
+                cfg,
+                collector_id,
+                host.clone(),
+            )?)
+        } else {
+            None
+        };
+        let siem = direct_sinks(cfg, &spool, rt)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded::<TailEvent>(64);
         let reader = TailReader::new(discovery, Arc::clone(&store), cfg.tail_options())
@@ -135,17 +152,18 @@ impl Agent {
             fallback,
             stall_after: Duration::from_secs(cfg.stall_threshold_secs),
             files: HashMap::new(),
-            siem: direct_sinks(cfg, rt)?,
         };
         let matcher = std::thread::Builder::new()
             .name("matcher".into())
             .spawn(move || matcher.run(rx))?;
         let cancel = CancellationToken::new();
-        let (sp, c) = (spool.clone(), cancel.clone());
-        let delivery = rt.spawn(async move {
-            if let Err(error) = delivery::run(opts, sp, c).await {
-                tracing::error!(message = "Delivery stopped.", %error);
-            }
+        let delivery = opts.map(|opts| {
+            let (sp, c) = (spool.clone(), cancel.clone());
+            rt.spawn(async move {
+                if let Err(error) = delivery::run(opts, sp, c).await {
+                    tracing::error!(message = "Delivery stopped.", %error);
+                }
+            })
         });
         Ok(Agent {
             stop,
@@ -153,15 +171,22 @@ impl Agent {
             matcher: Some(matcher),
             flusher: Some(flusher),
             cancel,
-            delivery: Some(delivery),
+            delivery,
+            siem,
             spool,
             host,
         })
     }
 
-    /// The spool (to watch it drain).
+    /// The spool (to watch it drain: [`Spool::first_unacked`] reaches [`Spool::next_id`]
+    /// once the aggregator and every direct sink confirmed everything).
     pub fn spool(&self) -> &Spool {
         &self.spool
+    }
+
+    /// The direct sinks (`[sinks]`), for their health; `None` when there are none.
+    pub fn sinks(&self) -> Option<&patchwatch_sinks::Sinks> {
+        self.siem.as_ref().map(SiemFeeds::sinks)
     }
 
     /// The host identity findings are sent with.
@@ -170,7 +195,8 @@ impl Agent {
     }
 
     /// Graceful shutdown: stop reading, let the matcher finish what it has, write the last
-    /// checkpoints, give delivery up to `drain` to empty the spool, then stop it.
+    /// checkpoints, give delivery (aggregator and direct sinks) up to `drain` to empty the
+    /// spool, then stop it. What is not confirmed by then stays spooled for the next start.
     pub async fn shutdown(mut self, drain: Duration) {
         self.stop.store(true, Ordering::Release);
         let (reader, matcher, flusher) =
@@ -195,27 +221,48 @@ impl Agent {
         if let Some(d) = self.delivery.take() {
             let _ = d.await;
         }
+        if let Some(s) = self.siem.take() {
+            s.stop(SINK_STOP_GRACE).await;
+        }
     }
 }
 
-/// A stable id for this collector: kept in the data directory.
-/// Starts the `[sinks]` of the agent configuration on `rt`; `None` when there are none.
+/// How long stopping sinks get for the findings they hold (they are resent after a restart).
+const SINK_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The spool's consumers: the aggregator delivery when configured, and each direct sink.
+fn spool_consumers(cfg: &AgentConfig) -> Vec<String> {
+    let aggregator = cfg
+        .aggregator_enabled()
+        .then(|| DEFAULT_CONSUMER.to_string());
+    aggregator
+        .into_iter()
+        .chain(cfg.sinks.keys().map(|name| siem::consumer_name(name)))
+        .collect()
+}
+
+/// Starts the `[sinks]` of the agent configuration and their spool feeds on `rt`; `None`
+/// when there are none.
 fn direct_sinks(
     cfg: &AgentConfig,
+    spool: &Spool,
     rt: &tokio::runtime::Handle,
-) -> Result<Option<patchwatch_sinks::Sinks>> {
+) -> Result<Option<SiemFeeds>> {
     if cfg.sinks.is_empty() {
         return Ok(None);
     }
     // Sinks spawn their tasks on the current runtime; the agent's is `rt`.
     let _enter = rt.enter();
-    let sinks = patchwatch_sinks::Sinks::build(&patchwatch_sinks::SinksConfig {
-        sinks: cfg.sinks.clone(),
-    })
-    .map_err(|e| anyhow::anyhow!("sinks: {e}"))?;
-    Ok(Some(sinks))
+    let feeds = SiemFeeds::start(
+        &patchwatch_sinks::SinksConfig {
+            sinks: cfg.sinks.clone(),
+        },
+        spool,
+    )?;
+    Ok(Some(feeds))
 }
 
+/// A stable id for this collector: kept in the data directory.
 fn collector_id(data_dir: &std::path::Path, host: &str) -> Result<String> {
     let p = data_dir.join("collector-id");
     if let Ok(s) = std::fs::read_to_string(&p) {
@@ -430,29 +477,6 @@ impl Matcher {
         true
     }
 
-    // ---- Direct-to-SIEM (`[sinks]`) --------------------------------------------------------
-    /// Hands a finding that was just spooled to every configured sink, without waiting: each
-    /// sink has its own bounded queue and tokio task, and `SinkHandle::submit` only tries to
-    /// enqueue, so a slow or dead SIEM never holds up matching or the spool. A finding that
-    /// does not fit is dropped for that sink and counted in
-    /// `patchwatch_agent_siem_dropped_total`. Direct SIEM delivery is therefore at most once
-    /// and only while the process lives (nothing is replayed after a restart); the spool and
-    /// the aggregator remain the at-least-once path.
-    fn to_siem(&self, item: &SpoolItem) {
-        let (Some(sinks), SpoolItem::Finding(f)) = (&self.siem, item) else {
-            return;
-        };
-        for handle in sinks.handles() {
-            if handle.submit(f.as_ref().clone()).is_err() {
-                telemetry::count("patchwatch_agent_siem_dropped_total", 1);
-                tracing::debug!(
-                    message = "SIEM sink queue full; finding dropped for it.",
-                    sink = handle.name()
-                );
-            }
-        }
-    }
-
     /// Appends to the spool, waiting while it is full (never dropping); false on shutdown.
     fn append(&self, item: &SpoolItem) -> bool {
         let bytes = item.encode();
@@ -464,14 +488,13 @@ impl Matcher {
             {
                 Ok(_) => {
                     telemetry::set_gauge("patchwatch_spool_bytes", self.spool.used_bytes() as f64);
-                    self.to_siem(item);
                     return true;
                 }
                 Err(SpoolError::Full { .. }) => {
                     if !warned {
                         tracing::warn!(
                             message =
-                                "Spool full: reading paused until the aggregator acknowledges."
+                                "Spool full: reading paused until the aggregator and sinks acknowledge."
                         );
                         telemetry::count("patchwatch_spool_full_total", 1);
                         warned = true;

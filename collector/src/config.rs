@@ -71,7 +71,10 @@ pub struct AgentConfig {
     pub stall_threshold_secs: u64,
     /// Which files to tail.
     pub sources: SourcesConfig,
-    /// Where to deliver findings.
+    /// Where to deliver findings and run updates. Optional when `[sinks]` are configured: with
+    /// no `[aggregator]` section (or an empty `endpoint`) the agent sends findings to its sinks
+    /// only (see [`AgentConfig::aggregator_enabled`]).
+    #[serde(default)]
     pub aggregator: AggregatorConfig,
     /// On-disk buffer.
     #[serde(default)]
@@ -79,8 +82,13 @@ pub struct AgentConfig {
     /// Batching towards the aggregator.
     #[serde(default)]
     pub batch: BatchConfig,
-    /// Direct-to-SIEM sinks (`[sinks.<name>]`, as in `deploy/sinks/sinks.toml`): findings are
-    /// also sent there, besides the aggregator. Empty (default): aggregator only.
+    /// Direct-to-SIEM sinks (`[sinks.<name>]`, as in `deploy/sinks/sinks.toml`): findings (not
+    /// run updates) are also sent there, besides the aggregator, with the same guarantee: each
+    /// sink reads the spool from its own durable cursor (`spool/cursor-sink%3A<name>`) that
+    /// advances only when the destination confirmed, so nothing is dropped and anything
+    /// unconfirmed at a crash is sent again (at least once). A sink that is down keeps its
+    /// findings in the spool without holding up the aggregator or other sinks; if it stays
+    /// down until the spool is full, reading pauses. Empty (default): aggregator only.
     #[serde(default)]
     pub sinks: std::collections::BTreeMap<String, patchwatch_sinks::SinkConfig>,
 }
@@ -138,7 +146,9 @@ fn default_idle_close() -> u64 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
-    /// gRPC endpoint, `http://host:port` or `https://host:port`.
+    /// gRPC endpoint, `http://host:port` or `https://host:port`. Empty (the default when the
+    /// section is left out): no aggregator, which needs at least one of `[sinks]`.
+    #[serde(default)]
     pub endpoint: String,
     /// TLS settings; required for client certificates.
     #[serde(default)]
@@ -164,6 +174,23 @@ pub struct AggregatorConfig {
     /// Largest reconnect delay, in milliseconds.
     #[serde(default = "default_backoff_max")]
     pub backoff_max_ms: u64,
+}
+
+impl Default for AggregatorConfig {
+    /// No aggregator (empty endpoint), other settings at their defaults.
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            tls: None,
+            token: None,
+            token_env: None,
+            token_file: None,
+            compression: true,
+            connect_timeout_secs: default_connect_timeout(),
+            backoff_initial_ms: default_backoff_initial(),
+            backoff_max_ms: default_backoff_max(),
+        }
+    }
 }
 
 fn default_connect_timeout() -> u64 {
@@ -323,14 +350,7 @@ impl AgentConfig {
             },
             aggregator: AggregatorConfig {
                 endpoint: "http://127.0.0.1:4790".into(),
-                tls: None,
-                token: None,
-                token_env: None,
-                token_file: None,
-                compression: true,
-                connect_timeout_secs: default_connect_timeout(),
-                backoff_initial_ms: default_backoff_initial(),
-                backoff_max_ms: default_backoff_max(),
+                ..AggregatorConfig::default()
             },
             spool: SpoolConfig::default(),
             batch: BatchConfig::default(),
@@ -366,6 +386,53 @@ impl AgentConfig {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
+        }
+        self.validate_aggregator()?;
+        if self.spool.segment_bytes == 0 || self.spool.segment_bytes * 2 > self.spool.max_bytes {
+            return Err(invalid(
+                "spool.segment_bytes",
+                "must be non-zero and at most half of spool.max_bytes",
+            ));
+        }
+        self.spool_fsync()?;
+        if self.batch.max_records == 0 || self.batch.max_in_flight == 0 {
+            return Err(invalid(
+                "batch.max_records",
+                "batch.max_records and batch.max_in_flight must be greater than 0",
+            ));
+        }
+        if self.stall_threshold_secs == 0 {
+            return Err(invalid("stall_threshold_secs", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// True when findings go to an aggregator (`aggregator.endpoint` is set); false for an
+    /// agent that sends to its `[sinks]` only.
+    pub fn aggregator_enabled(&self) -> bool {
+        !self.aggregator.endpoint.trim().is_empty()
+    }
+
+    fn validate_aggregator(&self) -> Result<(), ConfigError> {
+        if !self.aggregator_enabled() {
+            if self.sinks.is_empty() {
+                return Err(invalid(
+                    "aggregator.endpoint",
+                    "required unless at least one [sinks.<name>] is configured",
+                ));
+            }
+            let a = &self.aggregator;
+            if a.tls.is_some()
+                || a.token.is_some()
+                || a.token_env.is_some()
+                || a.token_file.is_some()
+            {
+                return Err(invalid(
+                    "aggregator.endpoint",
+                    "TLS or token settings are given but no endpoint",
+                ));
+            }
+            return Ok(());
         }
         let ep = &self.aggregator.endpoint;
         if !(ep.starts_with("http://") || ep.starts_with("https://")) {
@@ -406,22 +473,6 @@ impl AgentConfig {
                 "aggregator.backoff_max_ms",
                 "backoff_initial_ms must be > 0 and <= backoff_max_ms",
             ));
-        }
-        if self.spool.segment_bytes == 0 || self.spool.segment_bytes * 2 > self.spool.max_bytes {
-            return Err(invalid(
-                "spool.segment_bytes",
-                "must be non-zero and at most half of spool.max_bytes",
-            ));
-        }
-        self.spool_fsync()?;
-        if self.batch.max_records == 0 || self.batch.max_in_flight == 0 {
-            return Err(invalid(
-                "batch.max_records",
-                "batch.max_records and batch.max_in_flight must be greater than 0",
-            ));
-        }
-        if self.stall_threshold_secs == 0 {
-            return Err(invalid("stall_threshold_secs", "must be greater than 0"));
         }
         Ok(())
     }
@@ -519,6 +570,26 @@ endpoint = "http://127.0.0.1:4790"
                 .to_string();
             assert!(e.contains(field), "{field}: {e}");
         }
+    }
+
+    #[test]
+    fn aggregator_is_optional_with_sinks_only() {
+        let no_agg = "data_dir = \"/tmp/pw\"\n[sources]\ninclude = [\"/x/*.log\"]\n";
+        let e = AgentConfig::from_toml(no_agg, "t").unwrap_err().to_string();
+        assert!(
+            e.contains("aggregator.endpoint") && e.contains("sinks"),
+            "{e}"
+        );
+        let sinks = format!("{no_agg}[sinks.local]\ntype = \"jsonl\"\npath = \"/tmp/f.jsonl\"\n");
+        let c = AgentConfig::from_toml(&sinks, "t").unwrap();
+        assert!(!c.aggregator_enabled());
+        assert_eq!(c.sinks.len(), 1);
+        let token = format!("{sinks}[aggregator]\ntoken = \"x\"\n");
+        let e = AgentConfig::from_toml(&token, "t").unwrap_err().to_string();
+        assert!(e.contains("no endpoint"), "{e}");
+        assert!(AgentConfig::from_toml(MIN, "t")
+            .unwrap()
+            .aggregator_enabled());
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub const ITEMS_REJECTED: &str = "patchwatch_rejected_items_total";
 pub const RETRIES: &str = "patchwatch_delivery_retries_total";
 /// Spool records that could not be decoded for delivery (counter).
 pub const UNDECODABLE_RECORDS: &str = "patchwatch_undecodable_records_total";
+/// Records a direct sink's spool cursor is behind the spool's end, per `sink` (gauge).
+pub const SINK_LAG: &str = "patchwatch_agent_sink_lag_records";
+/// Hand-overs to a direct sink not confirmed and sent again from its cursor, per `sink`
+/// (counter).
+pub const SINK_REWINDS: &str = "patchwatch_agent_sink_rewinds_total";
 
 /// Registers a description for every metric above with the installed recorder.
 pub fn describe() {
@@ -87,6 +92,14 @@ pub fn describe() {
     describe_counter!(
         UNDECODABLE_RECORDS,
         "Spool records not decodable for delivery"
+    );
+    describe_gauge!(
+        SINK_LAG,
+        "Records a direct sink's cursor is behind the spool end"
+    );
+    describe_counter!(
+        SINK_REWINDS,
+        "Direct sink hand-overs not confirmed and resent"
     );
 }
 

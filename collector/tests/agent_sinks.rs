@@ -1,22 +1,74 @@
-//! Agent direct-to-SIEM (`[sinks]`): with the aggregator down, findings still reach a sink
-//! (a JSON Lines file here), each once, while they wait in the spool for the aggregator.
+//! Agent direct-to-SIEM (`[sinks]`), in process, against real destinations on loopback: a JSON
+//! Lines file, a webhook receiver that can be switched down, and a real aggregator (SQLite).
+//! Each sink reads the spool from its own cursor, so one destination being down holds up
+//! neither the other sinks nor the aggregator, and it gets everything once it is back.
 
 mod common;
+mod sink_util;
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use patchwatch_collector::agent::Agent;
+use patchwatch_collector::config::AgentConfig;
+use patchwatch_collector::siem::consumer_name;
+use patchwatch_collector::spool::DEFAULT_CONSUMER;
 use patchwatch_pipeline::Catalog;
+use sink_util::*;
+
+fn with_sinks(cfg: &mut AgentConfig, toml_text: &str) {
+    let sinks: patchwatch_sinks::SinksConfig = toml::from_str(toml_text).unwrap();
+    cfg.sinks = sinks.sinks;
+    cfg.validate().expect("config with sinks validates");
+}
+
+fn start(cfg: &AgentConfig) -> Agent {
+    Agent::start(
+        cfg,
+        Arc::new(Catalog::builtin()),
+        &tokio::runtime::Handle::current(),
+    )
+    .expect("agent starts")
+}
+
+/// Writes sample `sample` as `name` in `dir` and returns the ids it must produce.
+fn write_log(dir: &Path, name: &str, sample: &str, host: &str) -> BTreeMap<String, String> {
+    let log = dir.join(name);
+    let bytes = exchange_sample(sample);
+    std::fs::write(&log, &bytes).unwrap();
+    let expected = expected_ids(host, &log, &bytes);
+    assert!(!expected.is_empty(), "{sample} yields findings");
+    expected
+}
+
+/// Waits until `cond` holds, for at most `timeout`.
+async fn eventually(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .count()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn findings_reach_a_direct_sink_with_the_aggregator_down() {
+    let host = "EXSIEM01";
     let tmp = tempfile::tempdir().unwrap();
     let watched = tmp.path().join("logs");
     std::fs::create_dir(&watched).unwrap();
     let out = tmp.path().join("siem.jsonl");
-    // Nothing listens here: every finding stays in the spool.
+    // Nothing listens here: every finding stays in the spool for the aggregator.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -25,49 +77,170 @@ async fn findings_reach_a_direct_sink_with_the_aggregator_down() {
         &[&watched],
         &tmp.path().join("data"),
         &format!("http://{dead}"),
-        "EXSIEM01",
+        host,
     );
-    let sinks: patchwatch_sinks::SinksConfig = toml::from_str(&format!(
-        "[sinks.local]\ntype = \"jsonl\"\npath = {out:?}\n[sinks.local.batch]\ntimeout_ms = 50\n"
-    ))
-    .unwrap();
-    cfg.sinks = sinks.sinks;
-    let agent = Agent::start(
-        &cfg,
-        Arc::new(Catalog::builtin()),
-        &tokio::runtime::Handle::current(),
-    )
-    .expect("agent starts");
-    let log = watched.join("ExchangeSetup.log");
-    let bytes = exchange_sample(SAMPLES[0]);
-    std::fs::write(&log, &bytes).unwrap();
-    let expected = ids(&expected_ids("EXSIEM01", &log, &bytes));
-    assert!(!expected.is_empty());
+    with_sinks(&mut cfg, &jsonl_toml("local", &out));
+    let agent = start(&cfg);
+    let expected = write_log(&watched, "ExchangeSetup.log", SAMPLES[0], host);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let got = loop {
-        let got: Vec<String> = std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter_map(|v| {
-                v["finding"]["id"]
-                    .as_str()
-                    .or(v["id"].as_str())
-                    .map(str::to_owned)
-            })
-            .collect();
-        if got.len() >= expected.len() || Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let unique: std::collections::BTreeSet<String> = got.iter().cloned().collect();
-    assert_eq!(unique, expected, "every finding reached the sink");
-    assert_eq!(got.len(), expected.len(), "each once");
-    assert!(
-        agent.spool().next_id() > agent.spool().first_unacked(),
+    let got = assert_ids_settle(
+        "jsonl",
+        || jsonl_ids(&out),
+        &expected,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(got.len(), expected.len(), "each once when nothing failed");
+    let spool = agent.spool().clone();
+    eventually(
+        "the sink cursor reaches the spool end",
+        Duration::from_secs(5),
+        || spool.position(&consumer_name("local")) == Some(spool.next_id()),
+    )
+    .await;
+    assert_eq!(
+        spool.position(DEFAULT_CONSUMER),
+        Some(0),
         "still spooled for the aggregator"
     );
+    assert_eq!(
+        spool.first_unacked(),
+        0,
+        "nothing trimmed before the aggregator has it"
+    );
     agent.shutdown(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_only_agent_consumes_and_trims_the_spool_and_resumes_after_restart() {
+    let host = "EXSIEM02";
+    let tmp = tempfile::tempdir().unwrap();
+    let watched = tmp.path().join("logs");
+    std::fs::create_dir(&watched).unwrap();
+    let out = tmp.path().join("siem.jsonl");
+    let data = tmp.path().join("data");
+    let mut cfg = agent_config(&[&watched], &data, "", host);
+    cfg.aggregator.endpoint = String::new();
+    // Small segments so that trimming shows in the file count.
+    cfg.spool.segment_bytes = 4096;
+    cfg.spool.max_bytes = 1024 * 1024;
+    with_sinks(&mut cfg, &jsonl_toml("local", &out));
+    assert!(!cfg.aggregator_enabled());
+
+    let agent = start(&cfg);
+    let mut expected = BTreeMap::new();
+    for (i, sample) in SAMPLES[..4].iter().enumerate() {
+        expected.extend(write_log(&watched, &format!("Setup{i}.log"), sample, host));
+    }
+    assert_ids_settle(
+        "jsonl",
+        || jsonl_ids(&out),
+        &expected,
+        Duration::from_secs(20),
+    )
+    .await;
+    let spool = agent.spool().clone();
+    eventually("the spool drains", Duration::from_secs(5), || {
+        spool.first_unacked() == spool.next_id()
+    })
+    .await;
+    assert!(
+        spool.next_id() >= expected.len() as u64,
+        "every finding went through the spool"
+    );
+    let spool_dir = data.join("spool");
+    assert!(
+        segment_files(&spool_dir) <= 1 && !spool_dir.join(format!("{:020}.seg", 0)).exists(),
+        "consumed segments are deleted"
+    );
+    agent.shutdown(Duration::from_secs(1)).await;
+
+    // After a restart the sink resumes after its cursor: new findings only, nothing twice.
+    let before = jsonl_ids(&out).len();
+    let agent = start(&cfg);
+    expected.extend(write_log(&watched, "Setup9.log", SAMPLES[4], host));
+    let got = assert_ids_settle(
+        "jsonl",
+        || jsonl_ids(&out),
+        &expected,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "nothing resent after a clean stop"
+    );
+    assert!(got.len() > before);
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_sink_and_a_down_aggregator_do_not_hold_each_other_up() {
+    let host = "EXSIEM03";
+    let tmp = tempfile::tempdir().unwrap();
+    let watched = tmp.path().join("logs");
+    std::fs::create_dir(&watched).unwrap();
+    let out = tmp.path().join("siem.jsonl");
+    let mut agg = TestAggregator::start(&tmp.path().join("aggregator")).await;
+    let hook = Webhook::start(false).await;
+    let mut cfg = agent_config(&[&watched], &tmp.path().join("data"), &agg.endpoint(), host);
+    with_sinks(
+        &mut cfg,
+        &format!("{}{}", hook.sink_toml("hook"), jsonl_toml("local", &out)),
+    );
+    let agent = start(&cfg);
+    let spool = agent.spool().clone();
+
+    // 1. Webhook down: the aggregator and the JSON Lines sink still get everything.
+    let mut expected = write_log(&watched, "ExchangeSetup.log", SAMPLES[0], host);
+    agg.assert_settles(host, &expected, Duration::from_secs(20))
+        .await;
+    assert_ids_settle(
+        "jsonl",
+        || jsonl_ids(&out),
+        &expected,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        hook.ids().is_empty(),
+        "the webhook accepted nothing while down"
+    );
+    assert!(hook.refused() > 0, "the webhook sink kept trying");
+    assert!(
+        spool.position(&consumer_name("hook")) < Some(spool.next_id()),
+        "the webhook's cursor is behind"
+    );
+    assert!(
+        spool.first_unacked() < spool.next_id(),
+        "its records stay on disk"
+    );
+
+    // 2. Webhook back: it gets everything it missed; then the spool drains.
+    hook.set_up(true);
+    assert_ids_settle("webhook", || hook.ids(), &expected, Duration::from_secs(20)).await;
+    eventually("the spool drains", Duration::from_secs(10), || {
+        spool.first_unacked() == spool.next_id()
+    })
+    .await;
+
+    // 3. Aggregator down: both sinks still get new findings; the aggregator catches up after.
+    agg.stop().await;
+    let more = write_log(&watched, "ExchangeSetup2.log", SAMPLES[1], host);
+    expected.extend(more);
+    assert_ids_settle("webhook", || hook.ids(), &expected, Duration::from_secs(20)).await;
+    assert_ids_settle(
+        "jsonl",
+        || jsonl_ids(&out),
+        &expected,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(spool.position(DEFAULT_CONSUMER) < Some(spool.next_id()));
+    agg.restart().await;
+    agg.assert_settles(host, &expected, Duration::from_secs(30))
+        .await;
+    agent.shutdown(Duration::from_secs(2)).await;
+    agg.stop().await;
 }

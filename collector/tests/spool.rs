@@ -4,7 +4,7 @@ use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use patchwatch_collector::spool::{FsyncPolicy, Spool, SpoolError, SpoolOptions};
+use patchwatch_collector::spool::{FsyncPolicy, Spool, SpoolError, SpoolOptions, DEFAULT_CONSUMER};
 
 fn opts(dir: &Path) -> SpoolOptions {
     SpoolOptions {
@@ -12,6 +12,7 @@ fn opts(dir: &Path) -> SpoolOptions {
         max_bytes: 64 * 1024,
         segment_bytes: 1024,
         fsync: FsyncPolicy::OnSync,
+        ..SpoolOptions::new(dir)
     }
 }
 
@@ -195,4 +196,111 @@ fn too_large_record_and_bad_options_are_errors() {
         .unwrap_err()
         .to_string()
         .contains("segment_bytes"));
+}
+
+fn with_consumers(dir: &Path, names: &[&str]) -> SpoolOptions {
+    SpoolOptions {
+        consumers: names.iter().map(|n| n.to_string()).collect(),
+        ..opts(dir)
+    }
+}
+
+#[test]
+fn segments_stay_until_every_consumer_passed_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = [DEFAULT_CONSUMER, "sink:a", "sink:b"];
+    let (spool, _) = Spool::open(with_consumers(dir.path(), &names)).unwrap();
+    for i in 0..100 {
+        spool.append(&payload(i)).unwrap();
+    }
+    let segs = segments(dir.path()).len();
+    spool.ack(100).unwrap();
+    spool.ack_for("sink:a", 100).unwrap();
+    assert_eq!(
+        segments(dir.path()).len(),
+        segs,
+        "sink:b has not passed any"
+    );
+    assert_eq!(spool.first_unacked(), 0);
+    spool.ack_for("sink:b", 60).unwrap();
+    assert_eq!(spool.first_unacked(), 60);
+    assert!(
+        segments(dir.path()).len() < segs,
+        "segments before 60 deleted"
+    );
+    assert_eq!(spool.read(0, 1, usize::MAX).unwrap()[0].id, 60);
+    // A position never moves back; unknown names are errors.
+    spool.ack_for("sink:a", 10).unwrap();
+    assert_eq!(spool.position("sink:a"), Some(100));
+    assert!(matches!(
+        spool.ack_for("sink:zzz", 1),
+        Err(SpoolError::UnknownConsumer(_))
+    ));
+    drop(spool);
+
+    // Positions survive a restart, each on its own.
+    let (spool, report) = Spool::open(with_consumers(dir.path(), &names)).unwrap();
+    assert_eq!(report.unacked, 40);
+    assert_eq!(spool.position(DEFAULT_CONSUMER), Some(100));
+    assert_eq!(spool.position("sink:a"), Some(100));
+    assert_eq!(spool.position("sink:b"), Some(60));
+    drop(spool);
+
+    // A consumer added later starts at the oldest record still on disk; one removed from the
+    // list no longer holds data back, and ids are not reused below its old cursor.
+    let (spool, _) =
+        Spool::open(with_consumers(dir.path(), &[DEFAULT_CONSUMER, "sink:new"])).unwrap();
+    let oldest = spool.read(0, 1, usize::MAX).unwrap()[0].id;
+    assert!(oldest <= 60, "{oldest}");
+    assert_eq!(spool.position("sink:new"), Some(oldest));
+    spool.ack_for("sink:new", 100).unwrap();
+    assert!(segments(dir.path()).is_empty() || spool.first_unacked() == 100);
+    assert_eq!(spool.append(b"x").unwrap(), 100);
+}
+
+#[test]
+fn ids_are_not_reused_below_any_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(with_consumers(dir.path(), &["sink:a"])).unwrap();
+    for i in 0..30 {
+        spool.append(&payload(i)).unwrap();
+    }
+    spool.ack_for("sink:a", 30).unwrap();
+    assert!(segments(dir.path()).len() <= 1);
+    drop(spool);
+    // Reopened with a different consumer set and (as after a crash) no segment left.
+    for s in segments(dir.path()) {
+        fs::remove_file(s).unwrap();
+    }
+    let (spool, _) = Spool::open(with_consumers(dir.path(), &[DEFAULT_CONSUMER])).unwrap();
+    assert_eq!(spool.append(b"y").unwrap(), 30);
+}
+
+#[test]
+fn consumer_list_must_be_non_empty_and_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Spool::open(with_consumers(dir.path(), &[])).unwrap_err();
+    assert!(e.to_string().contains("at least one consumer"), "{e}");
+    let e = Spool::open(with_consumers(dir.path(), &["a", "a"])).unwrap_err();
+    assert!(e.to_string().contains("named twice"), "{e}");
+}
+
+#[tokio::test]
+async fn every_waiting_consumer_is_woken_by_an_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(opts(dir.path())).unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let s = spool.clone();
+            tokio::spawn(async move { s.wait_for(0).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    spool.append(b"one").unwrap();
+    for w in waiters {
+        tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("woken")
+            .unwrap();
+    }
 }

@@ -1,7 +1,8 @@
 //! The delivery loop: spool → `Batch`es on the `Ingest` stream → `Ack`s → `Spool::ack`.
 //!
-//! Each session opens one bidirectional stream, rewinds its cursor to the spool's first
-//! unacknowledged record and keeps up to `max_in_flight` batches outstanding. Acks may come
+//! Each session opens one bidirectional stream, rewinds its cursor to the first record the
+//! aggregator has not acknowledged (the spool consumer [`DEFAULT_CONSUMER`]; direct sinks
+//! have cursors of their own) and keeps up to `max_in_flight` batches outstanding. Acks may come
 //! out of order; the spool is acknowledged up to the end of the longest acknowledged prefix
 //! of the sent ranges, so a record is deleted only after its own batch *and* every earlier
 //! batch were acknowledged. When the stream breaks, whatever was not acknowledged is sent
@@ -19,7 +20,7 @@ use tonic::codec::CompressionEncoding;
 
 use super::item::SpoolItem;
 use super::options::{DeliveryError, DeliveryOptions};
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError, DEFAULT_CONSUMER};
 use crate::telemetry;
 
 /// How a session ended without an error.
@@ -41,13 +42,17 @@ struct InFlight {
 /// doubling from `backoff_initial` up to `backoff_max`, and resetting after an ack).
 ///
 /// # Errors
-/// Only for settings that can never work (bad endpoint or TLS material).
+/// Only for settings that can never work (bad endpoint or TLS material, or a spool opened
+/// without the [`DEFAULT_CONSUMER`]).
 pub async fn run(
     opts: DeliveryOptions,
     spool: Spool,
     shutdown: CancellationToken,
 ) -> Result<(), DeliveryError> {
     opts.endpoint()?; // fail fast on configuration, not on the first reconnect
+    if spool.position(DEFAULT_CONSUMER).is_none() {
+        return Err(SpoolError::UnknownConsumer(DEFAULT_CONSUMER.into()).into());
+    }
     let mut sequence = initial_sequence();
     let mut attempt: u32 = 0;
     loop {
@@ -119,7 +124,9 @@ async fn session(
     tokio::pin!(call);
     let mut acks: Option<tonic::Streaming<Ack>> = None;
 
-    let mut cursor = spool.first_unacked();
+    let mut cursor = spool
+        .position(DEFAULT_CONSUMER)
+        .unwrap_or_else(|| spool.first_unacked());
     let mut in_flight: BTreeMap<u64, InFlight> = BTreeMap::new();
     // Sent ranges by first id: (end id, acknowledged?).
     let mut ranges: BTreeMap<u64, (u64, bool)> = BTreeMap::new();

@@ -1,8 +1,10 @@
 //! Durable on-disk queue between the pipeline and delivery: [`Spool`].
 //!
 //! Findings and run updates are appended as opaque records (the agent stores prost bytes;
-//! see `delivery::SpoolItem`). Delivery reads from its own cursor, sends, and calls
-//! [`Spool::ack`] once the aggregator acknowledged; only then does data leave the disk.
+//! see `delivery::SpoolItem`). Each consumer named in [`SpoolOptions::consumers`] (the
+//! aggregator delivery, and each direct SIEM sink of the agent) reads from its own durable
+//! cursor, sends, and calls [`Spool::ack_for`] once its destination confirmed; data leaves the
+//! disk only when every consumer has passed it.
 //!
 //! Guarantees:
 //! * An acknowledged `append` (after [`Spool::sync`], or always with [`FsyncPolicy::Always`])
@@ -13,9 +15,13 @@
 //!   [`SpoolError::Full`] (or `append_timeout` waits) and the caller stops reading its
 //!   input. Nothing is dropped silently.
 //! * Record ids strictly increase and are never reused within one spool directory.
+//! * A consumer's cursor never moves past a record it did not acknowledge, and survives a
+//!   restart (a lost cursor write means records are sent again, never skipped).
 
+mod cursor;
 mod queue;
 mod segment;
 
+pub use cursor::DEFAULT_CONSUMER;
 pub use queue::{Damage, FsyncPolicy, Record, RecoveryReport, Spool, SpoolError, SpoolOptions};
 pub use segment::MAX_RECORD_BYTES;

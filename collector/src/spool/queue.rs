@@ -1,12 +1,13 @@
-//! The spool itself: append, read from an id, acknowledge, recover.
+//! The spool itself: append, read from an id, acknowledge per consumer, recover.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::cursor::{self, DEFAULT_CONSUMER};
 use super::segment::{self, Segment, MAGIC, MAX_RECORD_BYTES, RECORD_HEADER};
 use crate::checkpoint::sync_dir;
 use crate::telemetry;
@@ -33,16 +34,22 @@ pub struct SpoolOptions {
     pub segment_bytes: u64,
     /// See [`FsyncPolicy`].
     pub fsync: FsyncPolicy,
+    /// Everyone who reads the spool, by name. A record stays on disk until every one of them
+    /// acknowledged it ([`Spool::ack_for`]); each has its own durable cursor. At least one,
+    /// no duplicates. Default: just [`DEFAULT_CONSUMER`] (the aggregator delivery).
+    pub consumers: Vec<String>,
 }
 
 impl SpoolOptions {
-    /// Defaults for `dir`: 256 MiB total, 8 MiB segments, fsync on `sync`.
+    /// Defaults for `dir`: 256 MiB total, 8 MiB segments, fsync on `sync`, one consumer
+    /// ([`DEFAULT_CONSUMER`]).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             max_bytes: 256 * 1024 * 1024,
             segment_bytes: 8 * 1024 * 1024,
             fsync: FsyncPolicy::OnSync,
+            consumers: vec![DEFAULT_CONSUMER.to_string()],
         }
     }
 }
@@ -52,7 +59,7 @@ impl SpoolOptions {
 #[non_exhaustive]
 pub enum SpoolError {
     /// No room: the caller must stop reading input until deliveries free space.
-    #[error("spool is full ({used} of {max} bytes); waiting for the aggregator to acknowledge")]
+    #[error("spool is full ({used} of {max} bytes); waiting for its consumers to acknowledge")]
     Full {
         /// Bytes in use.
         used: u64,
@@ -70,6 +77,9 @@ pub enum SpoolError {
     /// Invalid options.
     #[error("spool options: {0}")]
     Options(String),
+    /// [`Spool::ack_for`] named a consumer the spool was not opened with.
+    #[error("spool has no consumer named `{0}`")]
+    UnknownConsumer(String),
     /// IO on a spool file failed.
     #[error("spool file {path}: {source}")]
     Io {
@@ -116,7 +126,7 @@ pub struct Damage {
 pub struct RecoveryReport {
     /// Segment files kept.
     pub segments: usize,
-    /// Records not yet acknowledged, to be replayed.
+    /// Records not yet acknowledged by every consumer, to be replayed (to those behind).
     pub unacked: u64,
     /// Damaged tails cut off (a torn last record after a crash is the usual one).
     pub damage: Vec<Damage>,
@@ -137,8 +147,10 @@ struct State {
     /// Append handle of the last segment, if it is still open for appends.
     writer: Option<File>,
     next_id: u64,
-    /// Every id below this is acknowledged.
+    /// Every id below this is acknowledged by every consumer: the minimum of `consumers`.
     acked: u64,
+    /// Each consumer's position: every id below it is done for that consumer.
+    consumers: BTreeMap<String, u64>,
     total_bytes: u64,
     unsynced: bool,
 }
@@ -151,12 +163,16 @@ struct Shared {
     data: tokio::sync::Notify,
 }
 
-/// Durable FIFO of opaque records; cheap to clone (all clones share one spool).
+/// Durable FIFO of opaque records with one or more consumers; cheap to clone (all clones share
+/// one spool).
 ///
-/// Appends and reads are thread-safe. Records stay on disk until [`ack`](Self::ack) covers
-/// them; only whole segments are deleted, so after a crash some acknowledged records of a
-/// partly acknowledged segment may be replayed unless the ack file survived (it is written
-/// on every ack).
+/// Appends and reads are thread-safe. Each consumer named in [`SpoolOptions::consumers`]
+/// reads from its own position and acknowledges with [`ack_for`](Self::ack_for); records stay
+/// on disk until every consumer's acknowledgement covers them, and only whole segments are
+/// deleted. So a consumer that is stuck (its destination down) holds data on disk until the
+/// spool is full, and then reading input pauses; it never makes another consumer wait for the
+/// records already spooled. Each position is written to its cursor file on every ack; after a
+/// crash a consumer may be sent records it already acknowledged, never fewer.
 #[derive(Debug, Clone)]
 pub struct Spool {
     shared: Arc<Shared>,
@@ -175,8 +191,22 @@ impl Spool {
                 opts.segment_bytes, opts.max_bytes
             )));
         }
+        if opts.consumers.is_empty() {
+            return Err(SpoolError::Options(
+                "at least one consumer is needed, or nothing would ever leave the spool".into(),
+            ));
+        }
+        let mut names: Vec<&String> = opts.consumers.iter().collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(SpoolError::Options(format!(
+                "consumer `{}` is named twice",
+                w[0]
+            )));
+        }
         std::fs::create_dir_all(&opts.dir).map_err(io_err(&opts.dir))?;
-        let acked = read_ack_file(&opts.dir);
+        // Ids are never reused below any cursor ever written, configured consumer or not.
+        let highest_cursor = cursor::highest(&opts.dir);
         let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(&opts.dir)
             .map_err(io_err(&opts.dir))?
             .flatten()
@@ -221,12 +251,28 @@ impl Spool {
                 size,
             });
         }
-        let next_id = segments.back().map_or(0, Segment::end).max(acked);
+        let next_id = segments.back().map_or(0, Segment::end).max(highest_cursor);
+        // A consumer without a cursor (new, or its file was lost) starts at the oldest record
+        // still on disk: no consumer can be behind it, since segments are deleted only once
+        // every consumer passed them.
+        let oldest = segments.front().map_or(next_id, |s| s.base);
+        let consumers: BTreeMap<String, u64> = opts
+            .consumers
+            .iter()
+            .map(|c| {
+                let at = cursor::read(&opts.dir, c)
+                    .unwrap_or(oldest)
+                    .clamp(oldest, next_id);
+                (c.clone(), at)
+            })
+            .collect();
+        let acked = consumers.values().copied().min().unwrap_or(next_id);
         let state = State {
             segments,
             writer: None,
             next_id,
             acked,
+            consumers,
             total_bytes: 0,
             unsynced: false,
         };
@@ -343,7 +389,8 @@ impl Spool {
         st.next_id += 1;
         telemetry::count(telemetry::SPOOL_RECORDS, 1);
         telemetry::set_gauge(telemetry::SPOOL_BYTES, st.total_bytes as f64);
-        self.shared.data.notify_one();
+        // Every consumer waits on this; each must learn of the new record.
+        self.shared.data.notify_waiters();
         Ok(id)
     }
 
@@ -396,9 +443,16 @@ impl Spool {
         Ok(())
     }
 
-    /// Id of the first record not yet acknowledged (where a replay starts).
+    /// Id of the first record not yet acknowledged by every consumer (the oldest one kept).
+    /// The spool is drained when this equals [`next_id`](Self::next_id).
     pub fn first_unacked(&self) -> u64 {
         self.lock().acked
+    }
+
+    /// Position of `consumer`: the id of its first record not yet acknowledged, where its
+    /// replay starts. `None` for a name the spool was not opened with.
+    pub fn position(&self, consumer: &str) -> Option<u64> {
+        self.lock().consumers.get(consumer).copied()
     }
 
     /// Id the next append will get.
@@ -475,28 +529,46 @@ impl Spool {
     /// Waits until a record with id `>= id` exists (returns at once if one does).
     pub async fn wait_for(&self, id: u64) {
         loop {
+            // Created before the check: `notify_waiters` reaches a `Notified` from the moment
+            // it exists, so an append between the check and the await is not missed.
             let notified = self.shared.data.notified();
             if self.lock().next_id > id {
-                // Keep the permit for the next waiter: data is there anyway.
                 return;
             }
             notified.await;
         }
     }
 
-    /// Acknowledges every record with id `< up_to`: persists the position and deletes
-    /// segments that are entirely acknowledged, then wakes blocked appenders.
+    /// [`ack_for`](Self::ack_for) the [`DEFAULT_CONSUMER`] (the aggregator delivery).
     ///
     /// # Errors
-    /// `Io` naming the file that could not be written or removed.
+    /// As [`ack_for`](Self::ack_for); `UnknownConsumer` when the spool was opened without it.
     pub fn ack(&self, up_to: u64) -> Result<(), SpoolError> {
+        self.ack_for(DEFAULT_CONSUMER, up_to)
+    }
+
+    /// Acknowledges, for `consumer`, every record with id `< up_to`: persists its position and,
+    /// once every consumer passed them, deletes whole segments and wakes blocked appenders.
+    /// Moving a position backwards is ignored.
+    ///
+    /// # Errors
+    /// `UnknownConsumer`, or `Io` naming the file that could not be written or removed.
+    pub fn ack_for(&self, consumer: &str, up_to: u64) -> Result<(), SpoolError> {
         let mut st = self.lock();
         let up_to = up_to.min(st.next_id);
-        if up_to <= st.acked {
+        let Some(at) = st.consumers.get_mut(consumer) else {
+            return Err(SpoolError::UnknownConsumer(consumer.to_string()));
+        };
+        if up_to <= *at {
             return Ok(());
         }
-        st.acked = up_to;
-        write_ack_file(&self.shared.opts.dir, up_to)?;
+        *at = up_to;
+        cursor::write(&self.shared.opts.dir, consumer, up_to)?;
+        let min = st.consumers.values().copied().min().unwrap_or(up_to);
+        if min <= st.acked {
+            return Ok(());
+        }
+        st.acked = min;
         self.drop_acked_segments(&mut st)?;
         telemetry::set_gauge(telemetry::SPOOL_BYTES, st.total_bytes as f64);
         drop(st);
@@ -527,26 +599,4 @@ impl Spool {
         }
         Ok(())
     }
-}
-
-const ACK_FILE: &str = "acked";
-
-fn read_ack_file(dir: &Path) -> u64 {
-    let path = dir.join(ACK_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => s.trim().parse().unwrap_or_else(|_| {
-            tracing::warn!(message = "Spool ack file unreadable; replaying every record.", path = %path.display());
-            0
-        }),
-        Err(_) => 0,
-    }
-}
-
-fn write_ack_file(dir: &Path, up_to: u64) -> Result<(), SpoolError> {
-    // Not fsynced: losing it only means replaying acknowledged records (duplicates the
-    // aggregator removes), never losing any.
-    let tmp = dir.join("acked.tmp");
-    std::fs::write(&tmp, up_to.to_string()).map_err(io_err(&tmp))?;
-    let path = dir.join(ACK_FILE);
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))
 }
