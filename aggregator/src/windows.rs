@@ -6,6 +6,10 @@
 //! loaded at start, after every change made through this aggregator, and every
 //! [`RELOAD_INTERVAL`] (so aggregators sharing a PostgreSQL database see each other's changes).
 //!
+//! The same reload pushes the silences stored at run time (`POST /api/v1/silences`,
+//! `patchwatch window silence add`) to the router, beside the configured `[[routing.silences]]`:
+//! both are routing state the API changes and peers sharing a database must see.
+//!
 //! Tagging happens at ingest, before validation, so the label `maintenance_window = <id>` is
 //! stored with the finding (the dashboard and API show it) and carried to the router and the
 //! sinks. The router tags again with the same windows and the same rule (first window covering
@@ -16,7 +20,9 @@ use std::time::Duration;
 
 use globset::{GlobBuilder, GlobMatcher};
 use patchwatch_proto::Batch;
-use patchwatch_sinks::routing::{MaintenanceWindow, Router, MAINTENANCE_WINDOW_LABEL};
+use patchwatch_sinks::routing::{
+    MaintenanceWindow, Router, SilenceConfig, MAINTENANCE_WINDOW_LABEL,
+};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -144,14 +150,50 @@ impl WindowSet {
         *self.inner.current.write().expect("windows lock poisoned") = compiled;
     }
 
-    /// Re-reads the stored windows.
+    /// Re-reads the stored windows and silences.
     ///
     /// # Errors
-    /// The store could not be read; the set is unchanged.
+    /// The store could not be read; the sets are unchanged.
     pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
         let stored = store.windows().await?;
+        let silences = store.silences().await?;
         self.replace(stored);
+        self.replace_silences(silences.into_iter().map(|s| s.silence).collect());
         Ok(())
+    }
+
+    /// Hands the stored silences to the router. Silences that expired long ago are left out;
+    /// one that does not validate (a database edited by hand) is left out and logged, so it
+    /// cannot keep the others from applying.
+    pub fn replace_silences(&self, stored: Vec<SilenceConfig>) {
+        let Some(router) = &self.inner.router else {
+            return;
+        };
+        let horizon = OffsetDateTime::now_utc() - ENDED_RETENTION;
+        let valid: Vec<SilenceConfig> = stored
+            .into_iter()
+            .filter(|s| s.ends_at.is_none_or(|e| e > horizon))
+            .filter(|s| match s.validate() {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(message = "Stored silence is invalid; ignored.", id = %s.id, %error);
+                    false
+                }
+            })
+            .collect();
+        if let Err(error) = router.set_stored_silences(valid) {
+            tracing::error!(message = "Router refused the stored silences.", %error);
+        }
+    }
+
+    /// The silences of `[[routing.silences]]` (read-only through the API); empty without
+    /// `[routing]`.
+    pub fn config_silences(&self) -> Vec<SilenceConfig> {
+        self.inner
+            .router
+            .as_ref()
+            .map(Router::silences)
+            .unwrap_or_default()
     }
 
     /// Adds the label `maintenance_window = <id>` to every finding of `batch` whose host a
@@ -201,7 +243,7 @@ impl WindowSet {
                 _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
             }
             if let Err(error) = self.reload(store.as_ref()).await {
-                tracing::warn!(message = "Reloading maintenance windows failed.", %error);
+                tracing::warn!(message = "Reloading maintenance windows and silences failed.", %error);
             }
         }
     }

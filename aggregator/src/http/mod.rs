@@ -1,6 +1,6 @@
 //! The HTTP listener (axum): JSON API, Server-Sent Events, `/metrics`, `/healthz` and the
-//! dashboard. The only writes are the maintenance windows (`/api/v1/windows`), which also
-//! need a token on a listener beyond loopback.
+//! dashboard. The only writes are the maintenance windows (`/api/v1/windows`) and silences
+//! (`/api/v1/silences`), which also need a token on a listener beyond loopback.
 //!
 //! When read tokens are configured every route but `/healthz`, `/login` and `/assets/*` needs
 //! one, either as `Authorization: Bearer <token>` (API clients, Prometheus) or as the cookie
@@ -23,6 +23,7 @@ use crate::store::Store;
 
 mod api;
 mod dashboard;
+mod silences;
 pub mod tls;
 mod windows;
 
@@ -40,7 +41,7 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     /// Whether the listener uses TLS (the sign-in cookie is then `Secure`).
     pub tls: bool,
-    /// The live maintenance windows (tagging and routing).
+    /// The live maintenance windows (tagging and routing) and the router's silences.
     pub windows: crate::windows::WindowSet,
     /// Forwarding status for `/healthz`.
     pub forwarder: crate::forward::Forwarder,
@@ -63,6 +64,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/windows", get(windows::list).post(windows::create))
         .route("/api/v1/windows/{id}/end", post(windows::end))
+        .route(
+            "/api/v1/silences",
+            get(silences::list).post(silences::create),
+        )
+        .route("/api/v1/silences/{id}/expire", post(silences::expire))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .fallback(api::not_found)

@@ -71,23 +71,23 @@ enum Hosts {
 }
 
 /// A refused request: status and message (small, unlike a `Response`).
-type Refusal = (StatusCode, String);
+pub(super) type Refusal = (StatusCode, String);
 
-fn bad(field: &str, message: impl std::fmt::Display) -> Refusal {
+pub(super) fn bad(field: &str, message: impl std::fmt::Display) -> Refusal {
     (StatusCode::BAD_REQUEST, format!("{field}: {message}"))
 }
 
-fn refuse((status, message): Refusal) -> Response {
+pub(super) fn refuse((status, message): Refusal) -> Response {
     error(status, message)
 }
 
-fn store_error(e: StoreError) -> Response {
+pub(super) fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::Conflict(what) => {
             error(StatusCode::CONFLICT, format!("id: {what} already exists"))
         }
         e => {
-            tracing::error!(message = "Window store operation failed.", error = %e);
+            tracing::error!(message = "Window or silence store operation failed.", error = %e);
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("store unavailable: {e}"),
@@ -97,7 +97,7 @@ fn store_error(e: StoreError) -> Response {
 }
 
 /// Refuses writes on a listener beyond loopback without tokens.
-fn check_writable(st: &AppState) -> Result<(), Refusal> {
+pub(super) fn check_writable(st: &AppState) -> Result<(), Refusal> {
     if st.writes_need_token && st.tokens.is_empty() {
         return Err((
             StatusCode::FORBIDDEN,
@@ -107,10 +107,10 @@ fn check_writable(st: &AppState) -> Result<(), Refusal> {
     Ok(())
 }
 
-async fn reload(st: &AppState) {
+pub(super) async fn reload(st: &AppState) {
     if let Err(error) = st.windows.reload(st.store.as_ref()).await {
         // The periodic reload picks the change up later.
-        tracing::warn!(message = "Reloading maintenance windows failed.", %error);
+        tracing::warn!(message = "Reloading maintenance windows and silences failed.", %error);
     }
 }
 

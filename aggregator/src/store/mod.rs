@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use patchwatch_sinks::routing::MaintenanceWindow;
 
 pub use forward::{ForwardCursor, ForwardItem, ForwardPosition};
+pub use silences::StoredSilence;
 
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::model::{
@@ -23,6 +24,7 @@ use crate::model::{
 mod forward;
 pub mod postgres;
 mod schema;
+mod silences;
 mod sql;
 pub mod sqlite;
 
@@ -108,6 +110,26 @@ pub trait Store: Send + Sync + 'static {
         id: String,
         at_ns: i64,
     ) -> BoxFuture<'_, Result<Option<MaintenanceWindow>, StoreError>>;
+
+    /// Every stored silence, latest start first.
+    fn silences(&self) -> BoxFuture<'_, Result<Vec<StoredSilence>, StoreError>>;
+
+    /// Stores a new silence (already validated by the caller, with `starts_at` and `ends_at`
+    /// set) and returns once it is durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a silence with this id exists.
+    fn insert_silence(&self, silence: StoredSilence) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Expires silence `id` at `at_ns` (Unix nanoseconds), like [`Store::end_window`]:
+    /// `ends_at` becomes `min(ends_at, at)` and one that had not started also gets
+    /// `starts_at = at`. Expiring an expired silence changes nothing. `None` when no silence
+    /// has this id.
+    fn expire_silence(
+        &self,
+        id: String,
+        at_ns: i64,
+    ) -> BoxFuture<'_, Result<Option<StoredSilence>, StoreError>>;
 
     /// Up to `limit` findings after `after` in forwarding order (see [`ForwardPosition`]),
     /// oldest first. Only findings that can no longer be preceded by a later commit are

@@ -23,12 +23,14 @@ use super::forward::{upsert_cursor_sql, SELECT_CURSORS};
 use super::sql::{self, SqlParam};
 use super::{
     ended_span, window_values, FindingRow, ForwardCursor, ForwardItem, ForwardPosition, HostRow,
-    RunRow, Store, StoreError, WindowRow, FINDING_COLUMNS, WINDOW_COLUMNS,
+    RunRow, Store, StoreError, StoredSilence, WindowRow, FINDING_COLUMNS, WINDOW_COLUMNS,
 };
 use crate::model::{
     severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, RunFilter,
     RunRecord, ValidBatch, WriteOutcome,
 };
+
+mod silences;
 
 use super::schema::POSTGRES_MIGRATIONS as MIGRATIONS;
 
@@ -503,6 +505,22 @@ impl Store for PostgresStore {
             MaintenanceWindow::try_from(r).map(Some)
         }
         .boxed()
+    }
+
+    fn silences(&self) -> BoxFuture<'_, Result<Vec<StoredSilence>, StoreError>> {
+        self.read_silences().boxed()
+    }
+
+    fn insert_silence(&self, silence: StoredSilence) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write_silence(silence).boxed()
+    }
+
+    fn expire_silence(
+        &self,
+        id: String,
+        at_ns: i64,
+    ) -> BoxFuture<'_, Result<Option<StoredSilence>, StoreError>> {
+        self.expire_silence_at(id, at_ns).boxed()
     }
 
     fn findings_after(

@@ -95,6 +95,21 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         updated_ns INTEGER NOT NULL
     );",
     ),
+    (
+        4,
+        "silences",
+        // `matchers` is a JSON object (rule_ids, severities, hosts, labels): see store::silences.
+        "CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        matchers TEXT NOT NULL,
+        starts_ns INTEGER NOT NULL,
+        ends_ns INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL
+    );
+    CREATE INDEX silences_by_start ON silences (starts_ns);",
+    ),
 ];
 
 /// PostgreSQL's versioned migrations, applied in order under an advisory lock so that aggregators
@@ -197,5 +212,19 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         seq BIGINT NOT NULL,
         updated_ns BIGINT NOT NULL
     );",
+    ),
+    (
+        4,
+        "silences",
+        "CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        matchers TEXT NOT NULL,
+        starts_ns BIGINT NOT NULL,
+        ends_ns BIGINT NOT NULL,
+        created_ns BIGINT NOT NULL
+    );
+    CREATE INDEX silences_by_start ON silences (starts_ns);",
     ),
 ];

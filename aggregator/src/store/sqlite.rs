@@ -26,13 +26,15 @@ use super::forward::{upsert_cursor_sql, SELECT_CURSORS};
 use super::sql::{self, SqlParam};
 use super::{
     ended_span, window_values, FindingRow, ForwardCursor, ForwardItem, ForwardPosition, HostRow,
-    RunRow, Store, StoreError, WindowRow, FINDING_COLUMNS, WINDOW_COLUMNS,
+    RunRow, Store, StoreError, StoredSilence, WindowRow, FINDING_COLUMNS, WINDOW_COLUMNS,
 };
 use crate::config::{SqliteConfig, SqliteSync};
 use crate::model::{
     severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, RunFilter,
     RunRecord, ValidBatch, WriteOutcome,
 };
+
+mod silences;
 
 use super::schema::SQLITE_MIGRATIONS as MIGRATIONS;
 
@@ -382,6 +384,22 @@ impl Store for SqliteStore {
         at_ns: i64,
     ) -> BoxFuture<'_, Result<Option<MaintenanceWindow>, StoreError>> {
         self.window_job(WindowOp::End { id, at_ns })
+    }
+
+    fn silences(&self) -> BoxFuture<'_, Result<Vec<StoredSilence>, StoreError>> {
+        self.read_silences()
+    }
+
+    fn insert_silence(&self, silence: StoredSilence) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write_silence(silence)
+    }
+
+    fn expire_silence(
+        &self,
+        id: String,
+        at_ns: i64,
+    ) -> BoxFuture<'_, Result<Option<StoredSilence>, StoreError>> {
+        self.expire_silence_at(id, at_ns)
     }
 
     fn findings_after(
