@@ -6,6 +6,7 @@ pub mod report;
 pub mod rules;
 pub mod scan;
 pub mod serve;
+pub mod silence;
 pub mod up;
 pub mod window;
 

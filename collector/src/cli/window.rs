@@ -1,5 +1,5 @@
 //! `patchwatch window create|list|end`: maintenance windows, through the aggregator's HTTP API
-//! (`/api/v1/windows`). The aggregator validates and stores; this is a thin client that prints
+//! (`/api/v1/windows`); `patchwatch window silence ...` (see [`super::silence`]) for silences. The aggregator validates and stores; this is a thin client that prints
 //! the aggregator's error (which names the field) when it refuses.
 
 use std::time::Duration;
@@ -44,6 +44,9 @@ pub enum WindowCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Add, list or expire silences (no notifications for matching findings).
+    #[command(subcommand)]
+    Silence(super::silence::SilenceCommand),
 }
 
 /// Options of `window create`.
@@ -124,13 +127,14 @@ pub fn run(cmd: WindowCommand) -> Result<i32> {
                 println!("ended window {}", w["id"].as_str().unwrap_or(&id));
                 print_table(std::slice::from_ref(&w));
             }
+            WindowCommand::Silence(c) => super::silence::run(c).await?,
         }
         Ok(0)
     })
 }
 
 /// One API call; a non-2xx answer becomes an error carrying the aggregator's message.
-async fn call(
+pub(super) async fn call(
     server: &ServerArgs,
     method: reqwest::Method,
     path: &str,
@@ -170,14 +174,14 @@ async fn call(
 
 fn print_table(items: &[Value]) {
     let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
-    let rows: Vec<[String; 6]> = items
+    let rows: Vec<Vec<String>> = items
         .iter()
         .map(|w| {
             let hosts = w["hosts"]
                 .as_array()
                 .map(|h| h.iter().map(s).collect::<Vec<_>>().join(","))
                 .unwrap_or_default();
-            [
+            vec![
                 s(&w["id"]),
                 s(&w["state"]),
                 s(&w["starts_at"]),
@@ -187,17 +191,22 @@ fn print_table(items: &[Value]) {
             ]
         })
         .collect();
-    let header = ["ID", "STATE", "STARTS", "ENDS", "HOSTS", "NAME"];
-    let mut widths = header.map(str::len);
-    for r in &rows {
+    print_rows(&["ID", "STATE", "STARTS", "ENDS", "HOSTS", "NAME"], &rows);
+}
+
+/// Prints a table with columns padded to their widest cell; the last column is not padded.
+pub(super) fn print_rows(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let last = header.len().saturating_sub(1);
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i == 5 {
+        for (i, c) in cells.enumerate() {
+            if i == last {
                 out.push_str(c);
             } else {
                 out.push_str(&format!("{c:<width$}  ", width = widths[i]));
@@ -205,14 +214,14 @@ fn print_table(items: &[Value]) {
         }
         println!("{}", out.trim_end());
     };
-    line(header);
-    for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+    line(&mut header.iter().copied());
+    for r in rows {
+        line(&mut r.iter().map(String::as_str));
     }
 }
 
 /// Percent-encodes an id for use as one path segment.
-fn encode_segment(s: &str) -> String {
+pub(super) fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -1,0 +1,188 @@
+//! `patchwatch window silence add|list|expire`: silences, through the aggregator's HTTP API
+//! (`/api/v1/silences`). While active, a silence stops notifications (Alertmanager and the
+//! other routing receivers) for the findings it matches; they are still stored and forwarded
+//! to SIEM sinks. The aggregator validates and stores; this client prints its error (which
+//! names the field) when it refuses.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::window::{call, encode_segment, print_rows, ServerArgs};
+
+/// `window silence` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum SilenceCommand {
+    /// Add a silence: matching findings raise no notification until it ends.
+    Add(Box<AddArgs>),
+    /// List silences with their state (pending, active, expired).
+    List {
+        /// Aggregator connection.
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Expire a silence now.
+    Expire {
+        /// Silence id (see `window silence list`).
+        id: String,
+        /// Aggregator connection.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Options of `window silence add`. Every matcher given must match; give at least one.
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Why (ticket, change); required.
+    #[arg(long)]
+    pub comment: String,
+    /// Rule ids or globs, comma-separated: 'EXCH-0042,MSI-*'.
+    #[arg(long = "rule")]
+    pub rules: Option<String>,
+    /// Severities, comma-separated: 'low,medium'.
+    #[arg(long)]
+    pub severities: Option<String>,
+    /// Host names or globs, comma-separated: 'EX0*,MBX1'.
+    #[arg(long)]
+    pub hosts: Option<String>,
+    /// Label that must match, `key=value`; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Start: RFC 3339 or `now`.
+    #[arg(long, default_value = "now")]
+    pub start: String,
+    /// End: RFC 3339.
+    #[arg(
+        long,
+        conflicts_with = "duration",
+        required_unless_present = "duration"
+    )]
+    pub end: Option<String>,
+    /// Length instead of an end: 2h, 90m, 1h30m, 1d.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Who creates it (default: $USER, else the token's id on the aggregator).
+    #[arg(long)]
+    pub created_by: Option<String>,
+    /// Id (letters, digits, '-', '_', '.'); generated when absent.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Aggregator connection.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Runs a `window silence` subcommand (inside the `window` runtime).
+pub(super) async fn run(cmd: SilenceCommand) -> Result<()> {
+    match cmd {
+        SilenceCommand::Add(a) => {
+            let a = *a;
+            let mut labels = serde_json::Map::new();
+            for l in &a.labels {
+                let Some((k, v)) = l.split_once('=') else {
+                    anyhow::bail!("--label: `{l}` is not KEY=VALUE");
+                };
+                labels.insert(k.trim().to_owned(), Value::String(v.trim().to_owned()));
+            }
+            let created_by = a.created_by.or_else(|| {
+                ["USER", "USERNAME"]
+                    .iter()
+                    .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            });
+            let mut body = json!({ "comment": a.comment, "starts_at": a.start });
+            if !labels.is_empty() {
+                body["labels"] = Value::Object(labels);
+            }
+            for (key, value) in [
+                ("rule_ids", a.rules),
+                ("severities", a.severities),
+                ("hosts", a.hosts),
+                ("ends_at", a.end),
+                ("duration", a.duration),
+                ("created_by", created_by),
+                ("id", a.id),
+            ] {
+                if let Some(v) = value {
+                    body[key] = Value::String(v);
+                }
+            }
+            let s = call(
+                &a.server,
+                reqwest::Method::POST,
+                "/api/v1/silences",
+                Some(body),
+            )
+            .await?;
+            println!("added silence {}", s["id"].as_str().unwrap_or("?"));
+            print_table(std::slice::from_ref(&s));
+        }
+        SilenceCommand::List { server, json } => {
+            let list = call(&server, reqwest::Method::GET, "/api/v1/silences", None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    println!("no silences");
+                } else {
+                    print_table(&items);
+                }
+            }
+        }
+        SilenceCommand::Expire { id, server } => {
+            let path = format!("/api/v1/silences/{}/expire", encode_segment(&id));
+            let s = call(&server, reqwest::Method::POST, &path, None).await?;
+            println!("expired silence {}", s["id"].as_str().unwrap_or(&id));
+            print_table(std::slice::from_ref(&s));
+        }
+    }
+    Ok(())
+}
+
+/// `ID STATE ENDS MATCHERS CREATED_BY COMMENT`.
+fn print_table(items: &[Value]) {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|h| h.iter().map(s).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    };
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|x| {
+            let mut m = Vec::new();
+            for (key, name) in [
+                ("rule_ids", "rule"),
+                ("severities", "severity"),
+                ("hosts", "host"),
+            ] {
+                let v = list(&x[key]);
+                if !v.is_empty() {
+                    m.push(format!("{name}={v}"));
+                }
+            }
+            if let Some(labels) = x["labels"].as_object() {
+                m.extend(labels.iter().map(|(k, v)| format!("{k}={}", s(v))));
+            }
+            let ends = match s(&x["ends_at"]) {
+                e if e.is_empty() => "-".to_owned(),
+                e => e,
+            };
+            vec![
+                s(&x["id"]),
+                s(&x["state"]),
+                ends,
+                m.join(" "),
+                s(&x["created_by"]),
+                s(&x["comment"]),
+            ]
+        })
+        .collect();
+    print_rows(
+        &["ID", "STATE", "ENDS", "MATCHERS", "CREATED_BY", "COMMENT"],
+        &rows,
+    );
+}
