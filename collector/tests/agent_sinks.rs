@@ -244,3 +244,55 @@ async fn a_down_sink_and_a_down_aggregator_do_not_hold_each_other_up() {
     agent.shutdown(Duration::from_secs(2)).await;
     agg.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_pauses_reading_and_drops_nothing_for_a_down_sink() {
+    let host = "EXSIEM04";
+    let tmp = tempfile::tempdir().unwrap();
+    let watched = tmp.path().join("logs");
+    std::fs::create_dir(&watched).unwrap();
+    let hook = Webhook::start(false).await;
+    let mut cfg = agent_config(&[&watched], &tmp.path().join("data"), "", host);
+    cfg.aggregator.endpoint = String::new();
+    // Room for a few dozen findings only: the inputs below need several times that.
+    cfg.spool.segment_bytes = 8 * 1024;
+    cfg.spool.max_bytes = 16 * 1024;
+    with_sinks(&mut cfg, &hook.sink_toml("hook"));
+    let agent = start(&cfg);
+    let spool = agent.spool().clone();
+    // Every sample five times over in one file: each repeat at new offsets, so with new ids.
+    let log = watched.join("ExchangeSetup.log");
+    let mut bytes = Vec::new();
+    for _ in 0..5 {
+        for sample in SAMPLES {
+            bytes.extend(exchange_sample(sample));
+        }
+    }
+    std::fs::write(&log, &bytes).unwrap();
+    let expected = expected_ids(host, &log, &bytes);
+    // The spool fills up and stays full: reading pauses, nothing is dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while spool.used_bytes() + 4096 <= cfg.spool.max_bytes {
+        assert!(
+            Instant::now() < deadline,
+            "spool did not fill: {} bytes, {} records, {} findings expected",
+            spool.used_bytes(),
+            spool.next_id(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spooled = spool.next_id();
+    assert!(
+        (spooled as usize) < expected.len(),
+        "the spool holds only part of the findings ({spooled} of {})",
+        expected.len()
+    );
+    assert!(hook.ids().is_empty());
+    // The sink comes back: it drains the spool, reading resumes, and every finding arrives.
+    hook.set_up(true);
+    assert_ids_settle("webhook", || hook.ids(), &expected, Duration::from_secs(40)).await;
+    assert!(spool.next_id() > spooled, "reading resumed after the pause");
+    agent.shutdown(Duration::from_secs(1)).await;
+}
