@@ -87,6 +87,8 @@ pub(crate) struct TextDecoder {
     slow: bool,
     /// Number of U+FFFD substitutions made so far (invalid UTF-16).
     pub(crate) replacements: u64,
+    /// Everything decoded so far was ASCII: raw lengths are then twice the text lengths.
+    all_ascii: bool,
 }
 
 impl TextDecoder {
@@ -102,6 +104,7 @@ impl TextDecoder {
             odd: None,
             slow: false,
             replacements: 0,
+            all_ascii: true,
         }
     }
 
@@ -145,12 +148,7 @@ impl TextDecoder {
                 i = end;
                 continue;
             }
-            let start = i;
-            while i < units.len() && is_ascii(&units[i..i + 2]) {
-                i += 2;
-            }
-            let lo = usize::from(!le);
-            out.extend(units[start..i].iter().skip(lo).step_by(2));
+            i += narrow_ascii(&units[i..], le, out);
             if i < units.len() {
                 self.slow = true;
             }
@@ -166,6 +164,7 @@ impl TextDecoder {
     }
 
     fn slow_decode(&mut self, src: &[u8], out: &mut Vec<u8>, last: bool) {
+        self.all_ascii = false;
         let Some(dec) = self.inner.as_mut() else {
             out.extend_from_slice(src);
             return;
@@ -199,6 +198,9 @@ impl TextDecoder {
     pub(crate) fn raw_len(&self, text: &[u8]) -> u64 {
         match self.encoding {
             SourceEncoding::Utf8 => text.len() as u64,
+            SourceEncoding::Utf16Le | SourceEncoding::Utf16Be if self.all_ascii => {
+                text.len() as u64 * 2
+            }
             SourceEncoding::Utf16Le | SourceEncoding::Utf16Be => {
                 let units: u64 = text
                     .iter()
@@ -208,6 +210,48 @@ impl TextDecoder {
             }
         }
     }
+}
+
+/// Narrows the leading ASCII code units of `units` (whole UTF-16 units) onto `out`; returns
+/// the number of bytes of `units` consumed. Eight units at a time, as two 64-bit words, then
+/// one by one up to the first non-ASCII unit.
+fn narrow_ascii(units: &[u8], le: bool, out: &mut Vec<u8>) -> usize {
+    // A unit read little-endian is ASCII when these bits are clear (high byte 0, low < 0x80).
+    let (mask, shift) = if le {
+        (0xFF80_FF80_FF80_FF80u64, 0)
+    } else {
+        (0x80FF_80FF_80FF_80FFu64, 8)
+    };
+    out.reserve(units.len() / 2);
+    let mut i = 0;
+    for chunk in units.chunks_exact(16) {
+        let a = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
+        let b = u64::from_le_bytes(chunk[8..].try_into().expect("8 bytes"));
+        if (a | b) & mask != 0 {
+            break;
+        }
+        let narrow = |w: u64| {
+            [
+                (w >> shift) as u8,
+                (w >> (16 + shift)) as u8,
+                (w >> (32 + shift)) as u8,
+                (w >> (48 + shift)) as u8,
+            ]
+        };
+        out.extend_from_slice(&narrow(a));
+        out.extend_from_slice(&narrow(b));
+        i += 16;
+    }
+    let lo = usize::from(!le);
+    while i + 2 <= units.len() {
+        let (l, h) = (units[i + lo], units[i + 1 - lo]);
+        if h != 0 || l >= 0x80 {
+            break;
+        }
+        out.push(l);
+        i += 2;
+    }
+    i
 }
 
 /// Decodes one line for display: UTF-8 when valid, else the legacy code page.

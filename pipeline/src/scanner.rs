@@ -30,6 +30,9 @@ const KEEP_LINES: usize = 64;
 /// tracked file, so an idle file should not hold more than its lookback lines).
 const COMPACT_AT: usize = 64 << 10;
 
+/// Text buffer capacity kept between reads while a file is being read (see `compact`).
+const KEEP_CAPACITY: usize = 8 << 20;
+
 /// Where to restart reading a file so that nothing is lost or changed (see module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumePoint {
@@ -197,6 +200,14 @@ impl FileScanner {
     pub fn flush_pending(&mut self) {
         if self.decoder.is_none() && !self.sniff_buf.is_empty() {
             self.start_decoding();
+        }
+        // A paused file needs little memory: with a thousand files tailed, buffers sized for
+        // a catch-up read would add up.
+        if self.text.capacity() > (64 << 10) && self.text.len() < self.text.capacity() / 4 {
+            self.text.shrink_to(self.text.len() * 2);
+        }
+        if self.hits.capacity() > 4096 {
+            self.hits = Vec::new();
         }
         let pending = std::mem::take(&mut self.pending);
         for p in pending {
@@ -373,9 +384,10 @@ impl FileScanner {
                     // The partial last line, completed by the caller.
                     let end = self.text.len();
                     self.text.push(b'\n');
+                    // The synthetic terminator is not in the file (2 raw bytes in UTF-16).
+                    let synthetic = self.raw_len(end, end + 1);
                     self.process_region(self.scan_pos, end + 1);
-                    // The synthetic terminator is not in the file.
-                    self.scan_raw -= 1;
+                    self.scan_raw -= synthetic;
                     break;
                 }
                 None => break,
@@ -427,7 +439,7 @@ impl FileScanner {
         }
         self.hits = hits;
         let tail_lines = count_lines(&self.text[cur..end]);
-        self.stats.lines += count_lines(&self.text[start..end]);
+        self.stats.lines += line + tail_lines - self.scan_line;
         self.scan_line = line + tail_lines;
         self.scan_raw = raw + self.raw_len(cur, end);
         self.scan_pos = end;
@@ -555,6 +567,11 @@ impl FileScanner {
         offset: u64,
         text: &str,
     ) {
+        // Cheapest check first: a rule that fires once per run is often anchored on lines
+        // that repeat (every `[ERROR]`), and its regex need not run again.
+        if rule.once_per_run && self.run.as_ref().is_some_and(|r| r.hits.contains_key(&ri)) {
+            return;
+        }
         if !rule.suppress.is_empty() {
             let low = text.to_ascii_lowercase();
             if rule
@@ -965,12 +982,10 @@ impl FileScanner {
         }
         self.text.drain(..keep);
         self.scan_pos -= keep;
-        // Give back what a large read needed once.
-        if self.text.capacity() > (64 << 10) && self.text.len() < self.text.capacity() / 4 {
+        // Capacity is kept while data flows (re-growing it for every read costs page faults),
+        // unless a long line blew it up; `flush_pending` gives it back when the writer pauses.
+        if self.text.capacity() > KEEP_CAPACITY && self.text.len() < self.text.capacity() / 4 {
             self.text.shrink_to(self.text.len() * 2);
-        }
-        if self.hits.capacity() > 4096 {
-            self.hits = Vec::new();
         }
         for p in &mut self.pending {
             p.resume_pos = p.resume_pos.and_then(|r| r.checked_sub(keep));
