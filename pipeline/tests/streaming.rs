@@ -151,6 +151,22 @@ fn one_byte_at_a_time_utf16() {
 }
 
 #[test]
+fn a_flushed_partial_last_line_is_counted_in_raw_bytes() {
+    // The scanner completes a partial last line with a terminator that is not in the file;
+    // the processed offset must still be the file's length, in UTF-16 too (2 bytes a unit).
+    for bytes in [
+        b"first line\r\npartial".to_vec(),
+        utf16le_bom("first line\r\npartial"),
+        utf16be_bom("first line\r\npartial \u{e9}"),
+    ] {
+        let mut s = FileScanner::new(catalog(), ScanContext::new("h", "x.log"));
+        s.feed(&bytes);
+        s.flush();
+        assert_eq!(s.processed_offset(), bytes.len() as u64);
+    }
+}
+
+#[test]
 fn a_900_kb_line_works_and_a_3_mib_line_is_truncated_not_lost() {
     let head = "[03/11/2021 16:01:24.0361] [1] [ERROR] The service cannot be started, ";
     let long_ok = format!("{head}{}System.ComponentModel.Win32Exception: The service cannot be started, either because it is disabled or because it has no enabled devices associated with it\n", "x".repeat(900_000));
