@@ -432,19 +432,19 @@ impl Flusher {
         let handle = std::thread::Builder::new()
             .name("checkpoint-flush".into())
             .spawn(move || {
-                let tick = Duration::from_millis(20).min(every);
-                let mut waited = Duration::ZERO;
+                // Parked between flushes (`finish` unparks it): an idle agent must not wake
+                // up every few milliseconds.
+                let mut last = std::time::Instant::now();
                 loop {
                     let stopping = flag.load(Ordering::Acquire);
-                    if stopping || waited >= every {
-                        waited = Duration::ZERO;
+                    if stopping || last.elapsed() >= every {
+                        last = std::time::Instant::now();
                         flush_with_barrier(&store, &barrier);
                     }
                     if stopping {
                         return;
                     }
-                    std::thread::sleep(tick);
-                    waited += tick;
+                    std::thread::park_timeout(every.saturating_sub(last.elapsed()));
                 }
             })
             .expect("spawning a thread only fails when the OS is out of resources");
@@ -462,6 +462,7 @@ impl Flusher {
     fn finish(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(h) = self.handle.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
     }

@@ -254,6 +254,8 @@ fn split_root(pattern: &str) -> IncludeRoot {
 pub struct DirWatch {
     watcher: Option<notify::RecommendedWatcher>,
     dirty: Arc<AtomicBool>,
+    /// The thread to unpark when something changes (see [`DirWatch::wake_me`]).
+    waker: Arc<std::sync::Mutex<Option<std::thread::Thread>>>,
     watched: Vec<(PathBuf, RecursiveMode)>,
 }
 
@@ -273,15 +275,20 @@ impl DirWatch {
     /// warning and falls back to polling rather than failing: the slow rescan still finds files.
     pub fn new(discovery: &Discovery, poll: bool) -> Self {
         let dirty = Arc::new(AtomicBool::new(true));
+        let waker: Arc<std::sync::Mutex<Option<std::thread::Thread>>> = Arc::default();
         let watcher = if poll {
             None
         } else {
             let flag = dirty.clone();
+            let wake = waker.clone();
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 // Our own reads open and close the files: access events must not wake the
                 // reader, or it would chase its own tail.
                 if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                     flag.store(true, Ordering::Release);
+                    if let Some(t) = wake.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        t.unpark();
+                    }
                 }
             }) {
                 Ok(w) => Some(w),
@@ -294,6 +301,7 @@ impl DirWatch {
         let mut me = Self {
             watcher,
             dirty,
+            waker,
             watched: Vec::new(),
         };
         me.rearm(discovery);
@@ -303,6 +311,12 @@ impl DirWatch {
     /// True when events are in use (false means the caller's rescan timer is the only signal).
     pub fn uses_events(&self) -> bool {
         self.watcher.is_some()
+    }
+
+    /// Makes events unpark the calling thread, which can then sleep in
+    /// `std::thread::park_timeout` instead of waking up to check a flag.
+    pub fn wake_me(&self) {
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
     }
 
     /// True when something changed since the flag was last taken (does not clear it).

@@ -100,6 +100,8 @@ struct Pending {
 
 /// Streaming scanner of one file. Feed it raw bytes in file order; collect [`Event`]s.
 pub struct FileScanner {
+    /// Most evidence lines any rule shows before its match: what an idle scanner keeps.
+    max_before: usize,
     catalog: Arc<Catalog>,
     ctx: ScanContext,
     detected: Option<Detected>,
@@ -130,7 +132,14 @@ impl FileScanner {
     pub fn new(catalog: Arc<Catalog>, ctx: ScanContext) -> FileScanner {
         let kind = ctx.kind;
         let source_key = ctx.source_key.clone();
+        let max_before = catalog
+            .rules()
+            .iter()
+            .map(|r| r.before as usize)
+            .max()
+            .unwrap_or(0);
         FileScanner {
+            max_before,
             catalog,
             ctx,
             detected: None,
@@ -202,9 +211,11 @@ impl FileScanner {
             self.start_decoding();
         }
         // A paused file needs little memory: with a thousand files tailed, buffers sized for
-        // a catch-up read would add up.
-        if self.text.capacity() > (64 << 10) && self.text.len() < self.text.capacity() / 4 {
-            self.text.shrink_to(self.text.len() * 2);
+        // a catch-up read, or the 64 lines kept while reading, would add up. Keep only what
+        // evidence can look back to.
+        if self.scan_pos == self.text.len() {
+            self.compact_to(self.max_before + 1);
+            self.text.shrink_to_fit();
         }
         if self.hits.capacity() > 4096 {
             self.hits = Vec::new();
@@ -972,21 +983,31 @@ impl FileScanner {
         if self.scan_pos < COMPACT_AT {
             return;
         }
-        let floor = self.scan_pos.saturating_sub(256 * 1024);
-        let mut keep = self.scan_pos;
-        for _ in 0..KEEP_LINES {
-            if keep <= floor {
-                break;
-            }
-            keep = line_start(&self.text, floor, keep - 1);
-        }
-        self.text.drain(..keep);
-        self.scan_pos -= keep;
+        self.compact_to(KEEP_LINES);
         // Capacity is kept while data flows (re-growing it for every read costs page faults),
         // unless a long line blew it up; `flush_pending` gives it back when the writer pauses.
         if self.text.capacity() > KEEP_CAPACITY && self.text.len() < self.text.capacity() / 4 {
             self.text.shrink_to(self.text.len() * 2);
         }
+    }
+
+    /// Drops the text before the last `lines` lines before the scan position.
+    fn compact_to(&mut self, lines: usize) {
+        let floor = self.scan_pos.saturating_sub(256 * 1024);
+        let mut keep = self.scan_pos;
+        for _ in 0..lines {
+            if keep <= floor {
+                break;
+            }
+            // Step over the whole terminator: a CRLF is one line end, not two.
+            let mut end = keep - 1;
+            if self.text[end] == b'\n' && end > floor && self.text[end - 1] == b'\r' {
+                end -= 1;
+            }
+            keep = line_start(&self.text, floor, end);
+        }
+        self.text.drain(..keep);
+        self.scan_pos -= keep;
         for p in &mut self.pending {
             p.resume_pos = p.resume_pos.and_then(|r| r.checked_sub(keep));
         }

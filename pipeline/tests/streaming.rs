@@ -231,3 +231,45 @@ fn resuming_from_the_resume_point_gives_the_same_findings() {
         assert_eq!(got, ids(&whole), "cut at {cut}");
     }
 }
+
+#[test]
+fn a_paused_scanner_keeps_the_lines_evidence_looks_back_to() {
+    // When the writer pauses, the scanner gives back its buffers and keeps only as many lines
+    // as the longest `before` of any rule; a match after the pause still shows them.
+    let mut b = patchwatch_pipeline::CatalogBuilder::new().with_builtin();
+    b.add_str(
+        "site.toml",
+        r#"[[rule]]
+id = "site.look-back"
+title = "Looks back six lines"
+severity = "low"
+kinds = ["exchange_setup"]
+anchors = ["CONTOSO-MAGIC"]
+evidence = { before = 6, after = 0 }
+remediation = { summary = "s" }
+"#,
+    );
+    let catalog = Arc::new(b.build().expect("valid"));
+    let mut ctx = ScanContext::new("h", "ExchangeSetup.log");
+    ctx.kind = Some(patchwatch_pipeline::LogKind::ExchangeSetup);
+    let mut s = FileScanner::new(catalog, ctx);
+    let mut text = String::new();
+    for i in 1..=200 {
+        text.push_str(&format!("[03/06/2021 15:15:02.0001] [1] filler {i}\r\n"));
+    }
+    s.feed(text.as_bytes());
+    s.flush_pending();
+    s.feed(b"[03/06/2021 15:15:03.0001] [1] CONTOSO-MAGIC\r\n");
+    s.flush();
+    let f = s
+        .drain_events()
+        .into_iter()
+        .find_map(|e| match e {
+            patchwatch_pipeline::Event::Finding(f) if f.rule_id == "site.look-back" => Some(f),
+            _ => None,
+        })
+        .expect("rule fires");
+    let lines: Vec<u64> = f.evidence.iter().map(|e| e.line).collect();
+    assert_eq!(lines, (195..=201).collect::<Vec<u64>>());
+    assert!(f.evidence[0].text.ends_with("filler 195"), "{:?}", f.evidence);
+}

@@ -438,6 +438,22 @@ async fn idle(args: &Args) -> Result<()> {
         r1 as f64 / 1024.0,
         rss.iter().copied().max().unwrap_or(r1) as f64 / 1024.0
     );
+    // Anonymous memory (heap, stacks) vs pages of the binary itself.
+    if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+        let field = |name: &str| {
+            rollup
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        let anon = field("Anonymous:");
+        println!(
+            "RSS by kind: anonymous {anon:.1} MiB, file-backed {:.1} MiB",
+            field("Rss:") - anon
+        );
+    }
     let _ = child.kill();
     let _ = child.wait();
     token.cancel();

@@ -217,6 +217,7 @@ impl TailReader {
         } else {
             self.opts.poll_interval
         };
+        self.watch.wake_me();
         while !stop.load(Ordering::Acquire) {
             let more = self.poll_once(&mut send);
             if !more && !self.force_full {
@@ -242,15 +243,19 @@ impl TailReader {
 /// Timed poll when filesystem events are in use.
 const EVENT_SAFETY_POLL: Duration = Duration::from_secs(2);
 
-/// Sleeps up to `total`, waking early on `stop` or when `event()` is true.
+/// Longest single sleep: how long `stop` may go unnoticed by an idle reader.
+const STOP_CHECK: Duration = Duration::from_millis(250);
+
+/// Sleeps up to `total`, waking early on `stop` or when `event()` is true. Events unpark the
+/// thread ([`DirWatch::wake_me`](crate::discovery::DirWatch::wake_me)), so an idle reader wakes
+/// a few times a second, not every few milliseconds.
 fn sleep_until_event(total: Duration, stop: &AtomicBool, event: impl Fn() -> bool) {
-    let step = Duration::from_millis(5);
     let deadline = Instant::now() + total;
     while !stop.load(Ordering::Acquire) && !event() {
         let now = Instant::now();
         if now >= deadline {
             break;
         }
-        std::thread::sleep(step.min(deadline - now));
+        std::thread::park_timeout(STOP_CHECK.min(deadline - now));
     }
 }
