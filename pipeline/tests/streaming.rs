@@ -271,5 +271,9 @@ remediation = { summary = "s" }
         .expect("rule fires");
     let lines: Vec<u64> = f.evidence.iter().map(|e| e.line).collect();
     assert_eq!(lines, (195..=201).collect::<Vec<u64>>());
-    assert!(f.evidence[0].text.ends_with("filler 195"), "{:?}", f.evidence);
+    assert!(
+        f.evidence[0].text.ends_with("filler 195"),
+        "{:?}",
+        f.evidence
+    );
 }
