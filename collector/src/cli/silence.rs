@@ -7,7 +7,7 @@
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::window::{call, encode_segment, print_rows, ServerArgs};
+use super::window::{call, encode_segment, print_list, print_rows, ServerArgs};
 
 /// `window silence` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -121,16 +121,7 @@ pub(super) async fn run(cmd: SilenceCommand) -> Result<()> {
         }
         SilenceCommand::List { server, json } => {
             let list = call(&server, reqwest::Method::GET, "/api/v1/silences", None).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                let items = list["items"].as_array().cloned().unwrap_or_default();
-                if items.is_empty() {
-                    println!("no silences");
-                } else {
-                    print_table(&items);
-                }
-            }
+            print_list(&list, json, "no silences", print_table)?;
         }
         SilenceCommand::Expire { id, server } => {
             let path = format!("/api/v1/silences/{}/expire", encode_segment(&id));

@@ -110,16 +110,7 @@ pub fn run(cmd: WindowCommand) -> Result<i32> {
             }
             WindowCommand::List { server, json } => {
                 let list = call(&server, reqwest::Method::GET, "/api/v1/windows", None).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
-                } else {
-                    let items = list["items"].as_array().cloned().unwrap_or_default();
-                    if items.is_empty() {
-                        println!("no maintenance windows");
-                    } else {
-                        print_table(&items);
-                    }
-                }
+                print_list(&list, json, "no maintenance windows", print_table)?;
             }
             WindowCommand::End { id, server } => {
                 let path = format!("/api/v1/windows/{}/end", encode_segment(&id));
@@ -131,6 +122,21 @@ pub fn run(cmd: WindowCommand) -> Result<i32> {
         }
         Ok(0)
     })
+}
+
+/// Prints a `{"items": [...]}` answer: as JSON, as a table, or `empty` when there are none.
+pub(super) fn print_list(list: &Value, json: bool, empty: &str, table: fn(&[Value])) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(list)?);
+        return Ok(());
+    }
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        println!("{empty}");
+    } else {
+        table(&items);
+    }
+    Ok(())
 }
 
 /// One API call; a non-2xx answer becomes an error carrying the aggregator's message.
