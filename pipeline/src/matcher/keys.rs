@@ -108,7 +108,7 @@ pub(super) fn choose(anchors: &[Vec<u8>], max_keys: usize) -> Vec<(usize, usize)
         .map(|a| {
             let (&ci, off) = chosen
                 .iter()
-                .filter_map(|ci| find(a, cands[*ci]).map(|off| (ci, off)))
+                .filter_map(|ci| memchr::memmem::find(a, cands[*ci]).map(|off| (ci, off)))
                 .min_by_key(|&(ci, _)| (freq[*ci], std::cmp::Reverse(cands[*ci].len())))
                 .expect("every anchor is covered");
             (off, cands[ci].len())
@@ -196,10 +196,6 @@ fn gram(w: &[u8]) -> u32 {
 /// Exact count of a candidate shorter than 4 bytes (only anchors that short have one).
 fn short_count(c: &[u8]) -> u32 {
     memchr::memmem::find_iter(reference_text(), c).count() as u32
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
