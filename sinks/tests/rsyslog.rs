@@ -228,6 +228,17 @@ async fn rsyslog_restart_mid_stream_loses_nothing_and_blocks_no_other_sink() {
         let r = sinks.send(vec![f.clone()]).wait().await;
         assert_eq!(r.delivered, 2);
     }
+    // Plain TCP syslog has no application ack: a message still unread in rsyslogd's socket
+    // buffer when it exits is lost at the receiver (a documented limit; RELP would close it).
+    // So the outage starts once the first third is on disk; what this test checks is that
+    // nothing sent during and after the outage is lost.
+    let needle = format!("id=\"restart-{token}-");
+    eventually(
+        Duration::from_secs(10),
+        "the first third in rsyslog's file before the stop",
+        async || (lines_with(&out, &needle).len() >= 10).then_some(()),
+    )
+    .await;
     rsyslogd.stop();
 
     // Second third while it is down: the file sink confirms each one promptly; syslog waits.
@@ -270,7 +281,6 @@ async fn rsyslog_restart_mid_stream_loses_nothing_and_blocks_no_other_sink() {
             .expect("settled after restart");
         assert_eq!((r.delivered, r.failed), (2, 0));
     }
-    let needle = format!("id=\"restart-{token}-");
     let ids = eventually(
         Duration::from_secs(10),
         "every finding in rsyslog's file",
