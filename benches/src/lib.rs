@@ -5,6 +5,8 @@
 
 use patchwatch_pipeline::sample::{msi_verbose_log, MsiLog, MsiScenario};
 
+pub mod exchange;
+
 const EXCHANGE: &[&str] = &[
     include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_DC_Site_1.log"),
     include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_Reboot_Pending.log"),
@@ -67,7 +69,50 @@ fn grow(bytes: usize, mut block: impl FnMut(u32) -> String) -> String {
     out
 }
 
-/// An ExchangeSetup.log-like UTF-8 corpus of at least `bytes` bytes.
+/// The failing samples, each a whole run with its own banner, as setup appends them.
+const FAILING: &[&str] = &[
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_DC_Site_1.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_InstallFromBin.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_MSI_1.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_MSI_3.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_Reboot_Pending.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_SchemaAdmin_PrepareSchema.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_ServiceControl_Reverse.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_Service_Disabled.log"),
+    include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_Vdir_1.log"),
+];
+
+/// How many generated successful upgrade runs come before each failing sample run, and how
+/// many cmdlet executions (~1 KB each) a generated run has. A CU upgrade runs thousands of
+/// cmdlets, and a maintenance window that fails usually succeeds on a later attempt.
+const SUCCESSES_PER_FAILURE: u32 = 3;
+const CMDLETS_PER_RUN: u32 = 3_000;
+
+/// A realistic ExchangeSetup.log corpus of at least `bytes` bytes: generated successful upgrade
+/// runs ([`exchange::upgrade_run`]), three of them (~3.5 MB each) before each failing sample
+/// run, in turn. Findings are about as dense as in a server whose updates sometimes fail.
+pub fn utf8_realistic_corpus(bytes: usize) -> Vec<u8> {
+    let rules = exchange::rule_names(FAILING);
+    let mut out = String::with_capacity(bytes + (8 << 20));
+    let mut seed = 0;
+    while out.len() < bytes {
+        if seed % (SUCCESSES_PER_FAILURE + 1) == SUCCESSES_PER_FAILURE {
+            let text = FAILING[(seed / (SUCCESSES_PER_FAILURE + 1)) as usize % FAILING.len()];
+            for line in text.lines() {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+        } else {
+            out.push_str(&exchange::upgrade_run(seed, CMDLETS_PER_RUN, &rules));
+        }
+        seed += 1;
+    }
+    out.into_bytes()
+}
+
+/// An ExchangeSetup.log-like UTF-8 corpus of at least `bytes` bytes, failure-dense: the five
+/// largest failing samples back to back (a finding every ~12 KB). The worst case for the
+/// matcher's verification and finding paths, not what a server writes.
 pub fn utf8_corpus(bytes: usize) -> Vec<u8> {
     let block = exchange_block();
     grow(bytes, |_| block.clone()).into_bytes()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use patchwatch_benches::{utf16le_corpus, utf8_corpus};
+use patchwatch_benches::{utf16le_corpus, utf8_corpus, utf8_realistic_corpus};
 use patchwatch_pipeline::{Catalog, Event, FileScanner, ScanContext};
 
 fn arg(name: &str, default: &str) -> String {
@@ -109,11 +109,16 @@ fn main() -> Result<()> {
     );
     println!("| corpus | size | patchwatch | rg -F -i -f | ratio | findings | rg matching lines |");
     println!("|---|---|---|---|---|---|---|");
-    for (name, bytes) in [
-        ("UTF-8", utf8_corpus(size)),
-        ("UTF-16LE", utf16le_corpus(size)),
+    for (name, file, bytes) in [
+        ("UTF-8 (Exchange)", "utf8", utf8_realistic_corpus(size)),
+        (
+            "UTF-8 (failing samples only)",
+            "utf8-dense",
+            utf8_corpus(size),
+        ),
+        ("UTF-16LE (MSI)", "utf16le", utf16le_corpus(size)),
     ] {
-        let path = dir.join(format!("corpus-{}.log", name.to_lowercase()));
+        let path = dir.join(format!("corpus-{file}.log"));
         std::fs::write(&path, &bytes)?;
         // Warm the page cache for both tools alike.
         let _ = std::fs::read(&path)?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use patchwatch_benches::{scan_count, utf16le_corpus, utf8_corpus};
+use patchwatch_benches::{scan_count, utf16le_corpus, utf8_corpus, utf8_realistic_corpus};
 use patchwatch_pipeline::{Catalog, LogKind};
 
 fn main() {
@@ -14,22 +14,26 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(64);
     let catalog = Arc::new(Catalog::builtin());
-    let utf8 = utf8_corpus(mib << 20);
-    let m = catalog.matcher(LogKind::ExchangeSetup);
-    let t = Instant::now();
-    let mut n = 0usize;
-    m.for_each(&utf8, |_, _| n += 1);
-    let dt = t.elapsed().as_secs_f64();
-    println!(
-        "exchange anchors only: {:.2} GB/s, {n} hits",
-        utf8.len() as f64 / dt / 1e9
-    );
-    let t = Instant::now();
-    let f = scan_count(&catalog, &utf8);
-    println!(
-        "exchange full scan:    {:.2} GB/s, {f} findings",
-        utf8.len() as f64 / t.elapsed().as_secs_f64() / 1e9
-    );
+    for (name, utf8) in [
+        ("exchange", utf8_realistic_corpus(mib << 20)),
+        ("exchange-dense", utf8_corpus(mib << 20)),
+    ] {
+        let m = catalog.matcher(LogKind::ExchangeSetup);
+        let t = Instant::now();
+        let mut n = 0usize;
+        m.for_each(&utf8, |_, _| n += 1);
+        let dt = t.elapsed().as_secs_f64();
+        println!(
+            "{name:<15} anchors only: {:.2} GB/s, {n} hits",
+            utf8.len() as f64 / dt / 1e9
+        );
+        let t = Instant::now();
+        let f = scan_count(&catalog, &utf8);
+        println!(
+            "{name:<15} full scan:    {:.2} GB/s, {f} findings",
+            utf8.len() as f64 / t.elapsed().as_secs_f64() / 1e9
+        );
+    }
     let utf16 = utf16le_corpus(mib << 20);
     let t = Instant::now();
     let text = encoding_rs::UTF_16LE
