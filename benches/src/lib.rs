@@ -5,7 +5,7 @@
 
 use patchwatch_pipeline::sample::{msi_verbose_log, MsiLog, MsiScenario};
 
-pub mod exchange;
+use patchwatch_pipeline::sample::exchange;
 
 const EXCHANGE: &[&str] = &[
     include_str!("../../pipeline/tests/data/exchange/ExchangeSetup_DC_Site_1.log"),

@@ -2,6 +2,8 @@
 //! committed). The line shapes are those of `msi-log.md` §1 and of ServiceControl.ps1; the text
 //! is generated, not copied. Pure functions: no IO.
 
+pub mod exchange;
+
 /// How a generated Windows Installer session ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MsiScenario {

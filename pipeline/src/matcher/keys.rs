@@ -21,7 +21,8 @@ const MAX_KEY: usize = 6;
 const PENALTIES: &[u32] = &[2, 8, 32, 128, 512, 2048, 8192, 1 << 20];
 
 /// Reference log text, lower-cased: the committed ExchangeSetup.log samples, a generated
-/// Windows Installer session and a ServiceControl.log run. Built once per process.
+/// successful upgrade run, a generated Windows Installer session and a ServiceControl.log run.
+/// Built once per process.
 fn reference_text() -> &'static [u8] {
     static TEXT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     TEXT.get_or_init(|| {
@@ -35,7 +36,16 @@ fn reference_text() -> &'static [u8] {
             filler_blocks: 4,
         });
         let sc = service_control_log("21/11/2026", 3600, true);
-        let texts: [&str; 6] = [
+        // A successful upgrade run: cmdlet executions are most of a real ExchangeSetup.log.
+        let upgrade = crate::sample::exchange::upgrade_run(
+            0,
+            300,
+            &crate::sample::exchange::rule_names(&[include_str!(
+                "../../tests/data/exchange/ExchangeSetup_Reboot_Pending.log"
+            )]),
+        );
+        let texts: [&str; 7] = [
+            &upgrade,
             include_str!("../../tests/data/exchange/ExchangeSetup_Reboot_Pending.log"),
             include_str!("../../tests/data/exchange/ExchangeSetup_Service_Disabled.log"),
             include_str!("../../tests/data/exchange/ExchangeSetup_SchemaAdmin_PrepareSchema.log"),

@@ -5,7 +5,8 @@
 //! prerequisite engine's `Started`/`Evaluated`/`Finished` triplets (one per rule name seen in
 //! the committed samples), then component after component of cmdlet executions (script block,
 //! Active Directory session settings, user parameters, begin/search/end), then the success
-//! line and `End of Setup`. Most of a real log is that component phase.
+//! line and `End of Setup`. Most of a real log is that component phase, which the committed
+//! samples (cut down to their failures) barely show.
 
 use std::fmt::Write as _;
 
@@ -241,4 +242,34 @@ pub fn rule_names(samples: &[&str]) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{scan_bytes, Catalog, LogKind, Outcome, ScanContext, Severity};
+
+    #[test]
+    fn a_generated_run_is_one_successful_upgrade_with_no_failure_findings() {
+        let rules = rule_names(&[include_str!(
+            "../../tests/data/exchange/ExchangeSetup_Reboot_Pending.log"
+        )]);
+        assert!(rules.len() > 50, "{} rule names", rules.len());
+        let text = upgrade_run(7, 200, &rules);
+        let out = scan_bytes(
+            std::sync::Arc::new(Catalog::builtin()),
+            ScanContext::new("host", "ExchangeSetup.log"),
+            text.as_bytes(),
+        );
+        assert_eq!(out.kind, Some(LogKind::ExchangeSetup));
+        assert_eq!(out.runs.len(), 1);
+        assert_eq!(out.runs[0].outcome, Outcome::Succeeded);
+        let bad: Vec<_> = out
+            .findings
+            .iter()
+            .filter(|f| f.severity > Severity::Low)
+            .map(|f| &f.rule_id)
+            .collect();
+        assert!(bad.is_empty(), "{bad:?}");
+    }
 }
