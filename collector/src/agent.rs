@@ -45,6 +45,25 @@ const QUIET: Duration = Duration::from_millis(750);
 const PARTIAL_QUIET: Duration = Duration::from_secs(10);
 /// How often the matcher looks at quiet and stalled files when no data comes.
 const TICK: Duration = Duration::from_millis(200);
+/// How long the whole agent must be without data before memory freed since the last data is
+/// given back to the OS: by then every file had its quiet and partial-line flush, which
+/// shrink their buffers.
+const IDLE_RELEASE: Duration = PARTIAL_QUIET;
+
+/// The tokio runtime for the agent: it carries only delivery, direct sinks and timers (the
+/// hot path is threads), so one worker is plenty, whatever the number of cores. Each extra
+/// worker is a thread that may get its own malloc arena and keep memory resident. Multi
+/// thread, not current thread, because sinks may use `block_in_place`.
+///
+/// # Errors
+/// The OS refused a thread or an event loop.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("agent-rt")
+        .enable_all()
+        .build()
+}
 
 /// A running agent.
 pub struct Agent {
@@ -70,7 +89,13 @@ struct Matcher {
     host: pb::HostInfo,
     fallback: &'static encoding_rs::Encoding,
     stall_after: Duration,
-    files: HashMap<FileKey, FileState>,
+    /// Boxed: a scanner is about 1.5 KB, and the table keeps up to twice as many slots as
+    /// files (3 MiB of slots for 1,000 files, unboxed).
+    files: HashMap<FileKey, Box<FileState>>,
+    /// When the last data chunk of any file arrived.
+    last_data: Instant,
+    /// Data came since memory was last given back (see [`IDLE_RELEASE`]).
+    release_due: bool,
 }
 
 struct FileState {
@@ -81,6 +106,19 @@ struct FileState {
     partial_flushed: bool,
     stalled_run: Option<String>,
     last_line: String,
+}
+
+impl FileState {
+    /// Whether [`Matcher::tick`] has something to do for this file after `quiet` without data.
+    fn tick_due(&self, quiet: Duration, stall_after: Duration) -> bool {
+        (!self.flushed && quiet >= QUIET)
+            || (!self.partial_flushed && quiet >= PARTIAL_QUIET)
+            || (quiet >= stall_after
+                && self.scanner.open_run().is_some_and(|r| {
+                    r.outcome == Outcome::InProgress
+                        && self.stalled_run.as_deref() != Some(r.run_id.as_str())
+                }))
+    }
 }
 
 impl Agent {
@@ -152,6 +190,8 @@ impl Agent {
             fallback,
             stall_after: Duration::from_secs(cfg.stall_threshold_secs),
             files: HashMap::new(),
+            last_data: Instant::now(),
+            release_due: false,
         };
         let matcher = std::thread::Builder::new()
             .name("matcher".into())
@@ -334,7 +374,7 @@ impl Matcher {
                 };
                 self.files.insert(
                     file,
-                    FileState {
+                    Box::new(FileState {
                         scanner,
                         path,
                         last_data: Instant::now(),
@@ -342,7 +382,7 @@ impl Matcher {
                         partial_flushed: true,
                         stalled_run: None,
                         last_line: String::new(),
-                    },
+                    }),
                 );
                 telemetry::set_gauge("patchwatch_open_files", self.files.len() as f64);
                 true
@@ -357,6 +397,8 @@ impl Matcher {
                 st.scanner.feed(&chunk.bytes);
                 telemetry::lines(st.scanner.stats().lines - before);
                 st.last_data = Instant::now();
+                self.last_data = st.last_data;
+                self.release_due = true;
                 st.flushed = false;
                 st.partial_flushed = false;
                 st.stalled_run = None;
@@ -390,7 +432,20 @@ impl Matcher {
 
     /// Quiet files: complete their partial line. Stalled runs: report once.
     fn tick(&mut self) -> bool {
-        let keys: Vec<FileKey> = self.files.keys().cloned().collect();
+        // Most ticks have nothing to do: look at the states in place first, so an idle tick
+        // over 1,000 files neither clones their keys nor hashes them.
+        let now = Instant::now();
+        let keys: Vec<FileKey> = self
+            .files
+            .iter()
+            .filter(|(_, st)| {
+                st.tick_due(
+                    now.saturating_duration_since(st.last_data),
+                    self.stall_after,
+                )
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
         for key in keys {
             let Some(st) = self.files.get_mut(&key) else {
                 continue;
@@ -434,6 +489,11 @@ impl Matcher {
                     }
                 }
             }
+        }
+        if self.release_due && self.last_data.elapsed() >= IDLE_RELEASE {
+            // Catch-up buffers were freed file by file; without this glibc keeps the pages.
+            self.release_due = false;
+            crate::memory::release_free_memory();
         }
         true
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod delivery;
 pub mod discovery;
+pub mod memory;
 pub mod siem;
 pub mod spool;
 pub mod tail;

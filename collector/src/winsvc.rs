@@ -67,7 +67,7 @@ fn serve() -> Result<()> {
         ServiceState::Running,
         ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
     ))?;
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = patchwatch_collector::agent::runtime()?;
     rt.block_on(async move {
         let agent = Agent::start(&config, catalog, &tokio::runtime::Handle::current())?;
         let _ = tokio::task::spawn_blocking(move || rx.recv()).await;

@@ -113,11 +113,14 @@ pub fn run_agent(args: AgentArgs) -> Result<i32> {
         }
         return Ok(0);
     }
+    // Before any thread starts: the agent's threads share two malloc arenas instead of one
+    // each (glibc only; see `memory`).
+    patchwatch_collector::memory::limit_malloc_arenas(2);
     #[cfg(windows)]
     if crate::winsvc::running_as_service() {
         return crate::winsvc::run(config, catalog);
     }
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = patchwatch_collector::agent::runtime()?;
     rt.block_on(async move {
         if let Some(addr) = config.metrics_listen {
             install_metrics(addr)?;
