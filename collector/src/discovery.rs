@@ -19,6 +19,8 @@ use std::sync::Arc;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use notify::{RecursiveMode, Watcher};
 
+use crate::tail::FileId;
+
 /// Deepest walk below a base directory for patterns containing `**`.
 const MAX_RECURSIVE_DEPTH: usize = 16;
 
@@ -256,7 +258,7 @@ pub struct DirWatch {
     dirty: Arc<AtomicBool>,
     /// The thread to unpark when something changes (see [`DirWatch::wake_me`]).
     waker: Arc<std::sync::Mutex<Option<std::thread::Thread>>>,
-    watched: Vec<(PathBuf, RecursiveMode)>,
+    watched: Vec<(PathBuf, RecursiveMode, FileId)>,
 }
 
 impl std::fmt::Debug for DirWatch {
@@ -360,24 +362,31 @@ impl DirWatch {
         }
         want.sort_by(|a, b| a.0.cmp(&b.0).then(mode_rank(a.1).cmp(&mode_rank(b.1))));
         want.dedup();
-        for (path, mode) in &self.watched {
-            if !want.contains(&(path.clone(), *mode)) {
-                let _ = watcher.unwatch(path);
+        // Watched by identity, not only by name: a folder renamed away and recreated under
+        // the same name is another directory, and the old watch followed the old one.
+        let want: Vec<(PathBuf, RecursiveMode, FileId)> = want
+            .into_iter()
+            .filter_map(|(path, mode)| {
+                let meta = std::fs::metadata(&path).ok().filter(|m| m.is_dir())?;
+                Some((path, mode, FileId::from_metadata(&meta)))
+            })
+            .collect();
+        for w in &self.watched {
+            if !want.contains(w) {
+                let _ = watcher.unwatch(&w.0);
             }
         }
         let mut now = Vec::new();
-        for (path, mode) in want {
-            if self.watched.contains(&(path.clone(), mode)) || path.is_dir() {
-                if !self.watched.contains(&(path.clone(), mode)) {
-                    if let Err(error) = watcher.watch(&path, mode) {
-                        tracing::debug!(message = "Cannot watch directory.", dir = %path.display(), %error);
-                        continue;
-                    }
-                    // A directory that just appeared may already hold files.
-                    self.dirty.store(true, Ordering::Release);
+        for w in want {
+            if !self.watched.contains(&w) {
+                if let Err(error) = watcher.watch(&w.0, w.1) {
+                    tracing::debug!(message = "Cannot watch directory.", dir = %w.0.display(), %error);
+                    continue;
                 }
-                now.push((path, mode));
+                // A directory that just appeared may already hold files.
+                self.dirty.store(true, Ordering::Release);
             }
+            now.push(w);
         }
         self.watched = now;
     }
