@@ -46,8 +46,9 @@ const PARTIAL_QUIET: Duration = Duration::from_secs(10);
 /// How often the matcher looks at quiet and stalled files when no data comes.
 const TICK: Duration = Duration::from_millis(200);
 /// How long the whole agent must be without data before memory freed since the last data is
-/// given back to the OS: by then every file had its quiet and partial-line flush, which
-/// shrink their buffers.
+/// given back to the OS for good: by then every file had its quiet and partial-line flush,
+/// which shrink their buffers. A first release already follows the quiet flush ([`QUIET`]),
+/// at most once per `IDLE_RELEASE`, so a slow steady writer does not cause one per line.
 const IDLE_RELEASE: Duration = PARTIAL_QUIET;
 
 /// The tokio runtime for the agent: it carries only delivery, direct sinks and timers (the
@@ -96,6 +97,10 @@ struct Matcher {
     last_data: Instant,
     /// Data came since memory was last given back (see [`IDLE_RELEASE`]).
     release_due: bool,
+    /// The early release after [`QUIET`] was done for the current quiet period.
+    early_released: bool,
+    /// When memory was last given back, if ever.
+    last_release: Option<Instant>,
 }
 
 struct FileState {
@@ -192,6 +197,8 @@ impl Agent {
             files: HashMap::new(),
             last_data: Instant::now(),
             release_due: false,
+            early_released: false,
+            last_release: None,
         };
         let matcher = std::thread::Builder::new()
             .name("matcher".into())
@@ -399,6 +406,7 @@ impl Matcher {
                 st.last_data = Instant::now();
                 self.last_data = st.last_data;
                 self.release_due = true;
+                self.early_released = false;
                 st.flushed = false;
                 st.partial_flushed = false;
                 st.stalled_run = None;
@@ -490,12 +498,28 @@ impl Matcher {
                 }
             }
         }
-        if self.release_due && self.last_data.elapsed() >= IDLE_RELEASE {
-            // Catch-up buffers were freed file by file; without this glibc keeps the pages.
-            self.release_due = false;
-            crate::memory::release_free_memory();
-        }
+        self.release_memory_when_idle();
         true
+    }
+
+    /// Gives memory freed since the last data back to the OS once the agent is quiet: catch-up
+    /// buffers were freed file by file, and without this glibc keeps their pages resident.
+    fn release_memory_when_idle(&mut self) {
+        if !self.release_due {
+            return;
+        }
+        let idle = self.last_data.elapsed();
+        let early = !self.early_released
+            && idle >= QUIET
+            && self
+                .last_release
+                .is_none_or(|t| t.elapsed() >= IDLE_RELEASE);
+        if idle >= IDLE_RELEASE || early {
+            crate::memory::release_free_memory();
+            self.last_release = Some(Instant::now());
+            self.early_released = true;
+            self.release_due = idle < IDLE_RELEASE;
+        }
     }
 
     /// Spools what the scanner of `key` produced, then commits its resume point.
