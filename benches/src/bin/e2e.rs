@@ -412,6 +412,9 @@ async fn idle(args: &Args) -> Result<()> {
         still = if now - last <= 1 { still + 1 } else { 0 };
         last = now;
     }
+    // Measured here: after the idle window below it would include those seconds too.
+    let caught_up = t0.elapsed().as_secs_f64() - 3.0;
+    let rss_caught_up = proc_sample(pid)?.1;
     let store = agg.store();
     let stored = stored_count(&store, host).await?;
     let (c0, _) = proc_sample(pid)?;
@@ -429,8 +432,8 @@ async fn idle(args: &Args) -> Result<()> {
         bin.display()
     );
     println!(
-        "caught up in {:.1} s ({stored} findings stored)",
-        t0.elapsed().as_secs_f64() - 3.0
+        "caught up in {caught_up:.1} s ({stored} findings stored); RSS then {:.1} MiB",
+        rss_caught_up as f64 / 1024.0
     );
     println!(
         "idle CPU over {wall:.0} s: {:.2} % of one core; RSS {:.1} MiB (max {:.1} MiB)",
