@@ -171,18 +171,20 @@ fn greedy(
     }
 }
 
-/// Estimated count of each candidate in [`reference_text`]: the smallest count of its 4-byte
-/// windows (exact for 4-byte candidates, an upper bound for longer ones). Counting every
-/// candidate exactly would need an automaton of thousands of patterns at every catalog build.
+/// Estimated cost of each candidate in [`reference_text`]: how often Teddy would stop at it
+/// (the count of its first 4 bytes, which are its fingerprint) plus how often it really
+/// occurs (the smallest count of its 4-byte windows, an upper bound) and stage two runs.
+/// A key like `ntrol.` is rare, but Teddy stops at every `ntro` of "Controller".
+/// Counting every candidate exactly would need an automaton of thousands of patterns at every
+/// catalog build.
 fn frequencies(cands: &[&[u8]]) -> Vec<u32> {
     let grams = four_grams();
+    let count = |w: &[u8]| grams.get(&gram(w)).copied().unwrap_or(0);
     cands
         .iter()
-        .map(|c| {
-            c.windows(4)
-                .map(|w| grams.get(&gram(w)).copied().unwrap_or(0))
-                .min()
-                .unwrap_or_else(|| short_count(c))
+        .map(|c| match c.windows(4).map(count).min() {
+            Some(occurs) => count(&c[..4]).saturating_add(occurs),
+            None => short_count(c),
         })
         .collect()
 }
