@@ -8,10 +8,11 @@
 //!
 //! No false negatives: let anchor `a` occur at `p` with its key at `p + k`, in automaton `A`.
 //! `A`'s search restarts one byte after every candidate, so it reports some pattern `r` at
-//! `p + k`. Patterns are ordered longest first and matched leftmost-first, so `r` is the longest
-//! pattern matching there, and the key of `a` is a prefix of `r`, or `r` of it. Each group
-//! holds every anchor whose key is in either relation to its pattern, so `a` is checked. Stage
-//! two compares full anchors, so there are no false positives either.
+//! `p + k`. Both `r` and the key of `a` match at `p + k`, so one is a prefix of the other,
+//! whichever pattern Teddy prefers there. Each group holds every anchor whose key is in either
+//! relation to its pattern, so `a` is checked. Stage two compares full anchors, so there are no
+//! false positives either. Pattern order is therefore free, and is chosen for speed
+//! ([`keys::teddy_order`]: which keys share a Teddy bucket).
 //!
 //! Matching is ASCII case-insensitive, as Select-String is (see `exchange-setup-log.md` §1).
 //! The text is lower-cased block by block into a small scratch buffer that stays in cache and
@@ -134,9 +135,10 @@ impl AnchorMatcher {
         let stages = patterns
             .chunks(MAX_PREFIXES)
             .map(|chunk| {
-                let mut pats = chunk.to_vec();
-                // Longest first: leftmost-first then reports the longest pattern at a position.
-                pats.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+                let pats: Vec<&[u8]> = keys::teddy_order(chunk)
+                    .into_iter()
+                    .map(|i| chunk[i])
+                    .collect();
                 let groups = pats
                     .iter()
                     .map(|p| {
