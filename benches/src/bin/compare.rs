@@ -30,7 +30,8 @@ fn patchwatch(catalog: &Arc<Catalog>, path: &Path) -> Result<(Duration, usize)> 
         Arc::clone(catalog),
         ScanContext::new("bench", path.display().to_string()),
     );
-    let mut buf = vec![0u8; 4 << 20];
+    // As `patchwatch scan` reads.
+    let mut buf = vec![0u8; 1 << 20];
     let mut n = 0;
     loop {
         let k = f.read(&mut buf)?;

@@ -110,7 +110,8 @@ pub(crate) fn scan_file(
 ) -> std::io::Result<ScanOutput> {
     let mut f = std::fs::File::open(path)?;
     let mut s = FileScanner::new(Arc::clone(catalog), ctx);
-    let mut buf = vec![0u8; 4 << 20];
+    // 1 MiB reads: read buffer and decoded text stay in cache (4 MiB scanned 5-10 % slower).
+    let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
