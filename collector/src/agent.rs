@@ -619,7 +619,11 @@ fn bare_point(from: u64, bom: Bom) -> ResumePoint {
 
 /// The last complete-looking line of a chunk, for stall reports (ASCII view, cut short).
 fn last_line(bytes: &[u8]) -> Option<String> {
-    let text: String = bytes
+    // Only the end of a chunk can hold its last line, and this runs on every chunk: looking at
+    // the last 4 KiB keeps it off the hot path (it walked whole 64 KiB chunks byte by byte).
+    // A last line longer than that shows its end.
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    let text: String = tail
         .iter()
         .filter(|b| **b != 0)
         .map(|&b| if b.is_ascii() { b as char } else { '?' })

@@ -113,7 +113,11 @@ pub struct ScanOutput {
 /// Scans a whole buffer (a complete file) in one call.
 pub fn scan_bytes(catalog: std::sync::Arc<Catalog>, ctx: ScanContext, bytes: &[u8]) -> ScanOutput {
     let mut s = FileScanner::new(catalog, ctx);
-    s.feed(bytes);
+    // Fed in 1 MiB pieces, as a reader would: the decoded text of a piece stays in cache while
+    // it is matched (one 16 MiB feed scanned at a third of the speed).
+    for piece in bytes.chunks(1 << 20) {
+        s.feed(piece);
+    }
     s.finish();
     collect(s)
 }

@@ -29,6 +29,8 @@ struct Args {
     samples: usize,
     idle_secs: u64,
     linger_ms: u64,
+    /// UTF-8 half from the failing samples only (`--dense 1`) instead of the realistic corpus.
+    dense: bool,
 }
 
 fn args() -> Result<Args> {
@@ -37,6 +39,7 @@ fn args() -> Result<Args> {
         samples: 200,
         idle_secs: 30,
         linger_ms: 200,
+        dense: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -50,6 +53,7 @@ fn args() -> Result<Args> {
             "--samples" => a.samples = v as usize,
             "--idle-secs" => a.idle_secs = v,
             "--linger-ms" => a.linger_ms = v,
+            "--dense" => a.dense = v != 0,
             other => bail!("unknown option {other}"),
         }
     }
@@ -161,7 +165,11 @@ async fn throughput(args: &Args) -> Result<()> {
     // Half UTF-8 Exchange/ServiceControl text, half UTF-16LE MSI-style text, 16 MiB files.
     let per = 16usize << 20;
     let files = (args.mb << 20).div_ceil(per).max(2);
-    let utf8 = patchwatch_benches::utf8_corpus(per);
+    let utf8 = if args.dense {
+        patchwatch_benches::utf8_corpus(per)
+    } else {
+        patchwatch_benches::utf8_realistic_corpus(per)
+    };
     let utf16 = patchwatch_benches::utf16le_corpus(per);
     let catalog = Arc::new(Catalog::builtin());
     // Same content in two files gives the same ids (ids hash host, first line, rule, offset and
