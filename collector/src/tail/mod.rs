@@ -35,7 +35,8 @@ pub struct TailOptions {
     /// Close the handle whenever the reader reaches end of file. Default on Windows, where
     /// an open handle in a folder prevents renaming the folder (`C:\ExchangeSetupLogs`).
     pub close_on_eof: bool,
-    /// Largest chunk handed to the consumer.
+    /// Largest chunk handed to the consumer. 256 KiB: per-chunk work (resume point,
+    /// checkpoint) stays small against scanning, and the chunk still fits in cache.
     pub read_chunk_bytes: usize,
     /// Most bytes read from one file per round, so one huge file cannot starve the others.
     pub max_read_per_poll: u64,
@@ -50,7 +51,7 @@ impl Default for TailOptions {
             rescan_interval: Duration::from_secs(10),
             idle_close: Duration::from_secs(300),
             close_on_eof: cfg!(windows),
-            read_chunk_bytes: 64 * 1024,
+            read_chunk_bytes: 256 * 1024,
             max_read_per_poll: 4 * 1024 * 1024,
             poll: false,
         }
