@@ -157,10 +157,10 @@ pub(super) fn teddy_order(patterns: &[&[u8]]) -> Vec<usize> {
     // Patterns Teddy would put together anyway (same low nibbles) move as one unit.
     let mut units: Vec<Vec<usize>> = Vec::new();
     for i in 0..n {
-        let lo = |p: &[u8]| p[..mask].iter().map(|b| b & 15).collect::<Vec<u8>>();
+        let lo = low_nibbles(patterns[i], mask);
         match units
             .iter_mut()
-            .find(|u| lo(patterns[u[0]]) == lo(patterns[i]))
+            .find(|u| low_nibbles(patterns[u[0]], mask) == lo)
         {
             Some(u) => u.push(i),
             None => units.push(vec![i]),
@@ -219,7 +219,7 @@ fn teddy_buckets(patterns: &[&[u8]], order: &[usize], mask: usize) -> Vec<Vec<us
     let mut buckets = vec![Vec::new(); BUCKETS];
     let mut seen: Vec<(Vec<u8>, usize)> = Vec::new();
     for (id, &p) in order.iter().enumerate() {
-        let lo: Vec<u8> = patterns[p][..mask].iter().map(|b| b & 15).collect();
+        let lo = low_nibbles(patterns[p], mask);
         let b = match seen.iter().find(|s| s.0 == lo) {
             Some(s) => s.1,
             None => {
@@ -231,6 +231,12 @@ fn teddy_buckets(patterns: &[&[u8]], order: &[usize], mask: usize) -> Vec<Vec<us
         buckets[b].push(p);
     }
     buckets
+}
+
+/// The low nibbles of a pattern's fingerprint: Teddy puts patterns that share them in one
+/// bucket.
+fn low_nibbles(pattern: &[u8], mask: usize) -> Vec<u8> {
+    pattern[..mask].iter().map(|b| b & 15).collect()
 }
 
 /// Where in a text each nibble value occurs at each fingerprint offset, as bitsets over
