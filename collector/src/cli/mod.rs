@@ -1,5 +1,6 @@
 //! The `patchwatch` command line: one module per subcommand.
 
+mod api;
 pub mod demo;
 pub mod explain;
 pub mod report;

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use super::window::{call, encode_segment, print_list, print_rows, ServerArgs};
+use super::api::{self, encode_segment, print_rows, set_present, ServerArgs};
 
 /// `window silence` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -96,38 +96,42 @@ pub(super) async fn run(cmd: SilenceCommand) -> Result<()> {
             if !labels.is_empty() {
                 body["labels"] = Value::Object(labels);
             }
-            for (key, value) in [
-                ("rule_ids", a.rules),
-                ("severities", a.severities),
-                ("hosts", a.hosts),
-                ("ends_at", a.end),
-                ("duration", a.duration),
-                ("created_by", created_by),
-                ("id", a.id),
-            ] {
-                if let Some(v) = value {
-                    body[key] = Value::String(v);
-                }
-            }
-            let s = call(
+            set_present(
+                &mut body,
+                [
+                    ("rule_ids", a.rules),
+                    ("severities", a.severities),
+                    ("hosts", a.hosts),
+                    ("ends_at", a.end),
+                    ("duration", a.duration),
+                    ("created_by", created_by),
+                    ("id", a.id),
+                ],
+            );
+            let path = "/api/v1/silences";
+            api::write(
                 &a.server,
-                reqwest::Method::POST,
-                "/api/v1/silences",
+                path,
                 Some(body),
+                "added silence",
+                "?",
+                print_table,
             )
             .await?;
-            println!("added silence {}", s["id"].as_str().unwrap_or("?"));
-            print_table(std::slice::from_ref(&s));
         }
         SilenceCommand::List { server, json } => {
-            let list = call(&server, reqwest::Method::GET, "/api/v1/silences", None).await?;
-            print_list(&list, json, "no silences", print_table)?;
+            api::list(
+                &server,
+                "/api/v1/silences",
+                json,
+                "no silences",
+                print_table,
+            )
+            .await?;
         }
         SilenceCommand::Expire { id, server } => {
             let path = format!("/api/v1/silences/{}/expire", encode_segment(&id));
-            let s = call(&server, reqwest::Method::POST, &path, None).await?;
-            println!("expired silence {}", s["id"].as_str().unwrap_or(&id));
-            print_table(std::slice::from_ref(&s));
+            api::write(&server, &path, None, "expired silence", &id, print_table).await?;
         }
     }
     Ok(())

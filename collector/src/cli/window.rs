@@ -1,26 +1,12 @@
 //! `patchwatch window create|list|end`: maintenance windows, through the aggregator's HTTP API
-//! (`/api/v1/windows`); `patchwatch window silence ...` (see [`super::silence`]) for silences. The aggregator validates and stores; this is a thin client that prints
-//! the aggregator's error (which names the field) when it refuses.
+//! (`/api/v1/windows`); `patchwatch window silence ...` (see [`super::silence`]) for silences.
+//! The aggregator validates and stores; this is a thin client (over [`super::api`]) that
+//! prints the aggregator's error (which names the field) when it refuses.
 
-use std::time::Duration;
-
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-/// Where the aggregator is and how to authenticate.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServerArgs {
-    /// Base URL of the aggregator's HTTP API.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:8790",
-        env = "PATCHWATCH_SERVER"
-    )]
-    pub server: String,
-    /// API token (needed when the aggregator has [[http.tokens]]).
-    #[arg(long, env = "PATCHWATCH_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-}
+use super::api::{self, encode_segment, print_rows, set_present, ServerArgs};
 
 /// `window` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -93,30 +79,28 @@ pub fn run(cmd: WindowCommand) -> Result<i32> {
                     "hosts": a.hosts,
                     "starts_at": a.start,
                 });
-                for (key, value) in [("ends_at", a.end), ("duration", a.duration), ("id", a.id)] {
-                    if let Some(v) = value {
-                        body[key] = Value::String(v);
-                    }
-                }
-                let w = call(
+                set_present(
+                    &mut body,
+                    [("ends_at", a.end), ("duration", a.duration), ("id", a.id)],
+                );
+                let path = "/api/v1/windows";
+                api::write(
                     &a.server,
-                    reqwest::Method::POST,
-                    "/api/v1/windows",
+                    path,
                     Some(body),
+                    "created window",
+                    "?",
+                    print_table,
                 )
                 .await?;
-                println!("created window {}", w["id"].as_str().unwrap_or("?"));
-                print_table(std::slice::from_ref(&w));
             }
             WindowCommand::List { server, json } => {
-                let list = call(&server, reqwest::Method::GET, "/api/v1/windows", None).await?;
-                print_list(&list, json, "no maintenance windows", print_table)?;
+                let empty = "no maintenance windows";
+                api::list(&server, "/api/v1/windows", json, empty, print_table).await?;
             }
             WindowCommand::End { id, server } => {
                 let path = format!("/api/v1/windows/{}/end", encode_segment(&id));
-                let w = call(&server, reqwest::Method::POST, &path, None).await?;
-                println!("ended window {}", w["id"].as_str().unwrap_or(&id));
-                print_table(std::slice::from_ref(&w));
+                api::write(&server, &path, None, "ended window", &id, print_table).await?;
             }
             WindowCommand::Silence(c) => super::silence::run(c).await?,
         }
@@ -124,60 +108,7 @@ pub fn run(cmd: WindowCommand) -> Result<i32> {
     })
 }
 
-/// Prints a `{"items": [...]}` answer: as JSON, as a table, or `empty` when there are none.
-pub(super) fn print_list(list: &Value, json: bool, empty: &str, table: fn(&[Value])) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(list)?);
-        return Ok(());
-    }
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.is_empty() {
-        println!("{empty}");
-    } else {
-        table(&items);
-    }
-    Ok(())
-}
-
-/// One API call; a non-2xx answer becomes an error carrying the aggregator's message.
-pub(super) async fn call(
-    server: &ServerArgs,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value> {
-    let url = format!("{}{path}", server.server.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
-    let mut req = client.request(method, &url);
-    if let Some(t) = &server.token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the aggregator at {url}"))?;
-    let status = resp.status();
-    let text = resp
-        .text()
-        .await
-        .context("reading the aggregator's answer")?;
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    if !status.is_success() {
-        let message = value["error"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| value.to_string());
-        bail!("the aggregator refused ({status}): {message}");
-    }
-    Ok(value)
-}
-
+/// `ID STATE STARTS ENDS HOSTS NAME`.
 fn print_table(items: &[Value]) {
     let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
     let rows: Vec<Vec<String>> = items
@@ -198,43 +129,4 @@ fn print_table(items: &[Value]) {
         })
         .collect();
     print_rows(&["ID", "STATE", "STARTS", "ENDS", "HOSTS", "NAME"], &rows);
-}
-
-/// Prints a table with columns padded to their widest cell; the last column is not padded.
-pub(super) fn print_rows(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let last = header.len().saturating_sub(1);
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut out = String::new();
-        for (i, c) in cells.enumerate() {
-            if i == last {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<width$}  ", width = widths[i]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(&mut header.iter().copied());
-    for r in rows {
-        line(&mut r.iter().map(String::as_str));
-    }
-}
-
-/// Percent-encodes an id for use as one path segment.
-pub(super) fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
