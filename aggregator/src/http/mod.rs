@@ -26,6 +26,7 @@ mod dashboard;
 mod silences;
 pub mod tls;
 mod windows;
+mod writes;
 
 /// Name of the cookie that carries a read token for browsers.
 pub(crate) const TOKEN_COOKIE: &str = "patchwatch_token";

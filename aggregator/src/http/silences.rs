@@ -16,11 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use patchwatch_sinks::routing::{RoutingError, SilenceConfig};
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::api::error;
-use super::windows::{bad, check_writable, parse_duration, refuse, reload, store_error, Refusal};
+use super::writes::{
+    bad, check_writable, in_config, new_body, refuse, reload, span, store_error, unix_ns, Refusal,
+    Strings,
+};
 use super::AppState;
 use crate::store::StoredSilence;
 
@@ -94,27 +96,6 @@ struct NewSilence {
     duration: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Strings {
-    List(Vec<String>),
-    Csv(String),
-}
-
-impl Strings {
-    fn into_vec(s: Option<Strings>) -> Vec<String> {
-        match s {
-            None => Vec::new(),
-            Some(Strings::List(v)) => v,
-            Some(Strings::Csv(s)) => s.split(',').map(str::to_owned).collect(),
-        }
-        .into_iter()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .collect()
-    }
-}
-
 pub(crate) async fn list(State(st): State<AppState>) -> Response {
     let now = OffsetDateTime::now_utc();
     let stored = match st.store.silences().await {
@@ -136,12 +117,9 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_writable(&st) {
-        return refuse(r);
-    }
-    let req: NewSilence = match serde_json::from_slice(&body) {
+    let req: NewSilence = match new_body(&st, &body) {
         Ok(r) => r,
-        Err(e) => return refuse(bad("body", e)),
+        Err(r) => return refuse(r),
     };
     let token_id = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -190,14 +168,10 @@ pub(crate) async fn expire(State(st): State<AppState>, Path(id): Path<String>) -
         return refuse(r);
     }
     if st.windows.config_silences().iter().any(|c| c.id == id) {
-        return error(
-            StatusCode::CONFLICT,
-            format!("silence `{id}` is defined in the configuration file; edit it there"),
-        );
+        return in_config("silence", &id);
     }
     let now = OffsetDateTime::now_utc();
-    let at_ns = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
-    match st.store.expire_silence(id.clone(), at_ns).await {
+    match st.store.expire_silence(id.clone(), unix_ns(now)).await {
         Ok(Some(s)) => {
             tracing::info!(message = "Silence expired.", id = %s.silence.id);
             reload(&st).await;
@@ -238,25 +212,12 @@ fn build(
              is refused)",
         ));
     }
-    let starts_at = match req.starts_at.as_deref().map(str::trim) {
-        None | Some("now") | Some("") => now,
-        Some(s) => OffsetDateTime::parse(s, &Rfc3339)
-            .map_err(|e| bad("starts_at", format!("{s:?} is not RFC 3339 or `now`: {e}")))?,
-    };
-    let ends_at = match (req.ends_at.as_deref(), req.duration.as_deref()) {
-        (Some(_), Some(_)) | (None, None) => {
-            return Err(bad("ends_at", "give exactly one of ends_at and duration"))
-        }
-        (Some(s), None) => OffsetDateTime::parse(s.trim(), &Rfc3339)
-            .map_err(|e| bad("ends_at", format!("{s:?} is not RFC 3339: {e}")))?,
-        (None, Some(d)) => starts_at + parse_duration(d).map_err(|e| bad("duration", e))?,
-    };
-    if ends_at <= starts_at {
-        return Err(bad("ends_at", "must be after starts_at"));
-    }
-    if ends_at <= now {
-        return Err(bad("ends_at", "is in the past"));
-    }
+    let (starts_at, ends_at) = span(
+        req.starts_at.as_deref(),
+        req.ends_at.as_deref(),
+        req.duration.as_deref(),
+        now,
+    )?;
     let id = match req.id {
         Some(id) => id.trim().to_owned(),
         None => format!(

@@ -11,12 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use patchwatch_sinks::routing::{MaintenanceWindow, WindowError};
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::api::error;
+use super::writes::{
+    bad, check_writable, in_config, new_body, refuse, reload, span, store_error, unix_ns, Refusal,
+    Strings,
+};
 use super::AppState;
-use crate::store::StoreError;
 
 /// A window as the API shows it.
 #[derive(Debug, Serialize)]
@@ -54,64 +56,13 @@ struct NewWindow {
     id: Option<String>,
     name: Option<String>,
     /// A list of host globs, or one comma-separated string.
-    hosts: Option<Hosts>,
+    hosts: Option<Strings>,
     /// RFC 3339 or `now` (the default).
     starts_at: Option<String>,
     /// RFC 3339; exactly one of `ends_at` and `duration`.
     ends_at: Option<String>,
     /// e.g. `2h`, `90m`, `1h30m`, `1d`.
     duration: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Hosts {
-    List(Vec<String>),
-    Csv(String),
-}
-
-/// A refused request: status and message (small, unlike a `Response`).
-pub(super) type Refusal = (StatusCode, String);
-
-pub(super) fn bad(field: &str, message: impl std::fmt::Display) -> Refusal {
-    (StatusCode::BAD_REQUEST, format!("{field}: {message}"))
-}
-
-pub(super) fn refuse((status, message): Refusal) -> Response {
-    error(status, message)
-}
-
-pub(super) fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::Conflict(what) => {
-            error(StatusCode::CONFLICT, format!("id: {what} already exists"))
-        }
-        e => {
-            tracing::error!(message = "Window or silence store operation failed.", error = %e);
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("store unavailable: {e}"),
-            )
-        }
-    }
-}
-
-/// Refuses writes on a listener beyond loopback without tokens.
-pub(super) fn check_writable(st: &AppState) -> Result<(), Refusal> {
-    if st.writes_need_token && st.tokens.is_empty() {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "writes need a token: configure [[http.tokens]] on this non-loopback listener".into(),
-        ));
-    }
-    Ok(())
-}
-
-pub(super) async fn reload(st: &AppState) {
-    if let Err(error) = st.windows.reload(st.store.as_ref()).await {
-        // The periodic reload picks the change up later.
-        tracing::warn!(message = "Reloading maintenance windows and silences failed.", %error);
-    }
 }
 
 pub(crate) async fn list(State(st): State<AppState>) -> Response {
@@ -131,12 +82,9 @@ pub(crate) async fn list(State(st): State<AppState>) -> Response {
 }
 
 pub(crate) async fn create(State(st): State<AppState>, body: Bytes) -> Response {
-    if let Err(r) = check_writable(&st) {
-        return refuse(r);
-    }
-    let req: NewWindow = match serde_json::from_slice(&body) {
+    let req: NewWindow = match new_body(&st, &body) {
         Ok(r) => r,
-        Err(e) => return refuse(bad("body", e)),
+        Err(r) => return refuse(r),
     };
     let now = OffsetDateTime::now_utc();
     let window = match build(req, now) {
@@ -169,14 +117,10 @@ pub(crate) async fn end(State(st): State<AppState>, Path(id): Path<String>) -> R
         return refuse(r);
     }
     if st.windows.is_static(&id) {
-        return error(
-            StatusCode::CONFLICT,
-            format!("window `{id}` is defined in the configuration file; edit it there"),
-        );
+        return in_config("window", &id);
     }
     let now = OffsetDateTime::now_utc();
-    let at_ns = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
-    match st.store.end_window(id.clone(), at_ns).await {
+    match st.store.end_window(id.clone(), unix_ns(now)).await {
         Ok(Some(window)) => {
             tracing::info!(message = "Maintenance window ended.", id = %window.id);
             reload(&st).await;
@@ -193,37 +137,16 @@ fn build(req: NewWindow, now: OffsetDateTime) -> Result<MaintenanceWindow, Refus
     if name.is_empty() {
         return Err(bad("name", "required"));
     }
-    let hosts: Vec<String> = match req.hosts {
-        None => Vec::new(),
-        Some(Hosts::List(v)) => v,
-        Some(Hosts::Csv(s)) => s.split(',').map(str::to_owned).collect(),
-    }
-    .into_iter()
-    .map(|h| h.trim().to_owned())
-    .filter(|h| !h.is_empty())
-    .collect();
+    let hosts = Strings::into_vec(req.hosts);
     if hosts.is_empty() {
         return Err(bad("hosts", "list at least one host name or glob"));
     }
-    let starts_at = match req.starts_at.as_deref().map(str::trim) {
-        None | Some("now") | Some("") => now,
-        Some(s) => OffsetDateTime::parse(s, &Rfc3339)
-            .map_err(|e| bad("starts_at", format!("{s:?} is not RFC 3339 or `now`: {e}")))?,
-    };
-    let ends_at = match (req.ends_at.as_deref(), req.duration.as_deref()) {
-        (Some(_), Some(_)) | (None, None) => {
-            return Err(bad("ends_at", "give exactly one of ends_at and duration"))
-        }
-        (Some(s), None) => OffsetDateTime::parse(s.trim(), &Rfc3339)
-            .map_err(|e| bad("ends_at", format!("{s:?} is not RFC 3339: {e}")))?,
-        (None, Some(d)) => starts_at + parse_duration(d).map_err(|e| bad("duration", e))?,
-    };
-    if ends_at <= starts_at {
-        return Err(bad("ends_at", "must be after starts_at"));
-    }
-    if ends_at <= now {
-        return Err(bad("ends_at", "is in the past"));
-    }
+    let (starts_at, ends_at) = span(
+        req.starts_at.as_deref(),
+        req.ends_at.as_deref(),
+        req.duration.as_deref(),
+        now,
+    )?;
     let id = match req.id {
         Some(id) => id.trim().to_owned(),
         None => generated_id(&name, now),
@@ -265,59 +188,9 @@ fn generated_id(name: &str, now: OffsetDateTime) -> String {
     }
 }
 
-/// Parses `2h`, `90m`, `1h30m`, `45s`, `1d`, `1w`.
-pub(crate) fn parse_duration(s: &str) -> Result<time::Duration, String> {
-    let text = s.trim();
-    let mut total = time::Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err("empty duration; e.g. 2h, 90m, 1h30m".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest.chars().take_while(char::is_ascii_digit).count();
-        let unit_len = rest[digits..]
-            .chars()
-            .take_while(char::is_ascii_alphabetic)
-            .count();
-        if digits == 0 || unit_len == 0 {
-            return Err(format!("{text:?} is not a duration; e.g. 2h, 90m, 1h30m"));
-        }
-        let n: i64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?}: number too large"))?;
-        let unit = match &rest[digits..digits + unit_len] {
-            "s" => time::Duration::SECOND,
-            "m" => time::Duration::MINUTE,
-            "h" => time::Duration::HOUR,
-            "d" => time::Duration::DAY,
-            "w" => time::Duration::WEEK,
-            u => return Err(format!("{text:?}: unknown unit {u:?}; use s, m, h, d or w")),
-        };
-        total = unit
-            .checked_mul(i32::try_from(n).map_err(|_| format!("{text:?}: number too large"))?)
-            .and_then(|d| total.checked_add(d))
-            .ok_or_else(|| format!("{text:?}: too long"))?;
-        rest = &rest[digits + unit_len..];
-    }
-    if total.is_zero() {
-        return Err(format!("{text:?}: must be longer than zero"));
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("2h"), Ok(time::Duration::hours(2)));
-        assert_eq!(parse_duration("1h30m"), Ok(time::Duration::minutes(90)));
-        assert_eq!(parse_duration(" 1d "), Ok(time::Duration::days(1)));
-        for bad in ["", "2", "h", "2x", "0m", "-1h", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn generated_ids_are_valid() {
