@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::forward::{upsert_cursor_sql, SELECT_CURSORS};
 use super::sql::{self, SqlParam};
 use super::{
-    ended_span, window_values, FindingRow, ForwardCursor, ForwardItem, ForwardPosition, HostRow,
-    RunRow, Store, StoreError, StoredSilence, WindowRow, FINDING_COLUMNS, WINDOW_COLUMNS,
+    FindingRow, ForwardCursor, ForwardItem, ForwardPosition, HostRow, RunRow, Store, StoreError,
+    StoredSilence, FINDING_COLUMNS,
 };
 use crate::config::{SqliteConfig, SqliteSync};
 use crate::model::{
@@ -35,6 +35,7 @@ use crate::model::{
 };
 
 mod silences;
+mod windows;
 
 use super::schema::SQLITE_MIGRATIONS as MIGRATIONS;
 
@@ -45,12 +46,11 @@ const INSERT_FINDING: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
      ON CONFLICT (id) DO NOTHING";
 
-/// A job for the writer thread: a batch (group-committed with others) or a maintenance
-/// window change (its own small transaction), so the thread stays the only writer.
+/// A job for the writer thread: a batch (group-committed with others) or a small write of its
+/// own (a window, silence or forwarding cursor change), so the thread stays the only writer.
 enum Job {
     Write(WriteRequest),
-    Window(WindowJob),
-    /// A small statement of its own (a forwarding cursor), run between group commits.
+    /// A small write of its own, run between group commits (see [`SqliteStore::write_job`]).
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
@@ -58,68 +58,9 @@ impl Job {
     /// Runs a job that is not a batch write.
     fn run_single(self, conn: &mut Connection) {
         match self {
-            Job::Window(job) => job.run(conn),
             Job::Exec(f) => f(conn),
             Job::Write(_) => unreachable!("batch writes are group-committed"),
         }
-    }
-}
-
-/// A maintenance window change travelling to the writer thread.
-struct WindowJob {
-    op: WindowOp,
-    reply: oneshot::Sender<Result<Option<MaintenanceWindow>, StoreError>>,
-}
-
-enum WindowOp {
-    Insert(MaintenanceWindow),
-    End { id: String, at_ns: i64 },
-}
-
-impl WindowJob {
-    fn run(self, conn: &mut Connection) {
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let out = match self.op {
-                WindowOp::Insert(w) => {
-                    let (hosts, starts_ns, ends_ns) = window_values(&w);
-                    let inserted = tx.execute(
-                        "INSERT INTO maintenance_windows (id, name, hosts, starts_ns, ends_ns, created_ns) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
-                        params![w.id, w.name, hosts, starts_ns, ends_ns, crate::model::now_unix_nano()],
-                    )?;
-                    if inserted == 0 {
-                        return Err(StoreError::Conflict(format!("window `{}`", w.id)));
-                    }
-                    Some(w)
-                }
-                WindowOp::End { id, at_ns } => {
-                    let row = tx
-                        .query_row(
-                            &format!(
-                                "SELECT {WINDOW_COLUMNS} FROM maintenance_windows WHERE id = ?1"
-                            ),
-                            [&id],
-                            window_row,
-                        )
-                        .optional()?;
-                    match row {
-                        None => None,
-                        Some(mut r) => {
-                            (r.starts_ns, r.ends_ns) = ended_span(r.starts_ns, r.ends_ns, at_ns);
-                            tx.execute(
-                                "UPDATE maintenance_windows SET starts_ns = ?2, ends_ns = ?3 WHERE id = ?1",
-                                params![id, r.starts_ns, r.ends_ns],
-                            )?;
-                            Some(MaintenanceWindow::try_from(r)?)
-                        }
-                    }
-                }
-            };
-            tx.commit()?;
-            Ok(out)
-        })();
-        let _ = self.reply.send(result);
     }
 }
 
@@ -212,17 +153,20 @@ impl SqliteStore {
         })
     }
 
-    /// Runs a window change on the writer thread.
-    fn window_job(
+    /// Runs `f` on the writer thread and hands its result back.
+    fn write_job<R: Send + 'static>(
         &self,
-        op: WindowOp,
-    ) -> BoxFuture<'static, Result<Option<MaintenanceWindow>, StoreError>> {
+        f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<R, StoreError>> {
         let sender = self.writer.lock().expect("writer lock").clone();
         async move {
             let sender = sender.ok_or(StoreError::Closed)?;
             let (reply, answer) = oneshot::channel();
+            let job = move |conn: &mut Connection| {
+                let _ = reply.send(f(conn));
+            };
             sender
-                .send(Job::Window(WindowJob { op, reply }))
+                .send(Job::Exec(Box::new(job)))
                 .await
                 .map_err(|_| StoreError::Closed)?;
             answer.await.map_err(|_| StoreError::Closed)?
@@ -361,21 +305,11 @@ impl Store for SqliteStore {
     }
 
     fn windows(&self) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>, StoreError>> {
-        self.read(|c| {
-            let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {WINDOW_COLUMNS} FROM maintenance_windows ORDER BY starts_ns DESC, id"
-                ))?
-                .query_map([], window_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter().map(MaintenanceWindow::try_from).collect()
-        })
+        self.read_windows()
     }
 
     fn insert_window(&self, window: MaintenanceWindow) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.window_job(WindowOp::Insert(window))
-            .map(|r| r.map(|_| ()))
-            .boxed()
+        self.write_window(window)
     }
 
     fn end_window(
@@ -383,7 +317,7 @@ impl Store for SqliteStore {
         id: String,
         at_ns: i64,
     ) -> BoxFuture<'_, Result<Option<MaintenanceWindow>, StoreError>> {
-        self.window_job(WindowOp::End { id, at_ns })
+        self.end_window_at(id, at_ns)
     }
 
     fn silences(&self) -> BoxFuture<'_, Result<Vec<StoredSilence>, StoreError>> {
@@ -453,32 +387,19 @@ impl Store for SqliteStore {
         destination: String,
         position: ForwardPosition,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let sender = self.writer.lock().expect("writer lock").clone();
-        async move {
-            let sender = sender.ok_or(StoreError::Closed)?;
-            let (reply, answer) = oneshot::channel();
-            let job = move |conn: &mut Connection| {
-                let result = conn
-                    .prepare_cached(&upsert_cursor_sql('?'))
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            destination,
-                            position.xid,
-                            position.seq,
-                            crate::model::now_unix_nano()
-                        ])
-                    })
-                    .map(|_| ())
-                    .map_err(StoreError::from);
-                let _ = reply.send(result);
-            };
-            sender
-                .send(Job::Exec(Box::new(job)))
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
-        }
-        .boxed()
+        self.write_job(move |conn| {
+            conn.prepare_cached(&upsert_cursor_sql('?'))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        destination,
+                        position.xid,
+                        position.seq,
+                        crate::model::now_unix_nano()
+                    ])
+                })
+                .map(|_| ())
+                .map_err(StoreError::from)
+        })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -557,16 +478,6 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         started_ns: r.get(13)?,
         updated_ns: r.get(14)?,
         last_line_ns: r.get(15)?,
-    })
-}
-
-fn window_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRow> {
-    Ok(WindowRow {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        hosts: r.get(2)?,
-        starts_ns: r.get(3)?,
-        ends_ns: r.get(4)?,
     })
 }
 

@@ -2,11 +2,9 @@
 //! only writer), each in its own small transaction; reads use the read pool.
 
 use futures::future::BoxFuture;
-use futures::FutureExt as _;
-use rusqlite::{params, Connection, OptionalExtension as _};
-use tokio::sync::oneshot;
+use rusqlite::{params, OptionalExtension as _};
 
-use super::{Job, SqliteStore};
+use super::SqliteStore;
 use crate::store::ended_span;
 use crate::store::silences::{silence_values, SilenceRow, StoredSilence, SILENCE_COLUMNS};
 use crate::store::StoreError;
@@ -24,27 +22,6 @@ fn silence_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SilenceRow> {
 }
 
 impl SqliteStore {
-    /// Runs `f` on the writer thread and hands its result back.
-    fn write_job<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
-    ) -> BoxFuture<'static, Result<R, StoreError>> {
-        let sender = self.writer.lock().expect("writer lock").clone();
-        async move {
-            let sender = sender.ok_or(StoreError::Closed)?;
-            let (reply, answer) = oneshot::channel();
-            let job = move |conn: &mut Connection| {
-                let _ = reply.send(f(conn));
-            };
-            sender
-                .send(Job::Exec(Box::new(job)))
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
-        }
-        .boxed()
-    }
-
     pub(super) fn read_silences(
         &self,
     ) -> BoxFuture<'static, Result<Vec<StoredSilence>, StoreError>> {
