@@ -8,30 +8,18 @@ mod sink_util;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use patchwatch_collector::agent::Agent;
 use patchwatch_collector::config::AgentConfig;
 use patchwatch_collector::siem::consumer_name;
 use patchwatch_collector::spool::DEFAULT_CONSUMER;
-use patchwatch_pipeline::Catalog;
 use sink_util::*;
 
 fn with_sinks(cfg: &mut AgentConfig, toml_text: &str) {
     let sinks: patchwatch_sinks::SinksConfig = toml::from_str(toml_text).unwrap();
     cfg.sinks = sinks.sinks;
     cfg.validate().expect("config with sinks validates");
-}
-
-fn start(cfg: &AgentConfig) -> Agent {
-    Agent::start(
-        cfg,
-        Arc::new(Catalog::builtin()),
-        &tokio::runtime::Handle::current(),
-    )
-    .expect("agent starts")
 }
 
 /// Writes sample `sample` as `name` in `dir` and returns the ids it must produce.
@@ -42,6 +30,18 @@ fn write_log(dir: &Path, name: &str, sample: &str, host: &str) -> BTreeMap<Strin
     let expected = expected_ids(host, &log, &bytes);
     assert!(!expected.is_empty(), "{sample} yields findings");
     expected
+}
+
+/// Waits (20 s at most) until the JSON Lines file `out` holds exactly the ids of `expected`;
+/// returns them in file order, duplicates kept.
+async fn jsonl_settles(out: &Path, expected: &BTreeMap<String, String>) -> Vec<String> {
+    assert_ids_settle(
+        "jsonl",
+        || jsonl_ids(out),
+        expected,
+        Duration::from_secs(20),
+    )
+    .await
 }
 
 /// Waits until `cond` holds, for at most `timeout`.
@@ -65,8 +65,7 @@ fn segment_files(dir: &Path) -> usize {
 async fn findings_reach_a_direct_sink_with_the_aggregator_down() {
     let host = "EXSIEM01";
     let tmp = tempfile::tempdir().unwrap();
-    let watched = tmp.path().join("logs");
-    std::fs::create_dir(&watched).unwrap();
+    let watched = watched_dir(tmp.path(), "logs");
     let out = tmp.path().join("siem.jsonl");
     // Nothing listens here: every finding stays in the spool for the aggregator.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -80,16 +79,10 @@ async fn findings_reach_a_direct_sink_with_the_aggregator_down() {
         host,
     );
     with_sinks(&mut cfg, &jsonl_toml("local", &out));
-    let agent = start(&cfg);
+    let agent = start_agent(&cfg);
     let expected = write_log(&watched, "ExchangeSetup.log", SAMPLES[0], host);
 
-    let got = assert_ids_settle(
-        "jsonl",
-        || jsonl_ids(&out),
-        &expected,
-        Duration::from_secs(20),
-    )
-    .await;
+    let got = jsonl_settles(&out, &expected).await;
     assert_eq!(got.len(), expected.len(), "each once when nothing failed");
     let spool = agent.spool().clone();
     eventually(
@@ -115,8 +108,7 @@ async fn findings_reach_a_direct_sink_with_the_aggregator_down() {
 async fn sinks_only_agent_consumes_and_trims_the_spool_and_resumes_after_restart() {
     let host = "EXSIEM02";
     let tmp = tempfile::tempdir().unwrap();
-    let watched = tmp.path().join("logs");
-    std::fs::create_dir(&watched).unwrap();
+    let watched = watched_dir(tmp.path(), "logs");
     let out = tmp.path().join("siem.jsonl");
     let data = tmp.path().join("data");
     let mut cfg = agent_config(&[&watched], &data, "", host);
@@ -127,18 +119,12 @@ async fn sinks_only_agent_consumes_and_trims_the_spool_and_resumes_after_restart
     with_sinks(&mut cfg, &jsonl_toml("local", &out));
     assert!(!cfg.aggregator_enabled());
 
-    let agent = start(&cfg);
+    let agent = start_agent(&cfg);
     let mut expected = BTreeMap::new();
     for (i, sample) in SAMPLES[..4].iter().enumerate() {
         expected.extend(write_log(&watched, &format!("Setup{i}.log"), sample, host));
     }
-    assert_ids_settle(
-        "jsonl",
-        || jsonl_ids(&out),
-        &expected,
-        Duration::from_secs(20),
-    )
-    .await;
+    jsonl_settles(&out, &expected).await;
     let spool = agent.spool().clone();
     eventually("the spool drains", Duration::from_secs(5), || {
         spool.first_unacked() == spool.next_id()
@@ -157,15 +143,9 @@ async fn sinks_only_agent_consumes_and_trims_the_spool_and_resumes_after_restart
 
     // After a restart the sink resumes after its cursor: new findings only, nothing twice.
     let before = jsonl_ids(&out).len();
-    let agent = start(&cfg);
+    let agent = start_agent(&cfg);
     expected.extend(write_log(&watched, "Setup9.log", SAMPLES[4], host));
-    let got = assert_ids_settle(
-        "jsonl",
-        || jsonl_ids(&out),
-        &expected,
-        Duration::from_secs(20),
-    )
-    .await;
+    let got = jsonl_settles(&out, &expected).await;
     assert_eq!(
         got.len(),
         expected.len(),
@@ -179,8 +159,7 @@ async fn sinks_only_agent_consumes_and_trims_the_spool_and_resumes_after_restart
 async fn a_down_sink_and_a_down_aggregator_do_not_hold_each_other_up() {
     let host = "EXSIEM03";
     let tmp = tempfile::tempdir().unwrap();
-    let watched = tmp.path().join("logs");
-    std::fs::create_dir(&watched).unwrap();
+    let watched = watched_dir(tmp.path(), "logs");
     let out = tmp.path().join("siem.jsonl");
     let mut agg = TestAggregator::start(&tmp.path().join("aggregator")).await;
     let hook = Webhook::start(false).await;
@@ -189,20 +168,14 @@ async fn a_down_sink_and_a_down_aggregator_do_not_hold_each_other_up() {
         &mut cfg,
         &format!("{}{}", hook.sink_toml("hook"), jsonl_toml("local", &out)),
     );
-    let agent = start(&cfg);
+    let agent = start_agent(&cfg);
     let spool = agent.spool().clone();
 
     // 1. Webhook down: the aggregator and the JSON Lines sink still get everything.
     let mut expected = write_log(&watched, "ExchangeSetup.log", SAMPLES[0], host);
     agg.assert_settles(host, &expected, Duration::from_secs(20))
         .await;
-    assert_ids_settle(
-        "jsonl",
-        || jsonl_ids(&out),
-        &expected,
-        Duration::from_secs(20),
-    )
-    .await;
+    jsonl_settles(&out, &expected).await;
     assert!(
         hook.ids().is_empty(),
         "the webhook accepted nothing while down"
@@ -230,13 +203,7 @@ async fn a_down_sink_and_a_down_aggregator_do_not_hold_each_other_up() {
     let more = write_log(&watched, "ExchangeSetup2.log", SAMPLES[1], host);
     expected.extend(more);
     assert_ids_settle("webhook", || hook.ids(), &expected, Duration::from_secs(20)).await;
-    assert_ids_settle(
-        "jsonl",
-        || jsonl_ids(&out),
-        &expected,
-        Duration::from_secs(20),
-    )
-    .await;
+    jsonl_settles(&out, &expected).await;
     assert!(spool.position(DEFAULT_CONSUMER) < Some(spool.next_id()));
     agg.restart().await;
     agg.assert_settles(host, &expected, Duration::from_secs(30))
@@ -249,8 +216,7 @@ async fn a_down_sink_and_a_down_aggregator_do_not_hold_each_other_up() {
 async fn a_full_spool_pauses_reading_and_drops_nothing_for_a_down_sink() {
     let host = "EXSIEM04";
     let tmp = tempfile::tempdir().unwrap();
-    let watched = tmp.path().join("logs");
-    std::fs::create_dir(&watched).unwrap();
+    let watched = watched_dir(tmp.path(), "logs");
     let hook = Webhook::start(false).await;
     let mut cfg = agent_config(&[&watched], &tmp.path().join("data"), "", host);
     cfg.aggregator.endpoint = String::new();
@@ -258,7 +224,7 @@ async fn a_full_spool_pauses_reading_and_drops_nothing_for_a_down_sink() {
     cfg.spool.segment_bytes = 8 * 1024;
     cfg.spool.max_bytes = 16 * 1024;
     with_sinks(&mut cfg, &hook.sink_toml("hook"));
-    let agent = start(&cfg);
+    let agent = start_agent(&cfg);
     let spool = agent.spool().clone();
     // Every sample five times over in one file: each repeat at new offsets, so with new ids.
     let log = watched.join("ExchangeSetup.log");

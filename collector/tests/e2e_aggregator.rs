@@ -5,25 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use patchwatch_collector::agent::Agent;
-use patchwatch_collector::config::AgentConfig;
 use patchwatch_pipeline::sample::MsiScenario;
-use patchwatch_pipeline::Catalog;
 
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn start(cfg: &AgentConfig) -> Agent {
-    Agent::start(
-        cfg,
-        Arc::new(Catalog::builtin()),
-        &tokio::runtime::Handle::current(),
-    )
-    .expect("agent starts")
-}
 
 /// Writes every sample as its own file plus three MSI logs; returns the paths.
 fn write_many(dir: &Path) -> Vec<PathBuf> {
@@ -50,8 +37,7 @@ fn write_many(dir: &Path) -> Vec<PathBuf> {
 async fn aggregator_down_then_back() {
     let host = "E2E-AGGDOWN";
     let tmp = tempfile::tempdir().unwrap();
-    let watched = tmp.path().join("logs");
-    std::fs::create_dir(&watched).unwrap();
+    let watched = watched_dir(tmp.path(), "logs");
     let mut agg = TestAggregator::start(&tmp.path().join("aggregator")).await;
     let cfg = agent_config(
         &[&watched],
@@ -59,7 +45,7 @@ async fn aggregator_down_then_back() {
         &agg.endpoint(),
         host,
     );
-    let agent = start(&cfg);
+    let agent = start_agent(&cfg);
 
     let first = watched.join("ExchangeSetup.log");
     append_lines(&first, &exchange_sample(SAMPLES[0])).await;
@@ -112,15 +98,14 @@ fn checkpointed(data_dir: &Path) -> u64 {
 async fn full_spool_pauses_reading_then_delivers_everything() {
     let host = "E2E-FULLSPOOL";
     let tmp = tempfile::tempdir().unwrap();
-    let watched = tmp.path().join("logs");
-    std::fs::create_dir(&watched).unwrap();
+    let watched = watched_dir(tmp.path(), "logs");
     let mut agg = TestAggregator::start(&tmp.path().join("aggregator")).await;
     let data = tmp.path().join("agent");
     let mut cfg = agent_config(&[&watched], &data, &agg.endpoint(), host);
     cfg.spool.max_bytes = 16 * 1024;
     cfg.spool.segment_bytes = 8 * 1024;
     agg.stop().await;
-    let agent = start(&cfg);
+    let agent = start_agent(&cfg);
     let files = write_many(&watched);
     let total: u64 = files
         .iter()

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,30 +16,10 @@ use rand::Rng;
 
 const KILLS: usize = 24;
 
-fn spawn_agent(config: &Path, log: &Path) -> Child {
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_patchwatch"))
-        .args(["agent", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("spawning patchwatch agent")
-}
-
 /// Appends whole CRLF lines of Exchange runs to one file and odd-sized byte chunks of a
 /// UTF-16LE MSI log to another until `stop`, then finishes the MSI log.
 fn writer(exchange: PathBuf, msi: PathBuf, stop: Arc<AtomicBool>) {
-    let mut runs = Vec::new();
-    for s in SAMPLES {
-        runs.extend(exchange_sample(s));
-    }
+    let runs = all_samples();
     let lines: Vec<&[u8]> = runs.split_inclusive(|b| *b == b'\n').collect();
     let msi_bytes = msi_log(MsiScenario::ServiceControlExecutionPolicy, 40);
     let sizes = [1usize, 3, 7, 2, 13, 5, 1021, 1, 409, 9, 333];
@@ -65,8 +44,7 @@ fn writer(exchange: PathBuf, msi: PathBuf, stop: Arc<AtomicBool>) {
 async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let host = "E2E-CRASH";
     let tmp = tempfile::tempdir().unwrap();
-    let watched = tmp.path().join("ExchangeSetupLogs");
-    std::fs::create_dir(&watched).unwrap();
+    let watched = watched_dir(tmp.path(), "ExchangeSetupLogs");
     let mut agg = TestAggregator::start(&tmp.path().join("aggregator")).await;
     let cfg = agent_config(
         &[&watched],
@@ -126,7 +104,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     assert!(
         !before.is_empty(),
         "the killed agents should have delivered something; agent log:\n{}",
-        tail(&agent_log)
+        log_tail(&agent_log)
     );
     let mut last = spawn_agent(&config, &agent_log);
     let settled = tokio::time::timeout(
@@ -137,13 +115,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let _ = last.kill();
     let _ = last.wait();
     if settled.is_err() {
-        panic!("store did not settle; agent log:\n{}", tail(&agent_log));
+        panic!("store did not settle; agent log:\n{}", log_tail(&agent_log));
     }
     agg.stop().await;
-}
-
-fn tail(p: &Path) -> String {
-    let s = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }

@@ -6,13 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use patchwatch_collector::agent::Agent;
 use patchwatch_pipeline::sample::MsiScenario;
-use patchwatch_pipeline::Catalog;
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -26,8 +24,7 @@ struct Rig {
 
 async fn rig(host: &str) -> Rig {
     let tmp = tempfile::tempdir().unwrap();
-    let watched = tmp.path().join("ExchangeSetupLogs");
-    std::fs::create_dir(&watched).unwrap();
+    let watched = watched_dir(tmp.path(), "ExchangeSetupLogs");
     let agg = TestAggregator::start(&tmp.path().join("aggregator")).await;
     let cfg = agent_config(
         &[&watched],
@@ -35,12 +32,7 @@ async fn rig(host: &str) -> Rig {
         &agg.endpoint(),
         host,
     );
-    let agent = Agent::start(
-        &cfg,
-        Arc::new(Catalog::builtin()),
-        &tokio::runtime::Handle::current(),
-    )
-    .expect("agent starts");
+    let agent = start_agent(&cfg);
     Rig {
         _tmp: tmp,
         watched,

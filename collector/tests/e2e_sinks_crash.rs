@@ -11,7 +11,7 @@ mod sink_util;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,30 +33,10 @@ impl Drop for Running {
     }
 }
 
-fn spawn_agent(config: &Path, log: &Path) -> Child {
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_patchwatch"))
-        .args(["agent", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("spawning patchwatch agent")
-}
-
 /// Appends whole CRLF lines of the Exchange samples until `stop` (each repeat at new offsets,
 /// so with new ids).
 fn writer(exchange: PathBuf, stop: Arc<AtomicBool>) {
-    let mut runs = Vec::new();
-    for s in SAMPLES {
-        runs.extend(exchange_sample(s));
-    }
+    let runs = all_samples();
     let lines: Vec<&[u8]> = runs.split_inclusive(|b| *b == b'\n').collect();
     let mut i = 0;
     while !stop.load(Ordering::Acquire) {
@@ -139,8 +119,7 @@ async fn lag_until(metrics: &str, sink: &str, timeout: Duration, ok: impl Fn(f64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_direct_sinks_loses_nothing_at_any_destination() {
     let tmp = tempfile::tempdir().unwrap();
-    let watched = tmp.path().join("ExchangeSetupLogs");
-    std::fs::create_dir(&watched).unwrap();
+    let watched = watched_dir(tmp.path(), "ExchangeSetupLogs");
     let mut agg = TestAggregator::start(&tmp.path().join("aggregator")).await;
     let hook = Webhook::start(true).await;
     let out = tmp.path().join("siem.jsonl");
@@ -255,14 +234,8 @@ async fn kill_9_with_direct_sinks_loses_nothing_at_any_destination() {
     if outcome.is_err() {
         panic!(
             "destinations did not settle; agent log:\n{}",
-            tail(&agent_log)
+            log_tail(&agent_log)
         );
     }
     agg.stop().await;
-}
-
-fn tail(p: &Path) -> String {
-    let s = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }

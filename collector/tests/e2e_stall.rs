@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use patchwatch_collector::agent::Agent;
-use patchwatch_pipeline::Catalog;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_in_progress_run_is_reported_stalled_once() {
@@ -19,12 +16,7 @@ async fn a_quiet_in_progress_run_is_reported_stalled_once() {
     let host = "E2E-STALL";
     let mut cfg = agent_config(&[&logs], &tmp.path().join("agent"), &agg.endpoint(), host);
     cfg.stall_threshold_secs = 2;
-    let agent = Agent::start(
-        &cfg,
-        Arc::new(Catalog::builtin()),
-        &tokio::runtime::Handle::current(),
-    )
-    .expect("agent starts");
+    let agent = start_agent(&cfg);
     let log = logs.join("ExchangeSetup.log");
     append(
         &log,

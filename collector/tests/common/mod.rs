@@ -10,12 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patchwatch_aggregator::model::FindingFilter;
 use patchwatch_aggregator::store::Store;
 use patchwatch_aggregator::RunningAggregator;
+use patchwatch_collector::agent::Agent;
 use patchwatch_collector::config::AgentConfig;
 use patchwatch_pipeline::{Catalog, ScanContext};
 use tokio_util::sync::CancellationToken;
@@ -335,4 +337,52 @@ pub async fn append_lines(path: &Path, bytes: &[u8]) {
 /// Ids as a set, for merging.
 pub fn ids(map: &BTreeMap<String, String>) -> BTreeSet<String> {
     map.keys().cloned().collect()
+}
+
+/// A folder `name` under `tmp` for the agent to watch, created empty.
+pub fn watched_dir(tmp: &Path, name: &str) -> PathBuf {
+    let dir = tmp.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    dir
+}
+
+/// Starts an in-process agent with the built-in rules on the current tokio runtime.
+pub fn start_agent(cfg: &AgentConfig) -> Agent {
+    Agent::start(
+        cfg,
+        Arc::new(Catalog::builtin()),
+        &tokio::runtime::Handle::current(),
+    )
+    .expect("agent starts")
+}
+
+/// Spawns the real `patchwatch agent --config <config>`, its stderr appended to `log` (see
+/// [`log_tail`]) so that a failed test can show what the agent said.
+pub fn spawn_agent(config: &Path, log: &Path) -> Child {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+        .args(["agent", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawning patchwatch agent")
+}
+
+/// The last 40 lines of the file at `p` (empty when it cannot be read), for panic messages.
+pub fn log_tail(p: &Path) -> String {
+    let s = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Every [`SAMPLES`] run, one after the other, in one buffer.
+pub fn all_samples() -> Vec<u8> {
+    SAMPLES.iter().flat_map(|s| exchange_sample(s)).collect()
 }
