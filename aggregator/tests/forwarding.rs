@@ -8,76 +8,21 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use patchwatch_aggregator::Config;
-use patchwatch_proto::{Batch, Finding};
+use patchwatch_proto::Batch;
 use serde_json::Value;
 
-/// The variable's value; when unset, panics under CI and skips otherwise.
-fn env_or_skip(var: &str, script: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) => Some(v),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{var} is not set; CI must run `eval \"$(bash .ci/{script})\"` first")
-        }
-        Err(_) => {
-            eprintln!("skipped: {var} is not set (run `eval \"$(bash .ci/{script})\"`)");
-            None
-        }
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics after `limit` naming `what`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn token() -> String {
-    format!("{:08x}", rand::random::<u32>())
-}
-
-fn now_ns() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap()
-}
-
 /// Batch `seq` of `n` findings `{prefix}-{seq}-{i}` observed now.
-fn batch_of(prefix: &str, seq: u64, n: usize) -> Batch {
-    let findings: Vec<Finding> = (0..n)
-        .map(|i| {
-            let mut f = finding(
-                &format!("{prefix}-{seq}-{i}"),
-                "EXCH07",
-                "EXCH-0042",
-                5,
-                "EXCH07-run-1",
-            );
-            f.observed_time_unix_nano = now_ns();
-            f
-        })
+fn batch_now(prefix: &str, seq: u64, n: usize) -> Batch {
+    let findings = (0..n)
+        .map(|i| fresh(&format!("{prefix}-{seq}-{i}"), "EXCH07", "EXCH-0042", 5))
         .collect();
-    Batch {
-        collector_id: "c1".into(),
-        sequence: seq,
-        host: findings[0].host.clone(),
-        findings,
-        run_updates: vec![],
-    }
+    batch_of(seq, findings)
 }
 
 /// A configuration for `backend` (None: skipped) with `extra` TOML merged in.
@@ -105,14 +50,6 @@ fn ids_in(path: &Path, needle: &str) -> BTreeMap<String, usize> {
         *ids.entry(id).or_default() += 1;
     }
     ids
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A private rsyslogd on `port` writing RFC 5424 lines to `out`.
@@ -247,7 +184,7 @@ async fn rsyslog_stopped_mid_stream(backend: Backend) {
     let http = agg.http_addr();
     let mut client = client(agg.grpc_addr()).await;
     let mut stream = CollectorStream::open(&mut client).await.unwrap();
-    let t = token();
+    let t = run_token();
     let prefix = format!("mid-{t}");
 
     // Batches 1..=5 while rsyslog is up, all written before it is stopped: plain TCP syslog
@@ -255,7 +192,7 @@ async fn rsyslog_stopped_mid_stream(backend: Backend) {
     // exits would be lost by the receiver, not by us.
     for seq in 1..=5 {
         assert_eq!(
-            stream.roundtrip(batch_of(&prefix, seq, 20)).await.accepted,
+            stream.roundtrip(batch_now(&prefix, seq, 20)).await.accepted,
             20
         );
     }
@@ -270,7 +207,7 @@ async fn rsyslog_stopped_mid_stream(backend: Backend) {
     let started = Instant::now();
     for seq in 6..=15 {
         assert_eq!(
-            stream.roundtrip(batch_of(&prefix, seq, 20)).await.accepted,
+            stream.roundtrip(batch_now(&prefix, seq, 20)).await.accepted,
             20
         );
     }
@@ -300,7 +237,7 @@ async fn rsyslog_stopped_mid_stream(backend: Backend) {
     // Back up: everything arrives, each finding exactly once; more keeps flowing.
     rsyslogd.start().await;
     for seq in 16..=20 {
-        stream.roundtrip(batch_of(&prefix, seq, 20)).await;
+        stream.roundtrip(batch_now(&prefix, seq, 20)).await;
     }
     let ids = eventually(Duration::from_secs(30), "all 400 in rsyslog", || async {
         let ids = ids_in(&out, &prefix);
@@ -336,7 +273,7 @@ async fn restart_while_destination_down(backend: Backend) {
     let Some((config, _data)) = config_with(backend, &extra).await else {
         return;
     };
-    let t = token();
+    let t = run_token();
     let prefix = format!("rst-{t}");
 
     // First life: rsyslog is down the whole time.
@@ -344,7 +281,7 @@ async fn restart_while_destination_down(backend: Backend) {
     let mut client1 = client(agg.grpc_addr()).await;
     let mut stream = CollectorStream::open(&mut client1).await.unwrap();
     for seq in 1..=5 {
-        stream.roundtrip(batch_of(&prefix, seq, 20)).await;
+        stream.roundtrip(batch_now(&prefix, seq, 20)).await;
     }
     let http = agg.http_addr();
     eventually(WAIT, "the sink to be behind by 100", || async {
@@ -362,7 +299,7 @@ async fn restart_while_destination_down(backend: Backend) {
     let mut client2 = client(agg.grpc_addr()).await;
     let mut stream = CollectorStream::open(&mut client2).await.unwrap();
     for seq in 6..=7 {
-        stream.roundtrip(batch_of(&prefix, seq, 20)).await;
+        stream.roundtrip(batch_now(&prefix, seq, 20)).await;
     }
     let ids = eventually(
         Duration::from_secs(30),
@@ -387,14 +324,14 @@ async fn new_destinations_start_now_or_from_the_beginning(backend: Backend) {
     let Some((mut config, _data)) = config_with(backend, QUICK).await else {
         return;
     };
-    let t = token();
+    let t = run_token();
     let prefix = format!("new-{t}");
 
     // Stored before any destination existed.
     let (agg, shutdown) = start(config.clone()).await;
     let mut c = client(agg.grpc_addr()).await;
     let mut stream = CollectorStream::open(&mut c).await.unwrap();
-    stream.roundtrip(batch_of(&prefix, 1, 10)).await;
+    stream.roundtrip(batch_now(&prefix, 1, 10)).await;
     drop(stream);
     shutdown.cancel();
     agg.wait().await.unwrap();
@@ -417,7 +354,7 @@ async fn new_destinations_start_now_or_from_the_beginning(backend: Backend) {
         let (agg, shutdown) = start(config.clone()).await;
         let mut c = client(agg.grpc_addr()).await;
         let mut stream = CollectorStream::open(&mut c).await.unwrap();
-        stream.roundtrip(batch_of(&prefix, seq, 10)).await;
+        stream.roundtrip(batch_now(&prefix, seq, 10)).await;
         let want = if start_from == "now" { 10 } else { 30 };
         eventually(WAIT, &format!("{want} findings in {sink}"), || async {
             let ids = ids_in(path, &prefix);
@@ -446,7 +383,7 @@ async fn router_resends_after_restart(backend: Backend) {
     let Some(am) = env_or_skip("PATCHWATCH_ALERTMANAGER_URL", "setup-alertmanager.sh") else {
         return;
     };
-    let t = token();
+    let t = run_token();
     let rule = format!("DUR-{t}");
     let dead = free_port();
     let routing = |url: &str| {
@@ -466,7 +403,7 @@ async fn router_resends_after_restart(backend: Backend) {
     let (agg, shutdown) = start(config.clone()).await;
     let mut c = client(agg.grpc_addr()).await;
     let mut stream = CollectorStream::open(&mut c).await.unwrap();
-    let mut b = batch_of(&format!("am-{t}"), 1, 3);
+    let mut b = batch_now(&format!("am-{t}"), 1, 3);
     for f in &mut b.findings {
         f.rule_id.clone_from(&rule);
     }

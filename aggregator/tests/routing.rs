@@ -7,91 +7,13 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
 use patchwatch_aggregator::Config;
-use patchwatch_proto::{Batch, Finding};
+use patchwatch_proto::Finding;
 use serde_json::{json, Value};
-
-/// The variable's value; when unset, panics under CI and skips otherwise.
-fn env_or_skip(var: &str, script: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) => Some(v),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{var} is not set; CI must run `eval \"$(bash .ci/{script})\"` first")
-        }
-        Err(_) => {
-            eprintln!("skipped: {var} is not set (run `eval \"$(bash .ci/{script})\"`)");
-            None
-        }
-    }
-}
-
-/// A token unique to this test run, so alerts and log lines of earlier runs do not count.
-fn run_token() -> String {
-    format!("{:08x}", rand::random::<u32>())
-}
-
-/// Polls `check` until it returns `Some`, or panics after `limit` naming `what`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn now_ns() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap()
-}
-
-/// A finding observed now (windows cover the present, the helper's fixed times are old).
-fn fresh(id: &str, host: &str, rule: &str, severity: i32) -> Finding {
-    let mut f = finding(id, host, rule, severity, &format!("{host}-run-1"));
-    f.observed_time_unix_nano = now_ns();
-    f
-}
-
-fn batch_of(sequence: u64, findings: Vec<Finding>) -> Batch {
-    Batch {
-        collector_id: "c1".into(),
-        sequence,
-        host: findings[0].host.clone(),
-        findings,
-        run_updates: vec![],
-    }
-}
-
-async fn am_alerts(base: &str, rule: &str) -> Vec<Value> {
-    let resp = reqwest::Client::new()
-        .get(format!("{base}/api/v2/alerts"))
-        .query(&[("filter", format!("rule_id=\"{rule}\""))])
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
-    resp.json().await.unwrap()
-}
-
-fn hosts_of(alerts: &[Value]) -> Vec<String> {
-    let mut h: Vec<String> = alerts
-        .iter()
-        .map(|a| a["labels"]["host"].as_str().unwrap_or("").to_owned())
-        .collect();
-    h.sort();
-    h
-}
 
 async fn post_json(http: SocketAddr, path: &str, body: Value) -> (u16, Value) {
     let resp = reqwest::Client::new()
@@ -102,15 +24,6 @@ async fn post_json(http: SocketAddr, path: &str, body: Value) -> (u16, Value) {
         .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-fn lines_with(path: &Path, needle: &str) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
 }
 
 async fn sqlite_config(extra_toml: &str) -> (Config, tempfile::TempDir) {

@@ -29,10 +29,6 @@ async fn post(http: SocketAddr, path: &str, body: &str, token: Option<&str>) -> 
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-fn now_ns() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap()
-}
-
 fn rfc3339(offset: time::Duration) -> String {
     (time::OffsetDateTime::now_utc() + offset)
         .format(&time::format_description::well_known::Rfc3339)

@@ -1,9 +1,11 @@
 //! Test harness: start an aggregator on loopback port 0 over SQLite (a temp dir) or PostgreSQL
 //! (a fresh database on the server named by `PATCHWATCH_PG_URL`), and drive it as a collector.
+// Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use patchwatch_aggregator::config::StoreBackend;
 use patchwatch_aggregator::{serve, Config, RunningAggregator};
@@ -250,6 +252,106 @@ pub async fn all_finding_ids(http: SocketAddr) -> Vec<String> {
     }
     ids.sort();
     ids
+}
+
+/// The variable's value; when unset, panics under CI and skips otherwise.
+pub fn env_or_skip(var: &str, script: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set; CI must run `eval \"$(bash .ci/{script})\"` first")
+        }
+        Err(_) => {
+            eprintln!("skipped: {var} is not set (run `eval \"$(bash .ci/{script})\"`)");
+            None
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `limit` naming `what`.
+pub async fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A token unique to this test run, so alerts and log lines of earlier runs do not count.
+pub fn run_token() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// The current time in Unix nanoseconds.
+pub fn now_ns() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap()
+}
+
+/// A [`finding`] observed now (windows and silences cover the present; its fixed times are
+/// old).
+pub fn fresh(id: &str, host: &str, rule: &str, severity: i32) -> Finding {
+    let mut f = finding(id, host, rule, severity, &format!("{host}-run-1"));
+    f.observed_time_unix_nano = now_ns();
+    f
+}
+
+/// Batch `sequence` of collector `c1` with `findings` (at least one; the host is the first's).
+pub fn batch_of(sequence: u64, findings: Vec<Finding>) -> Batch {
+    Batch {
+        collector_id: "c1".into(),
+        sequence,
+        host: findings[0].host.clone(),
+        findings,
+        run_updates: vec![],
+    }
+}
+
+/// The alerts of `rule` in the Alertmanager at `base` (`GET /api/v2/alerts`).
+pub async fn am_alerts(base: &str, rule: &str) -> Vec<serde_json::Value> {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/api/v2/alerts"))
+        .query(&[("filter", format!("rule_id=\"{rule}\""))])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// The `host` labels of `alerts`, sorted.
+pub fn hosts_of(alerts: &[serde_json::Value]) -> Vec<String> {
+    let mut h: Vec<String> = alerts
+        .iter()
+        .map(|a| a["labels"]["host"].as_str().unwrap_or("").to_owned())
+        .collect();
+    h.sort();
+    h
+}
+
+/// The lines of the file at `path` that contain `needle` (none when it cannot be read).
+pub fn lines_with(path: &Path, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Declares a test for each backend: `backend_tests!(name => body_fn);` where
