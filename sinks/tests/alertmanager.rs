@@ -23,6 +23,45 @@ async fn alerts(base: &str, rule: &str) -> Vec<Value> {
     resp.json().await.unwrap()
 }
 
+/// Waits (15 s at most) until Alertmanager lists exactly `n` alerts of `rule`, and returns them.
+async fn alerts_settle(am: &str, rule: &str, n: usize, what: &str) -> Vec<Value> {
+    eventually(Duration::from_secs(15), what, async || {
+        let a = alerts(am, rule).await;
+        (a.len() == n).then_some(a)
+    })
+    .await
+}
+
+/// Runs `router` on a task until the returned sender fires (or is dropped).
+fn drive(
+    router: &Router,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), patchwatch_sinks::routing::RoutingError>>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let r = router.clone();
+    let driver = tokio::spawn(async move {
+        r.run(async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    (stop_tx, driver)
+}
+
+/// Window `id` over `host`, from a minute ago to an hour from now.
+fn active_window(id: &str, host: &str) -> MaintenanceWindow {
+    let now = time::OffsetDateTime::now_utc();
+    MaintenanceWindow {
+        id: id.to_owned(),
+        name: "CU15".into(),
+        hosts: vec![host.into()],
+        starts_at: now - time::Duration::minutes(1),
+        ends_at: now + time::Duration::hours(1),
+    }
+}
+
 fn finding(id: &str, rule: &str, host: &str) -> patchwatch_proto::Finding {
     let mut f = sample_finding(id, rule, Severity::High, host);
     f.observed_time_unix_nano = now_nanos();
@@ -69,16 +108,7 @@ url = "{am}"
     ))
     .unwrap();
     let router = Router::new(cfg).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let driver = {
-        let r = router.clone();
-        tokio::spawn(async move {
-            r.run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
+    let (stop_tx, driver) = drive(&router);
 
     // Two findings of one rule on EXCH01 (one alert, two ids), one on EXCH02 (second alert of the
     // same group), one on a host no route matches.
@@ -95,15 +125,7 @@ url = "{am}"
         .submit(finding(&format!("d-{token}"), &rule, "DC01"))
         .unwrap();
 
-    let got = eventually(
-        Duration::from_secs(15),
-        "two alerts in Alertmanager",
-        async || {
-            let a = alerts(&am, &rule).await;
-            (a.len() == 2).then_some(a)
-        },
-    )
-    .await;
+    let got = alerts_settle(&am, &rule, 2, "two alerts in Alertmanager").await;
     let ex1 = got
         .iter()
         .find(|a| a["labels"]["host"] == "EXCH01")
@@ -131,28 +153,13 @@ url = "{am}"
     assert!(got.iter().all(|a| a["labels"]["host"] != "DC01"));
 
     // Maintenance window: findings from EXCH03 inside it carry the label and take the other route.
-    let now = time::OffsetDateTime::now_utc();
     router
-        .set_windows(vec![MaintenanceWindow {
-            id: format!("w-{token}"),
-            name: "CU15".into(),
-            hosts: vec!["exch03".into()],
-            starts_at: now - time::Duration::minutes(1),
-            ends_at: now + time::Duration::hours(1),
-        }])
+        .set_windows(vec![active_window(&format!("w-{token}"), "exch03")])
         .unwrap();
     router
         .submit(finding(&format!("m-{token}"), &maint_rule, "EXCH03"))
         .unwrap();
-    let m = eventually(
-        Duration::from_secs(15),
-        "the maintenance alert",
-        async || {
-            let a = alerts(&am, &maint_rule).await;
-            (a.len() == 1).then_some(a)
-        },
-    )
-    .await;
+    let m = alerts_settle(&am, &maint_rule, 1, "the maintenance alert").await;
     assert_eq!(m[0]["labels"]["maintenance_window"], format!("w-{token}"));
 
     // Resolution: no new findings for `resolve_after` (3 s) sends endsAt = now; the API stops
@@ -215,26 +222,10 @@ timeout_ms = 20
     ))
     .unwrap();
     let router = Router::new(cfg).unwrap();
-    let now = time::OffsetDateTime::now_utc();
     router
-        .set_windows(vec![MaintenanceWindow {
-            id: format!("w-{token}"),
-            name: "CU15".into(),
-            hosts: vec!["EXCH1*".into()],
-            starts_at: now - time::Duration::minutes(1),
-            ends_at: now + time::Duration::hours(1),
-        }])
+        .set_windows(vec![active_window(&format!("w-{token}"), "EXCH1*")])
         .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let driver = {
-        let r = router.clone();
-        tokio::spawn(async move {
-            r.run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
+    let (stop_tx, driver) = drive(&router);
     // EXCH10 is in the window, EXCH20 is not; both findings are `high`.
     let receipt = router
         .send(vec![
@@ -247,15 +238,7 @@ timeout_ms = 20
         .expect("Alertmanager and the file confirmed");
     assert_eq!((report.delivered, report.failed), (2, 0));
 
-    let got = eventually(
-        Duration::from_secs(15),
-        "both alerts in Alertmanager",
-        async || {
-            let a = alerts(&am, &rule).await;
-            (a.len() == 2).then_some(a)
-        },
-    )
-    .await;
+    let got = alerts_settle(&am, &rule, 2, "both alerts in Alertmanager").await;
     let by_host = |h: &str| got.iter().find(|a| a["labels"]["host"] == h).unwrap();
     let inside = by_host("EXCH10");
     assert_eq!(inside["labels"]["severity"], "critical", "{inside}");

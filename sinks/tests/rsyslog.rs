@@ -33,6 +33,15 @@ fn findings(token: &str, prefix: &str, n: usize) -> Vec<Finding> {
         .collect()
 }
 
+/// Waits (10 s at most) until exactly `n` lines of `path` contain `needle`, and returns them.
+async fn lines_settle(path: &Path, needle: &str, n: usize, what: &str) -> Vec<String> {
+    eventually(Duration::from_secs(10), what, async || {
+        let l = lines_with(path, needle);
+        (l.len() == n).then_some(l)
+    })
+    .await
+}
+
 fn lines_with(path: &Path, needle: &str) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -78,15 +87,7 @@ async fn rfc5424_over_tcp_and_tls_and_cef_reach_rsyslog() {
 
     for prefix in ["tcp", "tls"] {
         let needle = format!("id=\"{prefix}-{token}-");
-        let lines = eventually(
-            Duration::from_secs(10),
-            "rsyslog to write the messages",
-            async || {
-                let l = lines_with(&out, &needle);
-                (l.len() == 5).then_some(l)
-            },
-        )
-        .await;
+        let lines = lines_settle(&out, &needle, 5, "rsyslog to write the messages").await;
         // rsyslog parsed our message as RFC 5424: it re-emits header fields and the SD element.
         let l = &lines[0];
         assert!(
@@ -102,15 +103,7 @@ async fn rfc5424_over_tcp_and_tls_and_cef_reach_rsyslog() {
         assert!(l.contains("Setup failed | \"quoted\" ]"), "{l}");
     }
     let needle = format!("cs1=cef-{token}-");
-    let lines = eventually(
-        Duration::from_secs(10),
-        "rsyslog to write the CEF messages",
-        async || {
-            let l = lines_with(&out, &needle);
-            (l.len() == 3).then_some(l)
-        },
-    )
-    .await;
+    let lines = lines_settle(&out, &needle, 3, "rsyslog to write the CEF messages").await;
     assert!(
         lines[0].contains("CEF:0|patchwatch|patchwatch|"),
         "{}",
