@@ -428,10 +428,11 @@ impl FileScanner {
         let mut hits = std::mem::take(&mut self.hits);
         hits.clear();
         let kind = self.kind.unwrap_or(LogKind::Plain);
+        let region = &self.text[start..end];
         self.catalog
             .kind_matcher(kind)
-            .matcher
-            .for_each(&self.text[start..end], |p, a| hits.push((start + p, a)));
+            .for_piece(region)
+            .for_each(region, |p, a| hits.push((start + p, a)));
         let (mut cur, mut line, mut raw) = (start, self.scan_line, self.scan_raw);
         let mut i = 0;
         while i < hits.len() {

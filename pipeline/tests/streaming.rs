@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use common::{catalog, fixture, utf16be_bom, utf16le_bom};
-use patchwatch_pipeline::{collect, FileScanner, Finding, ScanContext, ScanOutput};
+use patchwatch_pipeline::{
+    collect, Catalog, FileScanner, Finding, LogKind, ScanContext, ScanOutput,
+};
 use proptest::prelude::*;
 
 fn scan_chunks(bytes: &[u8], cuts: &[usize]) -> ScanOutput {
@@ -276,4 +278,42 @@ remediation = { summary = "s" }
         "{:?}",
         f.evidence
     );
+}
+
+/// Past a few MiB the catalog's matcher is tuned to the log being read (its Teddy layout):
+/// the findings must be exactly those of a scan that never tunes (fed in pieces too small to
+/// tune on).
+#[test]
+fn tuning_the_matcher_mid_scan_changes_no_finding() {
+    use patchwatch_pipeline::sample::exchange::{rule_names, upgrade_run};
+    let failing = sample();
+    let rules = rule_names(&[failing.as_str()]);
+    let mut text = String::new();
+    let mut seed = 0;
+    while text.len() < 6 << 20 {
+        text.push_str(&upgrade_run(seed, 1500, &rules));
+        text.push_str(&failing);
+        seed += 1;
+    }
+    let scan = |feed: usize| {
+        let catalog = Arc::new(Catalog::builtin());
+        let ctx = ScanContext::new("EX01", "ExchangeSetup.log");
+        let mut s = FileScanner::new(Arc::clone(&catalog), ctx);
+        for piece in text.as_bytes().chunks(feed) {
+            s.feed(piece);
+        }
+        s.finish();
+        (collect(s), catalog.is_tuned(LogKind::ExchangeSetup))
+    };
+    let (tuned, was_tuned) = scan(1 << 20);
+    let (plain, plain_tuned) = scan(32 << 10);
+    assert!(was_tuned, "1 MiB pieces past 4 MiB should tune the matcher");
+    assert!(!plain_tuned, "32 KiB pieces are too small to tune on");
+    assert!(
+        plain.findings.len() >= seed as usize,
+        "{}",
+        plain.findings.len()
+    );
+    assert_eq!(ids(&tuned), ids(&plain));
+    assert_eq!(essence(&tuned), essence(&plain));
 }

@@ -24,8 +24,19 @@ fn main() {
         m.for_each(&utf8, |_, _| n += 1);
         let dt = t.elapsed().as_secs_f64();
         println!(
-            "{name:<15} anchors only: {:.2} GB/s, {n} hits",
+            "{name:<15} anchors only: {:.2} GB/s, {n} hits (built-in keys)",
             utf8.len() as f64 / dt / 1e9
+        );
+        let t = Instant::now();
+        let tuned = m.tuned_to(&utf8[4 << 20..(4 << 20) + (512 << 10)]);
+        let tune = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut n = 0usize;
+        tuned.for_each(&utf8, |_, _| n += 1);
+        println!(
+            "{name:<15} anchors only: {:.2} GB/s, {n} hits (tuned in {:.1} ms)",
+            utf8.len() as f64 / t.elapsed().as_secs_f64() / 1e9,
+            tune * 1e3
         );
         let t = Instant::now();
         let f = scan_count(&catalog, &utf8);

@@ -17,54 +17,103 @@ const MIN_KEY: usize = 4;
 /// Longest key considered. Longer keys are no rarer in practice and cost more to confirm.
 const MAX_KEY: usize = 6;
 
-/// Per-key penalties tried in turn, in units of "occurrences in the reference text".
-const PENALTIES: &[u32] = &[2, 8, 32, 128, 512, 2048, 8192, 1 << 20];
+/// Per-key penalties tried, in units of "occurrences in the reference text": `2^(i/2)` for
+/// `i` below this. Steps of 4 (as first written) jumped from over 32 keys to 18 frequent
+/// ones on some texts; steps of √2 land near the budget.
+const PENALTY_STEPS: usize = 41;
 
-/// Reference log text, lower-cased: the committed ExchangeSetup.log samples, a generated
-/// successful upgrade run, a generated Windows Installer session and a ServiceControl.log run.
-/// Built once per process.
-fn reference_text() -> &'static [u8] {
-    static TEXT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    TEXT.get_or_init(|| {
-        use crate::sample::{msi_verbose_log, service_control_log, MsiLog, MsiScenario};
-        let msi = msi_verbose_log(&MsiLog {
-            product: "Microsoft Exchange Server",
-            version: "15.2.1544.4",
-            scenario: MsiScenario::Success,
-            date: "11/21/2026",
-            start_seconds: 3600,
-            filler_blocks: 4,
-        });
-        let sc = service_control_log("21/11/2026", 3600, true);
-        // A successful upgrade run: cmdlet executions are most of a real ExchangeSetup.log.
-        let upgrade = crate::sample::exchange::upgrade_run(
-            0,
-            300,
-            &crate::sample::exchange::rule_names(&[include_str!(
-                "../../tests/data/exchange/ExchangeSetup_Reboot_Pending.log"
-            )]),
-        );
-        let texts: [&str; 7] = [
-            &upgrade,
-            include_str!("../../tests/data/exchange/ExchangeSetup_Reboot_Pending.log"),
-            include_str!("../../tests/data/exchange/ExchangeSetup_Service_Disabled.log"),
-            include_str!("../../tests/data/exchange/ExchangeSetup_SchemaAdmin_PrepareSchema.log"),
-            include_str!("../../tests/data/exchange/ExchangeSetup_Vdir_1.log"),
-            &msi,
-            &sc,
-        ];
-        let mut out = Vec::new();
-        for t in texts {
-            out.extend_from_slice(t.as_bytes());
-            out.push(b'\n');
+fn penalty(step: usize) -> u32 {
+    2f64.powf(step as f64 / 2.0).round() as u32
+}
+
+/// Log text that keys and Teddy buckets are costed on, with its 4-byte window counts and a
+/// small spread-out sample for bucket trials.
+pub(super) struct Reference {
+    text: Vec<u8>,
+    grams: HashMap<u32, u32>,
+    sample: Vec<u8>,
+}
+
+impl Reference {
+    /// The built-in reference ([`builtin_text`]), built once per process.
+    pub(super) fn builtin() -> &'static Reference {
+        static REF: std::sync::OnceLock<Reference> = std::sync::OnceLock::new();
+        REF.get_or_init(|| {
+            let text = builtin_text();
+            let sample = spread_sample(&text);
+            Reference::new(text, sample)
+        })
+    }
+
+    /// The sample Teddy bucket layouts are tried on.
+    pub(super) fn sample(&self) -> &[u8] {
+        &self.sample
+    }
+
+    fn new(text: Vec<u8>, sample: Vec<u8>) -> Reference {
+        let mut grams = HashMap::with_capacity_and_hasher(1 << 16, Default::default());
+        for w in text.windows(4) {
+            *grams.entry(gram(w)).or_insert(0) += 1;
         }
-        out.make_ascii_lowercase();
-        out
-    })
+        Reference {
+            text,
+            grams,
+            sample,
+        }
+    }
+
+    fn count(&self, w: &[u8]) -> u32 {
+        self.grams.get(&gram(w)).copied().unwrap_or(0)
+    }
+}
+
+/// Built-in reference log text, lower-cased: the committed ExchangeSetup.log samples, a
+/// generated successful upgrade run (cmdlet executions are most of a real ExchangeSetup.log,
+/// and the samples are cut down to their failures), a generated Windows Installer session and
+/// a ServiceControl.log run.
+fn builtin_text() -> Vec<u8> {
+    use crate::sample::{msi_verbose_log, service_control_log, MsiLog, MsiScenario};
+    let msi = msi_verbose_log(&MsiLog {
+        product: "Microsoft Exchange Server",
+        version: "15.2.1544.4",
+        scenario: MsiScenario::Success,
+        date: "11/21/2026",
+        start_seconds: 3600,
+        filler_blocks: 4,
+    });
+    let sc = service_control_log("21/11/2026", 3600, true);
+    // A successful upgrade run: cmdlet executions are most of a real ExchangeSetup.log.
+    let upgrade = crate::sample::exchange::upgrade_run(
+        0,
+        300,
+        &crate::sample::exchange::rule_names(&[include_str!(
+            "../../tests/data/exchange/ExchangeSetup_Reboot_Pending.log"
+        )]),
+    );
+    let texts: [&str; 7] = [
+        &upgrade,
+        include_str!("../../tests/data/exchange/ExchangeSetup_Reboot_Pending.log"),
+        include_str!("../../tests/data/exchange/ExchangeSetup_Service_Disabled.log"),
+        include_str!("../../tests/data/exchange/ExchangeSetup_SchemaAdmin_PrepareSchema.log"),
+        include_str!("../../tests/data/exchange/ExchangeSetup_Vdir_1.log"),
+        &msi,
+        &sc,
+    ];
+    let mut out = Vec::new();
+    for t in texts {
+        out.extend_from_slice(t.as_bytes());
+        out.push(b'\n');
+    }
+    out.make_ascii_lowercase();
+    out
 }
 
 /// For each (lower-cased, non-empty) anchor, the offset and length of its key.
-pub(super) fn choose(anchors: &[Vec<u8>], max_keys: usize) -> Vec<(usize, usize)> {
+pub(super) fn choose(
+    anchors: &[Vec<u8>],
+    max_keys: usize,
+    reference: &Reference,
+) -> Vec<(usize, usize)> {
     // Candidates: every substring of MIN_KEY..=MAX_KEY bytes of every anchor (the whole
     // anchor when shorter). A candidate is contained in exactly the anchors that produced it.
     let mut index: HashMap<&[u8], usize> = HashMap::default();
@@ -89,21 +138,21 @@ pub(super) fn choose(anchors: &[Vec<u8>], max_keys: usize) -> Vec<(usize, usize)
             }
         }
     }
-    let freq = frequencies(&cands);
+    let freq = frequencies(&cands, reference);
     let mut of_anchor: Vec<Vec<u32>> = vec![Vec::new(); anchors.len()];
     for (ci, cov) in covers.iter().enumerate() {
         for &a in cov {
             of_anchor[a as usize].push(ci as u32);
         }
     }
-    let run = |penalty| greedy(&cands, &covers, &of_anchor, &freq, penalty);
+    let run = |step| greedy(&cands, &covers, &of_anchor, &freq, penalty(step));
     // The smallest penalty whose cover fits `max_keys` (key count falls as the penalty rises);
     // the largest penalty's cover when none fits.
-    let (mut lo, mut hi) = (0, PENALTIES.len() - 1);
-    let mut best = run(PENALTIES[hi]);
+    let (mut lo, mut hi) = (0, PENALTY_STEPS - 1);
+    let mut best = run(hi);
     while lo < hi {
         let mid = (lo + hi) / 2;
-        let chosen = run(PENALTIES[mid]);
+        let chosen = run(mid);
         if chosen.len() <= max_keys {
             best = chosen;
             hi = mid;
@@ -137,16 +186,16 @@ const BUCKETS: usize = 8;
 /// ` comp`) stops ten times more often than the keys occur. `aho_corasick` files pattern `i`
 /// in bucket `7 - i % 8`, unless an earlier pattern has the same low nibbles in its
 /// fingerprint, which it joins. This picks buckets greedily by the false candidates they
-/// would have on a sample of the reference text, then lays the patterns out so that rule
-/// files them there. Only speed depends on it: the matcher is correct in any order.
-pub(super) fn teddy_order(patterns: &[&[u8]]) -> Vec<usize> {
+/// would have on `sample` (log text, lower-cased), then lays the patterns out so that rule
+/// files them there; `incumbent` (an order) is kept if that is no worse on `sample`. Only
+/// speed depends on it: the matcher is correct in any order.
+pub(super) fn teddy_order(patterns: &[&[u8]], sample: &[u8], incumbent: &[usize]) -> Vec<usize> {
     let n = patterns.len();
     let mask = patterns.iter().map(|p| p.len()).min().unwrap_or(1).min(4);
-    let default: Vec<usize> = (0..n).collect();
     if n <= 1 {
-        return default;
+        return incumbent.to_vec();
     }
-    let index = NibbleIndex::new(sample_text(), mask);
+    let index = NibbleIndex::new(sample, mask);
     let candidates = |members: &[usize]| index.candidates(patterns, members);
     let cost = |order: &[usize]| -> u64 {
         teddy_buckets(patterns, order, mask)
@@ -206,10 +255,10 @@ pub(super) fn teddy_order(patterns: &[&[u8]]) -> Vec<usize> {
         rest.extend(&units[ui][1..]);
     }
     order.extend(rest);
-    if cost(&order) < cost(&default) {
+    if cost(&order) < cost(incumbent) {
         order
     } else {
-        default
+        incumbent.to_vec()
     }
 }
 
@@ -292,18 +341,14 @@ impl NibbleIndex {
     }
 }
 
-/// About 48 KiB of [`reference_text`], taken in 256-byte pieces spread over all of it, so
-/// that every kind of log in it is represented and bucket choice stays cheap.
-fn sample_text() -> &'static [u8] {
-    static SAMPLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    SAMPLE.get_or_init(|| {
-        let text = reference_text();
-        let step = (text.len() / 192).max(256);
-        text.chunks(step)
-            .flat_map(|c| &c[..c.len().min(256)])
-            .copied()
-            .collect()
-    })
+/// About 48 KiB of `text`, taken in 256-byte pieces spread over all of it, so that every
+/// kind of log in it is represented and bucket choice stays cheap.
+pub(super) fn spread_sample(text: &[u8]) -> Vec<u8> {
+    let step = (text.len() / 192).max(256);
+    text.chunks(step)
+        .flat_map(|c| &c[..c.len().min(256)])
+        .copied()
+        .collect()
 }
 
 /// Greedy weighted set cover; returns the chosen candidate indices.
@@ -351,43 +396,25 @@ fn greedy(
     }
 }
 
-/// Estimated cost of each candidate in [`reference_text`]: how often Teddy would stop at it
+/// Estimated cost of each candidate in the reference text: how often Teddy would stop at it
 /// (the count of its first 4 bytes, which are its fingerprint) plus how often it really
 /// occurs (the smallest count of its 4-byte windows, an upper bound) and stage two runs.
 /// A key like `ntrol.` is rare, but Teddy stops at every `ntro` of "Controller".
 /// Counting every candidate exactly would need an automaton of thousands of patterns at every
 /// catalog build.
-fn frequencies(cands: &[&[u8]]) -> Vec<u32> {
-    let grams = four_grams();
-    let count = |w: &[u8]| grams.get(&gram(w)).copied().unwrap_or(0);
+fn frequencies(cands: &[&[u8]], reference: &Reference) -> Vec<u32> {
     cands
         .iter()
-        .map(|c| match c.windows(4).map(count).min() {
-            Some(occurs) => count(&c[..4]).saturating_add(occurs),
-            None => short_count(c),
+        .map(|c| match c.windows(4).map(|w| reference.count(w)).min() {
+            Some(occurs) => reference.count(&c[..4]).saturating_add(occurs),
+            // Exact count of a candidate shorter than 4 bytes (only anchors that short have one).
+            None => memchr::memmem::find_iter(&reference.text, c).count() as u32,
         })
         .collect()
 }
 
-/// Counts of the 4-byte windows of [`reference_text`], built once per process.
-fn four_grams() -> &'static HashMap<u32, u32> {
-    static GRAMS: std::sync::OnceLock<HashMap<u32, u32>> = std::sync::OnceLock::new();
-    GRAMS.get_or_init(|| {
-        let mut m = HashMap::with_capacity_and_hasher(1 << 16, Default::default());
-        for w in reference_text().windows(4) {
-            *m.entry(gram(w)).or_insert(0) += 1;
-        }
-        m
-    })
-}
-
 fn gram(w: &[u8]) -> u32 {
     u32::from_le_bytes([w[0], w[1], w[2], w[3]])
-}
-
-/// Exact count of a candidate shorter than 4 bytes (only anchors that short have one).
-fn short_count(c: &[u8]) -> u32 {
-    memchr::memmem::find_iter(reference_text(), c).count() as u32
 }
 
 #[cfg(test)]
@@ -408,7 +435,7 @@ mod tests {
             "Return value 3",
             "x",
         ]);
-        let keys = choose(&anchors, 32);
+        let keys = choose(&anchors, 32, Reference::builtin());
         for (a, &(off, len)) in anchors.iter().zip(&keys) {
             assert!(off + len <= a.len(), "{a:?}");
             assert!(len >= MIN_KEY.min(a.len()));
@@ -422,11 +449,12 @@ mod tests {
             "ready ", "\\inets", "lation", "not ", "ntrol.", "ogged ", "d of s", "ter ",
         ];
         let pats: Vec<&[u8]> = owned.iter().map(|s| s.as_bytes()).collect();
-        let order = teddy_order(&pats);
+        let given: Vec<usize> = (0..pats.len()).collect();
+        let order = teddy_order(&pats, Reference::builtin().sample(), &given);
         let mut sorted = order.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..pats.len()).collect::<Vec<_>>());
-        let index = NibbleIndex::new(sample_text(), 4);
+        let index = NibbleIndex::new(Reference::builtin().sample(), 4);
         let cost = |o: &[usize]| -> u64 {
             teddy_buckets(&pats, o, 4)
                 .iter()
@@ -481,7 +509,7 @@ mod tests {
             .collect();
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let anchors = lower(&refs);
-        let keys = choose(&anchors, 8);
+        let keys = choose(&anchors, 8, Reference::builtin());
         let distinct: std::collections::HashSet<&[u8]> = anchors
             .iter()
             .zip(&keys)

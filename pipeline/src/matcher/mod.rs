@@ -12,7 +12,9 @@
 //! whichever pattern Teddy prefers there. Each group holds every anchor whose key is in either
 //! relation to its pattern, so `a` is checked. Stage two compares full anchors, so there are no
 //! false positives either. Pattern order is therefore free, and is chosen for speed
-//! ([`keys::teddy_order`]: which keys share a Teddy bucket).
+//! ([`keys::teddy_order`]: which keys share a Teddy bucket), first on built-in reference text,
+//! then again on the logs being read ([`AnchorMatcher::tuned_to`], done by the catalog after a
+//! few MiB): which layout is fastest depends on the words a server's log is made of.
 //!
 //! Matching is ASCII case-insensitive, as Select-String is (see `exchange-setup-log.md` §1).
 //! The text is lower-cased block by block into a small scratch buffer that stays in cache and
@@ -54,9 +56,45 @@ pub struct AnchorMatcher {
 
 #[derive(Debug, Clone)]
 struct Stage {
+    /// Keys, in the order given to the automaton.
+    patterns: Vec<Vec<u8>>,
     automaton: Automaton,
     /// For each pattern, the anchors whose key starts with it or that it starts with.
     groups: Vec<verify::Group>,
+}
+
+impl Stage {
+    /// A stage searching for `patterns` (keys, in Teddy layout order) among `anchors`, whose
+    /// keys are at `key_pos`.
+    fn new(patterns: Vec<Vec<u8>>, anchors: &[Vec<u8>], key_pos: &[(usize, usize)]) -> Stage {
+        let keys: Vec<&[u8]> = anchors
+            .iter()
+            .zip(key_pos)
+            .map(|(a, &(o, l))| &a[o..o + l])
+            .collect();
+        let groups = patterns
+            .iter()
+            .map(|p| {
+                let members: Vec<(u32, usize)> = (0..keys.len() as u32)
+                    .filter(|&i| {
+                        let key = keys[i as usize];
+                        key.starts_with(p) || p.starts_with(key)
+                    })
+                    .map(|i| (i, key_pos[i as usize].0))
+                    .collect();
+                verify::Group::new(&members, anchors)
+            })
+            .collect();
+        Stage {
+            automaton: Automaton::new(&as_slices(&patterns)),
+            patterns,
+            groups,
+        }
+    }
+}
+
+fn as_slices(v: &[Vec<u8>]) -> Vec<&[u8]> {
+    v.iter().map(Vec::as_slice).collect()
 }
 
 /// Per-thread buffers of [`AnchorMatcher::for_each`]: the lower-cased block and the hits.
@@ -123,39 +161,25 @@ impl AnchorMatcher {
             .map(|a| a.as_bytes().to_ascii_lowercase())
             .collect();
         assert!(lower.iter().all(|a| !a.is_empty()), "empty anchor");
-        let key_pos = keys::choose(&lower, KEY_BUDGET);
-        let keys: Vec<&[u8]> = lower
+        let key_pos = keys::choose(&lower, KEY_BUDGET, keys::Reference::builtin());
+        let mut patterns: Vec<Vec<u8>> = lower
             .iter()
             .zip(&key_pos)
-            .map(|(a, &(o, l))| &a[o..o + l])
+            .map(|(a, &(o, l))| a[o..o + l].to_vec())
             .collect();
-        let mut patterns = keys.clone();
         patterns.sort();
         patterns.dedup();
+        let sample = keys::Reference::builtin().sample();
         let stages = patterns
             .chunks(MAX_PREFIXES)
             .map(|chunk| {
-                let pats: Vec<&[u8]> = keys::teddy_order(chunk)
-                    .into_iter()
-                    .map(|i| chunk[i])
-                    .collect();
-                let groups = pats
-                    .iter()
-                    .map(|p| {
-                        let members: Vec<(u32, usize)> = (0..keys.len() as u32)
-                            .filter(|&i| {
-                                let key = keys[i as usize];
-                                key.starts_with(p) || p.starts_with(key)
-                            })
-                            .map(|i| (i, key_pos[i as usize].0))
-                            .collect();
-                        verify::Group::new(&members, &lower)
-                    })
-                    .collect();
-                Stage {
-                    automaton: Automaton::new(&pats),
-                    groups,
-                }
+                let given: Vec<usize> = (0..chunk.len()).collect();
+                let order = keys::teddy_order(&as_slices(chunk), sample, &given);
+                Stage::new(
+                    order.iter().map(|&i| chunk[i].clone()).collect(),
+                    &lower,
+                    &key_pos,
+                )
             })
             .collect();
         let longest_key = key_pos.iter().map(|k| k.1).max().unwrap_or(1);
@@ -164,6 +188,33 @@ impl AnchorMatcher {
             anchors: lower,
             keys: key_pos,
             longest_key,
+        }
+    }
+
+    /// The same matcher with its Teddy buckets laid out for `log`, a large piece (say 512 KiB)
+    /// of the logs being scanned: same keys and anchor ids, hence the same matches, only
+    /// faster. The built-in layout is tried on reference text that can only stand for what a
+    /// server writes; on text with other words in it (a reference without the generated
+    /// upgrade run), stage one spent ~1.5 times the work (BENCHMARKS.md). A layout is kept
+    /// only if it is better on `log` than the built-in one.
+    pub fn tuned_to(&self, log: &[u8]) -> AnchorMatcher {
+        let sample = keys::spread_sample(&log.to_ascii_lowercase());
+        let stages = self
+            .stages
+            .iter()
+            .map(|stage| {
+                let given: Vec<usize> = (0..stage.patterns.len()).collect();
+                let order = keys::teddy_order(&as_slices(&stage.patterns), &sample, &given);
+                if order == given {
+                    return stage.clone();
+                }
+                let pats = order.iter().map(|&i| stage.patterns[i].clone()).collect();
+                Stage::new(pats, &self.anchors, &self.keys)
+            })
+            .collect();
+        AnchorMatcher {
+            stages,
+            ..self.clone()
         }
     }
 
@@ -330,6 +381,30 @@ mod tests {
             m.for_each(&hay, |p, a| got.push((p, a)));
             assert_eq!(got, vec![(at, 1), (at2, 0)], "shift {shift}");
         }
+    }
+
+    #[test]
+    fn a_matcher_tuned_to_other_text_finds_the_same_matches() {
+        // The Exchange matcher tuned to ServiceControl.log text: other words than the
+        // built-in reference's, so the layout changes, and matches on Exchange text must not.
+        let catalog = crate::rules::Catalog::builtin();
+        let m = catalog.matcher(crate::LogKind::ExchangeSetup);
+        let other = crate::sample::service_control_log("21/11/2026", 3600, true).repeat(20);
+        let tuned = m.tuned_to(other.as_bytes());
+        let layout = |m: &AnchorMatcher| -> Vec<Vec<Vec<u8>>> {
+            m.stages.iter().map(|s| s.patterns.clone()).collect()
+        };
+        assert_ne!(layout(&tuned), layout(m), "the layout did not change");
+        let mut hay = crate::sample::exchange::upgrade_run(1, 200, &["Rule:RebootPending".into()]);
+        hay.push_str(include_str!(
+            "../../tests/data/exchange/ExchangeSetup_Service_Disabled.log"
+        ));
+        hay.push_str(&other);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        m.for_each(hay.as_bytes(), |p, i| a.push((p, i)));
+        tuned.for_each(hay.as_bytes(), |p, i| b.push((p, i)));
+        assert!(a.len() > 100, "{} matches", a.len());
+        assert_eq!(a, b);
     }
 
     proptest::proptest! {

@@ -150,6 +150,68 @@ pub(crate) struct KindMatcher {
     pub(crate) matcher: AnchorMatcher,
     /// For each anchor id of `matcher`, what it leads to.
     pub(crate) targets: Vec<Vec<Target>>,
+    tuning: Tuning,
+}
+
+/// Text of this kind matched with the built-in Teddy layout, at least, before the matcher is
+/// tuned to the logs it reads ([`AnchorMatcher::tuned_to`]): tuning costs ~4 ms, about what
+/// scanning 8 MiB costs, so it is kept for processes that read a lot.
+const TUNE_AFTER: u64 = 4 << 20;
+
+/// Tuning needs a piece of log at least this long (a live tail's small appends are not
+/// representative, and their speed does not matter)...
+const TUNE_MIN_PIECE: usize = 128 << 10;
+
+/// ... and uses at most this much of it.
+const TUNE_PIECE: usize = 512 << 10;
+
+/// The matcher tuned to the logs this process reads, once per kind and process.
+#[derive(Debug, Default)]
+struct Tuning {
+    matched: std::sync::atomic::AtomicU64,
+    tuned: std::sync::OnceLock<AnchorMatcher>,
+}
+
+impl Clone for Tuning {
+    fn clone(&self) -> Tuning {
+        let t = Tuning::default();
+        t.matched.store(
+            self.matched.load(std::sync::atomic::Ordering::Relaxed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if let Some(m) = self.tuned.get() {
+            let _ = t.tuned.set(m.clone());
+        }
+        t
+    }
+}
+
+impl KindMatcher {
+    /// The matcher to search `piece` (the next text to match) with: the tuned one once there
+    /// is one, tuning it on `piece` when enough text has gone through the built-in one.
+    /// Anchor ids, hence `targets`, are the same for both.
+    pub(crate) fn for_piece(&self, piece: &[u8]) -> &AnchorMatcher {
+        use std::sync::atomic::Ordering;
+        if let Some(m) = self.tuning.tuned.get() {
+            return m;
+        }
+        let before = self
+            .tuning
+            .matched
+            .fetch_add(piece.len() as u64, Ordering::Relaxed);
+        if before < TUNE_AFTER || piece.len() < TUNE_MIN_PIECE {
+            return &self.matcher;
+        }
+        self.tuning.tuned.get_or_init(|| {
+            let t = std::time::Instant::now();
+            let m = self.matcher.tuned_to(&piece[..piece.len().min(TUNE_PIECE)]);
+            tracing::debug!(
+                elapsed_ms = t.elapsed().as_secs_f64() * 1e3,
+                "Anchor matcher tuned to the logs read."
+            );
+            m
+        })
+    }
 }
 
 /// A compiled, validated set of rules.
@@ -207,9 +269,17 @@ impl Catalog {
     }
 
     /// The anchor matcher for logs of `kind` (rules' anchors plus the log models' structural
-    /// anchors that apply to it; `Plain` has all of them).
+    /// anchors that apply to it; `Plain` has all of them), with the built-in Teddy layout:
+    /// scanners switch to one tuned to the logs they read ([`AnchorMatcher::tuned_to`]) after
+    /// a few MiB.
     pub fn matcher(&self, kind: LogKind) -> &AnchorMatcher {
         &self.matchers[kind_index(kind)].matcher
+    }
+
+    /// Whether scanners of this catalog have tuned the matcher of `kind` to the logs they
+    /// read (for tests and diagnostics).
+    pub fn is_tuned(&self, kind: LogKind) -> bool {
+        self.matchers[kind_index(kind)].tuning.tuned.get().is_some()
     }
 
     pub(crate) fn kind_matcher(&self, kind: LogKind) -> &KindMatcher {
@@ -332,7 +402,11 @@ fn kind_matcher(rules: &[Rule], kind: LogKind) -> KindMatcher {
         automata = matcher.stage_count(),
         "Anchor matcher built."
     );
-    KindMatcher { matcher, targets }
+    KindMatcher {
+        matcher,
+        targets,
+        tuning: Tuning::default(),
+    }
 }
 
 fn invalid(file: &str, rule: &str, field: &'static str, message: String) -> RulesError {
