@@ -27,22 +27,20 @@ fn penalty(step: usize) -> u32 {
 }
 
 /// Log text that keys and Teddy buckets are costed on, with its 4-byte window counts and a
-/// small spread-out sample for bucket trials.
-pub(super) struct Reference {
+/// small spread-out sample for bucket trials. A few MiB: built for a catalog and dropped
+/// once its matchers are (an agent keeps running for months).
+pub struct Reference {
     text: Vec<u8>,
     grams: HashMap<u32, u32>,
     sample: Vec<u8>,
 }
 
 impl Reference {
-    /// The built-in reference ([`builtin_text`]), built once per process.
-    pub(super) fn builtin() -> &'static Reference {
-        static REF: std::sync::OnceLock<Reference> = std::sync::OnceLock::new();
-        REF.get_or_init(|| {
-            let text = builtin_text();
-            let sample = spread_sample(&text);
-            Reference::new(text, sample)
-        })
+    /// The built-in reference ([`builtin_text`]).
+    pub fn builtin() -> Reference {
+        let text = builtin_text();
+        let sample = spread_sample(&text);
+        Reference::new(text, sample)
     }
 
     /// The sample Teddy bucket layouts are tried on.
@@ -435,7 +433,7 @@ mod tests {
             "Return value 3",
             "x",
         ]);
-        let keys = choose(&anchors, 32, Reference::builtin());
+        let keys = choose(&anchors, 32, &Reference::builtin());
         for (a, &(off, len)) in anchors.iter().zip(&keys) {
             assert!(off + len <= a.len(), "{a:?}");
             assert!(len >= MIN_KEY.min(a.len()));
@@ -509,7 +507,7 @@ mod tests {
             .collect();
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let anchors = lower(&refs);
-        let keys = choose(&anchors, 8, Reference::builtin());
+        let keys = choose(&anchors, 8, &Reference::builtin());
         let distinct: std::collections::HashSet<&[u8]> = anchors
             .iter()
             .zip(&keys)

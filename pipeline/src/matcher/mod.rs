@@ -23,6 +23,8 @@
 //! positions.
 
 mod keys;
+
+pub use keys::Reference;
 mod verify;
 
 use aho_corasick::{packed, AhoCorasick, AhoCorasickKind, Input, MatchKind};
@@ -155,13 +157,22 @@ impl AnchorMatcher {
     /// # Panics
     /// If `anchors` is empty or contains an empty string: callers validate rules first.
     pub fn new(anchors: &[String]) -> AnchorMatcher {
+        AnchorMatcher::with_reference(anchors, &Reference::builtin())
+    }
+
+    /// [`AnchorMatcher::new`] with keys and Teddy layout chosen on `reference`, which callers
+    /// building several matchers build once ([`Reference::builtin`] takes a few ms).
+    ///
+    /// # Panics
+    /// As [`AnchorMatcher::new`].
+    pub fn with_reference(anchors: &[String], reference: &Reference) -> AnchorMatcher {
         assert!(!anchors.is_empty(), "no anchors");
         let lower: Vec<Vec<u8>> = anchors
             .iter()
             .map(|a| a.as_bytes().to_ascii_lowercase())
             .collect();
         assert!(lower.iter().all(|a| !a.is_empty()), "empty anchor");
-        let key_pos = keys::choose(&lower, KEY_BUDGET, keys::Reference::builtin());
+        let key_pos = keys::choose(&lower, KEY_BUDGET, reference);
         let mut patterns: Vec<Vec<u8>> = lower
             .iter()
             .zip(&key_pos)
@@ -169,7 +180,7 @@ impl AnchorMatcher {
             .collect();
         patterns.sort();
         patterns.dedup();
-        let sample = keys::Reference::builtin().sample();
+        let sample = reference.sample();
         let stages = patterns
             .chunks(MAX_PREFIXES)
             .map(|chunk| {

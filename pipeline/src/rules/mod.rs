@@ -364,7 +364,12 @@ impl CatalogBuilder {
         for (file, spec) in &self.specs {
             rules.push(validate(file, spec, &by_id)?);
         }
-        let matchers = KINDS.iter().map(|&k| kind_matcher(&rules, k)).collect();
+        // Built for these matchers and dropped with this function (a few MiB).
+        let reference = crate::matcher::Reference::builtin();
+        let matchers = KINDS
+            .iter()
+            .map(|&k| kind_matcher(&rules, k, &reference))
+            .collect();
         Ok(Catalog {
             rules,
             by_id,
@@ -374,7 +379,11 @@ impl CatalogBuilder {
 }
 
 /// Compiles the anchors of the rules (and structural anchors) that apply to `kind`.
-fn kind_matcher(rules: &[Rule], kind: LogKind) -> KindMatcher {
+fn kind_matcher(
+    rules: &[Rule],
+    kind: LogKind,
+    reference: &crate::matcher::Reference,
+) -> KindMatcher {
     let mut anchors: Vec<String> = Vec::new();
     let mut targets: Vec<Vec<Target>> = Vec::new();
     let mut push = |anchor: &str, t: Target| {
@@ -395,7 +404,7 @@ fn kind_matcher(rules: &[Rule], kind: LogKind) -> KindMatcher {
             push(a, Target::Rule(i));
         }
     }
-    let matcher = AnchorMatcher::new(&anchors);
+    let matcher = AnchorMatcher::with_reference(&anchors, reference);
     tracing::debug!(
         kind = kind.as_str(),
         anchors = anchors.len(),
