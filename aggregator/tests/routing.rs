@@ -364,3 +364,118 @@ timeout_ms = 20
     shutdown.cancel();
     agg.wait().await.unwrap();
 }
+
+/// A destination that answers, but only when the test lets it (a webhook whose every request
+/// hangs on a gate), falls behind alone: acks and the other destination go on at full pace,
+/// and once it answers it receives every finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_destination_delays_only_itself_and_loses_nothing() {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::watch;
+
+    let (open_tx, open_rx) = watch::channel(false);
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let started_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let received = received.clone();
+        let started_requests = started_requests.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let received = received.clone();
+                let started_requests = started_requests.clone();
+                let mut open = open_rx.clone();
+                async move {
+                    started_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    // Hold the request until the test opens the gate.
+                    let _ = open.wait_for(|o| *o).await;
+                    let ids = body["findings"].as_array().cloned().unwrap_or_default();
+                    received.lock().unwrap().extend(
+                        ids.iter()
+                            .filter_map(|f| f["id"].as_str().map(str::to_string)),
+                    );
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fast.jsonl");
+    let (config, _data) = sqlite_config(&format!(
+        r#"
+[forwarding]
+max_inflight = 100
+batch_size = 50
+
+[sinks.slow]
+type = "webhook"
+url = "http://{slow}/hook"
+[sinks.slow.batch]
+timeout_ms = 20
+queue_capacity = 5
+[sinks.slow.retry]
+request_timeout_ms = 60000
+
+[sinks.fast]
+type = "jsonl"
+path = {file:?}
+[sinks.fast.batch]
+timeout_ms = 20
+"#
+    ))
+    .await;
+    let (agg, shutdown) = start(config).await;
+    let http = agg.http_addr();
+    let mut client = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut client).await.unwrap();
+    let started = Instant::now();
+    let mut sent = BTreeSet::new();
+    for seq in 1..=30u64 {
+        let findings: Vec<Finding> = (0..20)
+            .map(|i| fresh(&format!("slow-{seq}-{i}"), "EXCH10", "EXCH-0001", 5))
+            .collect();
+        sent.extend(findings.iter().map(|f| f.id.clone()));
+        let ack = stream.roundtrip(batch_of(seq, findings)).await;
+        assert_eq!(ack.accepted, 20);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "acks took {:?} behind a hanging destination",
+        started.elapsed()
+    );
+    assert_eq!(all_finding_ids(http).await.len(), 600);
+    eventually(
+        Duration::from_secs(10),
+        "600 lines in the fast sink",
+        || async { (lines_with(&file, "slow-").len() == 600).then_some(()) },
+    )
+    .await;
+    // The slow destination was asked (its request hangs) and has confirmed nothing yet.
+    assert!(started_requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert!(received.lock().unwrap().is_empty());
+
+    open_tx.send(true).unwrap();
+    let got = eventually(
+        Duration::from_secs(20),
+        "600 findings at the slow sink",
+        || {
+            let received = received.clone();
+            async move {
+                let got: BTreeSet<String> = received.lock().unwrap().iter().cloned().collect();
+                (got.len() >= 600).then_some(got)
+            }
+        },
+    )
+    .await;
+    assert_eq!(got, sent, "the slow destination got exactly what was sent");
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+    server.abort();
+}
