@@ -145,3 +145,70 @@ pub fn scan_count(catalog: &std::sync::Arc<patchwatch_pipeline::Catalog>, bytes:
         .filter(|e| matches!(e, patchwatch_pipeline::Event::Finding(_)))
         .count()
 }
+
+/// `corpus` as the `n`th of several files: a short successful run of its own kind (an upgrade
+/// run for UTF-8, an MSI session for UTF-16LE with BOM) goes first, so the file's first line,
+/// and with it every finding id, differs from the other files'. Identical files would share
+/// ids, and a bench waiting for the distinct ids would stop before the later files were read.
+pub fn distinct_file(corpus: &[u8], n: u32) -> Vec<u8> {
+    const BOM: [u8; 2] = [0xFF, 0xFE];
+    if let Some(body) = corpus.strip_prefix(&BOM) {
+        let head = msi_verbose_log(&MsiLog {
+            product: "Microsoft Exchange Server",
+            version: "15.2.1544.4",
+            scenario: MsiScenario::Success,
+            date: "11/20/2026",
+            start_seconds: n * 60 % 80_000,
+            filler_blocks: 1,
+        });
+        let mut out = patchwatch_pipeline::sample::utf16le_with_bom(&head);
+        out.extend_from_slice(body);
+        out
+    } else {
+        let mut out = exchange::upgrade_run(n, 5, &[]).into_bytes();
+        // The generator's clock has 20 start hours; the first line's time is made unique here.
+        let (h, m, s) = (n / 3600 % 24, n / 60 % 60, n % 60);
+        let stamp = format!("[11/20/2026 {h:02}:{m:02}:{s:02}.0000]");
+        out[..stamp.len()].copy_from_slice(stamp.as_bytes());
+        out.extend_from_slice(corpus);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_line(b: &[u8]) -> Vec<u8> {
+        let b = b.strip_prefix(&[0xFF, 0xFE]).unwrap_or(b);
+        b[..memchr_newline(b)].to_vec()
+    }
+
+    fn memchr_newline(b: &[u8]) -> usize {
+        b.iter().position(|&c| c == b'\n').unwrap_or(b.len())
+    }
+
+    #[test]
+    fn distinct_files_differ_in_their_first_line_and_find_the_same() {
+        let catalog = std::sync::Arc::new(patchwatch_pipeline::Catalog::builtin());
+        for corpus in [utf8_realistic_corpus(1 << 20), utf16le_corpus(1 << 20)] {
+            let heads: std::collections::BTreeSet<Vec<u8>> = (0..200)
+                .map(|n| first_line(&distinct_file(&corpus, n)))
+                .collect();
+            assert_eq!(heads.len(), 200);
+            // The head is one more successful run: the corpus's findings, the same for every
+            // n, plus at most the head run's context finding.
+            let base = scan_count(&catalog, &corpus);
+            assert!(base > 0);
+            let counts: Vec<usize> = [0, 77, 199]
+                .iter()
+                .map(|&n| scan_count(&catalog, &distinct_file(&corpus, n)))
+                .collect();
+            assert!(counts.iter().all(|&c| c == counts[0]), "{counts:?}");
+            assert!(
+                (base..=base + 1).contains(&counts[0]),
+                "{counts:?} vs {base}"
+            );
+        }
+    }
+}
