@@ -175,6 +175,27 @@ pub fn distinct_file(corpus: &[u8], n: u32) -> Vec<u8> {
     }
 }
 
+/// A real Windows Installer verbose log (`$PATCHWATCH_CORPUS/msi/dell-supportassist-success-verbose.log`,
+/// 2.4 MB, UTF-16LE, a successful install not made by our generator), repeated to at least
+/// `bytes` as sessions appended to one file: one BOM, then the sessions. `None` when the
+/// variable is unset (the log may not be committed; see the corpus README).
+///
+/// # Errors
+/// The variable is set but the file cannot be read.
+pub fn real_msi_corpus(bytes: usize) -> Option<std::io::Result<Vec<u8>>> {
+    let dir = std::env::var_os("PATCHWATCH_CORPUS")?;
+    let path = std::path::Path::new(&dir).join("msi/dell-supportassist-success-verbose.log");
+    Some(std::fs::read(&path).map(|log| {
+        let body = log.strip_prefix(&[0xFF, 0xFE]).unwrap_or(&log);
+        let mut out = Vec::with_capacity(bytes + log.len());
+        out.extend_from_slice(&[0xFF, 0xFE]);
+        while out.len() < bytes {
+            out.extend_from_slice(body);
+        }
+        out
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use patchwatch_benches::{utf16le_corpus, utf8_corpus, utf8_realistic_corpus};
+use patchwatch_benches::{real_msi_corpus, utf16le_corpus, utf8_corpus, utf8_realistic_corpus};
 use patchwatch_pipeline::{Catalog, Event, FileScanner, ScanContext};
 
 fn arg(name: &str, default: &str) -> String {
@@ -110,7 +110,7 @@ fn main() -> Result<()> {
     );
     println!("| corpus | size | patchwatch | rg -F -i -f | ratio | findings | rg matching lines |");
     println!("|---|---|---|---|---|---|---|");
-    for (name, file, bytes) in [
+    let mut corpora = vec![
         ("UTF-8 (Exchange)", "utf8", utf8_realistic_corpus(size)),
         (
             "UTF-8 (failing samples only)",
@@ -118,7 +118,18 @@ fn main() -> Result<()> {
             utf8_corpus(size),
         ),
         ("UTF-16LE (MSI)", "utf16le", utf16le_corpus(size)),
-    ] {
+    ];
+    // A real MSI log, not from the generator the matcher's keys are costed on.
+    match real_msi_corpus(size) {
+        Some(bytes) => corpora.push((
+            "UTF-16LE (real MSI log, repeated)",
+            "utf16le-real",
+            bytes
+                .context("PATCHWATCH_CORPUS is set but its Dell SupportAssist log is unreadable")?,
+        )),
+        None => eprintln!("PATCHWATCH_CORPUS unset: no row for the real MSI log"),
+    }
+    for (name, file, bytes) in corpora {
         let path = dir.join(format!("corpus-{file}.log"));
         std::fs::write(&path, &bytes)?;
         // Warm the page cache for both tools alike.
