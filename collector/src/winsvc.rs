@@ -22,19 +22,32 @@ const NAME: &str = "patchwatch";
 
 static START: OnceLock<(AgentConfig, Arc<Catalog>)> = OnceLock::new();
 
-/// True when the process was started by the Service Control Manager (no console).
-pub fn running_as_service() -> bool {
+/// Windows' answer to the dispatcher in a process the SCM did not start.
+const ERROR_FAILED_SERVICE_CONTROLLER_CONNECT: i32 = 1063;
+
+/// False when the process certainly runs in a console (stdin is a terminal, or
+/// `PATCHWATCH_NO_SERVICE` is set); otherwise [`run`] asks the SCM.
+pub fn may_be_service() -> bool {
     std::env::var_os("PATCHWATCH_NO_SERVICE").is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stdin()) == false
+        && !std::io::IsTerminal::is_terminal(&std::io::stdin())
 }
 
 define_windows_service!(ffi_service_main, service_main);
 
-/// Hands the process to the SCM; returns when the service stops.
-pub fn run(config: AgentConfig, catalog: Arc<Catalog>) -> Result<i32> {
+/// Hands the process to the SCM; returns when the service stops. `Ok(None)` when the SCM did
+/// not start this process (a scheduled task or a script with redirected input): the caller
+/// runs the agent in console mode instead.
+pub fn run(config: AgentConfig, catalog: Arc<Catalog>) -> Result<Option<i32>> {
     let _ = START.set((config, catalog));
-    service_dispatcher::start(NAME, ffi_service_main)?;
-    Ok(0)
+    match service_dispatcher::start(NAME, ffi_service_main) {
+        Ok(()) => Ok(Some(0)),
+        Err(windows_service::Error::Winapi(e))
+            if e.raw_os_error() == Some(ERROR_FAILED_SERVICE_CONTROLLER_CONNECT) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn service_main(_args: Vec<OsString>) {
@@ -69,6 +82,9 @@ fn serve() -> Result<()> {
     ))?;
     let rt = patchwatch_collector::agent::runtime()?;
     rt.block_on(async move {
+        if let Some(addr) = config.metrics_listen {
+            crate::cli::serve::install_metrics(addr)?;
+        }
         let agent = Agent::start(&config, catalog, &tokio::runtime::Handle::current())?;
         let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
         agent.shutdown(Duration::from_secs(5)).await;

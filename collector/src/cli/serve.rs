@@ -117,8 +117,10 @@ pub fn run_agent(args: AgentArgs) -> Result<i32> {
     // each (glibc only; see `memory`).
     patchwatch_collector::memory::limit_malloc_arenas(2);
     #[cfg(windows)]
-    if crate::winsvc::running_as_service() {
-        return crate::winsvc::run(config, catalog);
+    if crate::winsvc::may_be_service() {
+        if let Some(code) = crate::winsvc::run(config.clone(), Arc::clone(&catalog))? {
+            return Ok(code);
+        }
     }
     let rt = patchwatch_collector::agent::runtime()?;
     rt.block_on(async move {
