@@ -402,7 +402,7 @@ fn take_marker(
     let Ok(meta) = f.metadata() else {
         return (None, None);
     };
-    if FileId::from_metadata(&meta) != key.id || meta.len() < offset {
+    if FileId::of_file(&f).ok() != Some(key.id) || meta.len() < offset {
         return (None, None);
     }
     let (start, len) = marker_range(offset, bom_len);

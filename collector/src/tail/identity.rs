@@ -23,10 +23,10 @@ pub const MARKER_MAX: u64 = 64;
 
 /// Device and file id of an open file or a path, as reported by the OS.
 ///
-/// On Unix this is `st_dev`/`st_ino`. On Windows the stable `std` API has no file index yet,
-/// so the id is the creation time (100 ns ticks) and the device is 0; file-system tunnelling
-/// can give a recreated file its predecessor's creation time for 15 s, which is why the
-/// fingerprint and offset marker are always checked as well.
+/// On Unix this is `st_dev`/`st_ino`. On Windows it is the volume serial number and the NTFS
+/// file index, read from an open handle ([`FileId::of_file`], [`FileId::of_path`]); std's
+/// stable API has no file index, and the creation time it does have is inherited by a file
+/// recreated under the same name within 15 s (file-system tunnelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FileId {
     /// Device / volume.
@@ -36,7 +36,54 @@ pub struct FileId {
 }
 
 impl FileId {
-    /// Reads the id from metadata (of a path or an open handle).
+    /// The id of an open file.
+    ///
+    /// # Errors
+    /// The OS cannot describe the handle.
+    pub fn of_file(file: &File) -> io::Result<Self> {
+        #[cfg(windows)]
+        {
+            windows_file_id(file)
+        }
+        #[cfg(not(windows))]
+        {
+            Ok(Self::from_metadata(&file.metadata()?))
+        }
+    }
+
+    /// The id of the file `path` names now (opened briefly, shared, on Windows).
+    ///
+    /// # Errors
+    /// The path cannot be opened or described (`NotFound` when it is gone).
+    pub fn of_path(path: &Path) -> io::Result<Self> {
+        #[cfg(windows)]
+        {
+            Self::of_file(&open_shared(path)?)
+        }
+        #[cfg(not(windows))]
+        {
+            Ok(Self::from_metadata(&std::fs::metadata(path)?))
+        }
+    }
+
+    /// Whether path metadata alone shows that `meta` is not the file `self` identifies: on
+    /// Unix by comparing ids; on Windows it cannot tell (the file index needs a handle), so it
+    /// answers false and the caller's size and mtime checks, then [`FileId::of_file`], decide.
+    pub fn differs_from_metadata(&self, meta: &Metadata) -> bool {
+        #[cfg(windows)]
+        {
+            let _ = meta;
+            false
+        }
+        #[cfg(not(windows))]
+        {
+            Self::from_metadata(meta) != *self
+        }
+    }
+
+    /// A directory's id from its metadata, for telling a watched folder from one recreated
+    /// under its name. On Windows the creation time (directories need a backup-semantics
+    /// handle for their index); enough for that purpose, as nothing is read from them.
     pub fn from_metadata(meta: &Metadata) -> Self {
         #[cfg(unix)]
         {
@@ -55,6 +102,25 @@ impl FileId {
             }
         }
     }
+}
+
+/// Volume serial number and file index of an open handle (`GetFileInformationByHandle`).
+#[cfg(windows)]
+fn windows_file_id(file: &File) -> io::Result<FileId> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{
+        GetFileInformationByHandle, BY_HANDLE_FILE_INFORMATION,
+    };
+    // SAFETY: the handle stays open while `file` is borrowed, and the call only writes the
+    // plain-data struct it is given.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    if unsafe { GetFileInformationByHandle(file.as_raw_handle(), &mut info) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FileId {
+        device: u64::from(info.dwVolumeSerialNumber),
+        inode: (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow),
+    })
 }
 
 /// The stable identity of one generation of one log file.
@@ -183,6 +249,29 @@ pub fn marker_range(offset: u64, floor: u64) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_id_follows_the_file_not_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("a.log.1"));
+        std::fs::write(&a, b"one\n").unwrap();
+        let id = FileId::of_path(&a).unwrap();
+        // Path and handle agree, and the open handle is what the tailer compares.
+        assert_eq!(FileId::of_file(&open_shared(&a).unwrap()).unwrap(), id);
+        assert!(!id.differs_from_metadata(&std::fs::metadata(&a).unwrap()));
+        // Renamed: same file, same id under the new name.
+        std::fs::rename(&a, &b).unwrap();
+        assert_eq!(FileId::of_path(&b).unwrap(), id);
+        // Recreated under the old name while the old file lives: another id.
+        std::fs::write(&a, b"one\n").unwrap();
+        assert_ne!(FileId::of_path(&a).unwrap(), id);
+        assert_eq!(
+            FileId::of_path(&dir.path().join("gone.log"))
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
+    }
 
     #[test]
     fn bom_sniffing() {

@@ -113,10 +113,9 @@ impl TailReader {
         self.watch.rearm(&self.discovery);
         let mut seen: HashMap<FileId, PathBuf> = HashMap::new();
         for path in paths {
-            match std::fs::metadata(&path) {
-                Ok(m) => {
+            match FileId::of_path(&path) {
+                Ok(id) => {
                     // With hard links one file has several names; keep the one we know.
-                    let id = FileId::from_metadata(&m);
                     let known = self.tailers.get(&id).is_some_and(|t| t.path == path);
                     if known || !seen.contains_key(&id) {
                         seen.insert(id, path);

@@ -102,7 +102,7 @@ impl Tailer {
             // Cheap check first: on Windows handles are closed at EOF, and reopening an
             // unchanged file on every tick would cost a CreateFile per file per tick.
             match std::fs::metadata(&self.path) {
-                Ok(m) if FileId::from_metadata(&m) != self.id => return Ok(PollOutcome::Moved),
+                Ok(m) if self.id.differs_from_metadata(&m) => return Ok(PollOutcome::Moved),
                 Ok(m)
                     if self.key.is_some()
                         && m.len() == self.last_size
@@ -116,7 +116,7 @@ impl Tailer {
                 Err(e) => return Err(e),
             }
             let f = open_shared(&self.path)?;
-            if FileId::from_metadata(&f.metadata()?) != self.id {
+            if FileId::of_file(&f)? != self.id {
                 return Ok(PollOutcome::Moved);
             }
             self.file = Some(f);
