@@ -26,6 +26,33 @@ async fn post_json(http: SocketAddr, path: &str, body: Value) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Sends 600 findings (30 batches of 20, ids `<prefix>-<batch>-<i>`) on a new stream and
+/// asserts that each batch was accepted and all within 10 s, whatever the destinations do.
+async fn send_600_promptly(
+    grpc: SocketAddr,
+    prefix: &str,
+    host: &str,
+) -> (CollectorStream, std::collections::BTreeSet<String>) {
+    let mut client = client(grpc).await;
+    let mut stream = CollectorStream::open(&mut client).await.unwrap();
+    let started = Instant::now();
+    let mut sent = std::collections::BTreeSet::new();
+    for seq in 1..=30u64 {
+        let findings: Vec<Finding> = (0..20)
+            .map(|i| fresh(&format!("{prefix}-{seq}-{i}"), host, "EXCH-0001", 5))
+            .collect();
+        sent.extend(findings.iter().map(|f| f.id.clone()));
+        let ack = stream.roundtrip(batch_of(seq, findings)).await;
+        assert_eq!(ack.accepted, 20);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "acks took {:?}",
+        started.elapsed()
+    );
+    (stream, sent)
+}
+
 async fn sqlite_config(extra_toml: &str) -> (Config, tempfile::TempDir) {
     let (base, dir) = config(Backend::Sqlite).await.unwrap();
     let mut config = Config::parse(extra_toml, "test.toml").unwrap();
@@ -291,23 +318,9 @@ timeout_ms = 20
     .await;
     let (agg, shutdown) = start(config).await;
     let http = agg.http_addr();
-    let mut client = client(agg.grpc_addr()).await;
-    let mut stream = CollectorStream::open(&mut client).await.unwrap();
-    let started = Instant::now();
-    for seq in 1..=30u64 {
-        let findings = (0..20)
-            .map(|i| fresh(&format!("down-{seq}-{i}"), "EXCH09", "EXCH-0001", 5))
-            .collect();
-        let ack = stream.roundtrip(batch_of(seq, findings)).await;
-        assert_eq!(ack.accepted, 20);
-    }
+    let (stream, _) = send_600_promptly(agg.grpc_addr(), "down", "EXCH09").await;
     // 600 findings, tiny queues and a small in-flight window: everything was acked promptly
     // and stored, and the live destination got all of it while the others are down.
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "acks took {:?}",
-        started.elapsed()
-    );
     assert_eq!(all_finding_ids(http).await.len(), 600);
     eventually(
         Duration::from_secs(10),
@@ -431,23 +444,7 @@ timeout_ms = 20
     .await;
     let (agg, shutdown) = start(config).await;
     let http = agg.http_addr();
-    let mut client = client(agg.grpc_addr()).await;
-    let mut stream = CollectorStream::open(&mut client).await.unwrap();
-    let started = Instant::now();
-    let mut sent = BTreeSet::new();
-    for seq in 1..=30u64 {
-        let findings: Vec<Finding> = (0..20)
-            .map(|i| fresh(&format!("slow-{seq}-{i}"), "EXCH10", "EXCH-0001", 5))
-            .collect();
-        sent.extend(findings.iter().map(|f| f.id.clone()));
-        let ack = stream.roundtrip(batch_of(seq, findings)).await;
-        assert_eq!(ack.accepted, 20);
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "acks took {:?} behind a hanging destination",
-        started.elapsed()
-    );
+    let (stream, sent) = send_600_promptly(agg.grpc_addr(), "slow", "EXCH10").await;
     assert_eq!(all_finding_ids(http).await.len(), 600);
     eventually(
         Duration::from_secs(10),
