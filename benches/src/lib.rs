@@ -146,13 +146,15 @@ pub fn scan_count(catalog: &std::sync::Arc<patchwatch_pipeline::Catalog>, bytes:
         .count()
 }
 
+/// The byte order mark msiexec writes at the start of a UTF-16LE log.
+const UTF16LE_BOM: [u8; 2] = [0xFF, 0xFE];
+
 /// `corpus` as the `n`th of several files: a short successful run of its own kind (an upgrade
 /// run for UTF-8, an MSI session for UTF-16LE with BOM) goes first, so the file's first line,
 /// and with it every finding id, differs from the other files'. Identical files would share
 /// ids, and a bench waiting for the distinct ids would stop before the later files were read.
 pub fn distinct_file(corpus: &[u8], n: u32) -> Vec<u8> {
-    const BOM: [u8; 2] = [0xFF, 0xFE];
-    if let Some(body) = corpus.strip_prefix(&BOM) {
+    if let Some(body) = corpus.strip_prefix(&UTF16LE_BOM) {
         let head = msi_verbose_log(&MsiLog {
             product: "Microsoft Exchange Server",
             version: "15.2.1544.4",
@@ -186,9 +188,9 @@ pub fn real_msi_corpus(bytes: usize) -> Option<std::io::Result<Vec<u8>>> {
     let dir = std::env::var_os("PATCHWATCH_CORPUS")?;
     let path = std::path::Path::new(&dir).join("msi/dell-supportassist-success-verbose.log");
     Some(std::fs::read(&path).map(|log| {
-        let body = log.strip_prefix(&[0xFF, 0xFE]).unwrap_or(&log);
+        let body = log.strip_prefix(&UTF16LE_BOM).unwrap_or(&log);
         let mut out = Vec::with_capacity(bytes + log.len());
-        out.extend_from_slice(&[0xFF, 0xFE]);
+        out.extend_from_slice(&UTF16LE_BOM);
         while out.len() < bytes {
             out.extend_from_slice(body);
         }
@@ -201,12 +203,8 @@ mod tests {
     use super::*;
 
     fn first_line(b: &[u8]) -> Vec<u8> {
-        let b = b.strip_prefix(&[0xFF, 0xFE]).unwrap_or(b);
-        b[..memchr_newline(b)].to_vec()
-    }
-
-    fn memchr_newline(b: &[u8]) -> usize {
-        b.iter().position(|&c| c == b'\n').unwrap_or(b.len())
+        let b = b.strip_prefix(&UTF16LE_BOM).unwrap_or(b);
+        b.split(|&c| c == b'\n').next().unwrap_or_default().to_vec()
     }
 
     #[test]

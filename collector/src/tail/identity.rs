@@ -81,9 +81,10 @@ impl FileId {
         }
     }
 
-    /// A directory's id from its metadata, for telling a watched folder from one recreated
-    /// under its name. On Windows the creation time (directories need a backup-semantics
-    /// handle for their index); enough for that purpose, as nothing is read from them.
+    /// The id from metadata alone. On Unix the same id as [`FileId::of_path`]; on Windows the
+    /// creation time, used only for directories (telling a watched folder from one recreated
+    /// under its name: their index needs a backup-semantics handle, and nothing is read from
+    /// them), never compared with the id of a log file.
     pub fn from_metadata(meta: &Metadata) -> Self {
         #[cfg(unix)]
         {
