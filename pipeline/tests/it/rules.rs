@@ -2,11 +2,9 @@
 //! rule file. Derived rules are raised by log models and are covered by `corpus.rs` and the
 //! model tests below.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{catalog, scan};
+use crate::common::{catalog, scan};
 use patchwatch_pipeline::{scan_bytes, CatalogBuilder, LogKind, Rule, ScanContext};
 
 fn fires(rule: &Rule, text: &str) -> bool {

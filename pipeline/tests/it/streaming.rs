@@ -1,11 +1,9 @@
 //! The same findings whatever the chunk boundaries (including odd byte splits of UTF-16),
 //! whatever the encoding and whatever the line endings; long lines; resuming.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{catalog, fixture, utf16be_bom, utf16le_bom};
+use crate::common::{catalog, fixture, utf16be_bom, utf16le_bom};
 use patchwatch_pipeline::{
     collect, Catalog, FileScanner, Finding, LogKind, ScanContext, ScanOutput,
 };

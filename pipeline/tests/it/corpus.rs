@@ -1,9 +1,7 @@
 //! Every sample of the shared corpus gives what `shared/corpus/EXPECTED.md` says: outcome,
 //! primary cause, the strings a reviewer must mention, and no false positives.
 
-mod common;
-
-use common::{corpus_file, fixture, scan};
+use crate::common::{corpus_file, fixture, scan};
 use patchwatch_pipeline::{Finding, Outcome, ScanOutput, Severity};
 
 struct Expect<'a> {

@@ -1,0 +1,7 @@
+//! The pipeline's integration tests, in one binary: one link step instead of one per file, and
+//! the helpers of `common` compiled once.
+
+mod common;
+mod corpus;
+mod rules;
+mod streaming;
