@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use patchwatch_pipeline::{
     decode::Detected, Catalog, Event, FileScanner, Outcome, ResumePoint, ScanContext,
@@ -50,6 +49,45 @@ const TICK: Duration = Duration::from_millis(200);
 /// which shrink their buffers. A first release already follows the quiet flush ([`QUIET`]),
 /// at most once per `IDLE_RELEASE`, so a slow steady writer does not cause one per line.
 const IDLE_RELEASE: Duration = PARTIAL_QUIET;
+
+/// Why the agent could not start; each names the setting or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The data directory or a file in it cannot be written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The checkpoint store cannot be opened.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The spool cannot be opened.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    /// A source pattern is invalid.
+    #[error(transparent)]
+    Discovery(#[from] crate::discovery::DiscoveryError),
+    /// `sources.encoding_fallback` names no known code page.
+    #[error("sources.encoding_fallback: `{0}` is not a known code page")]
+    Encoding(String),
+    /// The aggregator settings cannot be resolved (TLS files, token).
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
+    /// A direct sink cannot start.
+    #[error(transparent)]
+    Sinks(#[from] crate::siem::SiemError),
+    /// A thread cannot be spawned.
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
+}
 
 /// The tokio runtime for the agent: it carries only delivery, direct sinks and timers (the
 /// hot path is threads), so one worker is plenty, whatever the number of cores. Each extra
@@ -135,12 +173,15 @@ impl Agent {
         cfg: &AgentConfig,
         catalog: Arc<Catalog>,
         rt: &tokio::runtime::Handle,
-    ) -> Result<Agent> {
+    ) -> Result<Agent, StartError> {
         cfg.validate()?;
         let utc_offset = crate::local_utc_offset_seconds();
         let host = convert::host_info(cfg.host_name.as_deref(), utc_offset);
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::Io {
+            what: "creating data_dir",
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
         let store = Arc::new(CheckpointStore::open(cfg.checkpoint_path())?);
         let (spool, report) = Spool::open(SpoolOptions {
             dir: cfg.spool_dir(),
@@ -161,12 +202,7 @@ impl Agent {
             cfg.sources.case_insensitive,
         )?;
         let fallback = patchwatch_pipeline::decode::code_page(&cfg.sources.encoding_fallback)
-            .with_context(|| {
-                format!(
-                    "sources.encoding_fallback: `{}` is not a known code page",
-                    cfg.sources.encoding_fallback
-                )
-            })?;
+            .ok_or_else(|| StartError::Encoding(cfg.sources.encoding_fallback.clone()))?;
         let collector_id = collector_id(&cfg.data_dir, &host.hostname)?;
         let opts = if cfg.aggregator_enabled() {
             Some(DeliveryOptions::from_config(
@@ -202,7 +238,8 @@ impl Agent {
         };
         let matcher = std::thread::Builder::new()
             .name("matcher".into())
-            .spawn(move || matcher.run(rx))?;
+            .spawn(move || matcher.run(rx))
+            .map_err(|e| StartError::Thread("matcher", e))?;
         let cancel = CancellationToken::new();
         let delivery = opts.map(|opts| {
             let (sp, c) = (spool.clone(), cancel.clone());
@@ -294,7 +331,7 @@ fn direct_sinks(
     cfg: &AgentConfig,
     spool: &Spool,
     rt: &tokio::runtime::Handle,
-) -> Result<Option<SiemFeeds>> {
+) -> Result<Option<SiemFeeds>, StartError> {
     if cfg.sinks.is_empty() {
         return Ok(None);
     }
@@ -310,7 +347,7 @@ fn direct_sinks(
 }
 
 /// A stable id for this collector: kept in the data directory.
-fn collector_id(data_dir: &std::path::Path, host: &str) -> Result<String> {
+fn collector_id(data_dir: &std::path::Path, host: &str) -> Result<String, StartError> {
     let p = data_dir.join("collector-id");
     if let Ok(s) = std::fs::read_to_string(&p) {
         if !s.trim().is_empty() {
@@ -318,7 +355,11 @@ fn collector_id(data_dir: &std::path::Path, host: &str) -> Result<String> {
         }
     }
     let id = format!("{host}-{}", uuid_like());
-    std::fs::write(&p, &id).with_context(|| format!("writing {}", p.display()))?;
+    std::fs::write(&p, &id).map_err(|source| StartError::Io {
+        what: "writing",
+        path: p.clone(),
+        source,
+    })?;
     Ok(id)
 }
 

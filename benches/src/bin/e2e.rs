@@ -6,7 +6,7 @@
 //! 2. latency from a line written to its finding stored (p50/p99), polling the store;
 //! 3. idle CPU and RSS of the real `patchwatch agent` binary with 1,000 watched files.
 //!
-//! Run: `cargo build --release -p patchwatch-collector --bin patchwatch &&
+//! Run: `cargo build --release -p patchwatch --bin patchwatch &&
 //! cargo run --release -p patchwatch-benches --bin e2e -- [--mb 256] [--samples 200]
 //! [--idle-secs 30] [--linger-ms 200]`. The agent binary is looked up next to this one
 //! (override with `PATCHWATCH_BIN`).
@@ -370,7 +370,7 @@ fn agent_bin() -> Result<PathBuf> {
     }
     let p = std::env::current_exe()?.with_file_name("patchwatch");
     if !p.exists() {
-        bail!("{} not found: build it (cargo build --release -p patchwatch-collector) or set PATCHWATCH_BIN", p.display());
+        bail!("{} not found: build it (cargo build --release -p patchwatch) or set PATCHWATCH_BIN", p.display());
     }
     Ok(p)
 }

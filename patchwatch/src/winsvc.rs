@@ -9,7 +9,6 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Result;
-use patchwatch_collector::agent::Agent;
 use patchwatch_collector::config::AgentConfig;
 use patchwatch_pipeline::Catalog;
 use windows_service::service::{
@@ -80,16 +79,10 @@ fn serve() -> Result<()> {
         ServiceState::Running,
         ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
     ))?;
-    let rt = patchwatch_collector::agent::runtime()?;
-    rt.block_on(async move {
-        if let Some(addr) = config.metrics_listen {
-            crate::cli::serve::install_metrics(addr)?;
-        }
-        let agent = Agent::start(&config, catalog, &tokio::runtime::Handle::current())?;
+    let stop = async move {
         let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
-        agent.shutdown(Duration::from_secs(5)).await;
-        anyhow::Ok(())
-    })?;
+    };
+    crate::agent_loop::run_until(&config, catalog, stop)?;
     handle.set_service_status(status(ServiceState::Stopped, ServiceControlAccept::empty()))?;
     Ok(())
 }

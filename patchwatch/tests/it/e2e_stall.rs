@@ -1,11 +1,9 @@
 //! A setup run that stops writing (the NGen/CRL time-out of known-issues B12) is reported as
 //! stalled: one `collector.run-stalled` finding and a run update with the STALLED outcome.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_in_progress_run_is_reported_stalled_once() {

@@ -3,12 +3,10 @@
 //! aggregator stored with the ids of a full pipeline scan of every generation's final content:
 //! none missing, none unexpected, none stored twice.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use patchwatch_collector::agent::Agent;
 use patchwatch_pipeline::sample::MsiScenario;
 

@@ -1,8 +1,5 @@
-//! Test destinations for the agent's direct sinks: a loopback webhook receiver that can be
-//! switched down (HTTP 503) and up, and a JSON Lines reader that tolerates the torn last line
-//! a killed agent can leave in the file.
-
-#![allow(dead_code)] // Each test binary uses a different subset.
+//! Test destinations: a loopback webhook receiver that can be switched down (HTTP 503) and
+//! up, and a JSON Lines reader that tolerates the torn last line a killed writer can leave.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -26,6 +23,7 @@ struct Seen {
 
 /// A webhook receiver on 127.0.0.1:0 that records the `id` of every finding it accepts.
 pub struct Webhook {
+    /// Where to post findings.
     pub url: String,
     seen: Arc<Seen>,
     stop: CancellationToken,

@@ -5,9 +5,7 @@
 //! Finding ids depend on host, first line, rule, byte offset and line bytes, not on the path,
 //! so a rotated or copied file scans to the same ids as the stream the agent read.
 
-#![allow(dead_code)] // Each test binary uses a different subset.
-
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -69,11 +67,6 @@ impl TestAggregator {
             running: Some((running, token)),
             store,
         }
-    }
-
-    /// The gRPC address agents deliver to.
-    pub fn grpc(&self) -> SocketAddr {
-        self.grpc
     }
 
     /// The agent endpoint URL.
@@ -332,11 +325,6 @@ pub async fn append_lines(path: &Path, bytes: &[u8]) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-}
-
-/// Ids as a set, for merging.
-pub fn ids(map: &BTreeMap<String, String>) -> BTreeSet<String> {
-    map.keys().cloned().collect()
 }
 
 /// A folder `name` under `tmp` for the agent to watch, created empty.

@@ -228,7 +228,7 @@ pub fn run(args: DemoArgs) -> Result<i32> {
         let store = agg.store();
         let mut seen = HashSet::new();
         let mut last_new = Instant::now();
-        let interrupted = tokio::spawn(super::serve::shutdown_signal());
+        let interrupted = tokio::spawn(crate::agent_loop::shutdown_signal());
         loop {
             tokio::time::sleep(Duration::from_millis(400)).await;
             let page = store

@@ -6,19 +6,17 @@
 //! (a sink may see a finding twice: delivery is at least once). The agent's own `/metrics`
 //! shows the lag of a sink that is down and of one that is not.
 
-mod common;
-mod sink_util;
-
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use patchwatch_testkit::rsyslog::{ids_since as rsyslog_ids, shared as rsyslog};
+use patchwatch_testkit::webhook::*;
 use rand::Rng;
-use sink_util::*;
 
 const KILLS: usize = 20;
 const HOST: &str = "E2E-SIEMCRASH";
@@ -49,44 +47,6 @@ fn writer(exchange: PathBuf, stop: Arc<AtomicBool>) {
         append(&exchange, lines[i % lines.len()]);
         i += 1;
     }
-}
-
-/// The real rsyslog's TCP address and output file, when set up; `None` (skipped) otherwise,
-/// or a panic under `CI=true`.
-fn rsyslog() -> Option<(String, PathBuf)> {
-    match std::env::var("PATCHWATCH_RSYSLOG_TCP") {
-        Ok(tcp) if !tcp.is_empty() => {
-            let out = std::env::var("PATCHWATCH_RSYSLOG_OUTPUT")
-                .expect("PATCHWATCH_RSYSLOG_OUTPUT is set with PATCHWATCH_RSYSLOG_TCP");
-            Some((tcp, out.into()))
-        }
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("PATCHWATCH_RSYSLOG_TCP is not set: run `eval \"$(bash .ci/setup-rsyslog.sh)\"` before the tests");
-            }
-            println!("skipped (rsyslog part only): PATCHWATCH_RSYSLOG_TCP is not set (run `eval \"$(bash .ci/setup-rsyslog.sh)\"`)");
-            None
-        }
-    }
-}
-
-/// Finding ids of `host` that rsyslog wrote after byte `from` of its output file (RFC 5424,
-/// `finding@<pen>` element with `id`). The daemon and its file outlive a test run, and an
-/// earlier run of this test wrote ids of the same host.
-fn rsyslog_ids(out: &Path, from: u64, host: &str) -> Vec<String> {
-    let host = format!(" {host} patchwatch ");
-    let bytes = std::fs::read(out).unwrap_or_default();
-    let from = (from as usize).min(bytes.len());
-    String::from_utf8_lossy(&bytes[from..])
-        .lines()
-        .filter(|l| l.contains(&host))
-        .filter_map(|l| {
-            let sd = &l[l.find("[finding@")?..];
-            let start = sd.find(" id=\"")? + 5;
-            let end = start + sd[start..].find('"')?;
-            Some(sd[start..end].to_string())
-        })
-        .collect()
 }
 
 /// The value of `patchwatch_agent_sink_lag_records{sink="<sink>"}` on the agent's `/metrics`.
@@ -165,7 +125,7 @@ async fn kill_9_with_direct_sinks_loses_nothing_at_any_destination() {
         std::thread::spawn(move || writer(e, s))
     };
 
-    let mut rng = rand::rng();
+    let mut rng = patchwatch_testkit::rng::seeded("kill -9 with direct sinks");
     for i in 0..KILLS {
         // The webhook is down for the second quarter, the aggregator for the third.
         hook.set_up(!(KILLS / 4..KILLS / 2).contains(&i));

@@ -3,14 +3,12 @@
 //! (in-process, SQLite) must hold exactly the findings of a full scan of the final files:
 //! checkpoints may lag the spool (replays are deduplicated by id) but must never run ahead.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use patchwatch_pipeline::sample::MsiScenario;
 use rand::Rng;
 
@@ -65,7 +63,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     };
 
     let started = Instant::now();
-    let mut rng = rand::rng();
+    let mut rng = patchwatch_testkit::rng::seeded("kill -9 crash test");
     for i in 0..KILLS {
         let mut child = spawn_agent(&config, &agent_log);
         // Anywhere from mid-startup to well into steady delivery.

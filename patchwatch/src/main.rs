@@ -1,5 +1,6 @@
 //! `patchwatch`: scan, tail and stream Exchange and Windows Installer setup logs.
 
+mod agent_loop;
 mod cli;
 #[cfg(windows)]
 mod winsvc;
@@ -20,8 +21,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[cfg(feature = "aggregator")]
     /// Replay real setup logs of several simulated servers through the full path and serve the dashboard.
     Demo(cli::demo::DemoArgs),
+    #[cfg(feature = "aggregator")]
     /// Watch folders with an agent and an embedded aggregator in one process.
     Up(cli::up::UpArgs),
     /// Scan log files, folders or globs and report findings per file and run.
@@ -32,9 +35,10 @@ enum Command {
     #[command(subcommand)]
     Rules(cli::rules::RulesCommand),
     /// Run the collector agent: tail logs, spool findings, deliver them to the aggregator.
-    Agent(cli::serve::AgentArgs),
+    Agent(cli::agent::AgentArgs),
+    #[cfg(feature = "aggregator")]
     /// Run the central aggregator: gRPC ingest, store, HTTP API and dashboard.
-    Aggregator(cli::serve::AggregatorArgs),
+    Aggregator(cli::aggregator::AggregatorArgs),
     /// Create, list or end maintenance windows on an aggregator.
     #[command(subcommand)]
     Window(cli::window::WindowCommand),
@@ -49,13 +53,16 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        #[cfg(feature = "aggregator")]
         Command::Demo(a) => cli::demo::run(a),
+        #[cfg(feature = "aggregator")]
         Command::Up(a) => cli::up::run(a),
         Command::Scan(a) => a.common.validate().and_then(|_| cli::scan::run(a)),
         Command::Explain(a) => a.common.validate().and_then(|_| cli::explain::run(a)),
         Command::Rules(c) => cli::rules::run(c),
-        Command::Agent(a) => cli::serve::run_agent(a),
-        Command::Aggregator(a) => cli::serve::run_aggregator(a),
+        Command::Agent(a) => cli::agent::run(a),
+        #[cfg(feature = "aggregator")]
+        Command::Aggregator(a) => cli::aggregator::run(a),
         Command::Window(c) => cli::window::run(c),
     };
     match result {

@@ -3,18 +3,16 @@
 //! Each sink reads the spool from its own cursor, so one destination being down holds up
 //! neither the other sinks nor the aggregator, and it gets everything once it is back.
 
-mod common;
-mod sink_util;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use patchwatch_collector::config::AgentConfig;
 use patchwatch_collector::siem::consumer_name;
 use patchwatch_collector::spool::DEFAULT_CONSUMER;
-use sink_util::*;
+use patchwatch_testkit::eventually;
+use patchwatch_testkit::webhook::*;
 
 fn with_sinks(cfg: &mut AgentConfig, toml_text: &str) {
     let sinks: patchwatch_sinks::SinksConfig = toml::from_str(toml_text).unwrap();
@@ -42,15 +40,6 @@ async fn jsonl_settles(out: &Path, expected: &BTreeMap<String, String>) -> Vec<S
         Duration::from_secs(20),
     )
     .await
-}
-
-/// Waits until `cond` holds, for at most `timeout`.
-async fn eventually(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn segment_files(dir: &Path) -> usize {
@@ -86,9 +75,9 @@ async fn findings_reach_a_direct_sink_with_the_aggregator_down() {
     assert_eq!(got.len(), expected.len(), "each once when nothing failed");
     let spool = agent.spool().clone();
     eventually(
-        "the sink cursor reaches the spool end",
         Duration::from_secs(5),
-        || spool.position(&consumer_name("local")) == Some(spool.next_id()),
+        "the sink cursor reaches the spool end",
+        async || (spool.position(&consumer_name("local")) == Some(spool.next_id())).then_some(()),
     )
     .await;
     assert_eq!(
@@ -126,8 +115,8 @@ async fn sinks_only_agent_consumes_and_trims_the_spool_and_resumes_after_restart
     }
     jsonl_settles(&out, &expected).await;
     let spool = agent.spool().clone();
-    eventually("the spool drains", Duration::from_secs(5), || {
-        spool.first_unacked() == spool.next_id()
+    eventually(Duration::from_secs(5), "the spool drains", async || {
+        (spool.first_unacked() == spool.next_id()).then_some(())
     })
     .await;
     assert!(
@@ -193,8 +182,8 @@ async fn a_down_sink_and_a_down_aggregator_do_not_hold_each_other_up() {
     // 2. Webhook back: it gets everything it missed; then the spool drains.
     hook.set_up(true);
     assert_ids_settle("webhook", || hook.ids(), &expected, Duration::from_secs(20)).await;
-    eventually("the spool drains", Duration::from_secs(10), || {
-        spool.first_unacked() == spool.next_id()
+    eventually(Duration::from_secs(10), "the spool drains", async || {
+        (spool.first_unacked() == spool.next_id()).then_some(())
     })
     .await;
 

@@ -2,12 +2,10 @@
 //! each, when it is back on the same port; with a tiny spool, reading pauses instead of
 //! dropping.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use patchwatch_pipeline::sample::MsiScenario;
 
 const SETTLE: Duration = Duration::from_secs(20);

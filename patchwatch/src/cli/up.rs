@@ -114,7 +114,7 @@ pub fn run(args: UpArgs) -> Result<i32> {
             );
         }
     }
-    let catalog = super::serve::catalog(&args.rule_files)?;
+    let catalog = Arc::new(super::load_catalog(true, &args.rule_files)?);
     let data_dir = args.embed.data_dir.clone().unwrap_or_else(default_data_dir);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -141,7 +141,7 @@ pub fn run(args: UpArgs) -> Result<i32> {
             anstream::println!("  watching {i}");
         }
         anstream::println!("Ctrl-C stops.");
-        super::serve::shutdown_signal().await;
+        crate::agent_loop::shutdown_signal().await;
         agent.shutdown(Duration::from_secs(5)).await;
         shutdown.cancel();
         agg.wait().await

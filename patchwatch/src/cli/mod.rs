@@ -1,13 +1,17 @@
 //! The `patchwatch` command line: one module per subcommand.
 
+pub mod agent;
+#[cfg(feature = "aggregator")]
+pub mod aggregator;
 mod api;
+#[cfg(feature = "aggregator")]
 pub mod demo;
 pub mod explain;
 pub mod report;
 pub mod rules;
 pub mod scan;
-pub mod serve;
 pub mod silence;
+#[cfg(feature = "aggregator")]
 pub mod up;
 pub mod window;
 

@@ -1,0 +1,6 @@
+//! Integration tests of the agent library: tailing real files, the spool on disk, delivery
+//! over real gRPC on loopback. One test binary, one module per area.
+
+mod delivery;
+mod spool;
+mod tail;

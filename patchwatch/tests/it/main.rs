@@ -1,0 +1,12 @@
+//! End-to-end tests of the `patchwatch` command and of agent and aggregator together: one
+//! test binary (each costs hundreds of MB of disk), one module per area.
+
+mod agent_sinks;
+mod cli;
+mod common;
+mod e2e_aggregator;
+mod e2e_crash;
+mod e2e_files;
+mod e2e_sinks_crash;
+mod e2e_stall;
+mod window_cli;
