@@ -6,8 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{between, find_ci, s, Boundary, Derived, Line, RunData};
+use super::{between, find_ci, s, Boundary, Derived, Line, LogModel};
 use crate::finding::{EvidenceLine, Outcome};
+use crate::time::NaiveTime;
 use crate::RunSummary;
 
 /// What the Exchange model remembers about one run.
@@ -25,21 +26,27 @@ pub(crate) struct ExchangeRun {
     last_error_reference: Option<EvidenceLine>,
 }
 
-impl ExchangeRun {
+impl LogModel for ExchangeRun {
+    fn observe_line(&mut self, anchor: usize, line: &Line, sum: &mut RunSummary) -> Boundary {
+        on_line(self, anchor, line, sum)
+    }
+
     /// True once an `[ERROR]` line was seen in the run.
-    pub(crate) fn has_errors(&self) -> bool {
+    fn has_errors(&self) -> bool {
         self.first_error.is_some()
+    }
+
+    fn derived_findings(&self, sum: &mut RunSummary) -> Vec<Derived> {
+        finalize(self, sum)
+    }
+
+    fn line_time(&self, line: &[u8]) -> Option<NaiveTime> {
+        crate::time::exchange_prefix(line)
     }
 }
 
-pub(crate) fn on_line(
-    anchor: usize,
-    line: &Line,
-    run: &mut RunData,
-    sum: &mut RunSummary,
-) -> Boundary {
+fn on_line(x: &mut ExchangeRun, anchor: usize, line: &Line, sum: &mut RunSummary) -> Boundary {
     let t = line.text;
-    let x = &mut run.exchange;
     match anchor {
         s::BANNER => {
             if let Some(p) = between(t, "Starting ", " Setup") {
@@ -179,8 +186,7 @@ const INFORMATIONAL: &[(&str, &str)] = &[
     ),
 ];
 
-pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
-    let x = &run.exchange;
+fn finalize(x: &ExchangeRun, sum: &mut RunSummary) -> Vec<Derived> {
     let mut ctx = BTreeMap::new();
     for (k, v) in &sum.fields {
         ctx.insert(k.clone(), v.clone());

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::finding::{EvidenceLine, LogKind, Outcome};
 use crate::time::NaiveTime;
+use crate::RunSummary;
 
 /// Literals the models need to see, in the order of [`S`].
 pub const STRUCTURAL_ANCHORS: &[&str] = &[
@@ -144,13 +145,63 @@ pub(crate) struct Derived {
     pub fields: BTreeMap<String, String>,
 }
 
-/// Per-run state kept by the model of the file's kind.
-#[derive(Debug, Default)]
-pub(crate) struct RunData {
-    pub exchange: exchange::ExchangeRun,
-    pub msi: msi::MsiRun,
-    /// Date from the run header, for logs whose lines carry only a clock time.
-    pub date: Option<(i32, u32, u32)>,
+/// The grammar of one log kind, holding what it remembers about one run.
+///
+/// The scanner keeps one per run ([`new_model`], for the file's kind) and calls it only for
+/// the lines that hit one of the kind's structural anchors, plus [`LogModel::line_time`] on the
+/// few lines whose time it needs. A model sets run-level values (product, builds, mode, phase,
+/// exit code) directly in the run's [`RunSummary`]; what it keeps itself is what the checks at
+/// the end of the run need.
+pub(crate) trait LogModel: std::fmt::Debug + Send + Sync {
+    /// Reads structural line `line`, which hit structural anchor `anchor` (an index into
+    /// [`STRUCTURAL_ANCHORS`]), and says what it does to the run structure.
+    fn observe_line(&mut self, anchor: usize, line: &Line, summary: &mut RunSummary) -> Boundary;
+
+    /// True when a line hitting `anchor`, which starts runs of this kind ([`starts_run`]),
+    /// belongs to this run instead (this run being the current one, in state `summary`).
+    fn absorbs_start(&self, _anchor: usize, _summary: &RunSummary) -> bool {
+        false
+    }
+
+    /// True when the run logged errors, so that a run cut short (by the next run or the end of
+    /// a complete file) counts as failed.
+    fn has_errors(&self) -> bool {
+        false
+    }
+
+    /// Checks that need the whole run, called once when the run ends: may settle the
+    /// outcome and add run fields in `summary`, and returns the derived rules' findings.
+    fn derived_findings(&self, _summary: &mut RunSummary) -> Vec<Derived> {
+        Vec::new()
+    }
+
+    /// Parses the time written on a line of this kind (for logs whose lines carry only a clock
+    /// time, on the date read from the run's header).
+    fn line_time(&self, line: &[u8]) -> Option<NaiveTime>;
+}
+
+/// A fresh model for a run of a file of `kind`.
+pub(crate) fn new_model(kind: LogKind) -> Box<dyn LogModel> {
+    match kind {
+        LogKind::ExchangeSetup => Box::<exchange::ExchangeRun>::default(),
+        LogKind::Msi => Box::<msi::MsiRun>::default(),
+        LogKind::ServiceControl => Box::<servicecontrol::ServiceControlRun>::default(),
+        LogKind::Plain => Box::new(PlainRun),
+    }
+}
+
+/// Plain text (pasted errors, unknown logs): no run structure, no times.
+#[derive(Debug)]
+struct PlainRun;
+
+impl LogModel for PlainRun {
+    fn observe_line(&mut self, _: usize, _: &Line, _: &mut RunSummary) -> Boundary {
+        Boundary::None
+    }
+
+    fn line_time(&self, _: &[u8]) -> Option<NaiveTime> {
+        None
+    }
 }
 
 /// Detects the log kind from the first non-empty line.
@@ -188,55 +239,6 @@ pub(crate) fn detect_kind(first_line: &[u8], path: &str) -> LogKind {
     }
 }
 
-/// Dispatches a structural line to the model of `kind`.
-pub(crate) fn on_structural(
-    kind: LogKind,
-    anchor: usize,
-    line: &Line,
-    run: &mut RunData,
-    summary: &mut crate::RunSummary,
-) -> Boundary {
-    match kind {
-        LogKind::ExchangeSetup => exchange::on_line(anchor, line, run, summary),
-        LogKind::Msi => msi::on_line(anchor, line, run, summary),
-        LogKind::ServiceControl => servicecontrol::on_line(anchor, line, run, summary),
-        LogKind::Plain => Boundary::None,
-    }
-}
-
-/// True when the run logged errors, so that a run cut short (by the next run or the end of a
-/// complete file) counts as failed.
-pub(crate) fn has_errors(kind: LogKind, run: &RunData) -> bool {
-    match kind {
-        LogKind::ExchangeSetup => run.exchange.has_errors(),
-        LogKind::Msi => run.msi.has_failed_action(),
-        LogKind::ServiceControl | LogKind::Plain => false,
-    }
-}
-
-/// Checks that need the whole run, called once when the run ends.
-pub(crate) fn finalize(
-    kind: LogKind,
-    run: &RunData,
-    summary: &mut crate::RunSummary,
-) -> Vec<Derived> {
-    match kind {
-        LogKind::ExchangeSetup => exchange::finalize(run, summary),
-        LogKind::Msi => msi::finalize(run, summary),
-        LogKind::ServiceControl | LogKind::Plain => Vec::new(),
-    }
-}
-
-/// Parses the time written on a line of `kind`.
-pub(crate) fn line_time(kind: LogKind, line: &[u8], run: &RunData) -> Option<NaiveTime> {
-    match kind {
-        LogKind::ExchangeSetup => crate::time::exchange_prefix(line),
-        LogKind::Msi => msi::line_time(line, run.date),
-        LogKind::ServiceControl => servicecontrol::line_time(line, run.date),
-        LogKind::Plain => None,
-    }
-}
-
 /// Text between `start` and the next `end` after it.
 pub(crate) fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let i = find_ci(s, start)? + start.len();
@@ -260,19 +262,22 @@ pub(crate) fn find_ci(s: &str, needle: &str) -> Option<usize> {
     .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
 }
 
-/// True when a structural line of `kind` starts a new run, given the current one.
+/// True when a structural line of `kind` that hit `anchor` starts a new run, given the
+/// current run's model and summary, if there is one.
 pub(crate) fn opens_run(
     kind: LogKind,
     anchor: usize,
-    current: Option<(&RunData, &crate::RunSummary)>,
+    current: Option<(&dyn LogModel, &RunSummary)>,
 ) -> bool {
-    match (kind, anchor) {
-        (LogKind::ExchangeSetup, s::BANNER) => true,
-        (LogKind::Msi, s::MSI_VERBOSE_START) => true,
-        // The engine's `=== Logging started` inside a running verbose session is not a new run.
-        (LogKind::Msi, s::MSI_START) => !current
-            .is_some_and(|(d, sum)| d.msi.is_verbose() && sum.outcome == Outcome::InProgress),
-        (LogKind::ServiceControl, s::SC_HEADER) => true,
-        _ => false,
-    }
+    starts_run(kind, anchor) && !current.is_some_and(|(m, sum)| m.absorbs_start(anchor, sum))
+}
+
+/// True when structural anchor `anchor` starts runs in logs of `kind`.
+fn starts_run(kind: LogKind, anchor: usize) -> bool {
+    matches!(
+        (kind, anchor),
+        (LogKind::ExchangeSetup, s::BANNER)
+            | (LogKind::Msi, s::MSI_VERBOSE_START | s::MSI_START)
+            | (LogKind::ServiceControl, s::SC_HEADER)
+    )
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{between, find_ci, s, Boundary, Derived, Line, RunData};
+use super::{between, find_ci, s, Boundary, Derived, Line, LogModel};
 use crate::finding::{EvidenceLine, Outcome};
 use crate::time::{clock, locale_date, NaiveTime};
 use crate::RunSummary;
@@ -14,21 +14,36 @@ use crate::RunSummary;
 /// What the MSI model remembers about one run.
 #[derive(Debug, Default)]
 pub(crate) struct MsiRun {
+    /// Started by a `=== Verbose logging started` header.
     verbose: bool,
+    /// Date from the run header: the lines carry only a clock time.
+    date: Option<(i32, u32, u32)>,
     exit_code: Option<(i64, EvidenceLine, u64)>,
     summary_line: Option<(EvidenceLine, u64)>,
     failed_action: Option<String>,
 }
 
-impl MsiRun {
-    /// True when the run was started by a `=== Verbose logging started` header.
-    pub(crate) fn is_verbose(&self) -> bool {
-        self.verbose
+impl LogModel for MsiRun {
+    fn observe_line(&mut self, anchor: usize, line: &Line, sum: &mut RunSummary) -> Boundary {
+        on_line(self, anchor, line, sum)
+    }
+
+    /// The engine's `=== Logging started` inside a running verbose session is not a new run.
+    fn absorbs_start(&self, anchor: usize, sum: &RunSummary) -> bool {
+        anchor == s::MSI_START && self.verbose && sum.outcome == Outcome::InProgress
     }
 
     /// True once an action ended with `Return value 3`.
-    pub(crate) fn has_failed_action(&self) -> bool {
+    fn has_errors(&self) -> bool {
         self.failed_action.is_some()
+    }
+
+    fn derived_findings(&self, sum: &mut RunSummary) -> Vec<Derived> {
+        finalize(self, sum)
+    }
+
+    fn line_time(&self, line: &[u8]) -> Option<NaiveTime> {
+        line_time(line, self.date)
     }
 }
 
@@ -46,12 +61,7 @@ fn outcome(m: &MsiRun) -> Outcome {
     }
 }
 
-pub(crate) fn on_line(
-    anchor: usize,
-    line: &Line,
-    run: &mut RunData,
-    sum: &mut RunSummary,
-) -> Boundary {
+fn on_line(m: &mut MsiRun, anchor: usize, line: &Line, sum: &mut RunSummary) -> Boundary {
     let t = line.text;
     match anchor {
         s::MSI_VERBOSE_START | s::MSI_START => {
@@ -61,18 +71,18 @@ pub(crate) fn on_line(
                 .and_then(|(_, r)| r.split_whitespace().next())
                 .and_then(|d| locale_date(d.as_bytes()));
             // The engine's own `=== Logging started` inside a verbose session is not a new run.
-            if !verbose && run.msi.verbose && sum.outcome == Outcome::InProgress {
+            if !verbose && m.verbose && sum.outcome == Outcome::InProgress {
                 return Boundary::None;
             }
-            run.date = date.or(run.date);
-            run.msi.verbose = verbose;
+            m.date = date.or(m.date);
+            m.verbose = verbose;
             if let Some(p) = between(t, "Calling process: ", " ===") {
                 sum.fields.insert("calling_process".into(), p.to_string());
             }
             return Boundary::Start;
         }
-        s::MSI_STOP if !run.msi.verbose => return Boundary::End(outcome(&run.msi)),
-        s::MSI_VERBOSE_STOP => return Boundary::End(outcome(&run.msi)),
+        s::MSI_STOP if !m.verbose => return Boundary::End(outcome(m)),
+        s::MSI_VERBOSE_STOP => return Boundary::End(outcome(m)),
         s::MSI_RETURNING | s::MSI_STATUS => {
             let marker = if anchor == s::MSI_RETURNING {
                 "is returning "
@@ -87,7 +97,7 @@ pub(crate) fn on_line(
                 d.parse::<i64>().ok()
             });
             if let Some(c) = code {
-                run.msi.exit_code = Some((c, line.evidence(), line.offset));
+                m.exit_code = Some((c, line.evidence(), line.offset));
                 sum.exit_code = Some(c);
                 sum.fields.insert("exit_code".into(), c.to_string());
             }
@@ -109,13 +119,13 @@ pub(crate) fn on_line(
                 }
             }
         }
-        s::MSI_RETURN_3 if run.msi.failed_action.is_none() && t.starts_with("Action ended") => {
+        s::MSI_RETURN_3 if m.failed_action.is_none() && t.starts_with("Action ended") => {
             if let Some(name) = t
                 .split_once(": ")
                 .and_then(|(_, r)| r.split_once(". Return"))
                 .map(|(n, _)| n)
             {
-                run.msi.failed_action = Some(name.to_string());
+                m.failed_action = Some(name.to_string());
                 sum.fields.insert("failed_action".into(), name.to_string());
             }
         }
@@ -160,15 +170,14 @@ pub(crate) fn on_line(
                 sum.target_build = Some(v.to_string());
                 sum.fields.insert("product_version".into(), v.to_string());
             }
-            run.msi.summary_line = Some((line.evidence(), line.offset));
+            m.summary_line = Some((line.evidence(), line.offset));
         }
         _ => {}
     }
     Boundary::None
 }
 
-pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
-    let m = &run.msi;
+fn finalize(m: &MsiRun, sum: &mut RunSummary) -> Vec<Derived> {
     if sum.outcome == Outcome::InProgress {
         sum.outcome = match m.exit_code {
             Some(_) => outcome(m),
@@ -207,7 +216,7 @@ pub(crate) fn finalize(run: &RunData, sum: &mut RunSummary) -> Vec<Derived> {
 
 /// Time of an engine line `MSI (s) (D0:A0) [21:24:36:744]: ...` or an action line
 /// `Action ended 21:24:37: ...`, on the run's header date.
-pub(crate) fn line_time(line: &[u8], date: Option<(i32, u32, u32)>) -> Option<NaiveTime> {
+fn line_time(line: &[u8], date: Option<(i32, u32, u32)>) -> Option<NaiveTime> {
     let (y, mo, d) = date?;
     let clock_at = if line.starts_with(b"MSI (") {
         memchr::memchr(b'[', line)? + 1

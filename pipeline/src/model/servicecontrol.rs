@@ -2,15 +2,32 @@
 //! `[HH:mm:ss] [Error] ...`. A run starts at `* ServiceControl.ps1: <date>` and ends at
 //! `Script completed succesfully.` (sic) or `Script completed with one or more errors.`.
 
-use super::{find_ci, s, Boundary, Line, RunData};
+use super::{find_ci, s, Boundary, Line, LogModel};
 use crate::finding::Outcome;
 use crate::time::{clock, locale_date, NaiveTime};
 use crate::RunSummary;
 
-pub(crate) fn on_line(
+/// What the ServiceControl model remembers about one run.
+#[derive(Debug, Default)]
+pub(crate) struct ServiceControlRun {
+    /// Date from the run header: the lines carry only a clock time.
+    date: Option<(i32, u32, u32)>,
+}
+
+impl LogModel for ServiceControlRun {
+    fn observe_line(&mut self, anchor: usize, line: &Line, sum: &mut RunSummary) -> Boundary {
+        on_line(self, anchor, line, sum)
+    }
+
+    fn line_time(&self, line: &[u8]) -> Option<NaiveTime> {
+        line_time(line, self.date)
+    }
+}
+
+fn on_line(
+    run: &mut ServiceControlRun,
     anchor: usize,
     line: &Line,
-    run: &mut RunData,
     sum: &mut RunSummary,
 ) -> Boundary {
     let t = line.text;
@@ -43,7 +60,7 @@ pub(crate) fn on_line(
 }
 
 /// Time of a `[HH:mm:ss] ...` line on the run's header date.
-pub(crate) fn line_time(line: &[u8], date: Option<(i32, u32, u32)>) -> Option<NaiveTime> {
+fn line_time(line: &[u8], date: Option<(i32, u32, u32)>) -> Option<NaiveTime> {
     let (y, mo, d) = date?;
     if line.first() != Some(&b'[') {
         return None;

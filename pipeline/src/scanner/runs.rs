@@ -1,0 +1,233 @@
+//! The runs of a file: opening one (explicitly at a header, or implied by the first line),
+//! following its phase and times, and closing it (derived checks, primary cause, final update).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::evidence::FindingAt;
+use super::FileScanner;
+use crate::finding::{Event, LogKind, Outcome, RunSummary};
+use crate::frame::line_start;
+use crate::model::{self, LogModel};
+use crate::time::NaiveTime;
+
+/// The current run of a file, with what the scanner and the log model track about it.
+pub(super) struct OpenRun {
+    /// The run as last reported, except for its times (see `materialize`).
+    pub(super) summary: RunSummary,
+    /// The log model of the file's kind, with its state for this run.
+    pub(super) model: Box<dyn LogModel>,
+    /// Started by a header line (not implied by the first line of a file).
+    pub(super) explicit: bool,
+    /// Its end was seen (or it was closed); later lines still attach to it.
+    pub(super) ended: bool,
+    /// Rule index → lines where it matched (confirmed) in this run.
+    pub(super) hits: HashMap<usize, Vec<u64>>,
+    /// (priority, line, finding id) of prioritized findings, fallbacks excluded.
+    pub(super) prioritized: Vec<(u32, u64, String)>,
+    /// The phase last reported in a run event.
+    phase_sent: Option<String>,
+    /// Times of the first and last timestamped lines, written into `summary` only when it
+    /// is emitted (formatting on every line would cost more than matching it).
+    pub(super) first_time: Option<NaiveTime>,
+    last_time: Option<NaiveTime>,
+}
+
+impl OpenRun {
+    /// Records a line's time as the run's last time (and first, if none yet).
+    pub(super) fn touch_time(&mut self, t: NaiveTime) {
+        self.first_time.get_or_insert(t);
+        self.last_time = Some(t);
+    }
+
+    /// Writes the run's times into its summary, before the summary is emitted.
+    fn materialize(&mut self) {
+        if let (Some(first), Some(last)) = (self.first_time, self.last_time) {
+            self.summary.started = Some(first.to_iso());
+            self.summary.last_time = Some(last.to_iso());
+            self.summary.duration_seconds = Some(last.epoch_seconds() - first.epoch_seconds());
+        }
+    }
+
+    /// True when rule `req` matched in this run; with a `lookback`, at most that many lines
+    /// before `line`.
+    pub(super) fn requirement_met(&self, req: usize, line: u64, lookback: Option<u64>) -> bool {
+        self.hits.get(&req).is_some_and(|lines| match lookback {
+            Some(n) => lines.iter().any(|&l| l <= line && line - l <= n),
+            None => !lines.is_empty(),
+        })
+    }
+}
+
+impl FileScanner {
+    /// Keeps the open run's last time current with the last timestamped line of
+    /// `text[start..end]` (the region just processed).
+    pub(super) fn note_last_time(&mut self, start: usize, end: usize) {
+        let (Some(_), Some(run)) = (self.kind, self.run.as_mut()) else {
+            return;
+        };
+        if run.ended {
+            return;
+        }
+        let mut e = end;
+        // Walk back over a few lines to find one with a time (continuation lines have none).
+        for _ in 0..8 {
+            if e <= start {
+                return;
+            }
+            let le = if matches!(self.text.buf[e - 1], b'\n' | b'\r') {
+                e - 1
+            } else {
+                e
+            };
+            let ls = line_start(&self.text.buf, start, le);
+            if let Some(t) = run.model.line_time(&self.text.buf[ls..le]) {
+                run.touch_time(t);
+                return;
+            }
+            e = ls;
+        }
+    }
+
+    /// The current run, opening an implicit one (a file's lines before any header).
+    pub(super) fn ensure_run(&mut self, number: u64, offset: u64) -> &mut OpenRun {
+        if self.run.is_none() {
+            self.start_run(number, offset, false);
+        }
+        self.run.as_mut().expect("run just opened")
+    }
+
+    /// Opens run number `next_run_index` at line `number`, raw offset `offset`, and reports it.
+    pub(super) fn start_run(&mut self, number: u64, offset: u64, explicit: bool) {
+        let index = self.next_run_index;
+        self.next_run_index += 1;
+        let mut h = blake3::Hasher::new();
+        h.update(b"patchwatch-run-v1\0");
+        h.update(self.ctx.host.as_bytes());
+        h.update(&[0]);
+        h.update(self.source_key.as_deref().unwrap_or("").as_bytes());
+        h.update(&offset.to_le_bytes());
+        let summary = RunSummary {
+            run_id: h.finalize().to_hex()[..32].to_string(),
+            index,
+            host: self.ctx.host.clone(),
+            path: self.ctx.path.clone(),
+            log_kind: self.kind.unwrap_or(LogKind::Plain),
+            start_offset: offset,
+            start_line: number,
+            started: None,
+            last_time: None,
+            duration_seconds: None,
+            outcome: Outcome::InProgress,
+            exit_code: None,
+            mode: None,
+            product: None,
+            target_build: None,
+            installed_build: None,
+            phase: None,
+            primary_finding_id: None,
+            fields: Default::default(),
+        };
+        self.out.events.push(Event::Run(Box::new(summary.clone())));
+        let model = model::new_model(summary.log_kind);
+        self.run = Some(OpenRun {
+            summary,
+            model,
+            explicit,
+            ended: false,
+            hits: HashMap::new(),
+            prioritized: Vec::new(),
+            phase_sent: None,
+            first_time: None,
+            last_time: None,
+        });
+    }
+
+    /// Ends the open run: derived checks, primary cause, final run event. The run stays
+    /// current (later lines attach to it) until another one starts.
+    pub(super) fn close_run_keep(&mut self, interrupted: bool) {
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        if run.ended {
+            self.run = Some(run);
+            return;
+        }
+        // A run cut short (by the next run, or the end of a complete file) that logged errors
+        // failed; one without errors is left in progress, since its log may simply stop there.
+        if interrupted
+            && run.summary.outcome == Outcome::InProgress
+            && (!run.prioritized.is_empty() || run.model.has_errors())
+        {
+            run.summary.outcome = Outcome::Failed;
+        }
+        let derived = run.model.derived_findings(&mut run.summary);
+        let catalog = Arc::clone(&self.catalog);
+        let has_priority = !run.prioritized.is_empty()
+            || derived.iter().any(|d| {
+                catalog
+                    .get(d.rule_id)
+                    .is_some_and(|r| r.priority.is_some() && !r.fallback)
+            });
+        self.run = Some(run);
+        for d in derived {
+            let Some(rule) = catalog.get(d.rule_id) else {
+                tracing::warn!(rule = d.rule_id, "Derived rule missing from the catalog.");
+                continue;
+            };
+            if rule.fallback && has_priority {
+                continue;
+            }
+            // A derived finding has no line of its own: the rule id stands in for its bytes.
+            let at = FindingAt {
+                line: d.line,
+                offset: d.offset,
+                line_hash: blake3::hash(d.rule_id.as_bytes()),
+                text: None,
+            };
+            let f = self.build_finding(rule, &at, d.evidence, d.fields);
+            if let Some(run) = self.run.as_mut() {
+                if let Some(p) = rule.priority {
+                    run.prioritized.push((p, f.line, f.id.clone()));
+                }
+            }
+            self.emit_finding(f);
+        }
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        run.ended = true;
+        run.materialize();
+        if run.summary.outcome != Outcome::Succeeded {
+            run.summary.primary_finding_id = run
+                .prioritized
+                .iter()
+                .min_by_key(|(p, l, _)| (*p, *l))
+                .map(|(_, _, id)| id.clone());
+        }
+        let summary = run.summary.clone();
+        self.out.events.push(Event::Run(Box::new(summary)));
+    }
+
+    /// Closes the current run, cut short (by the next run or the end of a complete file).
+    pub(super) fn close_run(&mut self) {
+        // Findings waiting on a requirement that never came in this run are dropped with it.
+        if let Some(idx) = self.run.as_ref().map(|r| r.summary.index) {
+            self.pending
+                .retain(|p| p.run_index != idx || p.awaiting.is_empty());
+        }
+        self.close_run_keep(true);
+    }
+
+    /// Reports the open run again when its phase changed.
+    pub(super) fn send_phase(&mut self) {
+        if let Some(run) = self.run.as_mut().filter(|r| !r.ended) {
+            if run.summary.phase != run.phase_sent {
+                run.phase_sent = run.summary.phase.clone();
+                run.materialize();
+                let s = run.summary.clone();
+                self.out.events.push(Event::Run(Box::new(s)));
+            }
+        }
+    }
+}
