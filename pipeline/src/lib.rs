@@ -10,7 +10,9 @@
 //!   the checks that need a whole run; [`FileScanner`] ties it all together and emits
 //!   [`Event`]s: [`Finding`]s and [`RunSummary`] updates.
 //!
-//! This crate opens no files and no sockets and knows nothing of tokio, gRPC or storage.
+//! This crate opens no sockets, reads no clock and knows nothing of tokio, gRPC or storage.
+//! It reads one kind of file only: a rule file named to [`CatalogBuilder::add_file`], kept for
+//! callers that load rules by path ([`CatalogBuilder::add_str`] takes the text instead).
 //!
 //! ```
 //! use std::sync::Arc;
