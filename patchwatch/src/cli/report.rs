@@ -1,5 +1,6 @@
 //! Rendering of scan results: the human report and JSON Lines.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -43,6 +44,19 @@ fn outcome_label(r: &RunSummary) -> String {
     }
 }
 
+/// `items` grouped by `key`, in their order, in one pass: an ExchangeSetup.log keeps every
+/// setup run a server ever had, and filtering all findings once per run was quadratic.
+fn group_by_run<'a, T>(
+    items: &'a [T],
+    key: impl Fn(&'a T) -> &'a str,
+) -> HashMap<&'a str, Vec<&'a T>> {
+    let mut map: HashMap<&str, Vec<&T>> = HashMap::new();
+    for item in items {
+        map.entry(key(item)).or_default().push(item);
+    }
+    map
+}
+
 /// Writes the human report for one file.
 pub(crate) fn human(out: &mut dyn Write, path: &Path, o: &ScanOutput, all: bool) -> Result<()> {
     let kind = o.kind.map_or("unknown", |k| k.as_str());
@@ -58,6 +72,7 @@ pub(crate) fn human(out: &mut dyn Write, path: &Path, o: &ScanOutput, all: bool)
     if o.runs.is_empty() {
         writeln!(out, "  no setup run found")?;
     }
+    let by_run = group_by_run(&o.findings, |f| f.run_id.as_str());
     for r in &o.runs {
         let mut head = format!(
             "  Run {} (line {}): {}",
@@ -83,7 +98,7 @@ pub(crate) fn human(out: &mut dyn Write, path: &Path, o: &ScanOutput, all: bool)
             head.push_str(&format!(", {}m{:02}s", d / 60, d % 60));
         }
         writeln!(out, "{head}")?;
-        let findings: Vec<&Finding> = o.findings.iter().filter(|f| f.run_id == r.run_id).collect();
+        let findings: &[&Finding] = by_run.get(r.run_id.as_str()).map_or(&[], Vec::as_slice);
         let primary = r
             .primary_finding_id
             .as_ref()
@@ -214,9 +229,10 @@ pub(crate) fn finding_json(path: &Path, f: &Finding, primary: bool) -> serde_jso
 
 /// Writes JSON Lines for one file.
 pub(crate) fn json_lines(out: &mut dyn Write, path: &Path, o: &ScanOutput) -> Result<()> {
+    let by_run = group_by_run(&o.findings, |f| f.run_id.as_str());
     for r in &o.runs {
         writeln!(out, "{}", run_json(path, r))?;
-        for f in o.findings.iter().filter(|f| f.run_id == r.run_id) {
+        for f in by_run.get(r.run_id.as_str()).into_iter().flatten() {
             let primary = r.primary_finding_id.as_deref() == Some(f.id.as_str());
             writeln!(out, "{}", finding_json(path, f, primary))?;
         }
@@ -229,4 +245,26 @@ pub(crate) fn json_lines(out: &mut dyn Write, path: &Path, o: &ScanOutput) -> Re
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::group_by_run;
+
+    /// Work grows with the findings, not with findings × runs: the key is read once per item.
+    #[test]
+    fn grouping_reads_each_key_once() {
+        let items: Vec<String> = (0..5_000).map(|i| format!("run-{}", i % 2_500)).collect();
+        let reads = Cell::new(0usize);
+        let map = group_by_run(&items, |s| {
+            reads.set(reads.get() + 1);
+            s.as_str()
+        });
+        assert_eq!(reads.get(), items.len());
+        assert_eq!(map.len(), 2_500);
+        assert!(map.values().all(|v| v.len() == 2));
+        assert_eq!(map["run-7"], vec![&items[7], &items[2_507]], "order kept");
+    }
 }
