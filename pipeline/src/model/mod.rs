@@ -14,7 +14,7 @@ use crate::finding::{EvidenceLine, LogKind, Outcome};
 use crate::time::NaiveTime;
 use crate::RunSummary;
 
-/// Literals the models need to see, in the order of [`S`].
+/// Literals the models need to see, in the order of the indices in `s`.
 pub const STRUCTURAL_ANCHORS: &[&str] = &[
     "Starting Microsoft Exchange Server",
     "Setup version: ",

@@ -28,7 +28,7 @@ pub(super) struct Pending {
     pub(super) finding: Finding,
     /// Lines to show after the match.
     pub(super) after: u32,
-    /// Where the next after-line starts in `text`; `None` means at the next region's start.
+    /// Where the next after-line starts in the text buffer; `None` means at the next region's start.
     pub(super) resume_pos: Option<usize>,
     /// Required rules (catalog indices) that have not matched yet.
     pub(super) awaiting: Vec<usize>,

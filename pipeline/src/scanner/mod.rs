@@ -9,6 +9,10 @@
 //! - Results do not depend on how the input is split into [`FileScanner::feed`] calls.
 //! - [`FileScanner::resume_point`] never passes a line whose findings are not yet emitted, nor
 //!   the start of an open run: re-reading from it rebuilds the same state and the same ids.
+//!
+//! This file holds the buffer (decoding, framing, compaction) and the public API; `apply`
+//! turns anchor hits into rule matches, `evidence` turns matches into findings, and `runs`
+//! follows the runs of the file through the log model of its kind.
 
 mod apply;
 mod evidence;
