@@ -54,6 +54,18 @@ CLASSES = (
 # Exit codes taken from the system error code list rather than error-codes.md.
 SYSERR_EXIT = {3011: "ERROR_SUCCESS_RESTART_REQUIRED"}
 
+# Entries that must have advice written for the code itself (checked by validate()).
+SPECIFIC_REQUIRED = (
+    [("exit", c) for c in (1601, 1602, 1603, 1605, 1608, 1612, 1618, 1619, 1620, 1624, 1625, 1633, 1634,
+                           1635, 1636, 1638, 1639, 1641, 1642, 1643, 1644, 3010, 3011)]
+    + [("error", c) for c in (1303, 1304, 1305, 1306, 1307, 1308, 1310, 1311, 1316, 1321, 1324, 1325, 1327,
+                              1334, 1335, 1402, 1406, 1500, 1706, 1708, 1714, 1715, 1719, 1720, 1721, 1722,
+                              1723, 1730, 1732, 1901, 1904, 1911, 1913, 1918, 1919, 1920, 1921, 1923, 1924,
+                              1925, 1926, 1935, 1937, 1938)]
+    + [("internal", c) for c in (2203, 2205, 2228, 2235, 2262, 2324, 2343, 2350, 2502, 2503, 2705, 2711, 2715,
+                                 2721, 2727, 2732, 2738, 2739, 2753, 2755, 2762, 2769, 2826, 2835, 2869, 2908)]
+)
+
 FIELD_ORDER = (
     "code", "kind", "name", "message", "message_alt", "remarks", "class", "noise", "noise_note",
     "cause", "fix", "advice", "link",
@@ -366,6 +378,12 @@ def validate(text: str, notes: dict, doc_codes: dict[str, set[int]] | None = Non
     must |= {("internal", c) for c in (2101, 2203, 2205, 3002)}
     if missing := sorted(must - set(seen)):
         problems.append(f"required codes missing: {missing}")
+    # Codes admins meet most often must carry advice written for them, not the class's generic one.
+    by_key = {(e.get("kind"), e.get("code")): e for e in entries}
+    for key in SPECIFIC_REQUIRED:
+        e = by_key.get(key)
+        if e is not None and e.get("advice") != "specific":
+            problems.append(f"{key[0]} {key[1]}: needs specific cause and fix in the notes")
     # Every annotated code must be documented.
     for kind in KINDS:
         for code_s in notes.get(kind, {}):
