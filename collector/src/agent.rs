@@ -187,7 +187,7 @@ impl Agent {
             dir: cfg.spool_dir(),
             max_bytes: cfg.spool.max_bytes,
             segment_bytes: cfg.spool.segment_bytes,
-            fsync: cfg.spool_fsync()?,
+            fsync: cfg.spool_fsync(),
             consumers: spool_consumers(cfg),
         })?;
         if !report.damage.is_empty() {
@@ -229,7 +229,7 @@ impl Agent {
             stop: Arc::clone(&stop),
             host: host.clone(),
             fallback,
-            stall_after: Duration::from_secs(cfg.stall_threshold_secs),
+            stall_after: cfg.stall_threshold.get(),
             files: HashMap::new(),
             last_data: Instant::now(),
             release_due: false,

@@ -2,15 +2,16 @@
 //!
 //! Parsing rejects unknown keys (`deny_unknown_fields`), so a typo is an error naming the key
 //! and line, not a silently ignored setting. [`AgentConfig::validate`] then checks values and
-//! names the offending field (`aggregator.endpoint`, `spool.max_bytes`, ...). Durations are
-//! plain integers with their unit in the key name (`linger_ms`, `stall_threshold_secs`).
+//! names the offending field (`aggregator.endpoint`, `spool.max_bytes`, ...). Durations,
+//! secrets and TLS files use the shared vocabulary of `patchwatch_config` (`linger = "50ms"`,
+//! `token = { file = "/etc/patchwatch/token" }`); the old spellings (`linger_ms`,
+//! `token_file`, ...) still parse, each with a warning naming the new one.
 //! `deploy/agent.example.toml` shows every key.
 
+use patchwatch_config::{ClientTls, Duration, Secret};
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use serde::Deserialize;
 
 use crate::discovery::default_includes;
 use crate::spool::FsyncPolicy;
@@ -68,8 +69,10 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// A run with no new log line for this long is reported as stalled.
     #[serde(default = "default_stall")]
-    pub stall_threshold_secs: u64,
-    /// Which files to tail.
+    pub stall_threshold: Duration,
+    /// Which files to tail; absent or empty: the platform's standard locations
+    /// ([`SourcesConfig::default`]).
+    #[serde(default)]
     pub sources: SourcesConfig,
     /// Where to deliver findings and run updates. Optional when `[sinks]` are configured: with
     /// no `[aggregator]` section (or an empty `endpoint`) the agent sends findings to its sinks
@@ -93,15 +96,18 @@ pub struct AgentConfig {
     pub sinks: std::collections::BTreeMap<String, patchwatch_sinks::SinkConfig>,
 }
 
-fn default_stall() -> u64 {
-    600
+fn default_stall() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// `[sources]`: which files to tail and how.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourcesConfig {
-    /// Glob patterns of files to tail; `%VAR%` and `${VAR}` are expanded.
+    /// Glob patterns of files to tail; `%VAR%` and `${VAR}` are expanded. Absent: the
+    /// platform's standard locations (on Windows the Exchange setup and MSI logs; elsewhere
+    /// none, so the config must name them).
+    #[serde(default = "default_includes")]
     pub include: Vec<String>,
     /// Glob patterns to leave out, matched after `include`.
     #[serde(default)]
@@ -115,15 +121,31 @@ pub struct SourcesConfig {
     /// Code page for files with no BOM that are not valid UTF-8 (an `encoding_rs` label).
     #[serde(default = "default_encoding")]
     pub encoding_fallback: String,
-    /// How often active files are checked for new data, in milliseconds.
-    #[serde(default = "default_poll_ms")]
-    pub poll_interval_ms: u64,
-    /// How often the directories are walked again, in milliseconds.
-    #[serde(default = "default_rescan_ms")]
-    pub rescan_interval_ms: u64,
-    /// Close a file handle after this many seconds without new data.
+    /// How often active files are checked for new data.
+    #[serde(default = "default_poll")]
+    pub poll_interval: Duration,
+    /// How often the directories are walked again.
+    #[serde(default = "default_rescan")]
+    pub rescan_interval: Duration,
+    /// Close a file handle after this long without new data.
     #[serde(default = "default_idle_close")]
-    pub idle_close_secs: u64,
+    pub idle_close: Duration,
+}
+
+impl Default for SourcesConfig {
+    /// The platform's standard locations ([`default_includes`]) with default settings.
+    fn default() -> Self {
+        Self {
+            include: default_includes(),
+            exclude: Vec::new(),
+            poll: false,
+            case_insensitive: true,
+            encoding_fallback: default_encoding(),
+            poll_interval: default_poll(),
+            rescan_interval: default_rescan(),
+            idle_close: default_idle_close(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -132,14 +154,14 @@ fn yes() -> bool {
 fn default_encoding() -> String {
     "windows-1252".into()
 }
-fn default_poll_ms() -> u64 {
-    250
+fn default_poll() -> Duration {
+    Duration::from_millis(250)
 }
-fn default_rescan_ms() -> u64 {
-    10_000
+fn default_rescan() -> Duration {
+    Duration::from_secs(10)
 }
-fn default_idle_close() -> u64 {
-    300
+fn default_idle_close() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// `[aggregator]`: endpoint and credentials.
@@ -150,30 +172,26 @@ pub struct AggregatorConfig {
     /// section is left out): no aggregator, which needs at least one of `[sinks]`.
     #[serde(default)]
     pub endpoint: String,
-    /// TLS settings; required for client certificates.
+    /// TLS settings (`ca_file`, `cert_file`, `key_file`, `server_name`); needs an
+    /// `https://` endpoint.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    /// Bearer token given inline. Prefer `token_file` or `token_env`.
+    pub tls: Option<ClientTls>,
+    /// Bearer token: `{ file = "..." }` or `{ env = "..." }` (an inline string works but
+    /// config files get copied around). Never logged.
     #[serde(default)]
-    pub token: Option<String>,
-    /// Name of an environment variable holding the bearer token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// File holding the bearer token (surrounding whitespace is trimmed).
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
+    pub token: Option<Secret>,
     /// Gzip-compress batches.
     #[serde(default = "yes")]
     pub compression: bool,
-    /// Give up a connection attempt after this many seconds.
+    /// Give up a connection attempt after this long.
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_secs: u64,
-    /// First reconnect delay ceiling, in milliseconds (doubles up to `backoff_max_ms`).
+    pub connect_timeout: Duration,
+    /// First reconnect delay ceiling (doubles up to `max_backoff`).
     #[serde(default = "default_backoff_initial")]
-    pub backoff_initial_ms: u64,
-    /// Largest reconnect delay, in milliseconds.
+    pub initial_backoff: Duration,
+    /// Largest reconnect delay.
     #[serde(default = "default_backoff_max")]
-    pub backoff_max_ms: u64,
+    pub max_backoff: Duration,
 }
 
 impl Default for AggregatorConfig {
@@ -183,42 +201,43 @@ impl Default for AggregatorConfig {
             endpoint: String::new(),
             tls: None,
             token: None,
-            token_env: None,
-            token_file: None,
             compression: true,
-            connect_timeout_secs: default_connect_timeout(),
-            backoff_initial_ms: default_backoff_initial(),
-            backoff_max_ms: default_backoff_max(),
+            connect_timeout: default_connect_timeout(),
+            initial_backoff: default_backoff_initial(),
+            max_backoff: default_backoff_max(),
         }
     }
 }
 
-fn default_connect_timeout() -> u64 {
-    10
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
 }
-fn default_backoff_initial() -> u64 {
-    500
+fn default_backoff_initial() -> Duration {
+    Duration::from_millis(500)
 }
-fn default_backoff_max() -> u64 {
-    60_000
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(60)
 }
 
-/// `[aggregator.tls]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of the CA that signed the aggregator's certificate; system roots if absent.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate for mTLS (needs `key_file`).
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Name to verify in the server certificate, when it differs from the endpoint host.
-    #[serde(default)]
-    pub domain_name: Option<String>,
+/// `spool.fsync`: when the spool is flushed to disk.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolFsync {
+    /// fsync before each checkpoint write (default): a checkpoint never passes data that is
+    /// not on disk.
+    #[default]
+    Batch,
+    /// fsync after every record.
+    Always,
+}
+
+impl From<SpoolFsync> for FsyncPolicy {
+    fn from(f: SpoolFsync) -> Self {
+        match f {
+            SpoolFsync::Batch => FsyncPolicy::OnSync,
+            SpoolFsync::Always => FsyncPolicy::Always,
+        }
+    }
 }
 
 /// `[spool]`: the on-disk buffer.
@@ -232,8 +251,8 @@ pub struct SpoolConfig {
     #[serde(default = "default_segment")]
     pub segment_bytes: u64,
     /// `"batch"` (fsync before each checkpoint write) or `"always"` (fsync every record).
-    #[serde(default = "default_fsync")]
-    pub fsync: String,
+    #[serde(default)]
+    pub fsync: SpoolFsync,
 }
 
 fn default_spool_max() -> u64 {
@@ -242,16 +261,13 @@ fn default_spool_max() -> u64 {
 fn default_segment() -> u64 {
     8 * 1024 * 1024
 }
-fn default_fsync() -> String {
-    "batch".into()
-}
 
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             max_bytes: default_spool_max(),
             segment_bytes: default_segment(),
-            fsync: default_fsync(),
+            fsync: SpoolFsync::default(),
         }
     }
 }
@@ -266,9 +282,9 @@ pub struct BatchConfig {
     /// Most payload bytes per batch (keep well under the server's 4 MiB message limit).
     #[serde(default = "default_batch_bytes")]
     pub max_bytes: usize,
-    /// Wait this long for more records before sending a partial batch, in milliseconds.
+    /// Wait this long for more records before sending a partial batch.
     #[serde(default = "default_linger")]
-    pub linger_ms: u64,
+    pub linger: Duration,
     /// Batches sent but not yet acknowledged, at most.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
@@ -280,8 +296,8 @@ fn default_batch_records() -> usize {
 fn default_batch_bytes() -> usize {
     1024 * 1024
 }
-fn default_linger() -> u64 {
-    50
+fn default_linger() -> Duration {
+    Duration::from_millis(50)
 }
 fn default_in_flight() -> usize {
     4
@@ -292,7 +308,7 @@ impl Default for BatchConfig {
         Self {
             max_records: default_batch_records(),
             max_bytes: default_batch_bytes(),
-            linger_ms: default_linger(),
+            linger: default_linger(),
             max_in_flight: default_in_flight(),
         }
     }
@@ -316,10 +332,13 @@ impl AgentConfig {
     /// # Errors
     /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_owned(),
-            message: e.to_string(),
-        })?;
+        // Deprecated keys are rewritten here and each logged once, naming its replacement.
+        let cfg: Self = patchwatch_config::from_toml(text)
+            .map_err(|e| ConfigError::Parse {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?
+            .value;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -337,17 +356,8 @@ impl AgentConfig {
             host_name: None,
             data_dir,
             metrics_listen: None,
-            stall_threshold_secs: default_stall(),
-            sources: SourcesConfig {
-                include: default_includes(),
-                exclude: Vec::new(),
-                poll: false,
-                case_insensitive: true,
-                encoding_fallback: default_encoding(),
-                poll_interval_ms: default_poll_ms(),
-                rescan_interval_ms: default_rescan_ms(),
-                idle_close_secs: default_idle_close(),
-            },
+            stall_threshold: default_stall(),
+            sources: SourcesConfig::default(),
             aggregator: AggregatorConfig {
                 endpoint: "http://127.0.0.1:4790".into(),
                 ..AggregatorConfig::default()
@@ -366,7 +376,7 @@ impl AgentConfig {
         if self.sources.include.is_empty() {
             return Err(invalid(
                 "sources.include",
-                "at least one glob pattern is required",
+                "at least one glob pattern is required (this platform has no standard locations)",
             ));
         }
         if encoding_rs::Encoding::for_label(self.sources.encoding_fallback.as_bytes()).is_none() {
@@ -378,11 +388,8 @@ impl AgentConfig {
                 ),
             ));
         }
-        if self.sources.poll_interval_ms == 0 {
-            return Err(invalid(
-                "sources.poll_interval_ms",
-                "must be greater than 0",
-            ));
+        if self.sources.poll_interval.is_zero() {
+            return Err(invalid("sources.poll_interval", "must be greater than 0"));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
@@ -394,15 +401,14 @@ impl AgentConfig {
                 "must be non-zero and at most half of spool.max_bytes",
             ));
         }
-        self.spool_fsync()?;
         if self.batch.max_records == 0 || self.batch.max_in_flight == 0 {
             return Err(invalid(
                 "batch.max_records",
                 "batch.max_records and batch.max_in_flight must be greater than 0",
             ));
         }
-        if self.stall_threshold_secs == 0 {
-            return Err(invalid("stall_threshold_secs", "must be greater than 0"));
+        if self.stall_threshold.is_zero() {
+            return Err(invalid("stall_threshold", "must be greater than 0"));
         }
         Ok(())
     }
@@ -422,11 +428,7 @@ impl AgentConfig {
                 ));
             }
             let a = &self.aggregator;
-            if a.tls.is_some()
-                || a.token.is_some()
-                || a.token_env.is_some()
-                || a.token_file.is_some()
-            {
+            if a.tls.is_some() || a.token.is_some() {
                 return Err(invalid(
                     "aggregator.endpoint",
                     "TLS or token settings are given but no endpoint",
@@ -455,49 +457,28 @@ impl AgentConfig {
                 ));
             }
         }
-        let tokens = [
-            self.aggregator.token.is_some(),
-            self.aggregator.token_env.is_some(),
-            self.aggregator.token_file.is_some(),
-        ];
-        if tokens.iter().filter(|t| **t).count() > 1 {
-            return Err(invalid(
-                "aggregator.token",
-                "give at most one of token, token_env, token_file",
-            ));
-        }
-        if self.aggregator.backoff_initial_ms == 0
-            || self.aggregator.backoff_max_ms < self.aggregator.backoff_initial_ms
+        if self.aggregator.initial_backoff.is_zero()
+            || self.aggregator.max_backoff < self.aggregator.initial_backoff
         {
             return Err(invalid(
-                "aggregator.backoff_max_ms",
-                "backoff_initial_ms must be > 0 and <= backoff_max_ms",
+                "aggregator.max_backoff",
+                "initial_backoff must be > 0 and <= max_backoff",
             ));
         }
         Ok(())
     }
 
     /// The fsync policy named by `spool.fsync`.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] for an unknown name.
-    pub fn spool_fsync(&self) -> Result<FsyncPolicy, ConfigError> {
-        match self.spool.fsync.as_str() {
-            "batch" => Ok(FsyncPolicy::OnSync),
-            "always" => Ok(FsyncPolicy::Always),
-            other => Err(invalid(
-                "spool.fsync",
-                format!("{other:?} is not one of \"batch\", \"always\""),
-            )),
-        }
+    pub fn spool_fsync(&self) -> FsyncPolicy {
+        self.spool.fsync.into()
     }
 
     /// Tailer options derived from `[sources]`.
     pub fn tail_options(&self) -> TailOptions {
         TailOptions {
-            poll_interval: Duration::from_millis(self.sources.poll_interval_ms),
-            rescan_interval: Duration::from_millis(self.sources.rescan_interval_ms),
-            idle_close: Duration::from_secs(self.sources.idle_close_secs),
+            poll_interval: self.sources.poll_interval.get(),
+            rescan_interval: self.sources.rescan_interval.get(),
+            idle_close: self.sources.idle_close.get(),
             poll: self.sources.poll,
             ..TailOptions::default()
         }
@@ -529,10 +510,10 @@ endpoint = "http://127.0.0.1:4790"
     #[test]
     fn minimal_config_gets_defaults() {
         let c = AgentConfig::from_toml(MIN, "t.toml").unwrap();
-        assert_eq!(c.stall_threshold_secs, 600);
+        assert_eq!(c.stall_threshold, Duration::from_secs(600));
         assert_eq!(c.sources.encoding_fallback, "windows-1252");
         assert_eq!(c.batch.max_in_flight, 4);
-        assert_eq!(c.spool_fsync().unwrap(), FsyncPolicy::OnSync);
+        assert_eq!(c.spool_fsync(), FsyncPolicy::OnSync);
     }
 
     #[test]
@@ -556,7 +537,12 @@ endpoint = "http://127.0.0.1:4790"
             (
                 "[aggregator]",
                 "[spool]\nfsync = \"sometimes\"\n[aggregator]",
-                "spool.fsync",
+                "unknown variant `sometimes`, expected `batch` or `always`",
+            ),
+            (
+                "[aggregator]",
+                "[batch]\nlinger = \"soon\"\n[aggregator]",
+                "invalid duration \"soon\"",
             ),
             (
                 "[aggregator]",
@@ -598,6 +584,72 @@ endpoint = "http://127.0.0.1:4790"
         let c = AgentConfig::from_toml(text, "agent.example.toml").unwrap();
         assert!(c.sources.poll);
         assert!(c.aggregator.tls.as_ref().unwrap().cert_file.is_some());
+    }
+
+    #[test]
+    fn missing_or_empty_sources_mean_the_platform_locations() {
+        let no_sources =
+            "data_dir = \"/tmp/pw\"\n[aggregator]\nendpoint = \"http://127.0.0.1:1\"\n";
+        let empty = format!("{no_sources}[sources]\n");
+        let poll_only = format!("{no_sources}[sources]\npoll = true\n");
+        for text in [no_sources, &empty, &poll_only] {
+            let parsed: AgentConfig = patchwatch_config::from_toml(text).unwrap().value;
+            assert_eq!(parsed.sources.include, default_includes(), "{text}");
+            assert_eq!(
+                parsed.sources.rescan_interval,
+                SourcesConfig::default().rescan_interval
+            );
+            // Windows has standard locations; elsewhere validation asks for them by name.
+            let result = AgentConfig::from_toml(text, "t");
+            assert_eq!(result.is_ok(), cfg!(windows), "{result:?}");
+            match result {
+                Ok(c) => assert_eq!(c.sources.include.len(), 5),
+                Err(e) => assert!(e.to_string().contains("sources.include"), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn token_is_redacted_in_debug() {
+        let text = format!("{MIN}token = \"s3cret-token\"\n");
+        let c = AgentConfig::from_toml(&text, "t").unwrap();
+        assert!(c.aggregator.token.is_some());
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+    }
+
+    #[test]
+    fn old_example_spellings_give_the_same_config_with_warnings() {
+        let old = include_str!("../../config/tests/data/old/agent.example.toml");
+        let new = include_str!("../../deploy/agent.example.toml");
+        let loaded = patchwatch_config::from_toml::<AgentConfig>(old).unwrap();
+        assert_eq!(loaded.value, AgentConfig::from_toml(new, "new").unwrap());
+        assert_eq!(
+            AgentConfig::from_toml(old, "old").unwrap(),
+            AgentConfig::from_toml(new, "new").unwrap()
+        );
+        let old_keys: Vec<&str> = loaded
+            .deprecations
+            .iter()
+            .map(|d| d.old_path.as_str())
+            .collect();
+        assert_eq!(
+            old_keys,
+            [
+                "stall_threshold_secs",
+                "aggregator.connect_timeout_secs",
+                "aggregator.backoff_initial_ms",
+                "aggregator.backoff_max_ms",
+                "aggregator.token_file",
+                "batch.linger_ms",
+                "sources.poll_interval_ms",
+                "sources.rescan_interval_ms",
+                "sources.idle_close_secs",
+            ]
+        );
+        assert_eq!(
+            loaded.deprecations[4].to_string(),
+            "`aggregator.token_file` is deprecated; use `aggregator.token = { file = \"/etc/patchwatch/token\" }`"
+        );
     }
 
     #[test]

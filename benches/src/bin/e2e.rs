@@ -281,7 +281,7 @@ async fn latency(args: &Args) -> Result<()> {
         format!("http://{}", agg.grpc_addr()),
         host,
     );
-    cfg.batch.linger_ms = args.linger_ms;
+    cfg.batch.linger = std::time::Duration::from_millis(args.linger_ms).into();
     let catalog = Arc::new(Catalog::builtin());
     let agent = Agent::start(
         &cfg,
@@ -348,7 +348,7 @@ async fn latency(args: &Args) -> Result<()> {
             .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
     };
     println!(
-        "\n## line written -> finding stored (batch.linger_ms = {}, sources.poll_interval_ms = {}, {} samples, {timeouts} without a finding in 3 s)",
+        "\n## line written -> finding stored (batch.linger = {}ms, sources.poll_interval = {}, {} samples, {timeouts} without a finding in 3 s)",
         args.linger_ms, cfg.sources.poll_interval_ms, lat.len()
     );
     println!(

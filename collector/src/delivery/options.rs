@@ -1,6 +1,5 @@
 //! Delivery settings resolved from the config: TLS material loaded, token read, endpoint built.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use patchwatch_proto::HostInfo;
@@ -12,20 +11,13 @@ use crate::config::AgentConfig;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeliveryError {
-    /// A TLS or token file cannot be read.
-    #[error("{field}: cannot read {path}: {source}")]
-    File {
-        /// Config field naming the file.
-        field: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The token environment variable is not set or empty.
-    #[error("aggregator.token_env: environment variable {0} is not set or empty")]
-    TokenEnv(String),
+    /// A TLS file cannot be read or holds no certificate or key; names field and file.
+    #[error(transparent)]
+    Tls(#[from] patchwatch_config::TlsError),
+    /// The token's variable is not set, or its file cannot be read or is empty; names the
+    /// field and the variable or file.
+    #[error(transparent)]
+    Token(#[from] patchwatch_config::SecretError),
     /// The token cannot be sent as an HTTP header value.
     #[error("{0}: bearer token contains characters not allowed in an HTTP header")]
     TokenInvalid(&'static str),
@@ -156,58 +148,33 @@ impl DeliveryOptions {
     /// Resolves the config: reads TLS files and the token (from value, env var or file).
     ///
     /// # Errors
-    /// [`DeliveryError`] naming the config field and file.
+    /// [`DeliveryError`] naming the config field and the file or variable.
     pub fn from_config(
         cfg: &AgentConfig,
         collector_id: impl Into<String>,
         host: HostInfo,
     ) -> Result<Self, DeliveryError> {
         let a = &cfg.aggregator;
-        let read = |field: &'static str, path: &Path| {
-            std::fs::read(path).map_err(|source| DeliveryError::File {
-                field,
-                path: path.to_path_buf(),
-                source,
-            })
-        };
         let tls = match &a.tls {
             None => None,
-            Some(t) => Some(TlsMaterial {
-                ca_pem: t
-                    .ca_file
-                    .as_deref()
-                    .map(|p| read("aggregator.tls.ca_file", p))
-                    .transpose()?,
-                identity_pem: match (&t.cert_file, &t.key_file) {
-                    (Some(c), Some(k)) => Some((
-                        read("aggregator.tls.cert_file", c)?,
-                        read("aggregator.tls.key_file", k)?,
-                    )),
-                    _ => None,
-                },
-                domain_name: t.domain_name.clone(),
-            }),
-        };
-        let (field, token) = if let Some(t) = &a.token {
-            ("aggregator.token", Some(t.clone()))
-        } else if let Some(var) = &a.token_env {
-            match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => {
-                    ("aggregator.token_env", Some(v.trim().to_owned()))
-                }
-                _ => return Err(DeliveryError::TokenEnv(var.clone())),
+            Some(t) => {
+                let pem = t.load("aggregator.tls")?;
+                Some(TlsMaterial {
+                    ca_pem: pem.ca,
+                    identity_pem: pem.identity,
+                    domain_name: pem.server_name,
+                })
             }
-        } else if let Some(p) = &a.token_file {
-            let bytes = read("aggregator.token_file", p)?;
-            let text = String::from_utf8_lossy(&bytes).trim().to_owned();
-            ("aggregator.token_file", Some(text))
-        } else {
-            ("aggregator.token", None)
         };
-        let token = token.map(BearerToken);
+        let token = match &a.token {
+            None => None,
+            Some(secret) => Some(BearerToken(
+                secret.resolve("aggregator.token")?.expose().to_owned(),
+            )),
+        };
         if let Some(t) = &token {
             if tonic::metadata::MetadataValue::try_from(t.header()).is_err() {
-                return Err(DeliveryError::TokenInvalid(field));
+                return Err(DeliveryError::TokenInvalid("aggregator.token"));
             }
         }
         let mut o = Self::new(a.endpoint.clone(), collector_id, host);
@@ -216,11 +183,11 @@ impl DeliveryOptions {
         o.compression = a.compression;
         o.max_batch_records = cfg.batch.max_records;
         o.max_batch_bytes = cfg.batch.max_bytes;
-        o.linger = Duration::from_millis(cfg.batch.linger_ms);
+        o.linger = cfg.batch.linger.get();
         o.max_in_flight = cfg.batch.max_in_flight;
-        o.connect_timeout = Duration::from_secs(a.connect_timeout_secs);
-        o.backoff_initial = Duration::from_millis(a.backoff_initial_ms);
-        o.backoff_max = Duration::from_millis(a.backoff_max_ms);
+        o.connect_timeout = a.connect_timeout.get();
+        o.backoff_initial = a.initial_backoff.get();
+        o.backoff_max = a.max_backoff.get();
         Ok(o)
     }
 

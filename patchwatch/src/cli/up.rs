@@ -95,9 +95,9 @@ pub fn agent_config(
     }
     cfg.aggregator.endpoint = format!("http://{grpc}");
     // Loopback to an embedded aggregator: deliver promptly, reconnect fast.
-    cfg.batch.linger_ms = 50;
-    cfg.aggregator.backoff_initial_ms = 100;
-    cfg.aggregator.backoff_max_ms = 2000;
+    cfg.batch.linger = std::time::Duration::from_millis(50).into();
+    cfg.aggregator.initial_backoff = std::time::Duration::from_millis(100).into();
+    cfg.aggregator.max_backoff = std::time::Duration::from_millis(2000).into();
     cfg
 }
 

@@ -235,13 +235,13 @@ pub fn agent_config(dirs: &[&Path], data_dir: &Path, endpoint: &str, host: &str)
         .iter()
         .map(|d| d.join("*.log").display().to_string())
         .collect();
-    cfg.sources.poll_interval_ms = 20;
-    cfg.sources.rescan_interval_ms = 200;
+    cfg.sources.poll_interval = std::time::Duration::from_millis(20).into();
+    cfg.sources.rescan_interval = std::time::Duration::from_millis(200).into();
     cfg.aggregator.endpoint = endpoint.to_string();
-    cfg.aggregator.connect_timeout_secs = 2;
-    cfg.aggregator.backoff_initial_ms = 50;
-    cfg.aggregator.backoff_max_ms = 300;
-    cfg.batch.linger_ms = 20;
+    cfg.aggregator.connect_timeout = std::time::Duration::from_secs(2).into();
+    cfg.aggregator.initial_backoff = std::time::Duration::from_millis(50).into();
+    cfg.aggregator.max_backoff = std::time::Duration::from_millis(300).into();
+    cfg.batch.linger = std::time::Duration::from_millis(20).into();
     cfg
 }
 
@@ -251,22 +251,22 @@ pub fn agent_toml(cfg: &AgentConfig) -> String {
     let include: Vec<String> = cfg.sources.include.iter().map(|s| q(s)).collect();
     format!(
         "host_name = {host}\ndata_dir = {data}\n\n[sources]\ninclude = [{include}]\n\
-         poll_interval_ms = {poll}\nrescan_interval_ms = {rescan}\n\n[aggregator]\n\
-         endpoint = {ep}\nconnect_timeout_secs = {ct}\nbackoff_initial_ms = {bi}\n\
-         backoff_max_ms = {bm}\n\n[spool]\nmax_bytes = {smax}\nsegment_bytes = {sseg}\n\n\
-         [batch]\nlinger_ms = {linger}\n",
+         poll_interval = \"{poll}\"\nrescan_interval = \"{rescan}\"\n\n[aggregator]\n\
+         endpoint = {ep}\nconnect_timeout = \"{ct}\"\ninitial_backoff = \"{bi}\"\n\
+         max_backoff = \"{bm}\"\n\n[spool]\nmax_bytes = {smax}\nsegment_bytes = {sseg}\n\n\
+         [batch]\nlinger = \"{linger}\"\n",
         host = q(cfg.host_name.as_deref().unwrap_or("localhost")),
         data = q(&cfg.data_dir.display().to_string()),
         include = include.join(", "),
-        poll = cfg.sources.poll_interval_ms,
-        rescan = cfg.sources.rescan_interval_ms,
+        poll = cfg.sources.poll_interval,
+        rescan = cfg.sources.rescan_interval,
         ep = q(&cfg.aggregator.endpoint),
-        ct = cfg.aggregator.connect_timeout_secs,
-        bi = cfg.aggregator.backoff_initial_ms,
-        bm = cfg.aggregator.backoff_max_ms,
+        ct = cfg.aggregator.connect_timeout,
+        bi = cfg.aggregator.initial_backoff,
+        bm = cfg.aggregator.max_backoff,
         smax = cfg.spool.max_bytes,
         sseg = cfg.spool.segment_bytes,
-        linger = cfg.batch.linger_ms,
+        linger = cfg.batch.linger,
     )
 }
 

@@ -13,7 +13,7 @@ async fn a_quiet_in_progress_run_is_reported_stalled_once() {
     let agg = TestAggregator::start(&tmp.path().join("agg")).await;
     let host = "E2E-STALL";
     let mut cfg = agent_config(&[&logs], &tmp.path().join("agent"), &agg.endpoint(), host);
-    cfg.stall_threshold_secs = 2;
+    cfg.stall_threshold = std::time::Duration::from_secs(2).into();
     let agent = start_agent(&cfg);
     let log = logs.join("ExchangeSetup.log");
     append(
