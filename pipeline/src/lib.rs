@@ -33,6 +33,7 @@ mod finding;
 mod frame;
 pub mod matcher;
 mod model;
+pub mod msi_codes;
 pub mod rules;
 pub mod sample;
 mod scanner;

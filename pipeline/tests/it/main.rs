@@ -3,5 +3,6 @@
 
 mod common;
 mod corpus;
+mod msi_codes;
 mod rules;
 mod streaming;
