@@ -5,12 +5,20 @@ mod cli;
 #[cfg(windows)]
 mod winsvc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// The version and the commit it was built from, for every `--version`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PATCHWATCH_COMMIT"),
+    ")"
+);
 
 /// Watches Exchange Server and Windows Installer update logs and says what went wrong, why, and
 /// how to fix it.
 #[derive(Debug, Parser)]
-#[command(name = "patchwatch", version, about, propagate_version = true)]
+#[command(name = "patchwatch", version = VERSION, about, propagate_version = true)]
 struct Cli {
     /// Log filter for patchwatch's own diagnostics, e.g. `info`, `patchwatch=debug`.
     #[arg(long, global = true, default_value = "warn", env = "PATCHWATCH_LOG")]
@@ -39,13 +47,29 @@ enum Command {
     #[cfg(feature = "aggregator")]
     /// Run the central aggregator: gRPC ingest, store, HTTP API and dashboard.
     Aggregator(cli::aggregator::AggregatorArgs),
+    /// Write shell completions (bash, zsh, fish, powershell, elvish) to stdout.
+    Completions(cli::completions::CompletionsArgs),
+    /// Write the man page (roff) to stdout: `patchwatch man > patchwatch.1`.
+    Man,
     /// Create, list or end maintenance windows on an aggregator.
     #[command(subcommand)]
     Window(cli::window::WindowCommand),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        // A subcommand's `--version` would name itself `patchwatch-agent`: one answer for all.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            println!("patchwatch {VERSION}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -64,12 +88,24 @@ fn main() -> std::process::ExitCode {
         #[cfg(feature = "aggregator")]
         Command::Aggregator(a) => cli::aggregator::run(a),
         Command::Window(c) => cli::window::run(c),
+        Command::Completions(a) => cli::completions::completions(a, Cli::command()),
+        Command::Man => cli::completions::man(Cli::command()),
     };
     match result {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(2)),
+        // A closed pipe (`patchwatch rules list | head`) is the reader's choice, not an error.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("patchwatch: error: {e:#}");
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// True when `e` comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

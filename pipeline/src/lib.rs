@@ -127,22 +127,49 @@ pub fn scan_bytes(catalog: std::sync::Arc<Catalog>, ctx: ScanContext, bytes: &[u
 
 /// Collects a finished scanner's events into a [`ScanOutput`] (the last update of each run wins).
 pub fn collect(mut s: FileScanner) -> ScanOutput {
-    let mut out = ScanOutput {
-        diagnostics: s.drain_diagnostics(),
-        stats: s.stats().clone(),
-        kind: s.kind(),
-        ..Default::default()
-    };
-    for e in s.drain_events() {
+    let mut b = OutputBuilder::default();
+    b.absorb(&mut s);
+    b.finish(&s)
+}
+
+/// Builds a [`ScanOutput`] from a scanner's events as they come, so a long scan need not keep
+/// every run update until the end: each update replaces the run's earlier state in place
+/// (one hash lookup, not a search of all runs).
+#[derive(Debug, Default)]
+pub struct OutputBuilder {
+    out: ScanOutput,
+    run_index: std::collections::HashMap<String, usize>,
+}
+
+impl OutputBuilder {
+    /// Takes the scanner's pending events and diagnostics.
+    pub fn absorb(&mut self, s: &mut FileScanner) {
+        self.out.diagnostics.extend(s.drain_diagnostics());
+        for e in s.drain_events() {
+            self.push(e);
+        }
+    }
+
+    /// Adds one event.
+    pub fn push(&mut self, e: Event) {
         match e {
-            Event::Finding(f) => out.findings.push(*f),
-            Event::Run(r) => match out.runs.iter_mut().find(|x| x.run_id == r.run_id) {
-                Some(x) => *x = *r,
-                None => out.runs.push(*r),
+            Event::Finding(f) => self.out.findings.push(*f),
+            Event::Run(r) => match self.run_index.get(&r.run_id) {
+                Some(&i) => self.out.runs[i] = *r,
+                None => {
+                    self.run_index.insert(r.run_id.clone(), self.out.runs.len());
+                    self.out.runs.push(*r);
+                }
             },
         }
     }
-    out
+
+    /// The output, with the finished scanner's counters and kind.
+    pub fn finish(mut self, s: &FileScanner) -> ScanOutput {
+        self.out.stats = s.stats().clone();
+        self.out.kind = s.kind();
+        self.out
+    }
 }
 
 /// Which rules a pasted error message matches (all rules, including explain-only ones).

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::io::Write;
+
 use anyhow::Result;
 use patchwatch_collector::config::AgentConfig;
 use patchwatch_collector::discovery::Discovery;
@@ -48,26 +50,27 @@ pub fn run(args: AgentArgs) -> Result<i32> {
 
 /// `--check`: what would be watched, without starting.
 fn check(config: &AgentConfig, catalog: &patchwatch_pipeline::Catalog) -> Result<i32> {
+    let mut out = std::io::stdout().lock();
     let d = Discovery::new(
         &config.sources.include,
         &config.sources.exclude,
         config.sources.case_insensitive,
     )?;
-    println!("configuration OK; {} rules", catalog.rules().len());
-    println!("aggregator: {}", config.aggregator.endpoint);
-    println!("data directory: {}", config.data_dir.display());
+    writeln!(out, "configuration OK; {} rules", catalog.rules().len())?;
+    writeln!(out, "aggregator: {}", config.aggregator.endpoint)?;
+    writeln!(out, "data directory: {}", config.data_dir.display())?;
     for root in d.roots() {
         let state = if root.exists() {
             "exists"
         } else {
             "missing: watched until it appears"
         };
-        println!("watching folder {} ({state})", root.display());
+        writeln!(out, "watching folder {} ({state})", root.display())?;
     }
     let files = d.scan();
-    println!("{} file(s) match now:", files.len());
+    writeln!(out, "{} file(s) match now:", files.len())?;
     for f in files {
-        println!("  {}", f.display());
+        writeln!(out, "  {}", f.display())?;
     }
     Ok(0)
 }

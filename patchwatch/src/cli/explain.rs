@@ -46,7 +46,7 @@ pub fn run(args: ExplainArgs) -> Result<i32> {
             writeln!(
                 out,
                 "{}",
-                super::report::finding_json(std::path::Path::new("<pasted text>"), f, false)
+                super::report::finding_json(std::path::Path::new("<pasted text>"), f, false, 0)
             )?;
             continue;
         }

@@ -4,6 +4,7 @@ pub mod agent;
 #[cfg(feature = "aggregator")]
 pub mod aggregator;
 mod api;
+pub mod completions;
 #[cfg(feature = "aggregator")]
 pub mod demo;
 pub mod explain;
@@ -67,11 +68,15 @@ impl CommonScanArgs {
         let mut ctx = ScanContext::new(self.host.clone().unwrap_or_else(local_host), path);
         ctx.fallback_encoding = patchwatch_pipeline::decode::code_page(&self.encoding)
             .unwrap_or(encoding_rs::WINDOWS_1252);
-        ctx.utc_offset_seconds = self
-            .utc_offset
-            .map_or_else(local_utc_offset_seconds, |m| m * 60);
+        ctx.utc_offset_seconds = self.utc_offset_seconds();
         ctx.max_line_bytes = self.max_line_bytes;
         ctx
+    }
+
+    /// The offset from UTC, in seconds, that log timestamps are read in.
+    pub fn utc_offset_seconds(&self) -> i32 {
+        self.utc_offset
+            .map_or_else(local_utc_offset_seconds, |m| m * 60)
     }
 
     /// Checks options that clap cannot.

@@ -182,10 +182,23 @@ fn finding_detail(out: &mut dyn Write, f: &Finding, pad: &str) -> Result<()> {
     Ok(())
 }
 
-/// JSON object of a run.
-pub(crate) fn run_json(path: &Path, r: &RunSummary) -> serde_json::Value {
+/// A naive log time (`2015-03-22T16:50:49.000`) as RFC 3339 with the zone the log was read in.
+fn rfc3339_local(naive: Option<&str>, offset_seconds: i32) -> Option<String> {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    let t = time::PrimitiveDateTime::parse(naive?, fmt).ok()?;
+    let offset = time::UtcOffset::from_whole_seconds(offset_seconds).ok()?;
+    t.assume_offset(offset)
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// JSON object of a run; times carry the offset they were read in (`--utc-offset`).
+pub(crate) fn run_json(path: &Path, r: &RunSummary, offset_seconds: i32) -> serde_json::Value {
     json!({
         "type": "run",
+        "host": r.host,
         "path": path.display().to_string(),
         "run": r.index,
         "run_id": r.run_id,
@@ -197,18 +210,24 @@ pub(crate) fn run_json(path: &Path, r: &RunSummary) -> serde_json::Value {
         "target_build": r.target_build,
         "installed_build": r.installed_build,
         "phase": r.phase,
-        "started": r.started,
-        "last_time": r.last_time,
+        "started": rfc3339_local(r.started.as_deref(), offset_seconds),
+        "last_time": rfc3339_local(r.last_time.as_deref(), offset_seconds),
         "duration_seconds": r.duration_seconds,
         "primary_finding_id": r.primary_finding_id,
     })
 }
 
-/// JSON object of a finding.
-pub(crate) fn finding_json(path: &Path, f: &Finding, primary: bool) -> serde_json::Value {
+/// JSON object of a finding; its time carries the offset it was read in (`--utc-offset`).
+pub(crate) fn finding_json(
+    path: &Path,
+    f: &Finding,
+    primary: bool,
+    offset_seconds: i32,
+) -> serde_json::Value {
     json!({
         "type": "finding",
         "id": f.id,
+        "host": f.host,
         "path": path.display().to_string(),
         "run": f.run_index,
         "run_id": f.run_id,
@@ -220,7 +239,7 @@ pub(crate) fn finding_json(path: &Path, f: &Finding, primary: bool) -> serde_jso
         "primary": primary,
         "line": f.line,
         "byte_offset": f.byte_offset,
-        "event_time": f.event_time,
+        "event_time": rfc3339_local(f.event_time.as_deref(), offset_seconds),
         "evidence": f.evidence,
         "fields": f.fields,
         "remediation": f.remediation,
@@ -228,13 +247,18 @@ pub(crate) fn finding_json(path: &Path, f: &Finding, primary: bool) -> serde_jso
 }
 
 /// Writes JSON Lines for one file.
-pub(crate) fn json_lines(out: &mut dyn Write, path: &Path, o: &ScanOutput) -> Result<()> {
+pub(crate) fn json_lines(
+    out: &mut dyn Write,
+    path: &Path,
+    o: &ScanOutput,
+    offset_seconds: i32,
+) -> Result<()> {
     let by_run = group_by_run(&o.findings, |f| f.run_id.as_str());
     for r in &o.runs {
-        writeln!(out, "{}", run_json(path, r))?;
+        writeln!(out, "{}", run_json(path, r, offset_seconds))?;
         for f in by_run.get(r.run_id.as_str()).into_iter().flatten() {
             let primary = r.primary_finding_id.as_deref() == Some(f.id.as_str());
-            writeln!(out, "{}", finding_json(path, f, primary))?;
+            writeln!(out, "{}", finding_json(path, f, primary, offset_seconds))?;
         }
     }
     for d in &o.diagnostics {
@@ -247,11 +271,97 @@ pub(crate) fn json_lines(out: &mut dyn Write, path: &Path, o: &ScanOutput) -> Re
     Ok(())
 }
 
+/// Totals of a scan of several files.
+#[derive(Debug, Default)]
+pub(crate) struct Summary {
+    files: usize,
+    runs: usize,
+    failed_runs: usize,
+    findings: usize,
+    by_severity: std::collections::BTreeMap<&'static str, usize>,
+    /// Paths that could not be read.
+    pub(crate) errors: usize,
+}
+
+impl Summary {
+    /// Counts one scanned file.
+    pub(crate) fn add(&mut self, o: &ScanOutput) {
+        self.files += 1;
+        self.runs += o.runs.len();
+        self.failed_runs += o
+            .runs
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .count();
+        self.findings += o.findings.len();
+        for f in &o.findings {
+            *self.by_severity.entry(f.severity.as_str()).or_default() += 1;
+        }
+    }
+
+    /// The closing line of the human report.
+    pub(crate) fn human(&self, out: &mut dyn Write) -> Result<()> {
+        let severities: Vec<String> = self
+            .by_severity
+            .iter()
+            .rev()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        writeln!(
+            out,
+            "{} {} file(s), {} run(s) ({} failed), {} finding(s){}{}",
+            "Scanned".bold(),
+            self.files,
+            self.runs,
+            self.failed_runs,
+            self.findings,
+            if severities.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", severities.join(", "))
+            },
+            if self.errors > 0 {
+                format!("; {} path(s) could not be read", self.errors)
+            } else {
+                String::new()
+            }
+        )?;
+        Ok(())
+    }
+
+    /// The closing JSON Lines object.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        json!({
+            "type": "summary",
+            "files": self.files,
+            "runs": self.runs,
+            "failed_runs": self.failed_runs,
+            "findings": self.findings,
+            "by_severity": self.by_severity,
+            "errors": self.errors,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
 
-    use super::group_by_run;
+    use super::{group_by_run, rfc3339_local};
+
+    #[test]
+    fn log_times_carry_the_offset_they_were_read_in() {
+        let t = Some("2015-03-22T16:50:49.000");
+        assert_eq!(
+            rfc3339_local(t, 3600).as_deref(),
+            Some("2015-03-22T16:50:49+01:00")
+        );
+        assert_eq!(
+            rfc3339_local(t, -300 * 60).as_deref(),
+            Some("2015-03-22T16:50:49-05:00")
+        );
+        assert_eq!(rfc3339_local(Some("not a time"), 0), None);
+    }
 
     /// Work grows with the findings, not with findings × runs: the key is read once per item.
     #[test]

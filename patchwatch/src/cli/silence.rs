@@ -92,6 +92,12 @@ pub(super) async fn run(cmd: SilenceCommand) -> Result<()> {
                     .iter()
                     .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
             });
+            // Without a name or a token the aggregator can only answer "created_by: required".
+            if created_by.is_none() && a.server.token.is_none() {
+                anyhow::bail!(
+                    "--created-by NAME is needed: USER and USERNAME are unset and no --token was given"
+                );
+            }
             let mut body = json!({ "comment": a.comment, "starts_at": a.start });
             if !labels.is_empty() {
                 body["labels"] = Value::Object(labels);

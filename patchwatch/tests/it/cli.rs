@@ -115,3 +115,94 @@ fn a_bad_rule_file_is_refused_naming_file_rule_and_field() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--encoding"));
 }
+
+#[test]
+fn scan_json_carries_host_offset_times_and_ends_many_files_with_a_summary() {
+    let out = patchwatch(&[
+        "scan",
+        "--format",
+        "json",
+        "--host",
+        "EX07",
+        "--utc-offset",
+        "-300",
+        &fixture("ExchangeSetup_MSI_1.log"),
+        &fixture("ExchangeSetup_Vdir_1.log"),
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let findings: Vec<&serde_json::Value> =
+        lines.iter().filter(|v| v["type"] == "finding").collect();
+    assert!(!findings.is_empty());
+    for f in &findings {
+        assert_eq!(f["host"], "EX07", "{f}");
+        if let Some(t) = f["event_time"].as_str() {
+            assert!(
+                t.ends_with("-05:00"),
+                "RFC 3339 with the offset read in: {t}"
+            );
+        }
+    }
+    assert!(findings.iter().any(|f| f["event_time"].is_string()));
+    let last = lines.last().expect("output");
+    assert_eq!(last["type"], "summary", "{last}");
+    assert_eq!(last["files"], 2);
+    assert_eq!(last["findings"].as_u64(), Some(findings.len() as u64));
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_with_status_0() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+        .args(["rules", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).expect("some output");
+    drop(stdout); // like `| head -c 16`: the reader goes away mid-listing
+    let out = child.wait_with_output().expect("exits");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn version_names_the_commit_for_every_command() {
+    for args in [&["--version"][..], &["agent", "--version"][..]] {
+        let out = patchwatch(args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("patchwatch "), "{args:?}: {text}");
+        assert!(text.contains("(commit "), "{args:?}: {text}");
+    }
+}
+
+#[test]
+fn completions_for_each_shell_and_a_man_page() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef patchwatch"),
+        ("fish", "complete -c patchwatch"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = patchwatch(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: no `{marker}`");
+        assert!(text.contains("scan"), "{shell}: subcommands listed");
+    }
+    let man = patchwatch(&["man"]);
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(text.contains(".TH patchwatch 1"), "{text}");
+    assert!(
+        text.contains(".TH patchwatch-scan 1"),
+        "a page per subcommand"
+    );
+}
