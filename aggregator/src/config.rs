@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use patchwatch_sinks::routing::RoutingConfig;
+use crate::routing::RoutingConfig;
 use patchwatch_sinks::SinkConfig;
 use serde::Deserialize;
 
@@ -32,7 +32,7 @@ pub struct Config {
     pub http: HttpConfig,
     /// Where findings, runs and hosts are stored.
     pub store: StoreConfig,
-    /// Alert routing (`[routing]`, the shape of `patchwatch_sinks::routing::RoutingConfig`):
+    /// Alert routing (`[routing]`, a [`RoutingConfig`]):
     /// routes, receivers, silences and static maintenance windows. Absent: no routing.
     pub routing: Option<RoutingConfig>,
     /// SIEM sinks every newly stored finding is forwarded to (`[sinks.<name>]`, the shape of
@@ -620,7 +620,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async { patchwatch_sinks::routing::Router::new(routing.clone()) })
+        rt.block_on(async { crate::routing::Router::new(routing.clone()) })
             .expect("the router accepts the example");
         assert_eq!(c.sinks.len(), 2);
         assert_eq!(c.grpc.listen.port(), 4790);

@@ -12,9 +12,9 @@
 //! - **HTTP** ([`http`]): axum on a second listener: `/api/v1/{findings,hosts,runs,events}`,
 //!   `/api/v1/windows` (maintenance windows, the only writes), `/metrics`, `/healthz`, and the
 //!   dashboard at `/`.
-//! - **Routing and forwarding** ([`forward`], [`windows`]): findings are tagged with the
-//!   maintenance window covering their host and stored; the alert router (`[routing]`) and each
-//!   SIEM sink (`[sinks.<name>]`) of `patchwatch-sinks` then read them from the store through
+//! - **Routing and forwarding** ([`routing`], [`forward`], [`windows`]): findings are tagged
+//!   with the maintenance window covering their host and stored; the alert router
+//!   (`[routing]`) and each SIEM sink (`[sinks.<name>]`) of `patchwatch-sinks` then read them from the store through
 //!   their own durable cursor, which advances only when the destination confirmed them.
 //!
 //! Architecture invariants: the aggregator never writes a finding it has not validated, never
@@ -59,6 +59,7 @@ pub mod forward;
 pub mod http;
 pub mod ingest;
 pub mod model;
+pub mod routing;
 pub mod store;
 pub mod windows;
 
@@ -186,16 +187,16 @@ pub async fn serve(
         max_message_bytes: config.grpc.max_message_bytes,
     };
     let grace = Duration::from_secs(config.grpc.shutdown_grace_seconds);
-    let (windows, forwarder, router_task) =
+    let (routing_state, forwarder, router_task) =
         start_forwarding(&config, &store, inner.clone(), grace).await?;
     tokio::spawn(
-        windows
+        routing_state
             .clone()
             .reload_loop(Arc::clone(&store), inner.clone()),
     );
     let service =
         ingest::IngestService::new(Arc::clone(&store), events.clone(), limits, shutdown.clone())
-            .with_forwarding(windows.clone(), forwarder.clone());
+            .with_forwarding(routing_state.windows().clone(), forwarder.clone());
     let ingest = IngestServer::new(service)
         .max_decoding_message_size(config.grpc.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
@@ -236,7 +237,7 @@ pub async fn serve(
         metrics,
         shutdown: shutdown.clone(),
         tls: http_tls.is_some(),
-        windows,
+        routing: routing_state,
         forwarder: forwarder.clone(),
         writes_need_token: !config.http.listen.ip().is_loopback(),
     });
@@ -291,26 +292,25 @@ pub async fn serve(
     })
 }
 
-/// Builds the router and the sinks the configuration asks for, loads the maintenance windows,
-/// starts the router's driver (stopped by `stop`) and the forwarding tasks.
+/// Builds the router and the sinks the configuration asks for, loads the stored maintenance
+/// windows and silences, starts the router's driver (stopped by `stop`) and the forwarding
+/// tasks.
 async fn start_forwarding(
     config: &Config,
     store: &Arc<dyn store::Store>,
     stop: CancellationToken,
     drain: Duration,
 ) -> anyhow::Result<(
-    windows::WindowSet,
+    windows::RoutingState,
     forward::Forwarder,
     Option<JoinHandle<()>>,
 )> {
-    let (router, static_windows) = match &config.routing {
-        Some(routing) => {
-            let router = patchwatch_sinks::routing::Router::new(routing.clone())
-                .map_err(|e| anyhow::anyhow!("routing: {e}"))?;
-            (Some(router), routing.windows.clone())
-        }
-        None => (None, Vec::new()),
-    };
+    let router = config
+        .routing
+        .as_ref()
+        .map(|routing| routing::Router::new(routing.clone()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("routing: {e}"))?;
     let sinks = if config.sinks.is_empty() {
         None
     } else {
@@ -319,11 +319,11 @@ async fn start_forwarding(
         };
         Some(patchwatch_sinks::Sinks::build(&cfg).map_err(|e| anyhow::anyhow!("sinks: {e}"))?)
     };
-    let windows = windows::WindowSet::new(static_windows, router.clone());
-    windows
+    let routing_state = windows::RoutingState::new(router.clone());
+    routing_state
         .reload(store.as_ref())
         .await
-        .context("loading maintenance windows")?;
+        .context("loading maintenance windows and silences")?;
     let router_task = router.clone().map(|router| {
         tokio::spawn(async move {
             if let Err(error) = router.run(stop.cancelled_owned()).await {
@@ -340,7 +340,7 @@ async fn start_forwarding(
     )
     .await
     .context("starting forwarding")?;
-    Ok((windows, forwarder, router_task))
+    Ok((routing_state, forwarder, router_task))
 }
 
 /// Waits for shutdown (or a server failing), then gives both servers `grace` to finish.

@@ -1,164 +1,76 @@
-//! Maintenance windows at run time: the set the ingest path tags findings with and the router
-//! decides with.
+//! Routing state the API changes at run time: the stored maintenance windows (loaded into the
+//! one [`WindowSet`] that ingest, the router and the HTTP API share) and the stored silences
+//! (handed to the router).
 //!
-//! The set is the static `[[routing.windows]]` of the configuration plus every window stored in
-//! the database (created through `POST /api/v1/windows` or `patchwatch window create`). It is
-//! loaded at start, after every change made through this aggregator, and every
-//! [`RELOAD_INTERVAL`] (so aggregators sharing a PostgreSQL database see each other's changes).
-//!
-//! The same reload pushes the silences stored at run time (`POST /api/v1/silences`,
-//! `patchwatch window silence add`) to the router, beside the configured `[[routing.silences]]`:
-//! both are routing state the API changes and peers sharing a database must see.
+//! The window set is the static `[[routing.windows]]` of the configuration plus every window
+//! stored in the database (created through `POST /api/v1/windows` or `patchwatch window
+//! create`). Stored windows and silences are loaded at start, after every change made through
+//! this aggregator, and every [`RELOAD_INTERVAL`] (so aggregators sharing a PostgreSQL database
+//! see each other's changes).
 //!
 //! Tagging happens at ingest, before validation, so the label `maintenance_window = <id>` is
 //! stored with the finding (the dashboard and API show it) and carried to the router and the
-//! sinks. The router tags again with the same windows and the same rule (first window covering
-//! the host at the finding's observed time), so both agree.
+//! sinks. The router tags again with the same set, so both agree.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use globset::{GlobBuilder, GlobMatcher};
-use patchwatch_proto::Batch;
-use patchwatch_sinks::routing::{
-    MaintenanceWindow, Router, SilenceConfig, MAINTENANCE_WINDOW_LABEL,
-};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use crate::routing::{Router, SilenceConfig, WindowError, WindowSet};
 use crate::store::{Store, StoreError};
 
-/// How often stored windows are re-read even without a local change.
+/// How often stored windows and silences are re-read even without a local change.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(15);
 
-/// Windows that ended longer ago than this are not loaded: no finding that late still matters.
+/// Silences that expired longer ago than this are not loaded: no finding that late still
+/// matters.
 const ENDED_RETENTION: time::Duration = time::Duration::days(7);
 
-/// A window with its host globs compiled.
-struct Compiled {
-    window: MaintenanceWindow,
-    hosts: Vec<GlobMatcher>,
+/// Why the stored windows and silences could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored window is invalid (a database edited by hand, or written by another version);
+    /// the previous set of windows stays.
+    #[error("stored maintenance window: {0}")]
+    Window(#[from] WindowError),
 }
 
-impl Compiled {
-    fn new(window: MaintenanceWindow) -> Option<Self> {
-        // Same glob semantics as the router: case-insensitive, `*` crosses dots.
-        let hosts = window
-            .hosts
-            .iter()
-            .map(|g| {
-                GlobBuilder::new(g)
-                    .case_insensitive(true)
-                    .literal_separator(false)
-                    .build()
-                    .map(|g| g.compile_matcher())
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .ok()?;
-        Some(Self { window, hosts })
-    }
-
-    fn covers(&self, host: &str, at: OffsetDateTime) -> bool {
-        at >= self.window.starts_at
-            && at < self.window.ends_at
-            && self.hosts.iter().any(|g| g.is_match(host))
-    }
-}
-
-struct Inner {
-    static_windows: Vec<MaintenanceWindow>,
-    current: RwLock<Vec<Compiled>>,
+/// The window set and the router (when `[routing]` is configured). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RoutingState {
+    windows: WindowSet,
     router: Option<Router>,
 }
 
-/// The live set of maintenance windows. Cheap to clone.
-#[derive(Clone)]
-pub struct WindowSet {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for WindowSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WindowSet")
-            .field("windows", &self.all().len())
-            .finish()
-    }
-}
-
-impl WindowSet {
-    /// A set holding `static_windows` (from `[[routing.windows]]`), which pushes every change to
-    /// `router` when there is one.
-    pub fn new(static_windows: Vec<MaintenanceWindow>, router: Option<Router>) -> Self {
-        let set = Self {
-            inner: Arc::new(Inner {
-                static_windows,
-                current: RwLock::new(Vec::new()),
-                router,
-            }),
-        };
-        set.replace(Vec::new());
-        set
+impl RoutingState {
+    /// The state for `router`, sharing its window set; without a router, a set of no static
+    /// windows (stored ones still tag findings and show on the dashboard).
+    pub fn new(router: Option<Router>) -> Self {
+        let windows = router.as_ref().map(Router::windows).unwrap_or_default();
+        Self { windows, router }
     }
 
-    /// True when `id` is a static window's id (stored windows may not reuse it).
-    pub fn is_static(&self, id: &str) -> bool {
-        self.inner.static_windows.iter().any(|w| w.id == id)
-    }
-
-    /// The windows of `[[routing.windows]]` (read-only through the API).
-    pub fn static_windows(&self) -> Vec<MaintenanceWindow> {
-        self.inner.static_windows.clone()
-    }
-
-    /// Every window in the set: static ones first, then stored ones.
-    pub fn all(&self) -> Vec<MaintenanceWindow> {
-        self.read().iter().map(|c| c.window.clone()).collect()
-    }
-
-    /// The windows covering `now` (for the dashboard).
-    pub fn active(&self, now: OffsetDateTime) -> Vec<MaintenanceWindow> {
-        self.read()
-            .iter()
-            .filter(|c| c.window.starts_at <= now && now < c.window.ends_at)
-            .map(|c| c.window.clone())
-            .collect()
-    }
-
-    /// Replaces the stored part of the set. Windows that ended long ago, that have an empty
-    /// span (ended before they started) or whose id is already taken are left out.
-    pub fn replace(&self, stored: Vec<MaintenanceWindow>) {
-        let horizon = OffsetDateTime::now_utc() - ENDED_RETENTION;
-        let mut seen = std::collections::HashSet::new();
-        let compiled: Vec<Compiled> = self
-            .inner
-            .static_windows
-            .iter()
-            .cloned()
-            .chain(stored)
-            .filter(|w| w.ends_at > w.starts_at && w.ends_at > horizon)
-            .filter(|w| seen.insert(w.id.clone()))
-            .filter_map(Compiled::new)
-            .collect();
-        if let Some(router) = &self.inner.router {
-            let windows = compiled.iter().map(|c| c.window.clone()).collect();
-            if let Err(error) = router.set_windows(windows) {
-                // Every window was validated before it was stored; this is a bug or a
-                // database edited by hand. The router keeps its previous set.
-                tracing::error!(message = "Router refused the maintenance windows.", %error);
-            }
-        }
-        *self.inner.current.write().expect("windows lock poisoned") = compiled;
+    /// The live maintenance windows.
+    pub fn windows(&self) -> &WindowSet {
+        &self.windows
     }
 
     /// Re-reads the stored windows and silences.
     ///
     /// # Errors
-    /// The store could not be read; the sets are unchanged.
-    pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+    /// The store could not be read, or a stored window is invalid; the window set is then
+    /// unchanged.
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), ReloadError> {
         let stored = store.windows().await?;
         let silences = store.silences().await?;
-        self.replace(stored);
         self.replace_silences(silences.into_iter().map(|s| s.silence).collect());
+        self.windows.replace(stored)?;
         Ok(())
     }
 
@@ -166,7 +78,7 @@ impl WindowSet {
     /// one that does not validate (a database edited by hand) is left out and logged, so it
     /// cannot keep the others from applying.
     pub fn replace_silences(&self, stored: Vec<SilenceConfig>) {
-        let Some(router) = &self.inner.router else {
+        let Some(router) = &self.router else {
             return;
         };
         let horizon = OffsetDateTime::now_utc() - ENDED_RETENTION;
@@ -189,50 +101,10 @@ impl WindowSet {
     /// The silences of `[[routing.silences]]` (read-only through the API); empty without
     /// `[routing]`.
     pub fn config_silences(&self) -> Vec<SilenceConfig> {
-        self.inner
-            .router
+        self.router
             .as_ref()
             .map(Router::silences)
             .unwrap_or_default()
-    }
-
-    /// Adds the label `maintenance_window = <id>` to every finding of `batch` whose host a
-    /// window covers at the finding's observed time (or now, when the collector sent none).
-    /// Returns how many findings were tagged.
-    pub fn tag(&self, batch: &mut Batch) -> usize {
-        let windows = self.read();
-        if windows.is_empty() {
-            return 0;
-        }
-        let batch_host = batch
-            .host
-            .as_ref()
-            .map(|h| h.hostname.clone())
-            .unwrap_or_default();
-        let now = OffsetDateTime::now_utc();
-        let mut tagged = 0;
-        for f in &mut batch.findings {
-            let host = match &f.host {
-                Some(h) if !h.hostname.is_empty() => h.hostname.as_str(),
-                _ => batch_host.as_str(),
-            };
-            let at = if f.observed_time_unix_nano > 0 {
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(f.observed_time_unix_nano))
-                    .unwrap_or(now)
-            } else {
-                now
-            };
-            if let Some(w) = windows.iter().find(|w| w.covers(host, at)) {
-                f.labels
-                    .insert(MAINTENANCE_WINDOW_LABEL.to_owned(), w.window.id.clone());
-                tagged += 1;
-            }
-        }
-        tagged
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Compiled>> {
-        self.inner.current.read().expect("windows lock poisoned")
     }
 
     /// Reloads from `store` every [`RELOAD_INTERVAL`] until `shutdown`.
@@ -252,69 +124,45 @@ impl WindowSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use patchwatch_proto::{Finding, HostInfo};
+    use crate::routing::MaintenanceWindow;
 
-    fn window(id: &str, hosts: &[&str], from_now_s: i64, len_s: i64) -> MaintenanceWindow {
+    fn window(id: &str, host: &str) -> MaintenanceWindow {
         let now = OffsetDateTime::now_utc();
         MaintenanceWindow {
             id: id.into(),
             name: id.into(),
-            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-            starts_at: now + time::Duration::seconds(from_now_s),
-            ends_at: now + time::Duration::seconds(from_now_s + len_s),
+            hosts: vec![host.into()],
+            starts_at: now - time::Duration::minutes(1),
+            ends_at: now + time::Duration::hours(1),
         }
     }
 
-    fn finding(host: &str) -> Finding {
-        Finding {
-            id: format!("f-{host}"),
-            host: Some(HostInfo {
-                hostname: host.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn tags_only_covered_hosts_inside_the_span() {
-        let set = WindowSet::new(vec![window("static", &["mbx1"], -10, 60)], None);
-        set.replace(vec![
-            window("cu15", &["EX0*"], -10, 60),
-            window("later", &["*"], 3600, 60),
-            window("ended", &["*"], -120, 60),
-        ]);
-        let mut batch = Batch {
-            findings: vec![finding("ex01"), finding("MBX1"), finding("dc01")],
+    /// A stored window with a bad glob used to be left out of ingest's tagging set while the
+    /// router refused the whole set, so the two disagreed. Now the reload fails naming the
+    /// field, and the set ingest, router and API share stays as it was.
+    #[tokio::test]
+    async fn a_stored_window_with_a_bad_glob_fails_the_reload_and_the_set_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::Config {
+            data_dir: dir.path().into(),
             ..Default::default()
         };
-        assert_eq!(set.tag(&mut batch), 2);
-        let label = |i: usize| {
-            batch.findings[i]
-                .labels
-                .get(MAINTENANCE_WINDOW_LABEL)
-                .cloned()
-        };
-        assert_eq!(label(0).as_deref(), Some("cu15"));
-        assert_eq!(label(1).as_deref(), Some("static"));
-        assert_eq!(label(2), None);
-        let active: Vec<_> = set
-            .active(OffsetDateTime::now_utc())
-            .into_iter()
-            .map(|w| w.id)
-            .collect();
-        assert_eq!(active, ["static", "cu15"]);
-    }
-
-    #[test]
-    fn empty_spans_and_duplicate_ids_are_left_out() {
-        let set = WindowSet::new(vec![window("a", &["x"], 0, 60)], None);
-        let mut empty = window("b", &["x"], 0, 60);
-        empty.ends_at = empty.starts_at;
-        set.replace(vec![window("a", &["y"], 0, 60), empty]);
-        let all = set.all();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].hosts, ["x"]);
-        assert!(set.is_static("a") && !set.is_static("b"));
+        let store = crate::store::open(&config).await.unwrap();
+        let state = RoutingState::new(None);
+        store.insert_window(window("good", "ex01")).await.unwrap();
+        state.reload(store.as_ref()).await.unwrap();
+        // The API validates before storing; a hand-edited database does not.
+        store.insert_window(window("bad", "exch[")).await.unwrap();
+        let err = state.reload(store.as_ref()).await.unwrap_err();
+        assert!(
+            matches!(err, ReloadError::Window(WindowError::BadGlob { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`hosts` entry `exch[`"), "{err}");
+        let ids: Vec<_> = state.windows().all().into_iter().map(|w| w.id).collect();
+        assert_eq!(ids, ["good"]);
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(state.windows().covers("EX01", now).as_deref(), Some("good"));
+        store.close().await;
     }
 }

@@ -1,4 +1,4 @@
-//! Outputs for patchwatch findings, and the alert-routing engine.
+//! Outputs for patchwatch findings.
 //!
 //! # Brief overview
 //!
@@ -12,8 +12,7 @@
 //! A slow or dead destination therefore fills its own queue and never blocks another sink.
 //!
 //! Sinks are configured in TOML ([`SinksConfig`]); [`build`] turns one entry into a running
-//! sink and a healthcheck. The [`routing`] module turns findings into alerts: routes, grouping,
-//! silences, maintenance windows and receivers (Alertmanager API v2 or any sink).
+//! sink and a healthcheck.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), patchwatch_sinks::SinkError> {
@@ -41,7 +40,6 @@ pub mod error;
 pub(crate) mod http;
 pub mod jsonl;
 pub mod otlp;
-pub mod routing;
 pub mod secret;
 pub mod splunk_hec;
 pub mod syslog;
@@ -51,6 +49,8 @@ pub(crate) mod testutil;
 pub mod webhook;
 
 pub use config::{build, Healthcheck, SinkConfig, Sinks, SinksConfig};
-pub use driver::{BatchConfig, DeliveryReport, Receipt, RetryConfig, SinkHandle, SinkHealth};
+pub use driver::{
+    BatchConfig, DeliveryReport, Receipt, RetryConfig, Settled, SinkHandle, SinkHealth, Ticket,
+};
 pub use error::{SendError, SinkError};
 pub use secret::{Secret, SecretSource};

@@ -1,4 +1,4 @@
-//! Metrics of sinks and routing. Only this module names metrics, so names stay consistent:
+//! Metrics of sinks. Only this module names metrics, so names stay consistent:
 //! `patchwatch_<name>_<unit>_total`, labels low-cardinality (sink name, bounded error code).
 
 use metrics::counter;
@@ -31,14 +31,4 @@ pub(crate) fn retried(sink: &str, code: &str, n: usize) {
 
 pub(crate) fn queue_full(sink: &str) {
     counter!("patchwatch_sink_queue_full_events_total", "sink" => sink.to_string()).increment(1);
-}
-
-pub(crate) fn routed(outcome: &'static str) {
-    counter!("patchwatch_routing_findings_total", "outcome" => outcome).increment(1);
-}
-
-pub(crate) fn notifications(receiver: &str, outcome: &'static str) {
-    counter!("patchwatch_routing_notifications_total", "receiver" => receiver.to_string(),
-        "outcome" => outcome)
-    .increment(1);
 }

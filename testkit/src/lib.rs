@@ -9,6 +9,7 @@
 
 pub mod alertmanager;
 pub mod build;
+pub mod http;
 pub mod postgres;
 pub mod rng;
 pub mod rsyslog;

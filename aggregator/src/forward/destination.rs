@@ -1,7 +1,7 @@
 //! The two kinds of destination a forwarding task drives.
 
+use crate::routing::Router;
 use patchwatch_proto::Finding;
-use patchwatch_sinks::routing::Router;
 use patchwatch_sinks::{Receipt, SinkHandle};
 
 /// The router or one sink. Cheap to clone.

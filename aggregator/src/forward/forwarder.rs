@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use patchwatch_sinks::routing::Router;
+use crate::routing::Router;
 use patchwatch_sinks::Sinks;
 use serde::Serialize;
 use tokio::sync::Notify;

@@ -211,7 +211,7 @@ pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
                 .is_some_and(|r| r.outcome == "failed" || r.outcome == "stalled")
         })
         .count();
-    let windows = maintenance_banner(&st.windows.active(time::OffsetDateTime::now_utc()));
+    let windows = maintenance_banner(&st.routing.windows().active(time::OffsetDateTime::now_utc()));
     let body = format!(
         r#"{windows}<section class="summary">
   <div class="stat"><span class="label">Hosts</span><span class="value" id="stat-hosts">{nhosts}</span></div>
@@ -242,7 +242,7 @@ pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
 
 /// A banner listing the maintenance windows active now (empty when there are none). Rendered
 /// at page load; a window created later shows on the next reload.
-fn maintenance_banner(active: &[patchwatch_sinks::routing::MaintenanceWindow]) -> String {
+fn maintenance_banner(active: &[crate::routing::MaintenanceWindow]) -> String {
     if active.is_empty() {
         return String::new();
     }

@@ -42,8 +42,9 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     /// Whether the listener uses TLS (the sign-in cookie is then `Secure`).
     pub tls: bool,
-    /// The live maintenance windows (tagging and routing) and the router's silences.
-    pub windows: crate::windows::WindowSet,
+    /// The live maintenance windows (shared with ingest and the router) and the router's
+    /// silences.
+    pub routing: crate::windows::RoutingState,
     /// Forwarding status for `/healthz`.
     pub forwarder: crate::forward::Forwarder,
     /// The listener is beyond loopback: writes are refused unless tokens are configured.

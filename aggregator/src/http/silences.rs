@@ -4,17 +4,17 @@
 //! the findings it matches while it is active; the findings are still stored and forwarded to
 //! the `[sinks]`. Stored silences sit beside the configured `[[routing.silences]]` (listed
 //! read-only with `source = "config"`), are loaded by every aggregator sharing the database
-//! (see `windows::WindowSet`), and follow the same write rules as windows: a token when tokens
+//! (see `windows::RoutingState`), and follow the same write rules as windows: a token when tokens
 //! are configured, refused beyond loopback without one. Errors name the JSON field.
 
 use std::collections::BTreeMap;
 
+use crate::routing::{RoutingError, SilenceConfig};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use patchwatch_sinks::routing::{RoutingError, SilenceConfig};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -103,7 +103,7 @@ pub(crate) async fn list(State(st): State<AppState>) -> Response {
         Err(e) => return store_error(e),
     };
     let items: Vec<SilenceRecord> = st
-        .windows
+        .routing
         .config_silences()
         .into_iter()
         .map(|s| SilenceRecord::new(s, "config", None, now))
@@ -133,7 +133,7 @@ pub(crate) async fn create(
         Err(r) => return refuse(r),
     };
     if st
-        .windows
+        .routing
         .config_silences()
         .iter()
         .any(|c| c.id == silence.id)
@@ -167,7 +167,7 @@ pub(crate) async fn expire(State(st): State<AppState>, Path(id): Path<String>) -
     if let Err(r) = check_writable(&st) {
         return refuse(r);
     }
-    if st.windows.config_silences().iter().any(|c| c.id == id) {
+    if st.routing.config_silences().iter().any(|c| c.id == id) {
         return in_config("silence", &id);
     }
     let now = OffsetDateTime::now_utc();

@@ -4,12 +4,12 @@
 //! configured) and, in addition, are refused on a listener beyond loopback that has no tokens
 //! (`http.allow_unauthenticated` opens reads only). Errors name the JSON field.
 
+use crate::routing::{MaintenanceWindow, WindowError};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use patchwatch_sinks::routing::{MaintenanceWindow, WindowError};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -72,7 +72,8 @@ pub(crate) async fn list(State(st): State<AppState>) -> Response {
         Err(e) => return store_error(e),
     };
     let items: Vec<WindowRecord> = st
-        .windows
+        .routing
+        .windows()
         .static_windows()
         .into_iter()
         .map(|w| WindowRecord::new(w, "config", now))
@@ -91,7 +92,7 @@ pub(crate) async fn create(State(st): State<AppState>, body: Bytes) -> Response 
         Ok(w) => w,
         Err(r) => return refuse(r),
     };
-    if st.windows.is_static(&window.id) {
+    if st.routing.windows().is_static(&window.id) {
         return error(
             StatusCode::CONFLICT,
             format!(
@@ -116,7 +117,7 @@ pub(crate) async fn end(State(st): State<AppState>, Path(id): Path<String>) -> R
     if let Err(r) = check_writable(&st) {
         return refuse(r);
     }
-    if st.windows.is_static(&id) {
+    if st.routing.windows().is_static(&id) {
         return in_config("window", &id);
     }
     let now = OffsetDateTime::now_utc();

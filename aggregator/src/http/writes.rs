@@ -73,7 +73,7 @@ pub(super) fn unix_ns(now: OffsetDateTime) -> i64 {
 }
 
 pub(super) async fn reload(st: &AppState) {
-    if let Err(error) = st.windows.reload(st.store.as_ref()).await {
+    if let Err(error) = st.routing.reload(st.store.as_ref()).await {
         // The periodic reload picks the change up later.
         tracing::warn!(message = "Reloading maintenance windows and silences failed.", %error);
     }

@@ -28,8 +28,8 @@ use super::validate::validate;
 use crate::events::EventBus;
 use crate::forward::Forwarder;
 use crate::model::now_unix_nano;
+use crate::routing::WindowSet;
 use crate::store::Store;
-use crate::windows::WindowSet;
 
 /// Who is calling, as established by [`super::auth::GrpcAuth`].
 #[derive(Debug, Clone, Default)]
@@ -212,7 +212,7 @@ impl IngestService {
         };
         let sequence = batch.sequence;
         if let Some(windows) = &self.windows {
-            windows.tag(&mut batch);
+            windows.tag_batch(&mut batch);
         }
         let validated = validate(batch, collector_id, now_unix_nano());
         let accepted = validated.accepted();

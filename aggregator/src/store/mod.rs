@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
+use crate::routing::MaintenanceWindow;
 use futures::future::BoxFuture;
-use patchwatch_sinks::routing::MaintenanceWindow;
 
 pub use forward::{ForwardCursor, ForwardItem, ForwardPosition};
 pub use silences::StoredSilence;

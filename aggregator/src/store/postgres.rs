@@ -12,10 +12,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::routing::MaintenanceWindow;
 use deadpool_postgres::{Pool, PoolConfig, Runtime};
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
-use patchwatch_sinks::routing::MaintenanceWindow;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{error::SqlState, NoTls, Row};
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use patchwatch_sinks::routing::SilenceConfig;
+use crate::routing::SilenceConfig;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use crate::routing::MaintenanceWindow;
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
-use patchwatch_sinks::routing::MaintenanceWindow;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 

@@ -24,9 +24,14 @@ impl DeliveryReport {
     }
 }
 
-/// Shared settle counter for one submission.
+/// Settle counter of one submission: each finding is settled once, and the submission's
+/// [`Receipt`] resolves when the last one is. A ticket dropped with findings outstanding counts
+/// them as failed, so a receipt never waits forever.
+///
+/// Sinks issue tickets internally; [`Ticket::issue`] lets another kind of destination (the
+/// aggregator's alert router) hand out the same receipts.
 #[derive(Debug)]
-pub(crate) struct Ticket {
+pub struct Ticket {
     state: Mutex<TicketState>,
 }
 
@@ -38,14 +43,23 @@ struct TicketState {
 }
 
 /// How one finding ended.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Settled {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The destination confirmed it.
     Delivered,
+    /// The destination refused it for good.
     Rejected,
+    /// Given up on (retries exhausted, queue torn down).
     Failed,
 }
 
 impl Ticket {
+    /// A ticket for `n` findings and the receipt that resolves once all `n` are settled.
+    pub fn issue(n: usize) -> (Arc<Self>, Receipt) {
+        let (tx, rx) = oneshot::channel();
+        (Ticket::new(n, tx), Receipt { rx })
+    }
+
     pub(crate) fn new(n: usize, tx: oneshot::Sender<DeliveryReport>) -> Arc<Self> {
         let t = Arc::new(Ticket {
             state: Mutex::new(TicketState {
@@ -60,7 +74,9 @@ impl Ticket {
         t
     }
 
-    pub(crate) fn settle(&self, how: Settled) {
+    /// Settles one finding. Settling more findings than the ticket was issued for has no
+    /// effect on the receipt, which has already resolved.
+    pub fn settle(&self, how: Settled) {
         {
             let mut s = self.state.lock().expect("ticket lock poisoned");
             match how {

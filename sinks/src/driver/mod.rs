@@ -11,8 +11,7 @@ mod retry;
 mod service;
 mod task;
 
-pub use handle::{DeliveryReport, Receipt, SinkHandle, SinkHealth};
-pub(crate) use handle::{Settled, Ticket};
+pub use handle::{DeliveryReport, Receipt, Settled, SinkHandle, SinkHealth, Ticket};
 pub use retry::{BatchConfig, RetryConfig};
 pub use service::{SendReport, Service};
 pub use task::spawn;

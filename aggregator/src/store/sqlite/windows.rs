@@ -2,8 +2,8 @@
 //! thread (it stays the only writer), each in its own small transaction; reads use the read
 //! pool.
 
+use crate::routing::MaintenanceWindow;
 use futures::future::BoxFuture;
-use patchwatch_sinks::routing::MaintenanceWindow;
 use rusqlite::{params, OptionalExtension as _};
 
 use super::SqliteStore;

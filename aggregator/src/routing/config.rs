@@ -1,4 +1,7 @@
-//! The routing TOML: routes, receivers, silences and static maintenance windows.
+//! The routing TOML (`[routing]`): routes, receivers, silences and static maintenance windows.
+//!
+//! Plain serde data: validation and compilation live with the code that uses each part
+//! (`matcher` for routes and silences, `window` for windows, `receiver` for receivers).
 //!
 //! ```toml
 //! dashboard_url = "https://patchwatch.example"
@@ -33,13 +36,10 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use patchwatch_sinks::{elasticsearch, jsonl, otlp, splunk_hec, syslog, webhook, RetryConfig};
 use serde::{Deserialize, Serialize};
-
-use super::window::MaintenanceWindow;
-use crate::driver::RetryConfig;
-use crate::{elasticsearch, jsonl, otlp, splunk_hec, syslog, webhook, SinkConfig};
+use time::OffsetDateTime;
 
 /// Top-level routing configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -60,7 +60,8 @@ pub struct RoutingConfig {
     /// Silences: matching findings are dropped while the silence is active.
     #[serde(default)]
     pub silences: Vec<SilenceConfig>,
-    /// Maintenance windows known at start (the aggregator adds more with `Router::set_windows`).
+    /// Maintenance windows known at start (the aggregator adds the stored ones to the same
+    /// [`WindowSet`](super::WindowSet)).
     #[serde(default)]
     pub windows: Vec<MaintenanceWindow>,
     /// Findings the router queue holds before `submit` reports it full and `send` waits
@@ -196,26 +197,10 @@ pub struct SilenceConfig {
     pub labels: BTreeMap<String, String>,
     /// Start (RFC 3339); absent means already active.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    pub starts_at: Option<time::OffsetDateTime>,
+    pub starts_at: Option<OffsetDateTime>,
     /// End (RFC 3339, after `starts_at`); absent means until removed.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    pub ends_at: Option<time::OffsetDateTime>,
-}
-
-impl SilenceConfig {
-    /// Checks the silence: id, globs, severities and time range.
-    ///
-    /// # Errors
-    /// [`RoutingError::Invalid`](super::RoutingError::Invalid) naming the field as written
-    /// in TOML or JSON (`id`, `rule_ids`, `hosts`, `severities`, `ends_at`).
-    pub fn validate(&self) -> Result<(), super::RoutingError> {
-        super::matcher::Silence::compile(self).map(|_| ())
-    }
-
-    /// True when the silence is in force at `at` (start inclusive, end exclusive).
-    pub fn is_active(&self, at: time::OffsetDateTime) -> bool {
-        self.starts_at.is_none_or(|s| at >= s) && self.ends_at.is_none_or(|e| at < e)
-    }
+    pub ends_at: Option<OffsetDateTime>,
 }
 
 /// Prometheus Alertmanager API v2 receiver.
@@ -263,66 +248,23 @@ pub enum ReceiverConfig {
     Jsonl(jsonl::JsonlConfig),
 }
 
-impl ReceiverConfig {
-    /// The sink configuration, for every receiver type except Alertmanager.
-    pub fn as_sink(&self) -> Option<SinkConfig> {
-        Some(match self {
-            ReceiverConfig::Alertmanager(_) => return None,
-            ReceiverConfig::Otlp(c) => SinkConfig::Otlp(c.clone()),
-            ReceiverConfig::SplunkHec(c) => SinkConfig::SplunkHec(c.clone()),
-            ReceiverConfig::Syslog(c) => SinkConfig::Syslog(c.clone()),
-            ReceiverConfig::Elasticsearch(c) => SinkConfig::Elasticsearch(c.clone()),
-            ReceiverConfig::Webhook(c) => SinkConfig::Webhook(c.clone()),
-            ReceiverConfig::Jsonl(c) => SinkConfig::Jsonl(c.clone()),
-        })
-    }
-}
-
-/// Parses `30s`, `5m`, `4h`, `1h30m`, `250ms`, `1d`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("`{s}`: expected a number, e.g. 30s, 5m, 1h30m"));
-        }
-        let n: u64 = rest[..digits].parse().map_err(|e| format!("`{s}`: {e}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86_400),
-            _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h, d)")),
-        };
-        total += d;
-    }
-    Ok(total)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("m").is_err());
-    }
+/// A planned maintenance: findings from matching hosts between `starts_at` (inclusive) and
+/// `ends_at` (exclusive) get the label `maintenance_window = <id>`, which routes can mute or
+/// re-route with `in_window`. Static ones come from `[[routing.windows]]`, the others are stored
+/// by the aggregator; a [`WindowSet`](super::WindowSet) holds both, compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    /// Stable identifier (also the label value): letters, digits, `-`, `_`, `.`; 1..=64 chars.
+    pub id: String,
+    /// Human name, e.g. "CU15 rollout wave 2".
+    pub name: String,
+    /// Host name globs, case-insensitive, e.g. `EXCH0*`, `*.corp.example`.
+    pub hosts: Vec<String>,
+    /// Start (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    /// End (RFC 3339), after `starts_at`.
+    #[serde(with = "time::serde::rfc3339")]
+    pub ends_at: OffsetDateTime,
 }

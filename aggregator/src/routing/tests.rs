@@ -4,8 +4,8 @@ use patchwatch_proto::Severity;
 use time::OffsetDateTime;
 
 use super::*;
-use crate::encoding::{now_nanos, sample_finding};
-use crate::testutil::MockHttp;
+use patchwatch_sinks::encoding::{now_nanos, sample_finding};
+use patchwatch_testkit::http::MockHttp;
 
 fn f(id: &str, rule: &str, sev: Severity, host: &str) -> patchwatch_proto::Finding {
     let mut f = sample_finding(id, rule, sev, host);
@@ -85,7 +85,8 @@ async fn decisions_follow_routes_silences_windows_and_continue() {
     );
     let now = OffsetDateTime::now_utc();
     router
-        .set_windows(vec![MaintenanceWindow {
+        .windows()
+        .replace(vec![MaintenanceWindow {
             id: "w1".into(),
             name: "patching".into(),
             hosts: vec!["EXCH0*".into()],
@@ -103,9 +104,9 @@ async fn decisions_follow_routes_silences_windows_and_continue() {
         starts_at: now,
         ends_at: now,
     };
-    assert!(router.set_windows(vec![bad]).is_err());
+    assert!(router.windows().replace(vec![bad]).is_err());
     assert_eq!(
-        router.windows().len(),
+        router.windows().all().len(),
         1,
         "a rejected set keeps the previous windows"
     );
@@ -212,7 +213,7 @@ async fn send_settles_each_finding_once_its_receivers_confirmed_or_a_rule_suppre
         })
         .await
     });
-    let wait = |receipt: crate::Receipt| async move {
+    let wait = |receipt: patchwatch_sinks::Receipt| async move {
         tokio::time::timeout(Duration::from_secs(5), receipt.wait())
             .await
             .expect("settled")
@@ -316,7 +317,10 @@ async fn escalation_raises_severity_for_its_route_and_later_ones_only() {
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("r.jsonl");
     let router = Router::new(escalation_config(&am.url, jsonl.to_str().unwrap())).unwrap();
-    router.set_windows(vec![window_over(&["EXCH0*"])]).unwrap();
+    router
+        .windows()
+        .replace(vec![window_over(&["EXCH0*"])])
+        .unwrap();
 
     // In the window: high + 1 = critical, which the pager route then matches.
     let mut x = f("e1", "EXCH-1", Severity::High, "EXCH01");

@@ -1,30 +1,24 @@
-//! Compiled routes and silences, and the routing decision for one finding.
+//! Compiled routes and silences: which findings a route or a silence matches, and how an
+//! escalating route raises a severity.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use globset::GlobMatcher;
 use patchwatch_proto::{Finding, Severity};
+use patchwatch_sinks::encoding::{host_name, parse_severity};
 use time::OffsetDateTime;
 
-use super::config::{parse_duration, RouteAction, RouteConfig, SilenceConfig};
-use super::router::RoutingError;
-use super::window::{host_glob, MAINTENANCE_WINDOW_LABEL};
-use crate::encoding::{host_name, parse_severity};
+use super::config::{RouteAction, RouteConfig, SilenceConfig};
+use super::error::RoutingError;
+use super::window::{host_glob, valid_id, MAINTENANCE_WINDOW_LABEL};
 
-/// What the router decided for one finding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Dropped by the silence with this id.
-    Silenced(String),
-    /// Dropped by a `mute` route with this name.
-    Muted(String),
-    /// No route matched and there are no default receivers.
-    Unrouted,
-    /// Delivered: (route name, receiver name) pairs, in route order.
-    Routed(Vec<(String, String)>),
-}
+/// Label (on the finding routed on, and annotation on its alert) holding the severity a
+/// finding had before an `escalate` route raised it.
+pub const ESCALATED_FROM_LABEL: &str = "escalated_from";
 
+/// A route's timers, parsed from its `group_wait`, `group_interval`, `repeat_interval` and
+/// `resolve_after`.
 #[derive(Debug, Clone)]
 pub(crate) struct Timing {
     pub(crate) group_wait: Duration,
@@ -210,15 +204,6 @@ pub(crate) struct Silence {
     hosts: Vec<GlobMatcher>,
 }
 
-/// True for 1..=64 characters of letters, digits, `-`, `_`, `.` (window and silence ids).
-pub(crate) fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 impl Silence {
     pub(crate) fn compile(c: &SilenceConfig) -> Result<Silence, RoutingError> {
         let invalid = |field: &'static str, reason: String| RoutingError::Invalid {
@@ -280,9 +265,69 @@ impl Silence {
     }
 }
 
+impl SilenceConfig {
+    /// Checks the silence: id, globs, severities and time range.
+    ///
+    /// # Errors
+    /// [`RoutingError::Invalid`] naming the field as written in TOML or JSON (`id`,
+    /// `rule_ids`, `hosts`, `severities`, `ends_at`).
+    pub fn validate(&self) -> Result<(), RoutingError> {
+        Silence::compile(self).map(|_| ())
+    }
+
+    /// True when the silence is in force at `at` (start inclusive, end exclusive).
+    pub fn is_active(&self, at: OffsetDateTime) -> bool {
+        self.starts_at.is_none_or(|s| at >= s) && self.ends_at.is_none_or(|e| at < e)
+    }
+}
+
+/// Parses `30s`, `5m`, `4h`, `1h30m`, `250ms`, `1d`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{s}`: expected a number, e.g. 30s, 5m, 1h30m"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|e| format!("`{s}`: {e}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            "d" => Duration::from_secs(n * 86_400),
+            _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h, d)")),
+        };
+        total += d;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("m").is_err());
+    }
 
     #[test]
     fn escalation_raises_never_lowers() {

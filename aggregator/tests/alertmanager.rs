@@ -1,27 +1,14 @@
-//! Routing into a real Prometheus Alertmanager (Debian package) started by
+//! Alert routing into a real Prometheus Alertmanager (Debian package) started by
 //! `.ci/setup-alertmanager.sh`; alerts are read back through `GET /api/v2/alerts`.
-
-mod common;
 
 use std::time::Duration;
 
-use common::{env_or_skip, eventually, run_token};
+use patchwatch_aggregator::routing::{MaintenanceWindow, Router, RoutingConfig, RoutingError};
 use patchwatch_proto::Severity;
 use patchwatch_sinks::encoding::{now_nanos, sample_finding};
-use patchwatch_sinks::routing::{MaintenanceWindow, Router, RoutingConfig};
+use patchwatch_testkit::alertmanager::alerts;
+use patchwatch_testkit::{env_or_skip, eventually, run_token};
 use serde_json::Value;
-
-async fn alerts(base: &str, rule: &str) -> Vec<Value> {
-    let url = format!("{base}/api/v2/alerts");
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .query(&[("filter", format!("rule_id=\"{rule}\""))])
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
-    resp.json().await.unwrap()
-}
 
 /// Waits (15 s at most) until Alertmanager lists exactly `n` alerts of `rule`, and returns them.
 async fn alerts_settle(am: &str, rule: &str, n: usize, what: &str) -> Vec<Value> {
@@ -37,7 +24,7 @@ fn drive(
     router: &Router,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), patchwatch_sinks::routing::RoutingError>>,
+    tokio::task::JoinHandle<Result<(), RoutingError>>,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let r = router.clone();
@@ -154,7 +141,8 @@ url = "{am}"
 
     // Maintenance window: findings from EXCH03 inside it carry the label and take the other route.
     router
-        .set_windows(vec![active_window(&format!("w-{token}"), "exch03")])
+        .windows()
+        .replace(vec![active_window(&format!("w-{token}"), "exch03")])
         .unwrap();
     router
         .submit(finding(&format!("m-{token}"), &maint_rule, "EXCH03"))
@@ -223,7 +211,8 @@ timeout_ms = 20
     .unwrap();
     let router = Router::new(cfg).unwrap();
     router
-        .set_windows(vec![active_window(&format!("w-{token}"), "EXCH1*")])
+        .windows()
+        .replace(vec![active_window(&format!("w-{token}"), "EXCH1*")])
         .unwrap();
     let (stop_tx, driver) = drive(&router);
     // EXCH10 is in the window, EXCH20 is not; both findings are `high`.

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::driver::{Settled, Ticket};
+use patchwatch_sinks::{Settled, Ticket};
 
 /// Shared state of one finding's settlement.
 #[derive(Debug)]
@@ -76,17 +76,14 @@ pub(crate) fn confirm_all(acks: Vec<Pending>) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use tokio::sync::oneshot;
 
-    fn ticket(n: usize) -> (Arc<Ticket>, oneshot::Receiver<crate::DeliveryReport>) {
-        let (tx, rx) = oneshot::channel();
-        (Ticket::new(n, tx), rx)
-    }
-
-    #[test]
-    fn a_finding_settles_once_every_receiver_confirmed_or_fails_if_one_did_not() {
-        let (t, mut rx) = ticket(2);
+    #[tokio::test]
+    async fn a_finding_settles_once_every_receiver_confirmed_or_fails_if_one_did_not() {
+        let (t, receipt) = Ticket::issue(2);
+        let receipt = tokio::spawn(receipt.wait());
         let a = Pending::new(t.clone());
         let a2 = a.share();
         let b = Pending::new(t.clone());
@@ -94,10 +91,11 @@ mod tests {
         drop(t);
         a.confirm();
         b.confirm();
-        assert!(rx.try_recv().is_err(), "still owed by a2 and b2");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!receipt.is_finished(), "still owed by a2 and b2");
         a2.confirm();
         drop(b2); // this receiver gave up
-        let report = rx.try_recv().unwrap();
+        let report = receipt.await.unwrap();
         assert_eq!((report.delivered, report.failed), (1, 1));
     }
 }
