@@ -28,6 +28,20 @@ impl NaiveTime {
             + i64::from(self.h * 3600 + self.mi * 60 + self.s)
     }
 
+    /// The same clock time `days` days later (earlier when negative).
+    pub(crate) fn plus_days(self, days: i64) -> NaiveTime {
+        if days == 0 {
+            return self;
+        }
+        let (y, mo, d) = civil_from_days(days_from_civil(self.y, self.mo, self.d) + days);
+        NaiveTime { y, mo, d, ..self }
+    }
+
+    /// Milliseconds since midnight.
+    pub(crate) fn ms_of_day(self) -> u32 {
+        ((self.h * 60 + self.mi) * 60 + self.s) * 1000 + self.ms
+    }
+
     /// Unix nanoseconds, given the zone's offset from UTC.
     pub(crate) fn unix_nanos(self, utc_offset_seconds: i32) -> i64 {
         (self.epoch_seconds() - i64::from(utc_offset_seconds)) * 1_000_000_000
@@ -44,6 +58,69 @@ fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// The date `days` days after 1970-01-01 (inverse of [`days_from_civil`]).
+fn civil_from_days(z: i64) -> (i32, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m, d)
+}
+
+/// Clock times read from logs that carry only a time of day, on a date that starts as the
+/// run header's and moves on a day each time the clock goes back by more than half a day
+/// (a run across midnight). Lines are read in file order.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DayClock {
+    /// The header's date, once read.
+    pub date: Option<(i32, u32, u32)>,
+    /// Days passed since the header's date, as of `last_ms`.
+    days: i64,
+    /// Time of day of the last time recorded, in milliseconds.
+    last_ms: Option<u32>,
+}
+
+impl DayClock {
+    /// A header's date and time: the run's clock starts there.
+    pub(crate) fn start(&mut self, date: (i32, u32, u32), time: Option<(u32, u32, u32, u32)>) {
+        self.date = Some(date);
+        self.days = 0;
+        self.last_ms = time.map(|(h, m, s, ms)| ((h * 60 + m) * 60 + s) * 1000 + ms);
+    }
+
+    /// The full time of a clock time read on a line (without recording it).
+    pub(crate) fn at(&self, (h, mi, s, ms): (u32, u32, u32, u32)) -> Option<NaiveTime> {
+        let (y, mo, d) = self.date?;
+        let t = NaiveTime {
+            y,
+            mo,
+            d,
+            h,
+            mi,
+            s,
+            ms,
+        };
+        let back = self
+            .last_ms
+            .is_some_and(|last| t.ms_of_day() + 12 * 3_600_000 < last);
+        Some(t.plus_days(self.days + i64::from(back)))
+    }
+
+    /// Records `t` (a time returned by [`DayClock::at`]) as the latest time read.
+    pub(crate) fn record(&mut self, t: NaiveTime) {
+        let Some((y, mo, d)) = self.date else {
+            return;
+        };
+        self.days = days_from_civil(t.y, t.mo, t.d) - days_from_civil(y, mo, d);
+        self.last_ms = Some(t.ms_of_day());
+    }
 }
 
 fn num(b: &[u8]) -> Option<u32> {
@@ -94,9 +171,16 @@ pub(crate) fn clock(b: &[u8]) -> Option<(u32, u32, u32, u32)> {
 pub(crate) fn locale_date(b: &[u8]) -> Option<(i32, u32, u32)> {
     let sep = *b.iter().find(|c| !c.is_ascii_digit())?;
     let mut it = b.split(|&c| c == sep);
-    let a = num(it.next()?)?;
+    let first = it.next()?;
+    let a = num(first)?;
     let c = num(it.next()?)?;
-    let y = num(it.next()?)? as i32;
+    let third = num(it.next()?)?;
+    // Year first (`2020/2/10` on Chinese and Japanese systems, ISO `2021-03-13`).
+    if first.len() == 4 {
+        let (y, mo, d) = (a as i32, c, third);
+        return ((1..=12).contains(&mo) && (1..=31).contains(&d) && y > 1900).then_some((y, mo, d));
+    }
+    let y = third as i32;
     let (mo, d) = if sep == b'.' || sep == b'-' || a > 12 {
         (c, a)
     } else {
@@ -127,5 +211,35 @@ mod tests {
         assert_eq!(locale_date(b"4/25/2015"), Some((2015, 4, 25)));
         assert_eq!(clock(b"21:24:36:744]"), Some((21, 24, 36, 744)));
         assert_eq!(clock(b"9:12:53"), Some((9, 12, 53, 0)));
+        assert_eq!(locale_date(b"2020/2/10"), Some((2020, 2, 10)));
+        assert_eq!(locale_date(b"2010/01/12"), Some((2010, 1, 12)));
+    }
+
+    #[test]
+    fn day_arithmetic_round_trips() {
+        for (y, m, d) in [(1970, 1, 1), (2000, 2, 29), (2021, 12, 31), (2024, 3, 1)] {
+            assert_eq!(civil_from_days(days_from_civil(y, m, d)), (y, m, d));
+        }
+        let t = exchange_prefix(b"[12/31/2021 23:59:59.0000] [0] x").unwrap();
+        assert_eq!(t.plus_days(1).to_iso(), "2022-01-01T23:59:59.000");
+    }
+
+    #[test]
+    fn day_clock_moves_on_at_midnight_only() {
+        let mut c = DayClock::default();
+        c.start((2021, 12, 31), Some((23, 58, 0, 0)));
+        let a = c.at((23, 59, 30, 500)).unwrap();
+        c.record(a);
+        assert_eq!(a.to_iso(), "2021-12-31T23:59:30.500");
+        // A few ms back (another thread) is the same day; past midnight is the next.
+        assert_eq!(c.at((23, 59, 30, 100)).unwrap().d, 31);
+        let b = c.at((0, 0, 2, 0)).unwrap();
+        assert_eq!(b.to_iso(), "2022-01-01T00:00:02.000");
+        c.record(b);
+        assert_eq!(
+            c.at((0, 5, 0, 0)).unwrap().to_iso(),
+            "2022-01-01T00:05:00.000"
+        );
+        assert_eq!(b.epoch_seconds() - a.epoch_seconds(), 32);
     }
 }

@@ -176,8 +176,12 @@ pub(crate) trait LogModel: std::fmt::Debug + Send + Sync {
     }
 
     /// Parses the time written on a line of this kind (for logs whose lines carry only a clock
-    /// time, on the date read from the run's header).
+    /// time, on the date read from the run's header, moved on past midnight).
     fn line_time(&self, line: &[u8]) -> Option<NaiveTime>;
+
+    /// Records a time [`LogModel::line_time`] returned as the run's latest, so that a clock
+    /// going back past midnight moves the date on.
+    fn saw_time(&mut self, _t: NaiveTime) {}
 }
 
 /// A fresh model for a run of a file of `kind`.

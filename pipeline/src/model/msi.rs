@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::{between, find_ci, s, Boundary, Derived, Line, LogModel};
 use crate::finding::{EvidenceLine, Outcome};
-use crate::time::{clock, locale_date, NaiveTime};
+use crate::time::{clock, locale_date, DayClock, NaiveTime};
 use crate::RunSummary;
 
 /// What the MSI model remembers about one run.
@@ -17,7 +17,7 @@ pub(crate) struct MsiRun {
     /// Started by a `=== Verbose logging started` header.
     verbose: bool,
     /// Date from the run header: the lines carry only a clock time.
-    date: Option<(i32, u32, u32)>,
+    clock: DayClock,
     exit_code: Option<(i64, EvidenceLine, u64)>,
     summary_line: Option<(EvidenceLine, u64)>,
     failed_action: Option<String>,
@@ -43,7 +43,11 @@ impl LogModel for MsiRun {
     }
 
     fn line_time(&self, line: &[u8]) -> Option<NaiveTime> {
-        line_time(line, self.date)
+        line_time(line, &self.clock)
+    }
+
+    fn saw_time(&mut self, t: NaiveTime) {
+        self.clock.record(t);
     }
 }
 
@@ -66,15 +70,13 @@ fn on_line(m: &mut MsiRun, anchor: usize, line: &Line, sum: &mut RunSummary) -> 
     match anchor {
         s::MSI_VERBOSE_START | s::MSI_START => {
             let verbose = anchor == s::MSI_VERBOSE_START;
-            let date = t
-                .split_once("started: ")
-                .and_then(|(_, r)| r.split_whitespace().next())
-                .and_then(|d| locale_date(d.as_bytes()));
             // The engine's own `=== Logging started` inside a verbose session is not a new run.
             if !verbose && m.verbose && sum.outcome == Outcome::InProgress {
                 return Boundary::None;
             }
-            m.date = date.or(m.date);
+            if let Some((date, time)) = header_stamp(t.as_bytes()) {
+                m.clock.start(date, time);
+            }
             m.verbose = verbose;
             if let Some(p) = between(t, "Calling process: ", " ===") {
                 sum.fields.insert("calling_process".into(), p.to_string());
@@ -214,26 +216,51 @@ fn finalize(m: &MsiRun, sum: &mut RunSummary) -> Vec<Derived> {
     }]
 }
 
-/// Time of an engine line `MSI (s) (D0:A0) [21:24:36:744]: ...` or an action line
-/// `Action ended 21:24:37: ...`, on the run's header date.
-fn line_time(line: &[u8], date: Option<(i32, u32, u32)>) -> Option<NaiveTime> {
-    let (y, mo, d) = date?;
-    let clock_at = if line.starts_with(b"MSI (") {
-        memchr::memchr(b'[', line)? + 1
-    } else if line.starts_with(b"Action ") {
-        let sp = memchr::memchr_iter(b' ', line).nth(1)?;
-        sp + 1
-    } else {
+/// Date and time of a `=== Verbose logging started: 31.01.2022  21:24:31 ...` or
+/// `=== Logging stopped: 2020/2/10  21:12:04 ===` line.
+fn header_stamp(line: &[u8]) -> Option<((i32, u32, u32), Option<(u32, u32, u32, u32)>)> {
+    if !line.starts_with(b"=== ") {
         return None;
-    };
-    let (h, mi, s, ms) = clock(&line[clock_at..])?;
-    Some(NaiveTime {
-        y,
-        mo,
-        d,
-        h,
-        mi,
-        s,
-        ms,
-    })
+    }
+    let colon = memchr::memmem::find(line, b": ")?;
+    let mut words = line[colon + 2..]
+        .split(|&c| c == b' ')
+        .filter(|w| !w.is_empty());
+    let date = locale_date(words.next()?)?;
+    Some((date, words.next().and_then(clock)))
+}
+
+/// Time of an engine line `MSI (s) (D0:A0) [21:24:36:744]: ...`, of an action line
+/// `Action ended 21:24:37: ...` (or a translated one with the time as its second or third
+/// word, `操作終了 16:40:01: ...`), on the run's header date moved on past midnight; or the
+/// date and time of a `=== ... logging started/stopped` line.
+fn line_time(line: &[u8], day: &DayClock) -> Option<NaiveTime> {
+    if line.starts_with(b"=== ") {
+        let ((y, mo, d), (h, mi, s, ms)) = match header_stamp(line)? {
+            (date, Some(time)) => (date, time),
+            _ => return None,
+        };
+        return Some(NaiveTime {
+            y,
+            mo,
+            d,
+            h,
+            mi,
+            s,
+            ms,
+        });
+    }
+    if line.starts_with(b"MSI (") {
+        let at = memchr::memchr(b'[', &line[..line.len().min(24)])? + 1;
+        return day.at(clock(&line[at..])?);
+    }
+    // Action lines: the time, followed by a colon, is the second or third word.
+    let head = &line[..line.len().min(64)];
+    memchr::memchr_iter(b' ', head)
+        .take(2)
+        .find_map(|sp| {
+            let word = line[sp + 1..].split(|&c| c == b' ').next()?;
+            (word.len() >= 8 && word.ends_with(b":")).then(|| clock(word))?
+        })
+        .and_then(|c| day.at(c))
 }

@@ -4,14 +4,14 @@
 
 use super::{find_ci, s, Boundary, Line, LogModel};
 use crate::finding::Outcome;
-use crate::time::{clock, locale_date, NaiveTime};
+use crate::time::{clock, locale_date, DayClock, NaiveTime};
 use crate::RunSummary;
 
 /// What the ServiceControl model remembers about one run.
 #[derive(Debug, Default)]
 pub(crate) struct ServiceControlRun {
     /// Date from the run header: the lines carry only a clock time.
-    date: Option<(i32, u32, u32)>,
+    clock: DayClock,
 }
 
 impl LogModel for ServiceControlRun {
@@ -20,7 +20,11 @@ impl LogModel for ServiceControlRun {
     }
 
     fn line_time(&self, line: &[u8]) -> Option<NaiveTime> {
-        line_time(line, self.date)
+        line_time(line, &self.clock)
+    }
+
+    fn saw_time(&mut self, t: NaiveTime) {
+        self.clock.record(t);
     }
 }
 
@@ -35,11 +39,12 @@ fn on_line(
         s::SC_HEADER => {
             if let Some(i) = find_ci(t, "ServiceControl.ps1") {
                 let rest = t[i + "ServiceControl.ps1".len()..].trim_start_matches([':', ' ']);
-                run.date = rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|d| locale_date(d.as_bytes()))
-                    .or(run.date);
+                let mut words = rest.split_whitespace();
+                let date = words.next().and_then(|d| locale_date(d.as_bytes()));
+                let time = words.next().and_then(|c| clock(c.as_bytes()));
+                if let Some(d) = date {
+                    run.clock.start(d, time);
+                }
                 if let Some(arg) = rest.split_whitespace().nth(2) {
                     sum.mode = Some(arg.to_string());
                 }
@@ -59,20 +64,11 @@ fn on_line(
     Boundary::None
 }
 
-/// Time of a `[HH:mm:ss] ...` line on the run's header date.
-fn line_time(line: &[u8], date: Option<(i32, u32, u32)>) -> Option<NaiveTime> {
-    let (y, mo, d) = date?;
+/// Time of a `[HH:mm:ss] ...` line on the run's header date (moved on past midnight).
+fn line_time(line: &[u8], day: &DayClock) -> Option<NaiveTime> {
     if line.first() != Some(&b'[') {
         return None;
     }
     let (h, mi, s, _) = clock(&line[1..])?;
-    Some(NaiveTime {
-        y,
-        mo,
-        d,
-        h,
-        mi,
-        s,
-        ms: 0,
-    })
+    day.at((h, mi, s, 0))
 }

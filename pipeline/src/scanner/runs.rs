@@ -38,6 +38,7 @@ impl OpenRun {
     pub(super) fn touch_time(&mut self, t: NaiveTime) {
         self.first_time.get_or_insert(t);
         self.last_time = Some(t);
+        self.model.saw_time(t);
     }
 
     /// Writes the run's times into its summary, before the summary is emitted.

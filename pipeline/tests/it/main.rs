@@ -3,6 +3,7 @@
 
 mod common;
 mod corpus;
+mod durations;
 mod msi_codes;
 mod rules;
 mod streaming;
