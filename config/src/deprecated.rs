@@ -75,11 +75,9 @@ pub const DEPRECATED_KEYS: &[Rule] = &[
     rule("backoff_initial_ms", "initial_backoff", Rewrite::Millis),
     rule("backoff_max_ms", "max_backoff", Rewrite::Millis),
     rule("linger_ms", "linger", Rewrite::Millis),
-    // Sinks, aggregator forwarding.
-    rule("initial_backoff_ms", "initial_backoff", Rewrite::Millis),
-    rule("max_backoff_ms", "max_backoff", Rewrite::Millis),
-    rule("request_timeout_ms", "request_timeout", Rewrite::Millis),
-    rule("timeout_ms", "timeout", Rewrite::Millis),
+    // Sinks. The sinks' `[batch] timeout_ms` and `[retry] *_ms`, and the aggregator's
+    // `[forwarding] *_ms`, join this table when those structs take a `Duration`: a rule
+    // rewrites the key wherever it appears, so it must not run ahead of its struct.
     rule("ack_poll_interval_ms", "ack_poll_interval", Rewrite::Millis),
     rule("ack_timeout_ms", "ack_timeout", Rewrite::Millis),
     rule(

@@ -230,6 +230,13 @@ impl SecretError {
             }
         }
     }
+
+    /// What is wrong, without the field (for callers that name the field themselves).
+    pub fn reason(&self) -> String {
+        let text = self.to_string();
+        let prefix = format!("{}: ", self.field());
+        text.strip_prefix(&prefix).unwrap_or(&text).to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +313,10 @@ mod tests {
             .resolve("aggregator.token")
             .unwrap_err();
         assert_eq!(e.field(), "aggregator.token");
+        assert_eq!(
+            e.reason(),
+            "environment variable `PW_CONFIG_TEST_SECRET_UNSET` is not set"
+        );
         assert_eq!(
             e.to_string(),
             "aggregator.token: environment variable `PW_CONFIG_TEST_SECRET_UNSET` is not set"

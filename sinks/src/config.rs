@@ -4,7 +4,7 @@
 //! [sinks.siem]
 //! type = "splunk_hec"            # otlp | splunk_hec | syslog | elasticsearch | webhook | jsonl
 //! endpoint = "https://splunk.example:8088"
-//! token_env = "PATCHWATCH_HEC_TOKEN"
+//! token = { env = "PATCHWATCH_HEC_TOKEN" }
 //! [sinks.siem.batch]
 //! max_events = 200
 //! ```
@@ -34,12 +34,15 @@ pub struct SinksConfig {
 }
 
 impl SinksConfig {
-    /// Parses TOML text.
+    /// Parses TOML text; deprecated keys (`token_env`, `timeout_ms`, a sink's own `ca_file`,
+    /// ...) are rewritten, each with a warning naming its replacement.
     ///
     /// # Errors
     /// [`SinkError::ConfigToml`] naming the key and line.
     pub fn from_toml(text: &str) -> Result<Self, SinkError> {
-        toml::from_str(text).map_err(SinkError::config_toml)
+        patchwatch_config::from_toml(text)
+            .map(|loaded| loaded.value)
+            .map_err(|e| SinkError::ConfigToml(e.to_string()))
     }
 }
 

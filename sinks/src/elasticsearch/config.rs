@@ -1,6 +1,5 @@
 //! Configuration of the Elasticsearch sink.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -8,7 +7,9 @@ use serde::Deserialize;
 use super::service::BulkService;
 use crate::config::Healthcheck;
 use crate::driver::{self, BatchConfig, RetryConfig, Service};
+use crate::secret::SecretValue;
 use crate::{Secret, SinkError, SinkHandle};
+use patchwatch_config::ClientTls;
 
 /// `type = "elasticsearch"` (also for OpenSearch).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -25,27 +26,16 @@ pub struct ElasticsearchConfig {
     /// User for HTTP basic authentication (with one of the `password*` fields).
     #[serde(default)]
     pub username: Option<String>,
-    /// Basic-auth password, inline; prefer `password_env` / `password_file`.
+    /// Basic-auth password: `{ env = "VAR" }`, `{ file = "/path" }` or inline.
     #[serde(default)]
     pub password: Option<Secret>,
-    /// Environment variable holding the password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// File holding the password.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// API key (the base64 `id:key` form) sent as `Authorization: ApiKey`, inline.
+    /// API key (the base64 `id:key` form) sent as `Authorization: ApiKey`, a secret like
+    /// `password`.
     #[serde(default)]
     pub api_key: Option<Secret>,
-    /// Environment variable holding the API key.
+    /// TLS: `ca_file` (an extra CA to trust), `cert_file` and `key_file` (client certificate).
     #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// File holding the API key.
-    #[serde(default)]
-    pub api_key_file: Option<PathBuf>,
-    /// Extra CA certificate (PEM) to trust.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub tls: Option<ClientTls>,
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -62,8 +52,8 @@ fn default_index() -> String {
 #[derive(Debug, Clone)]
 pub(super) enum Auth {
     None,
-    Basic(String, Secret),
-    ApiKey(Secret),
+    Basic(String, SecretValue),
+    ApiKey(SecretValue),
 }
 
 /// Validates the config and starts the sink.
@@ -92,20 +82,8 @@ pub fn build(
             "index names are lowercase, non-empty, without spaces or \\/*?\"<>|,",
         ));
     }
-    let password = crate::http::secret(
-        name,
-        "password",
-        &cfg.password,
-        &cfg.password_env,
-        &cfg.password_file,
-    )?;
-    let api_key = crate::http::secret(
-        name,
-        "api_key",
-        &cfg.api_key,
-        &cfg.api_key_env,
-        &cfg.api_key_file,
-    )?;
+    let password = crate::http::secret(name, "password", &cfg.password)?;
+    let api_key = crate::http::secret(name, "api_key", &cfg.api_key)?;
     let auth = match (&cfg.username, password, api_key) {
         (Some(_), _, Some(_)) => {
             return Err(invalid(
@@ -119,7 +97,7 @@ pub fn build(
         (None, None, Some(k)) => Auth::ApiKey(k),
         (None, None, None) => Auth::None,
     };
-    let client = crate::http::client(name, cfg.retry.request_timeout(), cfg.ca_file.as_ref())?;
+    let client = crate::http::client(name, cfg.retry.request_timeout(), cfg.tls.as_ref())?;
     let svc = Arc::new(BulkService {
         client,
         base: cfg.endpoint.trim_end_matches('/').to_string(),

@@ -1,7 +1,6 @@
 //! Configuration of the OTLP sink.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -10,6 +9,7 @@ use super::service::OtlpService;
 use crate::config::Healthcheck;
 use crate::driver::{self, BatchConfig, RetryConfig, Service};
 use crate::{Secret, SinkError, SinkHandle};
+use patchwatch_config::ClientTls;
 
 /// `type = "otlp"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -20,21 +20,17 @@ pub struct OtlpConfig {
     /// Extra gRPC metadata, e.g. `{ "x-tenant" = "exchange" }`; keys lowercase.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Bearer token sent as `authorization: Bearer <token>`, inline; prefer `token_env`.
+    /// Bearer token sent as `authorization: Bearer <token>`: `{ env = "VAR" }`,
+    /// `{ file = "/path" }` or inline.
     #[serde(default)]
     pub token: Option<Secret>,
-    /// Environment variable holding the bearer token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// File holding the bearer token.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
     /// Compress requests with gzip (servers must accept it; default true).
     #[serde(default = "yes")]
     pub gzip: bool,
-    /// CA certificate (PEM) for an https endpoint.
+    /// TLS for an https endpoint: `ca_file`, `cert_file` and `key_file` (mutual TLS),
+    /// `server_name`.
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub tls: Option<ClientTls>,
     /// `service.name` resource attribute (default `patchwatch`).
     #[serde(default = "default_service")]
     pub service_name: String,
@@ -74,19 +70,23 @@ pub fn build(name: &str, cfg: &OtlpConfig) -> Result<(SinkHandle, Healthcheck), 
         .timeout(cfg.retry.request_timeout());
     if cfg.endpoint.starts_with("https://") {
         let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
-        if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path).map_err(|source| SinkError::Io {
-                sink: name.to_string(),
-                path: path.clone(),
-                source,
-            })?;
-            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        if let Some(t) = &cfg.tls {
+            let pem = t.load("tls").map_err(|e| invalid("tls", e.to_string()))?;
+            if let Some(ca) = pem.ca {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = pem.identity {
+                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            if let Some(name) = pem.server_name {
+                tls = tls.domain_name(name);
+            }
         }
         endpoint = endpoint
             .tls_config(tls)
-            .map_err(|e| invalid("ca_file", e.to_string()))?;
+            .map_err(|e| invalid("tls", e.to_string()))?;
     }
-    let token = crate::http::secret(name, "token", &cfg.token, &cfg.token_env, &cfg.token_file)?;
+    let token = crate::http::secret(name, "token", &cfg.token)?;
     let mut metadata = tonic::metadata::MetadataMap::new();
     for (k, v) in &cfg.headers {
         let key = tonic::metadata::MetadataKey::from_bytes(k.as_bytes())

@@ -1,8 +1,8 @@
 //! Configuration of the Splunk HEC sink.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use patchwatch_config::{ClientTls, Duration};
 use serde::Deserialize;
 
 use super::service::HecService;
@@ -16,15 +16,9 @@ use crate::{Secret, SinkError, SinkHandle};
 pub struct SplunkHecConfig {
     /// Base URL of the collector, e.g. `https://splunk.example:8088` (paths are appended).
     pub endpoint: String,
-    /// HEC token (a GUID), inline; prefer `token_env` or `token_file`.
+    /// HEC token (a GUID): `{ env = "VAR" }`, `{ file = "/path" }` or inline. Required.
     #[serde(default)]
     pub token: Option<Secret>,
-    /// Environment variable holding the HEC token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// File holding the HEC token.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
     /// Target index; absent uses the token's default index.
     #[serde(default)]
     pub index: Option<String>,
@@ -41,15 +35,15 @@ pub struct SplunkHecConfig {
     /// Channel GUID sent in `X-Splunk-Request-Channel`; absent picks a random one at start.
     #[serde(default)]
     pub channel: Option<String>,
-    /// Interval between ack polls, in milliseconds (default 1000).
+    /// Interval between ack polls (default 1s).
     #[serde(default = "default_ack_poll")]
-    pub ack_poll_interval_ms: u64,
-    /// How long to wait for an ack before sending the batch again, in milliseconds (default 60000).
+    pub ack_poll_interval: Duration,
+    /// How long to wait for an ack before sending the batch again (default 60s).
     #[serde(default = "default_ack_timeout")]
-    pub ack_timeout_ms: u64,
-    /// Extra CA certificate (PEM) to trust, for self-signed HEC listeners.
+    pub ack_timeout: Duration,
+    /// TLS: `ca_file` (an extra CA to trust), `cert_file` and `key_file` (client certificate).
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub tls: Option<ClientTls>,
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -64,11 +58,11 @@ fn default_source() -> String {
 fn default_sourcetype() -> String {
     "patchwatch:finding".into()
 }
-fn default_ack_poll() -> u64 {
-    1000
+fn default_ack_poll() -> Duration {
+    Duration::from_secs(1)
 }
-fn default_ack_timeout() -> u64 {
-    60_000
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// Validates the config and starts the sink.
@@ -77,11 +71,13 @@ fn default_ack_timeout() -> u64 {
 /// Bad `endpoint`, missing token, `channel` not a GUID, unreadable CA file.
 pub fn build(name: &str, cfg: &SplunkHecConfig) -> Result<(SinkHandle, Healthcheck), SinkError> {
     crate::http::check_url(name, "endpoint", &cfg.endpoint)?;
-    let token = crate::http::secret(name, "token", &cfg.token, &cfg.token_env, &cfg.token_file)?
-        .ok_or_else(|| SinkError::InvalidField {
+    let token =
+        crate::http::secret(name, "token", &cfg.token)?.ok_or_else(|| SinkError::InvalidField {
             sink: name.to_string(),
             field: "token",
-            reason: "a HEC token is required: set `token_env` or `token_file`".into(),
+            reason:
+                "a HEC token is required: `token = { env = \"VAR\" }` or `{ file = \"/path\" }`"
+                    .into(),
         })?;
     let channel = match &cfg.channel {
         Some(c) => uuid::Uuid::parse_str(c)
@@ -96,9 +92,11 @@ pub fn build(name: &str, cfg: &SplunkHecConfig) -> Result<(SinkHandle, Healthche
     // The request timeout must leave room for the ack wait.
     let mut retry = cfg.retry.clone();
     if cfg.indexer_ack {
-        retry.request_timeout_ms = retry.request_timeout_ms.saturating_add(cfg.ack_timeout_ms);
+        retry.request_timeout_ms = retry
+            .request_timeout_ms
+            .saturating_add(cfg.ack_timeout.as_millis_u64());
     }
-    let client = crate::http::client(name, cfg.retry.request_timeout(), cfg.ca_file.as_ref())?;
+    let client = crate::http::client(name, cfg.retry.request_timeout(), cfg.tls.as_ref())?;
     let svc = Arc::new(HecService {
         client,
         base: cfg.endpoint.trim_end_matches('/').to_string(),

@@ -10,12 +10,12 @@ use super::encoder::encode;
 use super::SplunkHecConfig;
 use crate::driver::{SendReport, Service};
 use crate::error::SendError;
-use crate::Secret;
+use crate::secret::SecretValue;
 
 pub(super) struct HecService {
     pub(super) client: reqwest::Client,
     pub(super) base: String,
-    pub(super) token: Secret,
+    pub(super) token: SecretValue,
     pub(super) channel: String,
     pub(super) cfg: SplunkHecConfig,
 }
@@ -47,8 +47,12 @@ impl HecService {
     /// Polls `/services/collector/ack` until `ack_id` is true or the ack timeout passes.
     async fn wait_for_ack(&self, ack_id: u64) -> Result<(), SendError> {
         let url = format!("{}/services/collector/ack", self.base);
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.ack_timeout_ms);
-        let interval = Duration::from_millis(self.cfg.ack_poll_interval_ms.max(1));
+        let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout.get();
+        let interval = self
+            .cfg
+            .ack_poll_interval
+            .get()
+            .max(Duration::from_millis(1));
         loop {
             let resp = self
                 .request("/services/collector/ack")

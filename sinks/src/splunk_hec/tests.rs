@@ -7,7 +7,7 @@ use crate::testutil::{fast_retry, quick_batch, MockHttp};
 fn config(url: &str, ack: bool) -> SplunkHecConfig {
     let text = format!(
         "endpoint = {url:?}\ntoken = \"00000000-0000-0000-0000-000000000001\"\nindex = \"exchange\"\n\
-         indexer_ack = {ack}\nack_poll_interval_ms = 10\nack_timeout_ms = 2000\n"
+         indexer_ack = {ack}\nack_poll_interval = \"10ms\"\nack_timeout = \"2s\"\n"
     );
     let mut c: SplunkHecConfig = toml::from_str(&text).unwrap();
     c.batch = quick_batch(10);
@@ -151,7 +151,7 @@ async fn ack_timeout_resends() {
         Some((200, format!(r#"{{"acks":{{"{id}":{}}}}}"#, id == 1)))
     });
     let mut cfg = config(&mock.url, true);
-    cfg.ack_timeout_ms = 100;
+    cfg.ack_timeout = patchwatch_config::Duration::from_millis(100);
     let (sink, _) = build("hec", &cfg).unwrap();
     let r = sink
         .send(vec![sample_finding("f1", "R", Severity::High, "H")])
@@ -166,11 +166,13 @@ async fn ack_timeout_resends() {
 fn missing_token_and_bad_channel_are_named() {
     let mut cfg = config("http://127.0.0.1:1", false);
     cfg.token = None;
-    cfg.token_env = Some("PATCHWATCH_TEST_HEC_TOKEN_UNSET".into());
     let err = build("hec", &cfg).map(|_| ()).unwrap_err().to_string();
-    assert!(
-        err.contains("token_env") && err.contains("not set"),
-        "{err}"
+    assert!(err.contains("`token`") && err.contains("required"), "{err}");
+    cfg.token = Some(crate::Secret::from_env("PATCHWATCH_TEST_HEC_TOKEN_UNSET"));
+    let err = build("hec", &cfg).map(|_| ()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "sink `hec`: secret `token`: environment variable `PATCHWATCH_TEST_HEC_TOKEN_UNSET` is not set"
     );
     let mut cfg = config("http://127.0.0.1:1", false);
     cfg.channel = Some("not-a-guid".into());

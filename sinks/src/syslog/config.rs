@@ -1,8 +1,8 @@
 //! Configuration of the syslog sink.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use patchwatch_config::ClientTls;
 use serde::Deserialize;
 
 use super::service::SyslogService;
@@ -33,22 +33,9 @@ pub enum SyslogFormat {
     Cef,
 }
 
-/// TLS settings.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SyslogTlsConfig {
-    /// CA certificate(s) (PEM) that sign the receiver's certificate.
-    pub ca_file: PathBuf,
-    /// Name to verify in the receiver's certificate; defaults to the host part of `address`.
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// Client certificate (PEM) for mutual TLS.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// Client private key (PEM) for mutual TLS.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-}
+/// TLS settings: the shared client TLS table. `ca_file` (the CA that signs the receiver's
+/// certificate) is required; `server_name` defaults to the host part of `address`.
+pub type SyslogTlsConfig = ClientTls;
 
 /// CEF header values.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -93,9 +80,10 @@ pub struct SyslogConfig {
     /// `finding@32473`, the documentation PEN; use your organisation's own).
     #[serde(default = "default_sd_id")]
     pub sd_id: String,
-    /// TLS settings; required when `transport = "tls"`.
+    /// TLS settings (`ca_file`, `cert_file`, `key_file`, `server_name`); required when
+    /// `transport = "tls"`.
     #[serde(default)]
-    pub tls: Option<SyslogTlsConfig>,
+    pub tls: Option<ClientTls>,
     /// CEF header values when `format = "cef"`.
     #[serde(default)]
     pub cef: CefConfig,

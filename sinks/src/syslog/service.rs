@@ -10,7 +10,9 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::config::{SyslogConfig, SyslogTlsConfig, Transport};
+use patchwatch_config::ClientTls;
+
+use super::config::{SyslogConfig, Transport};
 use super::encoder::{message, octet_counted};
 use crate::driver::{SendReport, Service};
 use crate::error::{SendError, SinkError};
@@ -21,18 +23,10 @@ pub(super) struct Tls {
     server_name: rustls::pki_types::ServerName<'static>,
 }
 
-fn read_file(sink: &str, path: &std::path::Path) -> Result<Vec<u8>, SinkError> {
-    std::fs::read(path).map_err(|source| SinkError::Io {
-        sink: sink.to_string(),
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// Builds the rustls client config from the `[tls]` table.
 pub(super) fn tls_connector(
     sink: &str,
-    cfg: &SyslogTlsConfig,
+    cfg: &ClientTls,
     default_host: &str,
 ) -> Result<Tls, SinkError> {
     let invalid = |field: &'static str, reason: String| SinkError::InvalidField {
@@ -40,32 +34,30 @@ pub(super) fn tls_connector(
         field,
         reason,
     };
+    let pem = cfg.load("tls").map_err(|e| invalid("tls", e.to_string()))?;
+    let Some(ca) = &pem.ca else {
+        return Err(invalid(
+            "tls.ca_file",
+            "required: the CA that signs the receiver's certificate".into(),
+        ));
+    };
     let mut roots = rustls::RootCertStore::empty();
-    let pem = read_file(sink, &cfg.ca_file)?;
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
         let cert = cert.map_err(|e| invalid("tls.ca_file", e.to_string()))?;
         roots
             .add(cert)
             .map_err(|e| invalid("tls.ca_file", e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(invalid(
-            "tls.ca_file",
-            format!("no certificate in {}", cfg.ca_file.display()),
-        ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid("tls", e.to_string()))?
         .with_root_certificates(roots);
-    let config = match (&cfg.cert_file, &cfg.key_file) {
-        (Some(c), Some(k)) => {
-            let cpem = read_file(sink, c)?;
+    let config = match &pem.identity {
+        Some((cpem, kpem)) => {
             let chain = rustls_pemfile::certs(&mut cpem.as_slice())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| invalid("tls.cert_file", e.to_string()))?;
-            let kpem = read_file(sink, k)?;
             let key = rustls_pemfile::private_key(&mut kpem.as_slice())
                 .map_err(|e| invalid("tls.key_file", e.to_string()))?
                 .ok_or_else(|| invalid("tls.key_file", "no private key found".into()))?;
@@ -73,13 +65,7 @@ pub(super) fn tls_connector(
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| invalid("tls.key_file", e.to_string()))?
         }
-        (None, None) => builder.with_no_client_auth(),
-        _ => {
-            return Err(invalid(
-                "tls.cert_file",
-                "`cert_file` and `key_file` go together".into(),
-            ))
-        }
+        None => builder.with_no_client_auth(),
     };
     let name = cfg
         .server_name

@@ -68,7 +68,7 @@ fn config_errors_name_the_field() {
     let e = build("sys", &c).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("`tls`"), "{e}");
     c.tls = Some(SyslogTlsConfig {
-        ca_file: "/nonexistent/ca.pem".into(),
+        ca_file: Some("/nonexistent/ca.pem".into()),
         ..Default::default()
     });
     let e = build("sys", &c).map(|_| ()).unwrap_err().to_string();

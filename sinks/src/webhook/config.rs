@@ -1,7 +1,6 @@
 //! Configuration of the webhook sink.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -11,6 +10,7 @@ use super::service::WebhookService;
 use crate::config::Healthcheck;
 use crate::driver::{self, BatchConfig, RetryConfig, Service};
 use crate::{Secret, SinkError, SinkHandle};
+use patchwatch_config::ClientTls;
 
 /// `type = "webhook"`: POST findings as JSON.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -21,15 +21,10 @@ pub struct WebhookConfig {
     /// Extra request headers, e.g. `{ "X-Team" = "exchange" }`.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Bearer token sent as `Authorization: Bearer <token>` (inline; prefer `token_env`).
+    /// Bearer token sent as `Authorization: Bearer <token>`: `{ env = "VAR" }`,
+    /// `{ file = "/path" }` or inline.
     #[serde(default)]
     pub token: Option<Secret>,
-    /// Environment variable holding the bearer token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// File holding the bearer token.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
     /// Text template, e.g. `"{{severity}}: {{title}} on {{host}}"`. When set, each finding is
     /// posted alone as `{"<template_field>": "<text>"}`. Placeholders: id, title, host, rule_id,
     /// severity, category, source_path, line_number, run_id, remediation, evidence,
@@ -39,9 +34,9 @@ pub struct WebhookConfig {
     /// JSON key of the rendered text (default `text`, which Slack and Mattermost read).
     #[serde(default = "default_template_field")]
     pub template_field: String,
-    /// Extra CA certificate (PEM) to trust.
+    /// TLS: `ca_file` (an extra CA to trust), `cert_file` and `key_file` (client certificate).
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub tls: Option<ClientTls>,
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -60,7 +55,7 @@ fn default_template_field() -> String {
 /// Bad `url`, unknown template placeholder, unreadable secret or CA file.
 pub fn build(name: &str, cfg: &WebhookConfig) -> Result<(SinkHandle, Healthcheck), SinkError> {
     crate::http::check_url(name, "url", &cfg.url)?;
-    let token = crate::http::secret(name, "token", &cfg.token, &cfg.token_env, &cfg.token_file)?;
+    let token = crate::http::secret(name, "token", &cfg.token)?;
     let template = cfg
         .template
         .as_deref()
@@ -71,7 +66,7 @@ pub fn build(name: &str, cfg: &WebhookConfig) -> Result<(SinkHandle, Healthcheck
             field: "template",
             reason,
         })?;
-    let client = crate::http::client(name, cfg.retry.request_timeout(), cfg.ca_file.as_ref())?;
+    let client = crate::http::client(name, cfg.retry.request_timeout(), cfg.tls.as_ref())?;
     let svc = Arc::new(WebhookService {
         client,
         url: cfg.url.clone(),

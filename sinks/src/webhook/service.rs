@@ -10,13 +10,13 @@ use super::encoder::Template;
 use crate::driver::{SendReport, Service};
 use crate::encoding::finding_json;
 use crate::error::SendError;
-use crate::Secret;
+use crate::secret::SecretValue;
 
 pub(super) struct WebhookService {
     pub(super) client: reqwest::Client,
     pub(super) url: String,
     pub(super) headers: BTreeMap<String, String>,
-    pub(super) token: Option<Secret>,
+    pub(super) token: Option<SecretValue>,
     pub(super) template: Option<Template>,
     pub(super) template_field: String,
 }

@@ -8,12 +8,10 @@ fn config(url: &str) -> WebhookConfig {
     WebhookConfig {
         url: url.to_string(),
         headers: [("X-Team".to_string(), "exchange".to_string())].into(),
-        token: Some(crate::Secret::new("s3cret")),
-        token_env: None,
-        token_file: None,
+        token: Some(crate::Secret::inline("s3cret")),
         template: None,
         template_field: "text".into(),
-        ca_file: None,
+        tls: None,
         batch: quick_batch(10),
         retry: fast_retry(),
     }
