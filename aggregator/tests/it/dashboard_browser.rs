@@ -3,14 +3,12 @@
 //! the finding page shows evidence and fix, and screenshots are saved (to `docs/` with
 //! `PATCHWATCH_UPDATE_SCREENSHOTS=1`).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fantoccini::{ClientBuilder, Locator};
 use patchwatch_proto::{Batch, Finding, Remediation};
 

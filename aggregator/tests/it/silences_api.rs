@@ -4,12 +4,10 @@
 //! are still stored and forwarded to `[sinks]`; the silence survives a restart; expiring it
 //! restores notifications. Bad requests get a 400 naming the field.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use patchwatch_aggregator::Config;
 use serde_json::{json, Value};
 

@@ -2,11 +2,9 @@
 //! errors naming the field, conflicts, persistence across a restart, tagging of stored
 //! findings, and the write rules (token when configured; refused beyond loopback without one).
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use patchwatch_aggregator::config::TokenConfig;
 use serde_json::{json, Value};
 

@@ -1,12 +1,10 @@
 //! gRPC ingest over loopback, on SQLite and on a real PostgreSQL: acks, idempotent replays,
 //! per-item rejections, refused credentials, size limits, and restarts that lose nothing acked.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use patchwatch_aggregator::config::{TlsConfig, TokenConfig};
 use patchwatch_proto::ingest_client::IngestClient;
 use patchwatch_proto::{Batch, Finding, HealthRequest};

@@ -2,16 +2,13 @@
 //! RFC 5424 over TCP and TLS, CEF, and a receiver restart mid-stream that loses nothing and
 //! does not hold up another sink.
 
-mod common;
-
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{env_or_skip, eventually, run_token};
 use patchwatch_proto::{Finding, Severity};
 use patchwatch_sinks::encoding::sample_finding;
 use patchwatch_sinks::{build, SinkConfig};
+use patchwatch_testkit::rsyslog::Rsyslogd;
+use patchwatch_testkit::{env_or_skip, eventually, free_port, lines_settle, lines_with, run_token};
 
 fn syslog_sink(name: &str, toml_text: &str) -> patchwatch_sinks::SinkHandle {
     let cfg: SinkConfig = toml::from_str(toml_text).unwrap();
@@ -30,24 +27,6 @@ fn findings(token: &str, prefix: &str, n: usize) -> Vec<Finding> {
             f.title = format!("Setup failed | \"quoted\" ] {prefix} {i}");
             f
         })
-        .collect()
-}
-
-/// Waits (10 s at most) until exactly `n` lines of `path` contain `needle`, and returns them.
-async fn lines_settle(path: &Path, needle: &str, n: usize, what: &str) -> Vec<String> {
-    eventually(Duration::from_secs(10), what, async || {
-        let l = lines_with(path, needle);
-        (l.len() == n).then_some(l)
-    })
-    .await
-}
-
-fn lines_with(path: &Path, needle: &str) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_string)
         .collect()
 }
 
@@ -88,6 +67,7 @@ async fn rfc5424_over_tcp_and_tls_and_cef_reach_rsyslog() {
     for prefix in ["tcp", "tls"] {
         let needle = format!("id=\"{prefix}-{token}-");
         let lines = lines_settle(&out, &needle, 5, "rsyslog to write the messages").await;
+        assert_eq!(lines.len(), 5, "{lines:#?}");
         // rsyslog parsed our message as RFC 5424: it re-emits header fields and the SD element.
         let l = &lines[0];
         assert!(
@@ -104,6 +84,7 @@ async fn rfc5424_over_tcp_and_tls_and_cef_reach_rsyslog() {
     }
     let needle = format!("cs1=cef-{token}-");
     let lines = lines_settle(&out, &needle, 3, "rsyslog to write the CEF messages").await;
+    assert_eq!(lines.len(), 3, "{lines:#?}");
     assert!(
         lines[0].contains("CEF:0|patchwatch|patchwatch|"),
         "{}",
@@ -116,80 +97,6 @@ async fn rfc5424_over_tcp_and_tls_and_cef_reach_rsyslog() {
     );
 }
 
-/// A private rsyslogd on a free loopback port, writing to a file in `dir`.
-struct Rsyslogd {
-    bin: String,
-    conf: std::path::PathBuf,
-    pid: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Rsyslogd {
-    fn new(bin: String, dir: &Path, port: u16, out: &Path) -> Self {
-        let work = dir.join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        let conf = dir.join("rsyslog.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global(workDirectory=\"{}\")\nmodule(load=\"imtcp\")\n\
-                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"t\")\n\
-                 ruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{}\" template=\"RSYSLOG_SyslogProtocol23Format\") }}\n",
-                work.display(),
-                out.display()
-            ),
-        )
-        .unwrap();
-        Rsyslogd {
-            bin,
-            conf,
-            pid: dir.join("rsyslogd.pid"),
-            child: None,
-        }
-    }
-
-    async fn start(&mut self, port: u16) {
-        let _ = std::fs::remove_file(&self.pid);
-        let child = Command::new(&self.bin)
-            .args(["-n", "-f"])
-            .arg(&self.conf)
-            .arg("-i")
-            .arg(&self.pid)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rsyslogd starts");
-        self.child = Some(child);
-        eventually(Duration::from_secs(10), "rsyslogd to listen", async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-    }
-
-    /// Graceful stop (SIGTERM to our own child, by pid), waiting for it to exit.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Rsyslogd {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsyslog_restart_mid_stream_loses_nothing_and_blocks_no_other_sink() {
     let Some(bin) = env_or_skip("PATCHWATCH_RSYSLOGD", "setup-rsyslog.sh") else {
@@ -197,12 +104,9 @@ async fn rsyslog_restart_mid_stream_loses_nothing_and_blocks_no_other_sink() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.log");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let mut rsyslogd = Rsyslogd::new(bin, dir.path(), port, &out);
-    rsyslogd.start(port).await;
+    rsyslogd.start().await;
 
     let jsonl_path = dir.path().join("findings.jsonl");
     let cfg = patchwatch_sinks::SinksConfig::from_toml(&format!(
@@ -264,7 +168,7 @@ async fn rsyslog_restart_mid_stream_loses_nothing_and_blocks_no_other_sink() {
     );
 
     // Restart on the same port; the rest is sent after.
-    rsyslogd.start(port).await;
+    rsyslogd.start().await;
     for f in &all[20..] {
         receipts.push(sinks.send(vec![f.clone()]));
     }

@@ -2,14 +2,12 @@
 //! PostgreSQL. The aggregator runs in a child process (this test binary re-run as
 //! `child_aggregator`), so the kill is real: no destructor, no flush, no graceful shutdown.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use patchwatch_aggregator::config::StoreBackend;
 use patchwatch_aggregator::model::FindingFilter;
 use patchwatch_aggregator::store;
@@ -44,7 +42,8 @@ impl Drop for Killed {
 fn spawn_child(config_toml: &str) -> (Killed, std::net::SocketAddr) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "child_aggregator",
+            // The test's path in the one integration-test binary.
+            "crash::child_aggregator",
             "--exact",
             "--nocapture",
             "--test-threads=1",
@@ -58,7 +57,7 @@ fn spawn_child(config_toml: &str) -> (Killed, std::net::SocketAddr) {
     let child = Killed(child);
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        // The harness prints "test child_aggregator ... " before the child's own output.
+        // The harness prints "test crash::child_aggregator ... " before the child's own output.
         if let Some((_, addr)) = line.split_once("GRPC=") {
             return (child, addr.trim().parse().unwrap());
         }

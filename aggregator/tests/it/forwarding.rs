@@ -5,14 +5,14 @@
 //! everything once the destination is back; the router re-sends to a real Alertmanager after
 //! a restart; new destinations start where `forwarding.new_destination_start` says.
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use patchwatch_testkit::rsyslog::Rsyslogd;
+use patchwatch_testkit::webhook::jsonl_toml;
+
+use crate::common::*;
 use patchwatch_aggregator::Config;
 use patchwatch_proto::Batch;
 use serde_json::Value;
@@ -52,88 +52,6 @@ fn ids_in(path: &Path, needle: &str) -> BTreeMap<String, usize> {
     ids
 }
 
-/// A private rsyslogd on `port` writing RFC 5424 lines to `out`.
-struct Rsyslogd {
-    bin: String,
-    conf: PathBuf,
-    pid: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Rsyslogd {
-    fn new(bin: String, dir: &Path, port: u16, out: &Path) -> Self {
-        let work = dir.join("rsyslog-work");
-        std::fs::create_dir_all(&work).unwrap();
-        let conf = dir.join("rsyslog.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "global(workDirectory=\"{}\")\nmodule(load=\"imtcp\")\n\
-                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"t\")\n\
-                 ruleset(name=\"t\") {{ action(type=\"omfile\" file=\"{}\" \
-                 template=\"RSYSLOG_SyslogProtocol23Format\" flushOnTXEnd=\"on\" asyncWriting=\"off\") }}\n",
-                work.display(),
-                out.display()
-            ),
-        )
-        .unwrap();
-        Rsyslogd {
-            bin,
-            conf,
-            pid: dir.join("rsyslogd.pid"),
-            port,
-            child: None,
-        }
-    }
-
-    async fn start(&mut self) {
-        let _ = std::fs::remove_file(&self.pid);
-        let child = Command::new(&self.bin)
-            .args(["-n", "-f"])
-            .arg(&self.conf)
-            .arg("-i")
-            .arg(&self.pid)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rsyslogd starts");
-        self.child = Some(child);
-        let port = self.port;
-        eventually(
-            Duration::from_secs(10),
-            "rsyslogd to listen",
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
-    }
-
-    /// Graceful stop (SIGTERM to our own child, by pid), waiting for it to exit.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Rsyslogd {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The `/healthz` forwarding entry of `destination`.
 async fn forwarding_status(http: std::net::SocketAddr, destination: &str) -> Value {
     let h = get_json(http, "/healthz").await;
@@ -149,13 +67,6 @@ fn syslog_sink(name: &str, port: u16) -> String {
         "[sinks.{name}]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\ntransport = \"tcp\"\n\
          [sinks.{name}.batch]\ntimeout_ms = 20\n\
          [sinks.{name}.retry]\ninitial_backoff_ms = 50\nmax_backoff_ms = 300\n"
-    )
-}
-
-fn jsonl_sink(name: &str, path: &Path) -> String {
-    format!(
-        "[sinks.{name}]\ntype = \"jsonl\"\npath = {:?}\n[sinks.{name}.batch]\ntimeout_ms = 20\n",
-        path.display().to_string()
     )
 }
 
@@ -175,7 +86,7 @@ async fn rsyslog_stopped_mid_stream(backend: Backend) {
     let extra = format!(
         "{QUICK}{}{}",
         syslog_sink("siem", port),
-        jsonl_sink("file", &file)
+        jsonl_toml("file", &file)
     );
     let Some((config, _data)) = config_with(backend, &extra).await else {
         return;
@@ -344,7 +255,7 @@ async fn new_destinations_start_now_or_from_the_beginning(backend: Backend) {
         let extra = Config::parse(
             &format!(
                 "{QUICK}new_destination_start = {start_from:?}\n{}",
-                jsonl_sink(sink, path)
+                jsonl_toml(sink, path)
             ),
             "test.toml",
         )

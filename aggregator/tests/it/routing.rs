@@ -5,12 +5,10 @@
 //! that are down never hold up an ack or another destination. Restarts and outages are in
 //! `forwarding.rs`.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use patchwatch_aggregator::Config;
 use patchwatch_proto::Finding;
 use serde_json::{json, Value};

@@ -1,11 +1,9 @@
 //! The HTTP API over loopback: filters and paging, finding detail, hosts and runs, the event
 //! stream, read tokens, `/metrics` and `/healthz`; on SQLite and PostgreSQL.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use patchwatch_aggregator::config::TokenConfig;
 
 backend_tests! {
