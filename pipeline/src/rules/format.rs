@@ -63,7 +63,11 @@ pub struct RuleSpec {
     /// Only meaningful for `patchwatch explain`: the text shows up outside setup logs.
     #[serde(default)]
     pub explain_only: bool,
-    /// The fix; `{name}` placeholders are filled from fields.
+    /// The fix, as templates: `{name}` is a capture or run field, `{name|text}` falls back to
+    /// `text` when the value is unknown, and `[... {name} ...]` is an optional clause, dropped
+    /// whole when a placeholder in it has no value (brackets without a placeholder are literal).
+    /// Built-in rules keep every placeholder in a clause or give it a default, so no rendered
+    /// text shows a gap; see [`super::template`].
     pub remediation: RemediationSpec,
     /// Example lines: each `match` must produce the rule, each `no_match` must not.
     #[serde(default)]
@@ -86,7 +90,7 @@ pub struct EvidenceSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemediationSpec {
-    /// One sentence.
+    /// One sentence (a template, see [`RuleSpec::remediation`]).
     pub summary: String,
     /// Ordered steps.
     #[serde(default)]

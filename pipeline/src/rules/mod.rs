@@ -6,6 +6,7 @@
 
 mod error;
 pub mod format;
+pub mod template;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 pub use error::RulesError;
 use format::{RemediationSpec, RuleFile, RuleSpec};
 use regex::bytes::Regex;
+pub(crate) use template::{fill, placeholders};
 
 use crate::finding::{LogKind, Severity};
 use crate::matcher::AnchorMatcher;
@@ -106,8 +108,9 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The remediation with `{name}` placeholders filled from `lookup` (unknown values render as
-    /// `(unknown name)`). For callers outside the pipeline that raise derived rules.
+    /// The remediation with its templates rendered from `lookup` ([`template`]: unknown values
+    /// take their default or drop their optional clause). For callers outside the pipeline that
+    /// raise derived rules.
     pub fn remediation_with(
         &self,
         lookup: impl Fn(&str) -> Option<String> + Copy,
@@ -586,42 +589,6 @@ fn validate(file: &str, s: &RuleSpec, by_id: &HashMap<String, usize>) -> Result<
     })
 }
 
-/// The `{name}` placeholders in a template.
-pub(crate) fn placeholders(t: &str) -> impl Iterator<Item = &str> {
-    t.split('{').skip(1).filter_map(|rest| {
-        let end = rest.find('}')?;
-        let name = &rest[..end];
-        (!name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._".contains(c)))
-        .then_some(name)
-    })
-}
-
-/// Fills `{name}` placeholders from `lookup`; unknown values render as `(unknown name)`.
-pub(crate) fn fill(t: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(t.len());
-    let mut rest = t;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        match after.find('}') {
-            Some(end) if placeholders(&rest[open..]).next() == Some(&after[..end]) => {
-                let name = &after[..end];
-                out.push_str(&lookup(name).unwrap_or_else(|| format!("(unknown {name})")));
-                rest = &after[end + 1..];
-            }
-            _ => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,11 +637,11 @@ remediation = { summary = "fix {nothing}" }"#,
     }
 
     #[test]
-    fn fill_replaces_known_and_marks_unknown() {
+    fn fill_replaces_known_and_drops_unknown() {
         let s = fill("run {a} on {b}, keep {not a name} and {", |n| {
             (n == "a").then(|| "X".to_string())
         });
-        assert_eq!(s, "run X on (unknown b), keep {not a name} and {");
+        assert_eq!(s, "run X on, keep {not a name} and {");
     }
 
     #[test]

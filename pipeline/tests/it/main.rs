@@ -7,3 +7,4 @@ mod durations;
 mod msi_codes;
 mod rules;
 mod streaming;
+mod templates;

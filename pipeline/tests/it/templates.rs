@@ -1,0 +1,74 @@
+//! Remediation never shows a placeholder: every built-in rule renders cleanly with no values at
+//! all, and no placeholder is left outside an optional clause without a default.
+
+use patchwatch_pipeline::rules::template::bare_placeholders;
+use patchwatch_pipeline::Catalog;
+
+fn problems(what: &str, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for bad in ["(unknown", "  ", " . ", " ,", " ;", "[]", "()", "[ ", " ]"] {
+        if text.contains(bad) {
+            out.push(format!("{what} contains `{bad}`: {text}"));
+        }
+    }
+    if text.ends_with(" .") {
+        out.push(format!("{what} ends with ` .`: {text}"));
+    }
+    // A placeholder left over: `{name}` (code in backticks such as `{ return $true }` is fine).
+    for (i, _) in text.match_indices('{') {
+        let rest = &text[i + 1..];
+        let end = rest.find('}').unwrap_or(rest.len());
+        let name = &rest[..end];
+        if !name.is_empty()
+            && name.len() == end
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._|".contains(c))
+            && end < rest.len()
+        {
+            out.push(format!("{what} contains placeholder `{{{name}}}`: {text}"));
+        }
+    }
+    if text.trim() != text || text.is_empty() {
+        out.push(format!("{what} is empty or padded: `{text}`"));
+    }
+    out
+}
+
+#[test]
+fn every_rule_renders_without_fields() {
+    let catalog = Catalog::builtin();
+    let mut found = Vec::new();
+    for rule in catalog.rules() {
+        let r = rule.remediation_with(|_| None);
+        found.extend(problems(&format!("{} title", rule.id), &rule.title));
+        found.extend(problems(&format!("{} summary", rule.id), &r.summary));
+        for (i, s) in r.steps.iter().enumerate() {
+            found.extend(problems(&format!("{} step {i}", rule.id), s));
+        }
+        let spec = &rule.remediation;
+        for t in std::iter::once(&spec.summary).chain(&spec.steps) {
+            for name in bare_placeholders(t) {
+                found.push(format!(
+                    "{}: `{{{name}}}` is outside an optional clause and has no default",
+                    rule.id
+                ));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn values_fill_clauses() {
+    let catalog = Catalog::builtin();
+    let rule = catalog.get("msi.install-failed").expect("rule exists");
+    let r = rule.remediation_with(|n| match n {
+        "product" => Some("Contoso Agent".into()),
+        "exit_code" => Some("1612".into()),
+        _ => None,
+    });
+    assert!(r.summary.contains("Contoso Agent"), "{}", r.summary);
+    assert!(r.summary.contains("1612"), "{}", r.summary);
+    assert!(!r.summary.contains("(unknown"), "{}", r.summary);
+}
