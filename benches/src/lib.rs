@@ -147,7 +147,7 @@ pub fn scan_count(catalog: &std::sync::Arc<patchwatch_pipeline::Catalog>, bytes:
 }
 
 /// The byte order mark msiexec writes at the start of a UTF-16LE log.
-const UTF16LE_BOM: [u8; 2] = [0xFF, 0xFE];
+pub const UTF16LE_BOM: [u8; 2] = [0xFF, 0xFE];
 
 /// `corpus` as the `n`th of several files: a short successful run of its own kind (an upgrade
 /// run for UTF-8, an MSI session for UTF-16LE with BOM) goes first, so the file's first line,

@@ -348,8 +348,8 @@ async fn latency(args: &Args) -> Result<()> {
             .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
     };
     println!(
-        "\n## line written -> finding stored (batch.linger = {}ms, sources.poll_interval = {}, {} samples, {timeouts} without a finding in 3 s)",
-        args.linger_ms, cfg.sources.poll_interval_ms, lat.len()
+        "\n## line written -> finding stored (batch.linger = {}ms, sources.poll_interval = {}ms, {} samples, {timeouts} without a finding in 3 s)",
+        args.linger_ms, cfg.sources.poll_interval.get().as_millis(), lat.len()
     );
     println!(
         "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -370,7 +370,10 @@ fn agent_bin() -> Result<PathBuf> {
     }
     let p = std::env::current_exe()?.with_file_name("patchwatch");
     if !p.exists() {
-        bail!("{} not found: build it (cargo build --release -p patchwatch) or set PATCHWATCH_BIN", p.display());
+        bail!(
+            "{} not found: build it (cargo build --release -p patchwatch) or set PATCHWATCH_BIN",
+            p.display()
+        );
     }
     Ok(p)
 }
