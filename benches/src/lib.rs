@@ -146,6 +146,16 @@ pub fn scan_count(catalog: &std::sync::Arc<patchwatch_pipeline::Catalog>, bytes:
         .count()
 }
 
+/// The value after `--name` on the command line, or `default` (the benches take a few flags).
+pub fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
 /// The byte order mark msiexec writes at the start of a UTF-16LE log.
 pub const UTF16LE_BOM: [u8; 2] = [0xFF, 0xFE];
 

@@ -18,16 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use patchwatch_benches::{utf16le_corpus, utf8_corpus, utf8_realistic_corpus, UTF16LE_BOM};
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
-}
+use patchwatch_benches::{arg, utf16le_corpus, utf8_corpus, utf8_realistic_corpus, UTF16LE_BOM};
 
 /// What one process run cost.
 #[derive(Clone, Copy, Debug)]

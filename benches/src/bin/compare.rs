@@ -10,17 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use patchwatch_benches::{real_msi_corpus, utf16le_corpus, utf8_corpus, utf8_realistic_corpus};
+use patchwatch_benches::{
+    arg, real_msi_corpus, utf16le_corpus, utf8_corpus, utf8_realistic_corpus,
+};
 use patchwatch_pipeline::{Catalog, Event, FileScanner, ScanContext};
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
-}
 
 /// Reads the file in 4 MiB blocks and scans it: what `patchwatch scan` does per file.
 fn patchwatch(catalog: &Arc<Catalog>, path: &Path) -> Result<(Duration, usize)> {
