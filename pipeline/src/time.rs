@@ -1,6 +1,11 @@
 //! Log timestamps. Logs carry local time with no zone: the scan context says which offset the
 //! collector assumes, and both the naive text and the converted instant are kept.
 
+/// A calendar date: year, month, day.
+pub(crate) type Date = (i32, u32, u32);
+/// A time of day: hours, minutes, seconds, milliseconds.
+pub(crate) type Clock = (u32, u32, u32, u32);
+
 /// A naive local date and time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct NaiveTime {

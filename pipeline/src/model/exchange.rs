@@ -23,6 +23,8 @@ pub(crate) struct ExchangeRun {
     /// `Schema` / `Organization Configuration` / `Domain Configuration` → True/False and line.
     update_required: HashMap<String, (bool, EvidenceLine, u64)>,
     first_error: Option<(EvidenceLine, u64)>,
+    /// The first `[ERROR]` entry, whole (bounded), and what it says.
+    first_block: Option<(Vec<EvidenceLine>, BTreeMap<String, String>)>,
     last_error_reference: Option<EvidenceLine>,
 }
 
@@ -38,6 +40,18 @@ impl LogModel for ExchangeRun {
 
     fn derived_findings(&self, sum: &mut RunSummary) -> Vec<Derived> {
         finalize(self, sum)
+    }
+
+    fn error_block(
+        &mut self,
+        start_line: u64,
+        evidence: &[EvidenceLine],
+        fields: &BTreeMap<String, String>,
+    ) {
+        let first = self.first_error.as_ref().map(|(e, _)| e.line);
+        if self.first_block.is_none() && first.is_none_or(|l| l == start_line) {
+            self.first_block = Some((evidence.to_vec(), fields.clone()));
+        }
     }
 
     fn line_time(&self, line: &[u8]) -> Option<NaiveTime> {
@@ -347,15 +361,94 @@ fn finalize(x: &ExchangeRun, sum: &mut RunSummary) -> Vec<Derived> {
         }
     }
     if sum.outcome == Outcome::Failed {
-        if let Some((e, o)) = &x.first_error {
-            let mut lines = vec![(e.clone(), *o)];
-            if let Some(r) = &x.last_error_reference {
-                lines.push((r.clone(), *o));
-            }
-            derive("exchange.setup.failed", lines, &[]);
+        if let Some(d) = first_error(x, &ctx) {
+            out.push(d);
         }
     }
     out
+}
+
+/// SetupLogReviewer's fallback: the run's first error, whole, titled by what it says and
+/// advised by its class (the `exchange.setup.failed*` rules, shown only when no rule with a
+/// better priority names the cause).
+fn first_error(x: &ExchangeRun, ctx: &BTreeMap<String, String>) -> Option<Derived> {
+    let (first, offset) = x.first_error.as_ref()?;
+    let mut fields = ctx.clone();
+    let mut evidence = vec![first.clone()];
+    if let Some((block, block_fields)) = &x.first_block {
+        evidence = block.clone();
+        fields.extend(block_fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    if let Some(r) = &x.last_error_reference {
+        if let Some(c) = r
+            .text
+            .split_once("Component=")
+            .map(|(_, c)| c.trim())
+            .filter(|c| !c.is_empty())
+        {
+            fields.insert("component".into(), c.to_string());
+        }
+        if let Some(id) = between(&r.text, "Id=", " ") {
+            fields.insert("error_reference".into(), id.to_string());
+        }
+        if !evidence.iter().any(|e| e.line == r.line) {
+            evidence.push(r.clone());
+        }
+    }
+    if !fields.contains_key("error_title") {
+        let t = first
+            .text
+            .split_once("[ERROR] ")
+            .map_or(first.text.as_str(), |(_, t)| t);
+        fields.insert("error_title".into(), super::errors::short(t));
+    }
+    Some(Derived {
+        rule_id: error_class(&fields),
+        line: first.line,
+        offset: *offset,
+        evidence,
+        fields,
+    })
+}
+
+/// The fallback rule for an error's class, from its exception types and message.
+fn error_class(f: &BTreeMap<String, String>) -> &'static str {
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    let types = format!("{} {}", get("exception"), get("inner_exceptions"));
+    let text = format!("{types} {}", get("error_message"));
+    let has = |s: &str| find_ci(&text, s).is_some();
+    if has("CommandNotFoundException") || has("is not recognized as the name of a cmdlet") {
+        "exchange.setup.failed.command-not-found"
+    } else if has("ManagementObjectNotFoundException") || has("couldn't be found on") {
+        "exchange.setup.failed.object-not-found"
+    } else if has("UnauthorizedAccessException")
+        || has("Access is denied")
+        || has("Access to the path")
+        || has("INSUFF_ACCESS_RIGHTS")
+    {
+        "exchange.setup.failed.access-denied"
+    } else if has("NullReferenceException") {
+        "exchange.setup.failed.null-reference"
+    } else if has("DirectoryOperationException")
+        || has("LdapException")
+        || has("ADOperationException")
+        || has("ADTransientException")
+        || has("ADTopology")
+        || has("LDAP")
+        || has("domain controller")
+    {
+        "exchange.setup.failed.active-directory"
+    } else if has("ServiceStartException")
+        || has("Cannot start service")
+        || has("Cannot start the service")
+        || has("service cannot be started")
+        || has("did not reach the Running")
+        || has("failed to start")
+    {
+        "exchange.setup.failed.service-start"
+    } else {
+        "exchange.setup.failed"
+    }
 }
 
 /// SetupLogReviewer's hint: in a non-Install run, a setup build equal to the installed one (or

@@ -4,6 +4,7 @@
 //! Models see only the lines that hit a *structural anchor* (banner, header values, outcome
 //! lines); the scanner finds those with the same automaton as the rules' anchors.
 
+pub(crate) mod errors;
 pub(crate) mod exchange;
 pub(crate) mod msi;
 pub(crate) mod servicecontrol;
@@ -178,6 +179,17 @@ pub(crate) trait LogModel: std::fmt::Debug + Send + Sync {
     /// Parses the time written on a line of this kind (for logs whose lines carry only a clock
     /// time, on the date read from the run's header, moved on past midnight).
     fn line_time(&self, line: &[u8]) -> Option<NaiveTime>;
+
+    /// Receives a finished error block of this run (an ExchangeSetup.log `[ERROR]` entry with
+    /// its continuation lines, bounded): its first line, its evidence and what it says
+    /// ([`errors::error_fields`]).
+    fn error_block(
+        &mut self,
+        _start_line: u64,
+        _evidence: &[EvidenceLine],
+        _fields: &BTreeMap<String, String>,
+    ) {
+    }
 
     /// Records a time [`LogModel::line_time`] returned as the run's latest, so that a clock
     /// going back past midnight moves the date on.

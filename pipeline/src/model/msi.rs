@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::{between, find_ci, s, Boundary, Derived, Line, LogModel};
 use crate::finding::{EvidenceLine, Outcome};
-use crate::time::{clock, locale_date, DayClock, NaiveTime};
+use crate::time::{clock, locale_date, Clock, Date, DayClock, NaiveTime};
 use crate::RunSummary;
 
 /// What the MSI model remembers about one run.
@@ -218,7 +218,7 @@ fn finalize(m: &MsiRun, sum: &mut RunSummary) -> Vec<Derived> {
 
 /// Date and time of a `=== Verbose logging started: 31.01.2022  21:24:31 ...` or
 /// `=== Logging stopped: 2020/2/10  21:12:04 ===` line.
-fn header_stamp(line: &[u8]) -> Option<((i32, u32, u32), Option<(u32, u32, u32, u32)>)> {
+fn header_stamp(line: &[u8]) -> Option<(Date, Option<Clock>)> {
     if !line.starts_with(b"=== ") {
         return None;
     }
@@ -263,4 +263,40 @@ fn line_time(line: &[u8], day: &DayClock) -> Option<NaiveTime> {
             (word.len() >= 8 && word.ends_with(b":")).then(|| clock(word))?
         })
         .and_then(|c| day.at(c))
+}
+
+/// A custom action's result line in any language: `CustomAction <name> <words> <code> ...`
+/// (`CustomAction X returned actual error code 1603 (note ...)`, or translated,
+/// `CustomAction X 1603 の実際のエラー コードが返されます...`): the action and the first number
+/// after its name.
+pub(crate) fn custom_action_result(line: &str) -> Option<(&str, i64)> {
+    let rest = line.strip_prefix("CustomAction ")?;
+    let (name, rest) = rest.split_once(' ')?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
+    {
+        return None;
+    }
+    let code = first_number(rest)?;
+    Some((name, code))
+}
+
+/// The first whole number in `s` (digits not joined to letters, e.g. not `0x8007`).
+fn first_number(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) {
+            let j = i + b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if j == b.len() || !b[j].is_ascii_alphanumeric() {
+                return s[i..j].parse().ok();
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    None
 }

@@ -59,6 +59,7 @@ impl FileScanner {
             i = j;
         }
         self.scratch.hits = hits;
+        self.advance_block(end);
         let tail_lines = count_lines(&self.text.buf[cur..end]);
         self.out.stats.lines += line + tail_lines - self.text.line;
         self.text.line = line + tail_lines;
@@ -88,9 +89,15 @@ impl FileScanner {
     fn process_line(&mut self, at: LineRef, anchors: &[u32]) {
         let LineRef { number, offset, .. } = at;
         let kind = self.kind.unwrap_or(LogKind::Plain);
+        // The open `[ERROR]` entry takes the lines up to this one, and this one unless it is
+        // timestamped (which ends the entry).
+        if self.block.is_some() {
+            self.advance_block(skip_terminator(&self.text.buf, at.end));
+        }
         let text = self.decode_line(at.start, at.end);
         let catalog = Arc::clone(&self.catalog);
         let mut end_outcome = None;
+        let mut error_line = false;
         let mut seen_rules = std::mem::take(&mut self.scratch.rules);
         seen_rules.clear();
         for &a in anchors {
@@ -105,6 +112,7 @@ impl FileScanner {
                             self.close_run();
                             self.start_run(number, offset, true);
                         }
+                        error_line |= si == model::s::ERROR;
                         let run = self.ensure_run(number, offset);
                         let l = Line {
                             number,
@@ -122,6 +130,10 @@ impl FileScanner {
                     }
                 }
             }
+        }
+        if error_line && self.starts_error_entry(&self.text.buf[at.start..at.end]) {
+            let run_index = self.ensure_run(number, offset).summary.index;
+            self.open_block(&at, &text, run_index);
         }
         for &ri in &seen_rules {
             let rule = &catalog.rules()[ri];
@@ -204,6 +216,18 @@ impl FileScanner {
             line: number,
             text: crate::cut(text),
         });
+        // A custom action's result line carries the action's own output.
+        if self.kind == Some(LogKind::Msi) {
+            if let Some((action, _)) = model::msi::custom_action_result(text) {
+                let block = self.custom_action_block(line, action);
+                for (k, v) in model::errors::output_fields(&block) {
+                    fields.entry(k).or_insert(v);
+                }
+                evidence.retain(|e| !block.iter().any(|b| b.line == e.line));
+                evidence.extend(block);
+                evidence.sort_by_key(|e| e.line);
+            }
+        }
         let at = FindingAt {
             line: number,
             offset,
@@ -220,6 +244,7 @@ impl FileScanner {
             offset,
             seen_after: 0,
             next_line: number + 1,
+            block: self.block_of(number),
         };
         if p.awaiting.is_empty() {
             self.register_priority(rule, &p.finding);

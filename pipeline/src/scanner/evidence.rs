@@ -39,6 +39,8 @@ pub(super) struct Pending {
     pub(super) seen_after: u32,
     /// Line number of the next after-line.
     pub(super) next_line: u64,
+    /// First line of the `[ERROR]` entry this finding is in, while that entry is still open.
+    pub(super) block: Option<u64>,
 }
 
 impl FileScanner {
@@ -126,6 +128,12 @@ impl FileScanner {
                 .map(|s| fill(s, lookup))
                 .collect(),
         };
+        // Titles may name fields too (a fallback is titled by the error it shows).
+        let title = if rule.title.contains('{') {
+            fill(&rule.title, lookup)
+        } else {
+            rule.title.clone()
+        };
         // Run context a reader needs with the finding (who ran setup, which build).
         if let Some(rf) = run_fields {
             for key in ["user", "setup_version", "product", "product_version"] {
@@ -139,7 +147,7 @@ impl FileScanner {
             id,
             rule_id: rule.id.clone(),
             rule_version: rule.version,
-            title: rule.title.clone(),
+            title,
             category: rule.category.clone(),
             severity: rule.severity,
             host: self.ctx.host.clone(),
@@ -191,7 +199,7 @@ impl FileScanner {
         let mut i = 0;
         while i < self.pending.len() {
             let p = &self.pending[i];
-            if p.awaiting.is_empty() && p.seen_after >= p.after {
+            if p.awaiting.is_empty() && p.seen_after >= p.after && p.block.is_none() {
                 let p = self.pending.remove(i);
                 self.emit_finding(p.finding);
             } else {

@@ -15,6 +15,7 @@
 //! follows the runs of the file through the log model of its kind.
 
 mod apply;
+mod blocks;
 mod evidence;
 mod runs;
 
@@ -27,6 +28,7 @@ use crate::finding::{Diagnostic, Event, LogKind, RunSummary};
 use crate::frame::{complete_end, line_end, line_start, skip_terminator};
 use crate::rules::Catalog;
 use crate::ScanContext;
+use blocks::OpenBlock;
 use evidence::Pending;
 use runs::OpenRun;
 
@@ -142,6 +144,8 @@ pub struct FileScanner {
     next_run_index: u32,
     /// Findings still collecting lines after them or waiting on a required rule.
     pending: Vec<Pending>,
+    /// The ExchangeSetup.log `[ERROR]` entry being collected, if any.
+    block: Option<OpenBlock>,
     scratch: Scratch,
     out: Outbox,
 }
@@ -156,7 +160,8 @@ impl FileScanner {
             .iter()
             .map(|r| r.before as usize)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(blocks::LOOKBACK);
         FileScanner {
             catalog,
             ctx,
@@ -178,6 +183,7 @@ impl FileScanner {
             run: None,
             next_run_index: 0,
             pending: Vec::new(),
+            block: None,
             scratch: Scratch::default(),
             out: Outbox::default(),
         }
@@ -239,6 +245,8 @@ impl FileScanner {
         if self.scratch.hits.capacity() > 4096 {
             self.scratch.hits = Vec::new();
         }
+        // An entry still open keeps what it has (like the after-lines of a finding).
+        self.finish_block();
         let pending = std::mem::take(&mut self.pending);
         for p in pending {
             if p.awaiting.is_empty() {
@@ -334,6 +342,10 @@ impl FileScanner {
             if p.offset < point.0 {
                 point = (p.offset, p.finding.line, p.run_index);
             }
+        }
+        // An open `[ERROR]` entry is read again from its first line.
+        if let Some(b) = self.block.as_ref().filter(|b| b.start_offset < point.0) {
+            point = (b.start_offset, b.start_line, b.run_index);
         }
         if self.decoding.decoder.is_none() {
             point = (0, 1, 0);
@@ -466,6 +478,9 @@ impl FileScanner {
         self.text.pos -= keep;
         for p in &mut self.pending {
             p.resume_pos = p.resume_pos.and_then(|r| r.checked_sub(keep));
+        }
+        if let Some(b) = self.block.as_mut() {
+            b.pos = b.pos.saturating_sub(keep);
         }
     }
 }

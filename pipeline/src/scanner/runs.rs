@@ -164,19 +164,26 @@ impl FileScanner {
         }
         let derived = run.model.derived_findings(&mut run.summary);
         let catalog = Arc::clone(&self.catalog);
-        let has_priority = !run.prioritized.is_empty()
-            || derived.iter().any(|d| {
+        // A fallback shows only when nothing that would outrank it names the cause: the best
+        // priority among the run's findings and its other derived findings.
+        let best = run
+            .prioritized
+            .iter()
+            .map(|(p, _, _)| *p)
+            .chain(derived.iter().filter_map(|d| {
                 catalog
                     .get(d.rule_id)
-                    .is_some_and(|r| r.priority.is_some() && !r.fallback)
-            });
+                    .filter(|r| !r.fallback)
+                    .and_then(|r| r.priority)
+            }))
+            .min();
         self.run = Some(run);
         for d in derived {
             let Some(rule) = catalog.get(d.rule_id) else {
                 tracing::warn!(rule = d.rule_id, "Derived rule missing from the catalog.");
                 continue;
             };
-            if rule.fallback && has_priority {
+            if rule.fallback && best.is_some_and(|b| rule.priority.is_none_or(|p| b <= p)) {
                 continue;
             }
             // A derived finding has no line of its own: the rule id stands in for its bytes.

@@ -4,6 +4,7 @@
 mod common;
 mod corpus;
 mod durations;
+mod evidence;
 mod msi_codes;
 mod rules;
 mod streaming;

@@ -1,0 +1,236 @@
+//! What a multi-line error says: the exception types, the message and the task that was
+//! running, read from an ExchangeSetup.log `[ERROR]` entry or a custom action's output block.
+//!
+//! Only the lines of one error reach these functions (at most a block's bound), never the
+//! lines of a whole log.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use crate::finding::EvidenceLine;
+
+/// A .NET exception type name, qualified or not: `System.Management.Automation.CommandNotFoundException`.
+fn exception_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"(?:^|[^\w.])((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*Exception)\b")
+            .expect("exception pattern is valid")
+    })
+}
+
+/// Titles and messages longer than this are cut with `…`.
+const MAX_TEXT: usize = 240;
+
+/// Cuts `s` to [`MAX_TEXT`] characters, marking the cut.
+pub(crate) fn short(s: &str) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(MAX_TEXT) {
+        Some((i, _)) => format!("{}…", s[..i].trim_end()),
+        None => s.to_string(),
+    }
+}
+
+/// The fields of an error entry (ExchangeSetup.log `[ERROR]` entry, first line first):
+/// `exception`, `inner_exceptions`, `error_message`, `task`, and `error_title`, the error in
+/// one line (`CommandNotFoundException: The term ...`).
+pub(crate) fn error_fields(lines: &[EvidenceLine]) -> BTreeMap<String, String> {
+    let mut f = BTreeMap::new();
+    let Some(first) = lines.first() else {
+        return f;
+    };
+    let head = first
+        .text
+        .find("[ERROR] ")
+        .map_or(first.text.as_str(), |i| &first.text[i + "[ERROR] ".len()..]);
+    // `The following error was generated when "$error.Clear(); <script>" was run: "<error>".`
+    const GENERATED: &str = "The following error was generated when \"";
+    if let Some(script) = head.strip_prefix(GENERATED) {
+        let mut body = script
+            .trim_start()
+            .trim_start_matches("$error.Clear();")
+            .trim();
+        let mut rest = lines[1..].iter().map(|l| l.text.trim());
+        while body.is_empty() || body.starts_with('"') {
+            match rest.next() {
+                Some(l) if !l.starts_with("\" was run") => body = l,
+                _ => break,
+            }
+        }
+        let task = body.split(" was run").next().unwrap_or(body);
+        let task = task.trim_end_matches(['"', ';']).trim();
+        if !task.is_empty() && !task.starts_with('"') {
+            f.insert("task".into(), short(task));
+        }
+    }
+    let mut exception: Option<(String, String)> = None;
+    let mut inner: Vec<String> = Vec::new();
+    for l in lines {
+        let t = l.text.as_str();
+        // Inner exceptions follow `--->`; the outermost is the first type with a message.
+        if let Some(i) = t.find("--->") {
+            if let Some(c) = exception_re().captures(&t[i + 4..]) {
+                let name = c[1].to_string();
+                if !inner.contains(&name) {
+                    inner.push(name);
+                }
+            }
+            if exception.is_some() {
+                continue;
+            }
+        }
+        if exception.is_some() || t.trim_start().starts_with("at ") {
+            continue;
+        }
+        for c in exception_re().captures_iter(t) {
+            let m = c.get(1).expect("group 1 always takes part");
+            if let Some(msg) = t[m.end()..].strip_prefix(": ") {
+                let msg = msg.trim().trim_end_matches("\".").trim_end_matches('"');
+                exception = Some((m.as_str().to_string(), msg.to_string()));
+                break;
+            }
+        }
+    }
+    let message = match &exception {
+        Some((_, msg)) if !msg.is_empty() => Some(msg.clone()),
+        _ if !head.starts_with(GENERATED) && !head.trim().is_empty() => Some(head.to_string()),
+        _ => None,
+    };
+    if let Some((e, _)) = &exception {
+        f.insert("exception".into(), e.clone());
+    }
+    if !inner.is_empty() {
+        f.insert("inner_exceptions".into(), inner.join(", "));
+    }
+    if let Some(m) = &message {
+        f.insert("error_message".into(), short(m));
+    }
+    let title = match (&exception, &message) {
+        (Some((e, _)), Some(m)) => format!("{}: {}", short_type(e), m),
+        (Some((e, _)), None) => short_type(e).to_string(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => String::new(),
+    };
+    if !title.is_empty() {
+        f.insert("error_title".into(), short(&title));
+    }
+    f
+}
+
+/// `CommandNotFoundException` from `System.Management.Automation.CommandNotFoundException`.
+pub(crate) fn short_type(t: &str) -> &str {
+    t.rsplit('.').next().unwrap_or(t)
+}
+
+/// The fields of a custom action's output block: `exception` (the first .NET or PowerShell
+/// exception type it printed) and `action_error` (its first line carrying an HRESULT or error
+/// code, e.g. `CAQuietExec:  Error 0x80070001: Command line returned an error.`).
+pub(crate) fn output_fields(lines: &[EvidenceLine]) -> BTreeMap<String, String> {
+    let mut f = BTreeMap::new();
+    for l in lines {
+        let t = l.text.as_str();
+        if t.starts_with("MSI (") {
+            continue;
+        }
+        if !f.contains_key("action_error") && has_hresult(t) {
+            f.insert("action_error".into(), short(t));
+        }
+        if !f.contains_key("exception") {
+            if let Some(c) = exception_re().captures(t) {
+                f.insert("exception".into(), c[1].to_string());
+            }
+        }
+    }
+    f
+}
+
+/// True when `t` holds an HRESULT-like `0x8xxxxxxx`.
+fn has_hresult(t: &str) -> bool {
+    let b = t.as_bytes();
+    memchr::memmem::find_iter(b, b"0x").any(|i| {
+        let h = &b[i + 2..];
+        h.len() >= 8 && h[..8].iter().all(u8::is_ascii_hexdigit) && h[0] == b'8'
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(lines: &[&str]) -> Vec<EvidenceLine> {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, t)| EvidenceLine {
+                line: i as u64 + 1,
+                text: t.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_generated_error_gives_task_exception_and_message() {
+        let f = error_fields(&ev(&[
+            "[12/17/2021 16:51:06.0806] [1] [ERROR] The following error was generated when \"$error.Clear();",
+            "          & $RoleBinPath\\ServiceControl.ps1 -Operation:DisableServices;",
+            "        \" was run: \"System.Management.Automation.CommandNotFoundException: The term 'where.exe' is not recognized as the name of a cmdlet.",
+            "   at System.Management.Automation.CommandDiscovery.LookupCommandInfo(String commandName)\".",
+        ]));
+        assert_eq!(
+            f["exception"],
+            "System.Management.Automation.CommandNotFoundException"
+        );
+        assert_eq!(
+            f["error_message"],
+            "The term 'where.exe' is not recognized as the name of a cmdlet."
+        );
+        assert_eq!(
+            f["task"],
+            "& $RoleBinPath\\ServiceControl.ps1 -Operation:DisableServices"
+        );
+        assert!(f["error_title"].starts_with("CommandNotFoundException: The term 'where.exe'"));
+        assert!(!f.contains_key("inner_exceptions"));
+    }
+
+    #[test]
+    fn inner_exceptions_follow_arrows_and_a_plain_error_is_its_message() {
+        let f = error_fields(&ev(&[
+            "[03/11/2021 16:01:24.0362] [1] [ERROR] The following error was generated when \"$error.Clear(); Start-SetupService -ServiceName MSExchangeServiceHost\" was run: \"Microsoft.Exchange.Configuration.Tasks.ServiceDisabledException: The service is disabled. ---> System.ComponentModel.Win32Exception: The service cannot be started\".",
+        ]));
+        assert_eq!(
+            f["exception"],
+            "Microsoft.Exchange.Configuration.Tasks.ServiceDisabledException"
+        );
+        assert_eq!(
+            f["inner_exceptions"],
+            "System.ComponentModel.Win32Exception"
+        );
+        assert_eq!(
+            f["task"],
+            "Start-SetupService -ServiceName MSExchangeServiceHost"
+        );
+        let f = error_fields(&ev(&[
+            "[03/11/2021 16:01:24.0362] [1] [ERROR] The service cannot be started, either because it is disabled",
+        ]));
+        assert_eq!(
+            f["error_message"],
+            "The service cannot be started, either because it is disabled"
+        );
+        assert!(!f.contains_key("exception"));
+    }
+
+    #[test]
+    fn output_fields_find_the_hresult_line_in_any_language() {
+        let f = output_fields(&ev(&[
+            "MSI (s) (60:A0) [06:21:13:123]: Invoking remote custom action. Entrypoint: CAQuietExec",
+            "CAQuietExec: エラー 0x80070001: コマンド ・ ラインにエラーが返されます。",
+            "CAQuietExec:  File C:\\x.ps1 cannot be loaded. + FullyQualifiedErrorId : UnauthorizedAccess, System.Management.Automation.PSSecurityException",
+        ]));
+        assert!(f["action_error"].contains("0x80070001"));
+        assert_eq!(
+            f["exception"],
+            "System.Management.Automation.PSSecurityException"
+        );
+    }
+}
