@@ -14,7 +14,7 @@
 //! endpoint) and by one feed per direct sink (`[sinks]`, see [`crate::siem`]), each from its
 //! own durable cursor; a record leaves the disk once all of them passed it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,10 +27,11 @@ use patchwatch_pipeline::{
 use patchwatch_proto as pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{CheckpointStore, Flusher};
+use crate::checkpoint::{CheckpointStore, Flusher, Replay};
 use crate::config::AgentConfig;
 use crate::delivery::{self, DeliveryOptions, SpoolItem};
 use crate::discovery::Discovery;
+use crate::health::{AgentHealth, Health, PartState};
 use crate::siem::{self, SiemFeeds};
 use crate::spool::{Spool, SpoolError, SpoolOptions, DEFAULT_CONSUMER};
 use crate::tail::{Bom, FileKey, TailEvent, TailReader};
@@ -49,6 +50,16 @@ const TICK: Duration = Duration::from_millis(200);
 /// which shrink their buffers. A first release already follows the quiet flush ([`QUIET`]),
 /// at most once per `IDLE_RELEASE`, so a slow steady writer does not cause one per line.
 const IDLE_RELEASE: Duration = PARTIAL_QUIET;
+/// First and longest wait before retrying a spool append that failed on the disk (full disk,
+/// IO error). Reading stays paused meanwhile (backpressure); a 5 s cap keeps a long outage
+/// at a dozen attempts a minute and the recovery prompt.
+const WRITE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often replay points are brought up to date with the spool's acknowledgements.
+const REPLAY_SYNC: Duration = Duration::from_secs(1);
+/// Most replay points kept per file; beyond, the newer ones are merged into the older (which
+/// only means re-reading more after a spool loss).
+const REPLAY_MAX: usize = 32;
 
 /// Why the agent could not start; each names the setting or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +128,7 @@ pub struct Agent {
     siem: Option<SiemFeeds>,
     spool: Spool,
     host: pb::HostInfo,
+    health: AgentHealth,
 }
 
 /// What the matcher thread needs.
@@ -139,6 +151,9 @@ struct Matcher {
     early_released: bool,
     /// When memory was last given back, if ever.
     last_release: Option<Instant>,
+    health: Health,
+    /// When replay points were last matched against the spool's acknowledgements.
+    last_replay_sync: Instant,
 }
 
 struct FileState {
@@ -149,6 +164,14 @@ struct FileState {
     partial_flushed: bool,
     stalled_run: Option<String>,
     last_line: String,
+    /// The resume point committed last: where the records appended next come from.
+    committed: ResumePoint,
+    /// Where this file's records not yet acknowledged by every consumer came from: (first
+    /// record id, resume point), oldest first. Its front is saved with the checkpoint as the
+    /// file's [`Replay`] point.
+    replay: VecDeque<(u64, ResumePoint)>,
+    /// Id of this file's last spooled record.
+    last_id: Option<u64>,
 }
 
 impl FileState {
@@ -190,12 +213,19 @@ impl Agent {
             fsync: cfg.spool_fsync(),
             consumers: spool_consumers(cfg),
         })?;
-        if !report.damage.is_empty() {
+        if let Some(first_lost) = report.damage.iter().map(|d| d.first_lost_id).min() {
+            // The lost records cannot be read back, but each file's replay point says where
+            // its unacknowledged records came from: read those bytes again.
+            let rewound = store.rewind_lost(first_lost)?;
             tracing::warn!(
-                message = "Spool had damaged records after a crash; they were cut off.",
-                damaged = report.damage.len()
+                message = "Spool had damaged records; they were cut off and the files they came from will be read again.",
+                damaged = report.damage.len(),
+                first_lost_id = first_lost,
+                files_rewound = rewound.len(),
+                files = ?rewound
             );
         }
+        let health = Health::new();
         let discovery = Discovery::new(
             &cfg.sources.include,
             &cfg.sources.exclude,
@@ -216,12 +246,18 @@ impl Agent {
         let siem = direct_sinks(cfg, &spool, rt)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded::<TailEvent>(64);
-        let reader = TailReader::new(discovery, Arc::clone(&store), cfg.tail_options())
-            .spawn(tx, Arc::clone(&stop));
+        let reader = TailReader::new(discovery, Arc::clone(&store), cfg.tail_options());
+        let reader = supervised("tail-reader", &stop, &health, move |stop| {
+            reader.run(tx, stop);
+        })
+        .map_err(|e| StartError::Thread("tail-reader", e))?;
         let sp = spool.clone();
-        let flusher = Flusher::spawn(Arc::clone(&store), Duration::from_secs(1), move || {
-            sp.sync().map_err(std::io::Error::other)
-        });
+        let flusher = Flusher::spawn(
+            Arc::clone(&store),
+            Duration::from_secs(1),
+            move || sp.sync().map_err(std::io::Error::other),
+            health.clone(),
+        );
         let matcher = Matcher {
             catalog,
             store,
@@ -235,10 +271,10 @@ impl Agent {
             release_due: false,
             early_released: false,
             last_release: None,
+            health: health.clone(),
+            last_replay_sync: Instant::now(),
         };
-        let matcher = std::thread::Builder::new()
-            .name("matcher".into())
-            .spawn(move || matcher.run(rx))
+        let matcher = supervised("matcher", &stop, &health, move |_| matcher.run(rx))
             .map_err(|e| StartError::Thread("matcher", e))?;
         let cancel = CancellationToken::new();
         let delivery = opts.map(|opts| {
@@ -257,9 +293,23 @@ impl Agent {
             cancel,
             delivery,
             siem,
+            health: AgentHealth::new(health, spool.clone(), spool_consumers(cfg)),
             spool,
             host,
         })
+    }
+
+    /// The agent's health, for `/healthz`: its threads, the spool, the checkpoint writes and
+    /// each consumer's delivery. Cheap to clone; stays valid after shutdown.
+    pub fn health(&self) -> AgentHealth {
+        self.health.clone()
+    }
+
+    /// Completes when a part of the agent failed for good (a hot-path thread ended), with
+    /// the reason. The caller should shut the agent down and exit with an error, so that a
+    /// service manager restarts it; the agent never stays up without reading.
+    pub async fn failed(&self) -> String {
+        self.health.parts().failed().await
     }
 
     /// The spool (to watch it drain: [`Spool::first_unacked`] reaches [`Spool::next_id`]
@@ -309,6 +359,37 @@ impl Agent {
             s.stop(SINK_STOP_GRACE).await;
         }
     }
+}
+
+/// Runs `body` on a thread named `name`. If it ends (returns or panics) while `stop` is not
+/// set, the agent has lost a hot-path thread: that is logged as an error and reported as a
+/// failed part of `health`, which stops the process ([`Agent::failed`]); never silent.
+fn supervised(
+    name: &'static str,
+    stop: &Arc<AtomicBool>,
+    health: &Health,
+    body: impl FnOnce(&AtomicBool) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (stop, health) = (Arc::clone(stop), health.clone());
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&stop)));
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let reason = match result {
+            Ok(()) => "thread ended unexpectedly".to_string(),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                format!("thread panicked: {what}")
+            }
+        };
+        tracing::error!(message = "An agent thread stopped; the agent cannot go on.", thread = name, %reason);
+        health.set(name, PartState::Failed(reason));
+    })
 }
 
 /// How long stopping sinks get for the findings they hold (they are resent after a restart).
@@ -420,6 +501,18 @@ impl Matcher {
                         FileScanner::resume(Arc::clone(&self.catalog), ctx, &bare_point(from, bom))
                     }
                 };
+                let committed = scanner.resume_point();
+                // Records of this file from before a restart may still wait in the spool.
+                let mut replay = VecDeque::new();
+                let mut last_id = None;
+                if let Some(r) = self.store.replay(&file).filter(|_| from > 0) {
+                    let point = r
+                        .state()
+                        .and_then(|v| serde_json::from_value::<ResumePoint>(v).ok())
+                        .unwrap_or_else(|| bare_point(r.offset, bom));
+                    replay.push_back((0, point));
+                    last_id = r.until_id.checked_sub(1);
+                }
                 self.files.insert(
                     file,
                     Box::new(FileState {
@@ -430,6 +523,9 @@ impl Matcher {
                         partial_flushed: true,
                         stalled_run: None,
                         last_line: String::new(),
+                        committed,
+                        replay,
+                        last_id,
                     }),
                 );
                 telemetry::set_gauge("patchwatch_open_files", self.files.len() as f64);
@@ -530,17 +626,59 @@ impl Matcher {
                     if st.stalled_run.as_deref() != Some(run.run_id.as_str()) {
                         st.stalled_run = Some(run.run_id.clone());
                         let (f, u) = stalled(&self.catalog, &self.host, &run, quiet, &st.last_line);
-                        if !self.append(&SpoolItem::Finding(Box::new(f)))
-                            || !self.append(&SpoolItem::RunUpdate(Box::new(u)))
-                        {
+                        if matches!(
+                            self.append(&SpoolItem::Finding(Box::new(f))),
+                            Appended::Stopped
+                        ) || matches!(
+                            self.append(&SpoolItem::RunUpdate(Box::new(u))),
+                            Appended::Stopped
+                        ) {
                             return false;
                         }
                     }
                 }
             }
         }
+        if self.last_replay_sync.elapsed() >= REPLAY_SYNC {
+            self.last_replay_sync = Instant::now();
+            let pending: Vec<FileKey> = self
+                .files
+                .iter()
+                .filter(|(_, st)| !st.replay.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in pending {
+                self.sync_replay(&key);
+            }
+        }
         self.release_memory_when_idle();
         true
+    }
+
+    /// Drops the replay points of `key` whose records every consumer acknowledged, and saves
+    /// the oldest one left with the checkpoint.
+    fn sync_replay(&mut self, key: &FileKey) {
+        let acked = self.spool.first_unacked();
+        let Some(st) = self.files.get_mut(key) else {
+            return;
+        };
+        while st.replay.len() >= 2 && st.replay[1].0 <= acked {
+            st.replay.pop_front();
+        }
+        if st.last_id.is_none_or(|last| last < acked) {
+            st.replay.clear();
+        }
+        while st.replay.len() > REPLAY_MAX {
+            // Merge the second into the first: its records are then re-read from earlier.
+            st.replay.remove(1);
+        }
+        let replay = match (st.replay.front(), st.last_id) {
+            (Some((_, point)), Some(last)) => serde_json::to_value(point)
+                .ok()
+                .map(|v| Replay::new(last + 1, point.offset, &v)),
+            _ => None,
+        };
+        self.store.set_replay(key, replay);
     }
 
     /// Gives memory freed since the last data back to the OS once the agent is quiet: catch-up
@@ -576,8 +714,10 @@ impl Matcher {
             }
         }
         let point = st.scanner.resume_point();
+        let origin = st.committed.clone();
         let file = Some(key.to_proto());
         let offset = self.host.utc_offset_seconds;
+        let mut ids: Option<(u64, u64)> = None;
         for e in events {
             let item = match e {
                 Event::Finding(f) => {
@@ -591,53 +731,112 @@ impl Matcher {
                 }
                 Event::Run(r) => SpoolItem::RunUpdate(Box::new(convert::run_update(&r, offset))),
             };
-            if !self.append(&item) {
-                return false;
+            match self.append(&item) {
+                Appended::Id(id) => ids = Some((ids.map_or(id, |(first, _)| first), id)),
+                Appended::Skipped => {}
+                Appended::Stopped => return false,
             }
         }
         match serde_json::to_value(&point) {
             Ok(v) => self.store.commit_with_state(key, point.offset, v),
             Err(error) => tracing::error!(message = "Resume point not serializable.", %error),
         }
+        if let Some(st) = self.files.get_mut(key) {
+            st.committed = point;
+            if let Some((first, last)) = ids {
+                if st.replay.back().is_none_or(|(_, p)| *p != origin) {
+                    st.replay.push_back((first, origin));
+                }
+                st.last_id = Some(last);
+                self.sync_replay(key);
+            }
+        }
         true
     }
 
-    /// Appends to the spool, waiting while it is full (never dropping); false on shutdown.
-    fn append(&self, item: &SpoolItem) -> bool {
+    /// Appends to the spool and returns the record's id, waiting while the spool is full or
+    /// its disk refuses writes (never dropping); [`Appended::Stopped`] only on shutdown.
+    ///
+    /// Waiting here pauses reading: the tail reader blocks on the bounded channel. A disk
+    /// error (full disk) is retried with backoff until space returns, logged once when it
+    /// starts and once when it ends, and reported in health meanwhile.
+    fn append(&self, item: &SpoolItem) -> Appended {
         let bytes = item.encode();
         let mut warned = false;
+        let mut failing: Option<String> = None;
+        let mut backoff = WRITE_RETRY_FIRST;
         loop {
             match self
                 .spool
                 .append_timeout(&bytes, Duration::from_millis(500))
             {
-                Ok(_) => {
+                Ok(id) => {
                     telemetry::set_gauge("patchwatch_spool_bytes", self.spool.used_bytes() as f64);
-                    return true;
+                    if warned || failing.is_some() {
+                        tracing::info!(message = "Spool writes work again; reading resumed.");
+                        self.health.ok(SPOOL_PART);
+                    }
+                    return Appended::Id(id);
                 }
-                Err(SpoolError::Full { .. }) => {
+                Err(SpoolError::Full { used, max }) => {
                     if !warned {
                         tracing::warn!(
                             message =
                                 "Spool full: reading paused until the aggregator and sinks acknowledge."
                         );
                         telemetry::count("patchwatch_spool_full_total", 1);
+                        self.health.degraded(
+                            SPOOL_PART,
+                            format!("spool full ({used} of {max} bytes); reading paused until consumers acknowledge"),
+                        );
                         warned = true;
                     }
                     if self.stop.load(Ordering::Acquire) {
-                        return false;
+                        return Appended::Stopped;
                     }
                 }
+                Err(SpoolError::TooLarge { len, max }) => {
+                    // Cannot happen with findings (kilobytes against a 16 MiB limit); if it
+                    // does, retrying would stop the agent for good, so the record is skipped.
+                    tracing::error!(message = "Record larger than the spool accepts; skipped.", len, max);
+                    telemetry::count(telemetry::RECORDS_TOO_LARGE, 1);
+                    return Appended::Skipped;
+                }
                 Err(error) => {
-                    // A record that can never fit, or a disk error: stop this file's progress
-                    // (its checkpoint is not advanced, so a restart retries it).
-                    tracing::error!(message = "Spool append failed.", %error);
-                    return false;
+                    let reason = error.to_string();
+                    if failing.as_deref() != Some(reason.as_str()) {
+                        tracing::error!(message = "Spool append failed; reading paused, retrying until the disk accepts writes.", %error);
+                        telemetry::count(telemetry::SPOOL_WRITE_ERRORS, 1);
+                        self.health
+                            .degraded(SPOOL_PART, format!("spool writes fail: {reason}"));
+                        failing = Some(reason);
+                    }
+                    let deadline = Instant::now() + backoff;
+                    while Instant::now() < deadline {
+                        if self.stop.load(Ordering::Acquire) {
+                            return Appended::Stopped;
+                        }
+                        std::thread::sleep(Duration::from_millis(50).min(backoff));
+                    }
+                    backoff = (backoff * 2).min(WRITE_RETRY_MAX);
                 }
             }
         }
     }
 }
+
+/// What [`Matcher::append`] did.
+enum Appended {
+    /// Spooled under this id.
+    Id(u64),
+    /// Refused for good (too large) and skipped, with an error logged.
+    Skipped,
+    /// The agent is stopping; nothing was spooled.
+    Stopped,
+}
+
+/// The part of [`Health`] the matcher reports spool appends under.
+const SPOOL_PART: &str = "spool";
 
 fn bare_point(from: u64, bom: Bom) -> ResumePoint {
     let encoding = match bom {

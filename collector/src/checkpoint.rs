@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::Health;
 use crate::tail::identity::{marker_range, open_shared, read_at, short_hash, FileId, FileKey};
 use crate::telemetry;
 
@@ -82,6 +83,42 @@ struct DiskEntry {
     /// Opaque consumer state valid at `offset` (the scanner's resume point).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state: Option<StateText>,
+    /// Where this file's records still in the spool came from; see [`Replay`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replay: Option<Replay>,
+}
+
+/// The resume point of a file's oldest spooled record that not every consumer has
+/// acknowledged, saved beside its checkpoint. If the spool loses records (a damaged segment),
+/// the checkpoint is rewound here and the file re-read: that rebuilds the lost records with
+/// the same ids, and the repeats of the others are deduplicated downstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// One past the id of this file's last spooled record: records of this file have ids
+    /// below it.
+    pub until_id: u64,
+    /// Offset to re-read from.
+    pub offset: u64,
+    /// Consumer state valid at `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<StateText>,
+}
+
+impl Replay {
+    /// A replay point: records of the file with ids below `until_id` are rebuilt by reading
+    /// from `offset` with the consumer state `state`.
+    pub fn new(until_id: u64, offset: u64, state: &serde_json::Value) -> Self {
+        Self {
+            until_id,
+            offset,
+            state: Some(StateText::new(state)),
+        }
+    }
+
+    /// The consumer state valid at [`offset`](Self::offset).
+    pub fn state(&self) -> Option<serde_json::Value> {
+        self.state.as_ref().and_then(StateText::value)
+    }
 }
 
 /// Consumer state held as compact JSON text. One entry per tracked file lives as long as the
@@ -246,6 +283,71 @@ impl CheckpointStore {
         }
     }
 
+    /// Sets (or clears) `key`'s [`Replay`] point; written with the next flush.
+    pub fn set_replay(&self, key: &FileKey, replay: Option<Replay>) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.entries.get_mut(key).filter(|e| e.live) {
+            if e.disk.replay != replay {
+                e.disk.replay = replay;
+                inner.changed = true;
+            }
+        }
+    }
+
+    /// The [`Replay`] point saved for `key`, if any.
+    pub fn replay(&self, key: &FileKey) -> Option<Replay> {
+        self.lock().entries.get(key)?.disk.replay.clone()
+    }
+
+    /// After the spool lost records with ids from `first_lost` on: moves
+    /// the checkpoint of every file that had records in that range back to its [`Replay`]
+    /// point, so that the tailer reads those bytes again, and writes the store. Returns the
+    /// paths of the files rewound.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Io`] when the store cannot be written; the rewind is then kept in
+    /// memory and written by the next flush.
+    pub fn rewind_lost(&self, first_lost: u64) -> Result<Vec<PathBuf>, CheckpointError> {
+        let todo: Vec<(FileKey, PathBuf, Replay, u64)> = {
+            let inner = self.lock();
+            inner
+                .entries
+                .values()
+                .filter_map(|e| {
+                    let r = e.disk.replay.as_ref()?;
+                    // The file's spooled records have ids below `until_id`; those from its
+                    // replay point on overlap the lost range unless they all end before it.
+                    (r.until_id > first_lost && r.offset < e.disk.offset).then(|| {
+                        (
+                            e.disk.key.clone(),
+                            e.disk.path.clone(),
+                            r.clone(),
+                            e.disk.bom_len,
+                        )
+                    })
+                })
+                .collect()
+        };
+        let mut paths = Vec::new();
+        for (key, path, replay, bom_len) in todo {
+            let (marker, _) = take_marker(&key, &path, replay.offset, bom_len);
+            let mut inner = self.lock();
+            if let Some(e) = inner.entries.get_mut(&key) {
+                e.disk.offset = replay.offset;
+                e.disk.state = replay.state.clone();
+                e.disk.marker = marker;
+                e.disk.updated_unix = now_unix();
+                e.dirty = false;
+                inner.changed = true;
+                paths.push(path);
+            }
+        }
+        if !paths.is_empty() {
+            self.flush()?;
+        }
+        Ok(paths)
+    }
+
     /// The consumer state saved with the committed offset of `key`, if any.
     pub fn state(&self, key: &FileKey) -> Option<(u64, serde_json::Value)> {
         let inner = self.lock();
@@ -295,6 +397,7 @@ impl CheckpointStore {
                     bom_len,
                     updated_unix: now_unix(),
                     state: None,
+                    replay: None,
                 },
                 live: true,
                 dirty: true,
@@ -423,6 +526,7 @@ fn write_atomically(path: &Path, file: &DiskFile) -> Result<(), CheckpointError>
         source,
     };
     let json = serde_json::to_vec_pretty(file).expect("checkpoint entries always serialize");
+    crate::faults::check(&tmp).map_err(|e| io_err(&tmp, e))?;
     let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
     f.write_all(&json).map_err(|e| io_err(&tmp, e))?;
     f.sync_all().map_err(|e| io_err(&tmp, e))?;
@@ -455,7 +559,16 @@ impl Flusher {
     /// Flushes `store` every `every`, calling `barrier` first; the checkpoint is written only
     /// if the barrier succeeds. Pass the spool's `sync` as barrier so that offsets never
     /// become durable before the findings they cover.
-    pub fn spawn<B>(store: Arc<CheckpointStore>, every: Duration, barrier: B) -> Self
+    ///
+    /// A failing barrier or write (a full disk) is retried every `every` with nothing lost:
+    /// the store keeps its state in memory. It is logged once when it starts and once when it
+    /// ends, and reported as the `checkpoints` part of `health` meanwhile.
+    pub fn spawn<B>(
+        store: Arc<CheckpointStore>,
+        every: Duration,
+        barrier: B,
+        health: Health,
+    ) -> Self
     where
         B: Fn() -> io::Result<()> + Send + 'static,
     {
@@ -467,11 +580,26 @@ impl Flusher {
                 // Parked between flushes (`finish` unparks it): an idle agent must not wake
                 // up every few milliseconds.
                 let mut last = std::time::Instant::now();
+                let mut failing: Option<String> = None;
                 loop {
                     let stopping = flag.load(Ordering::Acquire);
                     if stopping || last.elapsed() >= every {
                         last = std::time::Instant::now();
-                        flush_with_barrier(&store, &barrier);
+                        match flush_with_barrier(&store, &barrier) {
+                            Ok(()) => {
+                                if failing.take().is_some() {
+                                    tracing::info!(message = "Checkpoint writes work again.");
+                                    health.ok(HEALTH_PART);
+                                }
+                            }
+                            Err(reason) => {
+                                if failing.as_deref() != Some(reason.as_str()) {
+                                    tracing::warn!(message = "Checkpoint write failed; keeping positions in memory and retrying.", %reason);
+                                    health.degraded(HEALTH_PART, reason.clone());
+                                    failing = Some(reason);
+                                }
+                            }
+                        }
                     }
                     if stopping {
                         return;
@@ -506,14 +634,15 @@ impl Drop for Flusher {
     }
 }
 
-fn flush_with_barrier<B: Fn() -> io::Result<()>>(store: &CheckpointStore, barrier: &B) {
-    if let Err(error) = barrier() {
-        tracing::warn!(message = "Checkpoint barrier failed; not writing checkpoints.", %error);
-        return;
-    }
-    if let Err(error) = store.flush() {
-        tracing::warn!(message = "Checkpoint write failed.", %error);
-    }
+/// The part of [`Health`] the flusher reports on.
+pub const HEALTH_PART: &str = "checkpoints";
+
+fn flush_with_barrier<B: Fn() -> io::Result<()>>(
+    store: &CheckpointStore,
+    barrier: &B,
+) -> Result<(), String> {
+    barrier().map_err(|error| format!("spool sync before the checkpoint write failed: {error}"))?;
+    store.flush().map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ pub mod config;
 pub mod convert;
 pub mod delivery;
 pub mod discovery;
+pub mod faults;
+pub mod health;
 pub mod memory;
 pub mod siem;
 pub mod spool;

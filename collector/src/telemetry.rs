@@ -40,6 +40,12 @@ pub const SPOOL_BYTES: &str = "patchwatch_spool_bytes";
 pub const SPOOL_RECORDS: &str = "patchwatch_spool_records_total";
 /// Appends refused because the spool was full (counter).
 pub const SPOOL_FULL: &str = "patchwatch_spool_full_total";
+/// Spool appends that failed on the disk (full disk, IO error) and were retried (counter).
+pub const SPOOL_WRITE_ERRORS: &str = "patchwatch_spool_write_errors_total";
+/// Records too large for the spool, skipped (counter).
+pub const RECORDS_TOO_LARGE: &str = "patchwatch_spool_records_too_large_total";
+/// Watched files that cannot be read right now (permissions, sharing violation) (gauge).
+pub const UNREADABLE_FILES: &str = "patchwatch_agent_unreadable_files";
 /// Torn or corrupt spool records cut off during recovery (counter).
 pub const SPOOL_CORRUPT: &str = "patchwatch_spool_corrupt_records_total";
 /// Seconds from sending a batch to receiving its ack (histogram).
@@ -84,6 +90,12 @@ pub fn describe() {
     describe_counter!(SPOOL_RECORDS, "Records appended to the spool");
     describe_counter!(SPOOL_FULL, "Appends refused because the spool was full");
     describe_counter!(SPOOL_CORRUPT, "Torn or corrupt spool records cut off");
+    describe_counter!(
+        SPOOL_WRITE_ERRORS,
+        "Spool appends that failed on the disk and were retried"
+    );
+    describe_counter!(RECORDS_TOO_LARGE, "Records too large for the spool, skipped");
+    describe_gauge!(UNREADABLE_FILES, "Watched files that cannot be read right now");
     describe_histogram!(ACK_LATENCY, Unit::Seconds, "Batch send to ack latency");
     describe_counter!(BATCHES_SENT, "Batches sent, including resends");
     describe_counter!(BATCHES_ACKED, "Batches acknowledged");

@@ -85,6 +85,10 @@ pub(crate) fn highest(dir: &Path) -> u64 {
 pub(crate) fn write(dir: &Path, consumer: &str, position: u64) -> Result<(), SpoolError> {
     let path: PathBuf = dir.join(file_name(consumer));
     let tmp = dir.join(format!("{}.tmp", file_name(consumer)));
+    crate::faults::check(&tmp).map_err(|source| SpoolError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
     std::fs::write(&tmp, position.to_string()).map_err(|source| SpoolError::Io {
         path: tmp.clone(),
         source,

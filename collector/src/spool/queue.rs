@@ -119,6 +119,12 @@ pub struct Damage {
     pub dropped_bytes: u64,
     /// What was found.
     pub reason: String,
+    /// Id of the first record lost: every record from here to the end of the segment is gone
+    /// (its findings must be read again from the logs).
+    pub first_lost_id: u64,
+    /// One past the last record id the segment held before the damage, as far as known: the
+    /// next segment's first id, or the spool's next id when it was the last segment.
+    pub lost_until: u64,
 }
 
 /// What [`Spool::open`] found.
@@ -236,11 +242,15 @@ impl Spool {
                     f.set_len(keep).map_err(io_err(&path))?;
                 }
                 f.sync_all().map_err(io_err(&path))?;
+                let first_lost_id = base + scan.offsets.len() as u64;
                 report.damage.push(Damage {
                     path: path.clone(),
                     offset: keep,
                     dropped_bytes: scan.file_len.saturating_sub(keep),
                     reason,
+                    first_lost_id,
+                    // Filled in below, once the following segment (if any) is known.
+                    lost_until: u64::MAX,
                 });
                 size = keep;
             }
@@ -250,6 +260,13 @@ impl Spool {
                 offsets: scan.offsets,
                 size,
             });
+        }
+        for d in &mut report.damage {
+            d.lost_until = segments
+                .iter()
+                .map(|s: &Segment| s.base)
+                .find(|b| *b > d.first_lost_id)
+                .unwrap_or(u64::MAX);
         }
         let next_id = segments.back().map_or(0, Segment::end).max(highest_cursor);
         // A consumer without a cursor (new, or its file was lost) starts at the oldest record
@@ -371,7 +388,7 @@ impl Spool {
         let seg = st.segments.back_mut().expect("segment started above");
         let buf = segment::encode(payload);
         let w = st.writer.as_mut().expect("writer open");
-        if let Err(e) = w.write_all(&buf) {
+        if let Err(e) = crate::faults::check(&seg.path).and_then(|()| w.write_all(&buf)) {
             // Leave no half record behind for the reader: cut back to the last good end.
             let _ = w.set_len(seg.size);
             let _ = w.seek(SeekFrom::Start(seg.size));
@@ -402,6 +419,7 @@ impl Spool {
         let dir = &self.shared.opts.dir;
         let base = st.next_id;
         let path = dir.join(segment::file_name(base));
+        crate::faults::check(&path).map_err(io_err(&path))?;
         // A recovered, still-empty last segment may already carry this base.
         if st.segments.back().is_some_and(|s| s.base == base) {
             let seg = st.segments.pop_back().expect("checked");
@@ -437,7 +455,9 @@ impl Spool {
             return Ok(());
         }
         if let (Some(w), Some(seg)) = (st.writer.as_ref(), st.segments.back()) {
-            w.sync_data().map_err(io_err(&seg.path))?;
+            crate::faults::check(&seg.path)
+                .and_then(|()| w.sync_data())
+                .map_err(io_err(&seg.path))?;
         }
         st.unsynced = false;
         Ok(())
@@ -458,6 +478,11 @@ impl Spool {
     /// Id the next append will get.
     pub fn next_id(&self) -> u64 {
         self.lock().next_id
+    }
+
+    /// The configured maximum of bytes on disk.
+    pub fn max_bytes(&self) -> u64 {
+        self.shared.opts.max_bytes
     }
 
     /// Bytes on disk.

@@ -229,6 +229,7 @@ pub fn open_shared(path: &Path) -> io::Result<File> {
         // FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
         opts.share_mode(0x1 | 0x2 | 0x4);
     }
+    crate::faults::check_read(path)?;
     opts.open(path)
 }
 

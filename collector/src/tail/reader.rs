@@ -54,6 +54,14 @@ impl TailReader {
         self.tailers.len()
     }
 
+    /// Number of tracked files that cannot be read right now (retried with backoff).
+    pub fn unreadable(&self) -> usize {
+        self.tailers
+            .values()
+            .filter(|t| t.unreadable.is_some())
+            .count()
+    }
+
     /// One round: maybe rescan, then poll files, handing every event to `emit` in order.
     /// `emit` returning false means the consumer is gone; the round stops there.
     ///
@@ -80,7 +88,18 @@ impl TailReader {
             if !full && !active {
                 continue;
             }
-            match t.poll(&self.opts, &self.store, false, emit) {
+            // An unreadable file is retried on its own schedule, not on every event or pass:
+            // the agent's own log beside it would otherwise feed a warning loop.
+            if t.unreadable.as_ref().is_some_and(|u| now < u.retry_at) {
+                continue;
+            }
+            let result = t.poll(&self.opts, &self.store, false, emit);
+            if result.is_ok() {
+                if let Some(u) = t.unreadable.take() {
+                    tracing::info!(message = "File is readable again.", path = %t.path.display(), after = ?u.since.elapsed());
+                }
+            }
+            match result {
                 Ok(PollOutcome::More) => more = true,
                 Ok(PollOutcome::Moved) => self.force_full = true,
                 Ok(PollOutcome::Gone) => {
@@ -94,11 +113,33 @@ impl TailReader {
                 Ok(PollOutcome::Stopped) => return false,
                 Ok(PollOutcome::Idle | PollOutcome::Progress) => {}
                 Err(error) => {
-                    tracing::warn!(message = "Cannot read file; will retry.", path = %t.path.display(), %error);
+                    let kind = error.kind();
+                    match &mut t.unreadable {
+                        Some(u) if u.kind == kind => {
+                            u.backoff = (u.backoff * 2).min(UNREADABLE_RETRY_MAX);
+                            u.retry_at = now + u.backoff;
+                        }
+                        _ => {
+                            tracing::warn!(message = "Cannot read file; retrying with backoff, next message when this changes.", path = %t.path.display(), %error);
+                            t.unreadable = Some(Unreadable {
+                                kind,
+                                since: now,
+                                backoff: UNREADABLE_RETRY_FIRST,
+                                retry_at: now + UNREADABLE_RETRY_FIRST,
+                            });
+                        }
+                    }
                     t.close();
                 }
             }
         }
+        telemetry::set_gauge(
+            telemetry::UNREADABLE_FILES,
+            self.tailers
+                .values()
+                .filter(|t| t.unreadable.is_some())
+                .count() as f64,
+        );
         telemetry::set_gauge(
             telemetry::OPEN_FILES,
             self.tailers.values().filter(|t| t.is_open()).count() as f64,
@@ -237,6 +278,20 @@ impl TailReader {
             .spawn(move || self.run(tx, &stop))
             .expect("spawning a thread only fails when the OS is out of resources")
     }
+}
+
+/// First and longest wait before reading an unreadable file again (permissions, a sharing
+/// violation). A minute at most: a fixed `chmod` or a released lock is noticed soon enough.
+const UNREADABLE_RETRY_FIRST: Duration = Duration::from_secs(2);
+const UNREADABLE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Why and since when a tracked file cannot be read, and when to try again.
+#[derive(Debug, Clone)]
+pub(crate) struct Unreadable {
+    kind: std::io::ErrorKind,
+    since: Instant,
+    backoff: Duration,
+    retry_at: Instant,
 }
 
 /// Timed poll when filesystem events are in use.

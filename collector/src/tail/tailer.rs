@@ -59,6 +59,8 @@ pub(crate) struct Tailer {
     /// Modification time seen at the previous poll.
     last_mtime: Option<std::time::SystemTime>,
     pub(crate) last_activity: Instant,
+    /// Set while the file cannot be read; see the reader.
+    pub(crate) unreadable: Option<super::reader::Unreadable>,
 }
 
 impl Tailer {
@@ -74,6 +76,7 @@ impl Tailer {
             last_size: 0,
             last_mtime: None,
             last_activity: Instant::now(),
+            unreadable: None,
         }
     }
 
