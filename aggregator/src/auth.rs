@@ -30,7 +30,7 @@ impl TokenTable {
         let mut entries: Vec<(Vec<u8>, String)> = Vec::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             let name = format!("{field}[{i}]");
-            let value = t.resolve(&name)?.into_bytes();
+            let value = t.resolve(&name)?.expose().as_bytes().to_vec();
             if entries.iter().any(|(v, _)| *v == value) {
                 return Err(ConfigError::invalid(
                     name,
@@ -86,15 +86,11 @@ mod tests {
             &[
                 TokenConfig {
                     id: "a".into(),
-                    token: Some("alpha".into()),
-                    token_env: None,
-                    token_file: None,
+                    token: patchwatch_config::Secret::inline("alpha"),
                 },
                 TokenConfig {
                     id: "b".into(),
-                    token: Some("bravo".into()),
-                    token_env: None,
-                    token_file: None,
+                    token: patchwatch_config::Secret::inline("bravo"),
                 },
             ],
         )
@@ -125,9 +121,7 @@ mod tests {
     fn duplicate_tokens_are_refused() {
         let dup = TokenConfig {
             id: "x".into(),
-            token: Some("same".into()),
-            token_env: None,
-            token_file: None,
+            token: patchwatch_config::Secret::inline("same"),
         };
         let err = TokenTable::from_config("grpc.tokens", &[dup.clone(), dup]).unwrap_err();
         assert!(err.to_string().contains("grpc.tokens[1]"), "{err}");

@@ -2,13 +2,17 @@
 //!
 //! Every field is optional; [`DEFAULT_CONFIG`] is the commented reference file and parses to
 //! [`Config::default`]. Unknown keys are errors, so a typo never silently falls back to a default.
+//! Keys use the shared vocabulary of `patchwatch_config`: tokens and the PostgreSQL URL are
+//! [`Secret`]s (redacted in `Debug`), listener TLS is a [`ServerTls`], durations are
+//! [`Duration`]s (`"10s"`). Old spellings (`token_env`, `[grpc.tls] cert`, `url_env`,
+//! `shutdown_grace_seconds`, `[forwarding] *_ms`) are rewritten with a warning naming the new key.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::routing::RoutingConfig;
+use patchwatch_config::{Duration, Secret, ServerTls};
 use patchwatch_sinks::SinkConfig;
 use serde::Deserialize;
 
@@ -62,9 +66,10 @@ impl Default for Config {
 pub struct GrpcConfig {
     /// Address to listen on. Port 0 picks a free port.
     pub listen: SocketAddr,
-    /// TLS for the listener; absent means plaintext, which is refused on a non-loopback
-    /// address unless `allow_plaintext` is set.
-    pub tls: Option<TlsConfig>,
+    /// TLS for the listener (`cert_file`, `key_file`, `client_ca_file` for mutual TLS);
+    /// absent means plaintext, which is refused on a non-loopback address unless
+    /// `allow_plaintext` is set.
+    pub tls: Option<ServerTls>,
     /// Accept plaintext connections on a non-loopback address.
     pub allow_plaintext: bool,
     /// Bearer tokens, one per collector. When any is configured, every stream must present one
@@ -81,8 +86,9 @@ pub struct GrpcConfig {
     pub max_inflight_batches: usize,
     /// Collector streams open at once; a further stream is refused with `RESOURCE_EXHAUSTED`.
     pub max_streams: usize,
-    /// Seconds a shutdown waits for open streams to finish their in-flight batches.
-    pub shutdown_grace_seconds: u64,
+    /// How long a shutdown waits for open streams to finish their in-flight batches
+    /// (was `shutdown_grace_seconds`).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for GrpcConfig {
@@ -96,7 +102,7 @@ impl Default for GrpcConfig {
             max_message_bytes: 4 * 1024 * 1024,
             max_inflight_batches: 8,
             max_streams: 1024,
-            shutdown_grace_seconds: 10,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -107,9 +113,10 @@ impl Default for GrpcConfig {
 pub struct HttpConfig {
     /// Address to listen on. Port 0 picks a free port.
     pub listen: SocketAddr,
-    /// TLS for the listener (server certificate only); absent means plaintext, which is refused
-    /// on a non-loopback address unless `allow_plaintext` is set.
-    pub tls: Option<HttpTlsConfig>,
+    /// TLS for the listener (`cert_file` and `key_file`; client certificates are not asked
+    /// for, so `client_ca_file` is refused); absent means plaintext, which is refused on a
+    /// non-loopback address unless `allow_plaintext` is set.
+    pub tls: Option<ServerTls>,
     /// Serve plaintext HTTP on a non-loopback address.
     pub allow_plaintext: bool,
     /// Read tokens. When any is configured, every route but `/healthz` needs one, as
@@ -134,53 +141,16 @@ impl Default for HttpConfig {
     }
 }
 
-/// Server certificate and key, and optionally the CA that client certificates must chain to.
+/// One bearer token and who presents it: `token = { env = "VAR" }`, `{ file = "/path" }` or
+/// inline (old spellings `token_env` / `token_file` still parse). The value is never logged
+/// or printed (`Debug` shows `[redacted]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the server certificate chain.
-    pub cert: PathBuf,
-    /// PEM file with the server's private key.
-    pub key: PathBuf,
-    /// PEM file with the CA certificate(s) client certificates must chain to. When set, a
-    /// client without a valid certificate is refused during the TLS handshake (mutual TLS).
-    pub client_ca: Option<PathBuf>,
-}
-
-/// Server certificate and key for the HTTP listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpTlsConfig {
-    /// PEM file with the server certificate chain.
-    pub cert: PathBuf,
-    /// PEM file with the server's private key.
-    pub key: PathBuf,
-}
-
-/// One bearer token and who presents it. Exactly one of `token`, `token_env` and `token_file`
-/// must be set. Token values are never logged or printed.
-#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// The collector id (gRPC tokens) or the reader's name (HTTP tokens) the token stands for.
     pub id: String,
-    /// The token itself. Prefer `token_env` or `token_file`, which keep it out of the file.
-    pub token: Option<String>,
-    /// Name of an environment variable holding the token.
-    pub token_env: Option<String>,
-    /// File holding the token; surrounding whitespace is ignored.
-    pub token_file: Option<PathBuf>,
-}
-
-impl fmt::Debug for TokenConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenConfig")
-            .field("id", &self.id)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("token_env", &self.token_env)
-            .field("token_file", &self.token_file)
-            .finish()
-    }
+    /// The token. Prefer `{ env = ... }` or `{ file = ... }`, which keep it out of the file.
+    pub token: Secret,
 }
 
 /// Which backend stores the data, and its settings.
@@ -259,11 +229,10 @@ pub enum SqliteSync {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
-    /// Connection URL, e.g. `postgres://patchwatch@db.example:5432/patchwatch`. Prefer
-    /// `url_env` when the URL carries a password.
-    pub url: Option<String>,
-    /// Name of an environment variable holding the connection URL.
-    pub url_env: Option<String>,
+    /// Connection URL, e.g. `postgres://patchwatch@db.example:5432/patchwatch`, as a secret:
+    /// prefer `{ env = "VAR" }` or `{ file = "/path" }` when it carries a password (the old
+    /// `url_env = "VAR"` still parses). Redacted in `Debug`.
+    pub url: Option<Secret>,
     /// Connections in the pool.
     pub pool_size: usize,
 }
@@ -272,7 +241,6 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         Self {
             url: None,
-            url_env: None,
             pool_size: 16,
         }
     }
@@ -351,10 +319,13 @@ impl Config {
     /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
     pub fn parse(text: &str, origin: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let origin = origin.as_ref();
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        // Deprecated keys are rewritten here, each logged once naming its replacement.
+        let config: Config = patchwatch_config::from_toml(text)
+            .map_err(|e| ConfigError::Parse {
+                path: origin.to_path_buf(),
+                message: e.to_string().trim_end().to_owned(),
+            })?
+            .value;
         config.validate().map_err(|e| e.with_path(origin))?;
         Ok(config)
     }
@@ -376,7 +347,7 @@ impl Config {
                 ),
             ));
         }
-        let grpc_mtls = g.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let grpc_mtls = g.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
         if g.tokens.is_empty()
             && !grpc_mtls
             && !g.listen.ip().is_loopback()
@@ -385,7 +356,7 @@ impl Config {
             return Err(ConfigError::invalid(
                 "grpc.tokens",
                 format!(
-                    "{} is not a loopback address and neither tokens nor grpc.tls.client_ca \
+                    "{} is not a loopback address and neither tokens nor grpc.tls.client_ca_file \
                      are configured; add [[grpc.tokens]] or set grpc.allow_unauthenticated = true",
                     g.listen
                 ),
@@ -423,6 +394,13 @@ impl Config {
                 ),
             ));
         }
+        if h.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()) {
+            return Err(ConfigError::invalid(
+                "http.tls.client_ca_file",
+                "the HTTP listener does not ask for client certificates; remove it \
+                 (readers authenticate with [[http.tokens]])",
+            ));
+        }
         validate_tokens("http.tokens", &h.tokens)?;
         if h.max_page_size == 0 {
             return Err(ConfigError::invalid(
@@ -443,12 +421,11 @@ impl Config {
             }
         }
         self.forwarding.validate()?;
-        if s.backend == StoreBackend::Postgres
-            && s.postgres.url.is_some() == s.postgres.url_env.is_some()
-        {
+        if s.backend == StoreBackend::Postgres && s.postgres.url.is_none() {
             return Err(ConfigError::invalid(
                 "store.postgres.url",
-                "the postgres backend needs exactly one of store.postgres.url and store.postgres.url_env",
+                "the postgres backend needs a URL: url = { env = \"VAR\" }, { file = \"/path\" } \
+                 or \"postgres://...\"",
             ));
         }
         Ok(())
@@ -459,24 +436,18 @@ impl Config {
         self.data_dir.join(&self.store.sqlite.path)
     }
 
-    /// The PostgreSQL URL from `url` or the environment variable named by `url_env`.
+    /// The PostgreSQL URL, read from wherever `store.postgres.url` says.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] when neither is set or the variable is missing.
-    pub fn postgres_url(&self) -> Result<String, ConfigError> {
-        let pg = &self.store.postgres;
-        if let Some(url) = &pg.url {
-            return Ok(url.clone());
-        }
-        let Some(var) = &pg.url_env else {
-            return Err(ConfigError::invalid("store.postgres.url", "not set"));
+    /// [`ConfigError::Invalid`] when it is not set, or its variable or file is missing or
+    /// empty; the message never holds the URL.
+    pub fn postgres_url(&self) -> Result<patchwatch_config::SecretValue, ConfigError> {
+        const FIELD: &str = "store.postgres.url";
+        let Some(url) = &self.store.postgres.url else {
+            return Err(ConfigError::invalid(FIELD, "not set"));
         };
-        std::env::var(var).map_err(|_| {
-            ConfigError::invalid(
-                "store.postgres.url_env",
-                format!("environment variable {var} is not set"),
-            )
-        })
+        url.resolve(FIELD)
+            .map_err(|e| ConfigError::invalid(FIELD, e.reason()))
     }
 }
 
@@ -486,17 +457,6 @@ fn validate_tokens(field: &str, tokens: &[TokenConfig]) -> Result<(), ConfigErro
             return Err(ConfigError::invalid(
                 format!("{field}[{i}].id"),
                 "must not be empty",
-            ));
-        }
-        let sources = [
-            t.token.is_some(),
-            t.token_env.is_some(),
-            t.token_file.is_some(),
-        ];
-        if sources.iter().filter(|s| **s).count() != 1 {
-            return Err(ConfigError::invalid(
-                format!("{field}[{i}]"),
-                "set exactly one of token, token_env, token_file",
             ));
         }
     }
@@ -509,31 +469,11 @@ impl TokenConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] when the variable or file is missing or empty; the message
     /// never contains the token.
-    pub fn resolve(&self, field: &str) -> Result<String, ConfigError> {
-        let value = if let Some(token) = &self.token {
-            token.clone()
-        } else if let Some(var) = &self.token_env {
-            std::env::var(var).map_err(|_| {
-                ConfigError::invalid(
-                    format!("{field}.token_env"),
-                    format!("environment variable {var} is not set"),
-                )
-            })?
-        } else if let Some(file) = &self.token_file {
-            std::fs::read_to_string(file).map_err(|e| {
-                ConfigError::invalid(
-                    format!("{field}.token_file"),
-                    format!("cannot read {}: {e}", file.display()),
-                )
-            })?
-        } else {
-            return Err(ConfigError::invalid(field, "no token source"));
-        };
-        let value = value.trim().to_owned();
-        if value.is_empty() {
-            return Err(ConfigError::invalid(field, "the token is empty"));
-        }
-        Ok(value)
+    pub fn resolve(&self, field: &str) -> Result<patchwatch_config::SecretValue, ConfigError> {
+        let field = format!("{field}.token");
+        self.token
+            .resolve(&field)
+            .map_err(|e| ConfigError::invalid(field, e.reason()))
     }
 }
 
@@ -597,13 +537,66 @@ mod tests {
             "agg.toml",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("grpc.tokens[0]"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("grpc.tokens[0].token_env")
+                && text.contains("`grpc.tokens[0].token` is set too"),
+            "{text}"
+        );
         let c = Config::parse(
             "[[grpc.tokens]]\nid = \"a\"\ntoken = \"s3cret\"\n",
             "agg.toml",
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn token_errors_name_the_entry_and_the_variable() {
+        let c = Config::parse(
+            "[[http.tokens]]\nid = \"ops\"\ntoken = { env = \"PW_AGG_TEST_UNSET_TOKEN\" }\n",
+            "agg.toml",
+        )
+        .unwrap();
+        let err = c.http.tokens[0].resolve("http.tokens[0]").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "<config>: http.tokens[0].token: environment variable `PW_AGG_TEST_UNSET_TOKEN` is not set"
+        );
+    }
+
+    #[test]
+    fn http_tls_refuses_a_client_ca() {
+        let err = Config::parse(
+            "[http.tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\nclient_ca_file = \"/ca\"\n",
+            "agg.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("agg.toml: http.tls.client_ca_file: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn forwarding_durations_are_checked() {
+        let err = Config::parse(
+            "[forwarding]\ninitial_backoff = \"2s\"\nmax_backoff = \"1s\"\n",
+            "agg.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "agg.toml: forwarding.max_backoff: must be at least forwarding.initial_backoff"
+        );
+        let err = Config::parse("[forwarding]\npoll_interval = 1000\n", "agg.toml").unwrap_err();
+        assert!(err.to_string().contains("\"1000s\" or \"1000ms\""), "{err}");
+        let c = Config::parse("[forwarding]\npoll_interval_ms = 200\n", "agg.toml").unwrap();
+        assert_eq!(
+            c.forwarding.poll_interval.get(),
+            std::time::Duration::from_millis(200)
+        );
     }
 
     #[test]
@@ -635,8 +628,26 @@ mod tests {
     }
 
     #[test]
-    fn postgres_needs_a_url() {
+    fn postgres_needs_a_url_and_names_its_variable() {
         let err = Config::parse("[store]\nbackend = \"postgres\"\n", "agg.toml").unwrap_err();
         assert!(err.to_string().contains("store.postgres.url"), "{err}");
+        let c = Config::parse(
+            "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl_env = \"PW_AGG_TEST_UNSET_PG\"\n",
+            "agg.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.postgres_url().unwrap_err().to_string(),
+            "<config>: store.postgres.url: environment variable `PW_AGG_TEST_UNSET_PG` is not set"
+        );
+        let c = Config::parse(
+            "[store.postgres]\nurl = \"postgres://pw:hunter2@db/x\"\n",
+            "agg.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.postgres_url().unwrap().expose(),
+            "postgres://pw:hunter2@db/x"
+        );
     }
 }

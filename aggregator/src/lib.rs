@@ -171,7 +171,7 @@ pub async fn serve(
         .http
         .tls
         .as_ref()
-        .map(|t| http::tls::server_config(&t.cert, &t.key))
+        .map(|t| http::tls::server_config(t, "http.tls"))
         .transpose()?;
     let metrics = prometheus_handle();
 
@@ -186,7 +186,7 @@ pub async fn serve(
         max_inflight_batches: config.grpc.max_inflight_batches,
         max_message_bytes: config.grpc.max_message_bytes,
     };
-    let grace = Duration::from_secs(config.grpc.shutdown_grace_seconds);
+    let grace = config.grpc.shutdown_grace.get();
     let (routing_state, forwarder, router_task) =
         start_forwarding(&config, &store, inner.clone(), grace).await?;
     tokio::spawn(
@@ -204,7 +204,7 @@ pub async fn serve(
         .grpc
         .tls
         .as_ref()
-        .is_some_and(|t| t.client_ca.is_some());
+        .is_some_and(|t| t.client_ca_file.is_some());
     let ingest = InterceptedService::new(
         ingest,
         ingest::auth::GrpcAuth::new(grpc_tokens, require_client_cert),
@@ -388,22 +388,16 @@ async fn supervise(
     result
 }
 
-fn grpc_tls_config(t: &config::TlsConfig) -> anyhow::Result<ServerTlsConfig> {
-    let read = |field: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .with_context(|| format!("grpc.tls.{field}: cannot read {}", path.display()))
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        read("cert", &t.cert)?,
-        read("key", &t.key)?,
-    ));
-    if let Some(ca) = &t.client_ca {
+fn grpc_tls_config(t: &patchwatch_config::ServerTls) -> anyhow::Result<ServerTlsConfig> {
+    let pem = t.load("grpc.tls")?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(pem.cert, pem.key));
+    if let Some(ca) = pem.client_ca {
         // rustls verifies every certificate a client presents against the CA during the
         // handshake. A client that presents none is let through the handshake only so that
         // `GrpcAuth` can refuse it with a clear UNAUTHENTICATED status instead of a bare
         // connection reset.
         tls = tls
-            .client_ca_root(Certificate::from_pem(read("client_ca", ca)?))
+            .client_ca_root(Certificate::from_pem(ca))
             .client_auth_optional(true);
     }
     Ok(tls)

@@ -75,11 +75,17 @@ pub const DEPRECATED_KEYS: &[Rule] = &[
     rule("backoff_initial_ms", "initial_backoff", Rewrite::Millis),
     rule("backoff_max_ms", "max_backoff", Rewrite::Millis),
     rule("linger_ms", "linger", Rewrite::Millis),
-    // Sinks. The sinks' `[batch] timeout_ms` and `[retry] *_ms`, and the aggregator's
-    // `[forwarding] *_ms`, join this table when those structs take a `Duration`: a rule
-    // rewrites the key wherever it appears, so it must not run ahead of its struct.
+    // Sinks (`[retry]` also in routing receivers) and the aggregator's `[forwarding]`. A rule
+    // rewrites its key wherever it appears, so every struct using a key takes the new one.
     rule("ack_poll_interval_ms", "ack_poll_interval", Rewrite::Millis),
     rule("ack_timeout_ms", "ack_timeout", Rewrite::Millis),
+    rule("initial_backoff_ms", "initial_backoff", Rewrite::Millis),
+    rule("max_backoff_ms", "max_backoff", Rewrite::Millis),
+    rule("request_timeout_ms", "request_timeout", Rewrite::Millis),
+    Rule {
+        only_in: Some("batch"),
+        ..rule("timeout_ms", "timeout", Rewrite::Millis)
+    },
     rule(
         "cursor_write_interval_ms",
         "cursor_write_interval",

@@ -53,4 +53,4 @@ pub use driver::{
     BatchConfig, DeliveryReport, Receipt, RetryConfig, Settled, SinkHandle, SinkHealth, Ticket,
 };
 pub use error::{SendError, SinkError};
-pub use secret::{Secret, SecretSource};
+pub use secret::Secret;

@@ -3,6 +3,3 @@
 //! it resolves to. Neither ever appears in `Debug` output or logs (`[redacted]`).
 
 pub use patchwatch_config::{Secret, SecretValue};
-
-/// Where a secret comes from: the config-side [`Secret`] under its former name.
-pub type SecretSource = Secret;

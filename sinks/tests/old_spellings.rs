@@ -1,5 +1,5 @@
 //! The sinks example as spelled before the shared config vocabulary (`token_env`,
-//! `token_file`, `api_key_env`, `ack_timeout_ms`, a sink's own `ca_file`) parses to the same
+//! `token_file`, `api_key_env`, `ack_timeout_ms`, `[batch] timeout_ms`, a sink's own `ca_file`) parses to the same
 //! configuration as the current one.
 
 use patchwatch_sinks::{SinkConfig, SinksConfig};
@@ -21,6 +21,7 @@ fn old_sinks_example_parses_to_the_current_one() {
             "`sinks.splunk.ack_timeout_ms` is deprecated; use `sinks.splunk.ack_timeout = \"60000ms\"`",
             "`sinks.splunk.token_file` is deprecated; use `sinks.splunk.token = { file = \"/etc/patchwatch/hec.token\" }`",
             "`sinks.splunk.ca_file` is deprecated; use `sinks.splunk.tls.ca_file = \"/etc/patchwatch/splunk-ca.pem\"`",
+            "`sinks.splunk.batch.timeout_ms` is deprecated; use `sinks.splunk.batch.timeout = \"1000ms\"`",
         ]
     );
     let SinkConfig::SplunkHec(splunk) = &loaded.value.sinks["splunk"] else {

@@ -68,8 +68,9 @@ impl Webhook {
     /// `[sinks.<name>]` TOML for this receiver with fast batching and retries.
     pub fn sink_toml(&self, name: &str) -> String {
         format!(
-            "[sinks.{name}]\ntype = \"webhook\"\nurl = {url:?}\n[sinks.{name}.batch]\ntimeout_ms = 50\n\
-             [sinks.{name}.retry]\ninitial_backoff_ms = 50\nmax_backoff_ms = 300\nrequest_timeout_ms = 2000\n",
+            "[sinks.{name}]\ntype = \"webhook\"\nurl = {url:?}\n[sinks.{name}.batch]\ntimeout = \"50ms\"\n\
+             [sinks.{name}.retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"300ms\"\n\
+             request_timeout = \"2s\"\n",
             url = self.url
         )
     }
@@ -101,7 +102,7 @@ async fn receive(State(seen): State<Arc<Seen>>, Json(body): Json<serde_json::Val
 /// `[sinks.<name>]` TOML for a JSON Lines file with fast batching.
 pub fn jsonl_toml(name: &str, path: &Path) -> String {
     format!(
-        "[sinks.{name}]\ntype = \"jsonl\"\npath = {path:?}\n[sinks.{name}.batch]\ntimeout_ms = 50\n"
+        "[sinks.{name}]\ntype = \"jsonl\"\npath = {path:?}\n[sinks.{name}.batch]\ntimeout = \"50ms\"\n"
     )
 }
 

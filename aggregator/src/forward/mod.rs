@@ -6,7 +6,7 @@
 //! to `forwarding.max_inflight` findings unconfirmed at once. The cursor advances, in order,
 //! only over batches the destination confirmed (a sink's [`patchwatch_sinks::Receipt`]; for
 //! the router, every receiver the findings were routed to confirmed them, or a rule suppressed
-//! them), and is persisted at most every `forwarding.cursor_write_interval_ms`. A batch that is
+//! them), and is persisted at most every `forwarding.cursor_write_interval`. A batch that is
 //! not confirmed sends everything after the cursor again, after a backoff.
 //!
 //! Guarantees:

@@ -74,7 +74,7 @@ impl Task {
             inflight_n: 0,
             attempt: 0,
         };
-        let poll = Duration::from_millis(self.cfg.poll_interval_ms);
+        let poll = self.cfg.poll_interval.get();
         loop {
             self.fill(&mut st).await;
             self.persist(&mut st, false).await;
@@ -205,7 +205,7 @@ impl Task {
         if st.cursor <= st.persisted {
             return;
         }
-        let interval = Duration::from_millis(self.cfg.cursor_write_interval_ms);
+        let interval = self.cfg.cursor_write_interval.get();
         if !force && !st.inflight.is_empty() && st.last_write.elapsed() < interval {
             return;
         }

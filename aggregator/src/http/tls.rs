@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,37 +15,36 @@ use tokio_rustls::TlsAcceptor;
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Loads a PEM certificate chain and private key into a rustls server configuration.
+/// Reads the listener's PEM certificate chain and private key (`cert_file`, `key_file`) into a
+/// rustls server configuration. `field` is the table's dotted key (`http.tls`), named in errors.
 ///
 /// # Errors
 /// A file cannot be read or holds no certificate / key, or rustls refuses the pair.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+pub fn server_config(
+    tls: &patchwatch_config::ServerTls,
+    field: &str,
+) -> anyhow::Result<rustls::ServerConfig> {
     use anyhow::Context as _;
-    let certs = rustls_pemfile::certs(&mut io::BufReader::new(
-        std::fs::File::open(cert)
-            .with_context(|| format!("http.tls.cert: cannot open {}", cert.display()))?,
-    ))
-    .collect::<Result<Vec<_>, _>>()
-    .with_context(|| format!("http.tls.cert: {} is not PEM", cert.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "http.tls.cert: {} holds no certificate",
-        cert.display()
-    );
-    let key = rustls_pemfile::private_key(&mut io::BufReader::new(
-        std::fs::File::open(key)
-            .with_context(|| format!("http.tls.key: cannot open {}", key.display()))?,
-    ))
-    .with_context(|| format!("http.tls.key: {} is not PEM", key.display()))?
-    .with_context(|| format!("http.tls.key: {} holds no private key", key.display()))?;
+    let pem = tls.load(field)?;
+    let certs = rustls_pemfile::certs(&mut pem.cert.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{field}.cert_file: {} is not PEM", tls.cert_file.display()))?;
+    let key = rustls_pemfile::private_key(&mut pem.key.as_slice())
+        .with_context(|| format!("{field}.key_file: {} is not PEM", tls.key_file.display()))?
+        .with_context(|| {
+            format!(
+                "{field}.key_file: {} holds no private key",
+                tls.key_file.display()
+            )
+        })?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .context("http.tls: no usable TLS versions")?
+    .with_context(|| format!("{field}: no usable TLS versions"))?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .context("http.tls: certificate and key do not form a usable pair")?;
+    .with_context(|| format!("{field}: certificate and key do not form a usable pair"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -50,12 +50,15 @@ impl std::fmt::Debug for Router {
 }
 
 impl RoutingConfig {
-    /// Parses TOML text.
+    /// Parses TOML text; deprecated keys (a receiver's `[retry] initial_backoff_ms`, ...) are
+    /// rewritten, each with a warning naming its replacement.
     ///
     /// # Errors
     /// [`RoutingError::Toml`] naming the key and line.
     pub fn from_toml(text: &str) -> Result<Self, RoutingError> {
-        toml::from_str(text).map_err(|e| RoutingError::Toml(e.to_string()))
+        patchwatch_config::from_toml(text)
+            .map(|loaded| loaded.value)
+            .map_err(|e| RoutingError::Toml(e.to_string()))
     }
 }
 

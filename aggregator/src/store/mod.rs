@@ -184,9 +184,10 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let url = config
                 .postgres_url()
                 .map_err(|e: ConfigError| anyhow::anyhow!(e))?;
-            let store = postgres::PostgresStore::open(&url, config.store.postgres.pool_size)
-                .await
-                .context("opening PostgreSQL store")?;
+            let store =
+                postgres::PostgresStore::open(url.expose(), config.store.postgres.pool_size)
+                    .await
+                    .context("opening PostgreSQL store")?;
             Ok(Arc::new(store))
         }
     }

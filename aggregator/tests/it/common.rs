@@ -40,11 +40,11 @@ pub async fn config(backend: Backend) -> Option<(Config, tempfile::TempDir)> {
     };
     config.grpc.listen = "127.0.0.1:0".parse().unwrap();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
-    config.grpc.shutdown_grace_seconds = 5;
+    config.grpc.shutdown_grace = patchwatch_config::Duration::from_secs(5);
     if backend == Backend::Postgres {
         let url = patchwatch_testkit::postgres::database().await?;
         config.store.backend = StoreBackend::Postgres;
-        config.store.postgres.url = Some(url);
+        config.store.postgres.url = Some(patchwatch_config::Secret::inline(url));
         config.store.postgres.pool_size = 8;
     }
     Some((config, dir))

@@ -70,7 +70,15 @@ fn toml_for(config: &patchwatch_aggregator::Config) -> String {
     if config.store.backend == StoreBackend::Postgres {
         s.push_str(&format!(
             "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = {:?}\npool_size = 4\n",
-            config.store.postgres.url.as_deref().unwrap()
+            config
+                .store
+                .postgres
+                .url
+                .as_ref()
+                .unwrap()
+                .resolve("store.postgres.url")
+                .unwrap()
+                .expose()
         ));
     }
     s

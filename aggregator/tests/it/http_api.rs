@@ -229,9 +229,7 @@ async fn read_tokens_guard_everything_but_healthz() {
     };
     config.http.tokens = vec![TokenConfig {
         id: "ops".into(),
-        token: Some("read-me".into()),
-        token_env: None,
-        token_file: None,
+        token: patchwatch_config::Secret::inline("read-me"),
     }];
     let (agg, shutdown) = start(config).await;
     let base = format!("http://{}", agg.http_addr());

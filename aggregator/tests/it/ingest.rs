@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::common::*;
-use patchwatch_aggregator::config::{TlsConfig, TokenConfig};
+use patchwatch_aggregator::config::TokenConfig;
+use patchwatch_config::ServerTls;
 use patchwatch_proto::ingest_client::IngestClient;
 use patchwatch_proto::{Batch, Finding, HealthRequest};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -177,9 +178,7 @@ async fn bad_token_is_refused(backend: Backend) {
     };
     config.grpc.tokens = vec![TokenConfig {
         id: "exch01-collector".into(),
-        token: None,
-        token_env: None,
-        token_file: Some(token_file(dir.path(), "tok", "s3cret-token")),
+        token: patchwatch_config::Secret::from_file(token_file(dir.path(), "tok", "s3cret-token")),
     }];
     let (agg, shutdown) = start(config).await;
     let channel = Endpoint::from_shared(format!("http://{}", agg.grpc_addr()))
@@ -276,10 +275,10 @@ async fn missing_client_certificate_is_refused(backend: Backend) {
         std::fs::write(&p, pem).unwrap();
         p
     };
-    config.grpc.tls = Some(TlsConfig {
-        cert: write("server.crt", &pki.server_cert),
-        key: write("server.key", &pki.server_key),
-        client_ca: Some(write("ca.crt", &pki.ca)),
+    config.grpc.tls = Some(ServerTls {
+        cert_file: write("server.crt", &pki.server_cert),
+        key_file: write("server.key", &pki.server_key),
+        client_ca_file: Some(write("ca.crt", &pki.ca)),
     });
     let (agg, shutdown) = start(config).await;
     let endpoint = |identity: Option<Identity>| {

@@ -6,6 +6,7 @@
 mod common;
 
 mod alertmanager;
+mod config_vocabulary;
 mod crash;
 mod dashboard_browser;
 mod deploy_examples;

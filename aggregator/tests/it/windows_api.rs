@@ -218,9 +218,7 @@ async fn auth(backend: Backend) {
     let body = json!({"name": "x", "hosts": "h", "duration": "1h"}).to_string();
     config.http.tokens = vec![TokenConfig {
         id: "ops".into(),
-        token: Some("s3cret".into()),
-        token_env: None,
-        token_file: None,
+        token: patchwatch_config::Secret::inline("s3cret"),
     }];
     let (agg, shutdown) = start(config.clone()).await;
     let http = agg.http_addr();

@@ -69,7 +69,7 @@ async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
 impl Task {
     async fn run(mut self) {
         let max = self.batch.max_events.max(1);
-        let linger = std::time::Duration::from_millis(self.batch.timeout_ms);
+        let linger = self.batch.timeout.get();
         loop {
             let first = tokio::select! {
                 biased;

@@ -35,12 +35,12 @@ async fn missing_directory_fails_healthcheck_and_retries_until_created() {
         path: Some(path.clone()),
         fsync: true,
         batch: crate::BatchConfig {
-            timeout_ms: 10,
+            timeout: patchwatch_config::Duration::from_millis(10),
             ..Default::default()
         },
         retry: crate::RetryConfig {
-            initial_backoff_ms: 10,
-            max_backoff_ms: 20,
+            initial_backoff: patchwatch_config::Duration::from_millis(10),
+            max_backoff: patchwatch_config::Duration::from_millis(20),
             ..Default::default()
         },
     };

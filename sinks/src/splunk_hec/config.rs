@@ -92,9 +92,11 @@ pub fn build(name: &str, cfg: &SplunkHecConfig) -> Result<(SinkHandle, Healthche
     // The request timeout must leave room for the ack wait.
     let mut retry = cfg.retry.clone();
     if cfg.indexer_ack {
-        retry.request_timeout_ms = retry
-            .request_timeout_ms
-            .saturating_add(cfg.ack_timeout.as_millis_u64());
+        retry.request_timeout = retry
+            .request_timeout
+            .get()
+            .saturating_add(cfg.ack_timeout.get())
+            .into();
     }
     let client = crate::http::client(name, cfg.retry.request_timeout(), cfg.tls.as_ref())?;
     let svc = Arc::new(HecService {

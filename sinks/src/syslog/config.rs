@@ -90,7 +90,7 @@ pub struct SyslogConfig {
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
-    /// Retries; `request_timeout_ms` bounds connect and write.
+    /// Retries; `request_timeout` bounds connect and write.
     #[serde(default)]
     pub retry: RetryConfig,
 }

@@ -43,14 +43,14 @@ async fn rfc5424_over_tcp_and_tls_and_cef_reach_rsyslog() {
     let tcp_sink = syslog_sink(
         "rsyslog-tcp",
         &format!(
-            "type = \"syslog\"\naddress = {tcp:?}\ntransport = \"tcp\"\n[batch]\ntimeout_ms = 50\n"
+            "type = \"syslog\"\naddress = {tcp:?}\ntransport = \"tcp\"\n[batch]\ntimeout = \"50ms\"\n"
         ),
     );
     let tls_sink = syslog_sink(
         "rsyslog-tls",
-        &format!("type = \"syslog\"\naddress = {tls:?}\ntransport = \"tls\"\n[tls]\nca_file = {ca:?}\nserver_name = \"localhost\"\n[batch]\ntimeout_ms = 50\n"),
+        &format!("type = \"syslog\"\naddress = {tls:?}\ntransport = \"tls\"\n[tls]\nca_file = {ca:?}\nserver_name = \"localhost\"\n[batch]\ntimeout = \"50ms\"\n"),
     );
-    let cef_sink = syslog_sink("rsyslog-cef", &format!("type = \"syslog\"\naddress = {tcp:?}\ntransport = \"tcp\"\nformat = \"cef\"\n[batch]\ntimeout_ms = 50\n"));
+    let cef_sink = syslog_sink("rsyslog-cef", &format!("type = \"syslog\"\naddress = {tcp:?}\ntransport = \"tcp\"\nformat = \"cef\"\n[batch]\ntimeout = \"50ms\"\n"));
 
     let (a, b, c) = tokio::join!(
         async { tcp_sink.send(findings(&token, "tcp", 5)).await.wait().await },
