@@ -37,6 +37,7 @@
 
 use std::collections::BTreeMap;
 
+use patchwatch_config::Duration;
 use patchwatch_sinks::{elasticsearch, jsonl, otlp, splunk_hec, syslog, webhook, RetryConfig};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -131,18 +132,18 @@ pub struct RouteConfig {
     /// Alert labels that split groups (default `["rule_id"]`; `[]` puts everything in one group).
     #[serde(default = "default_group_by")]
     pub group_by: Vec<String>,
-    /// Wait before the first notification of a new group, e.g. `30s` (default 30s).
+    /// Wait before the first notification of a new group, e.g. `"30s"` (default 30s).
     #[serde(default = "default_group_wait")]
-    pub group_wait: String,
+    pub group_wait: Duration,
     /// Minimum time between notifications of a group with new findings (default 5m).
     #[serde(default = "default_group_interval")]
-    pub group_interval: String,
+    pub group_interval: Duration,
     /// Re-send a still-firing group after this long (default 4h; Alertmanager receivers).
     #[serde(default = "default_repeat")]
-    pub repeat_interval: String,
+    pub repeat_interval: Duration,
     /// An alert without new findings for this long is resolved (default 1h).
     #[serde(default = "default_resolve")]
-    pub resolve_after: String,
+    pub resolve_after: Duration,
     /// Keep evaluating later routes after this one matched.
     #[serde(default, rename = "continue")]
     pub continue_: bool,
@@ -151,17 +152,17 @@ pub struct RouteConfig {
 fn default_group_by() -> Vec<String> {
     vec!["rule_id".into()]
 }
-fn default_group_wait() -> String {
-    "30s".into()
+fn default_group_wait() -> Duration {
+    Duration::from_secs(30)
 }
-fn default_group_interval() -> String {
-    "5m".into()
+fn default_group_interval() -> Duration {
+    Duration::from_secs(5 * 60)
 }
-fn default_repeat() -> String {
-    "4h".into()
+fn default_repeat() -> Duration {
+    Duration::from_secs(4 * 3600)
 }
-fn default_resolve() -> String {
-    "1h".into()
+fn default_resolve() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// A silence: while active, matching findings raise no notification (no alert, nothing to

@@ -110,7 +110,6 @@ impl Route {
             field,
             reason,
         };
-        let dur = |field: &'static str, s: &str| parse_duration(s).map_err(|r| invalid(field, r));
         let min_severity = c
             .min_severity
             .as_deref()
@@ -173,10 +172,10 @@ impl Route {
             receivers: c.receivers.clone(),
             group_by: c.group_by.clone(),
             timing: Timing {
-                group_wait: dur("group_wait", &c.group_wait)?,
-                group_interval: dur("group_interval", &c.group_interval)?,
-                repeat_interval: dur("repeat_interval", &c.repeat_interval)?,
-                resolve_after: dur("resolve_after", &c.resolve_after)?,
+                group_wait: c.group_wait.get(),
+                group_interval: c.group_interval.get(),
+                repeat_interval: c.repeat_interval.get(),
+                resolve_after: c.resolve_after.get(),
             },
             continue_: c.continue_,
         })
@@ -281,53 +280,9 @@ impl SilenceConfig {
     }
 }
 
-/// Parses `30s`, `5m`, `4h`, `1h30m`, `250ms`, `1d`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("`{s}`: expected a number, e.g. 30s, 5m, 1h30m"));
-        }
-        let n: u64 = rest[..digits].parse().map_err(|e| format!("`{s}`: {e}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86_400),
-            _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h, d)")),
-        };
-        total += d;
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("m").is_err());
-    }
 
     #[test]
     fn escalation_raises_never_lowers() {

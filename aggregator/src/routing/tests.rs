@@ -120,10 +120,14 @@ async fn config_errors_name_route_and_field() {
     c.route[1].receivers = vec!["pager".into()];
     let e = Router::new(c).unwrap_err().to_string();
     assert!(e.contains("route `critical`") && e.contains("pager"), "{e}");
-    let mut c = config("http://127.0.0.1:9", jsonl.to_str().unwrap());
-    c.route[2].group_wait = "soon".into();
-    let e = Router::new(c).unwrap_err().to_string();
-    assert!(e.contains("`group_wait`"), "{e}");
+    // Durations are checked when parsed: the error names the key, the line and the forms.
+    let e = RoutingConfig::from_toml("[[route]]\nname = \"x\"\n\ngroup_wait = \"soon\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("group_wait") && e.contains("line 4") && e.contains("\"30s\""),
+        "{e}"
+    );
     let mut c = config("http://127.0.0.1:9", jsonl.to_str().unwrap());
     c.route[1].min_severity = Some("urgent".into());
     assert!(Router::new(c)
@@ -202,8 +206,8 @@ async fn send_settles_each_finding_once_its_receivers_confirmed_or_a_rule_suppre
         a.retry.max_retries = Some(0);
     }
     // A failed group is posted again no sooner than its group_interval.
-    cfg.route[1].group_interval = "50ms".into();
-    cfg.route[2].group_interval = "50ms".into();
+    cfg.route[1].group_interval = patchwatch_config::Duration::from_millis(50);
+    cfg.route[2].group_interval = patchwatch_config::Duration::from_millis(50);
     let router = Router::new(cfg).unwrap();
     let r = router.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
