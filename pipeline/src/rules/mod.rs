@@ -540,8 +540,9 @@ fn validate(file: &str, s: &RuleSpec, by_id: &HashMap<String, usize>) -> Result<
         .chain(&s.remediation.links);
     for t in texts {
         for name in placeholders(t) {
-            let known = captures.iter().any(|c| c == name)
-                || RUN_FIELDS.contains(&name)
+            let base = template::code_base(name).unwrap_or(name);
+            let known = captures.iter().any(|c| c == base)
+                || RUN_FIELDS.contains(&base)
                 || name.starts_with("setting.")
                 || s.derived;
             if !known {

@@ -5,7 +5,12 @@
 //! - `[text with {name}]` is an optional clause: rendered without its brackets when every
 //!   placeholder in it (those without a default) has a value, dropped whole otherwise. Square
 //!   brackets with no placeholder inside are literal text, so `[Rule:X]` needs no escaping.
+//!   `[text with {name}|other text]` renders `other text` instead of dropping the clause.
 //!   Clauses do not nest.
+//! - `{name.exit_message}`, `.exit_cause`, `.exit_fix`, `.exit_class` read the value of `name`
+//!   as an msiexec return value and give its documented meaning, cause and fix
+//!   ([`crate::msi_codes`]); `.msi_message`, `.msi_cause`, `.msi_fix`, `.msi_class` do the same
+//!   for an `Error NNNN.` / `Note: 1: NNNN` message number. Unknown codes count as no value.
 //! - A bare `{name}` with no value renders as nothing (built-in rules never leave one outside a
 //!   clause: the test suite checks it with [`bare_placeholders`]).
 //!
@@ -71,10 +76,61 @@ fn clause_at(s: &str) -> Option<&str> {
     (!body.contains('[') && placeholders(body).next().is_some()).then_some(body)
 }
 
+/// The suffixes that read a value as a Windows Installer code.
+pub const CODE_SUFFIXES: &[&str] = &[
+    "exit_message",
+    "exit_cause",
+    "exit_fix",
+    "exit_class",
+    "msi_message",
+    "msi_cause",
+    "msi_fix",
+    "msi_class",
+];
+
+/// `name.suffix` with a [`CODE_SUFFIXES`] suffix: the base name.
+pub(crate) fn code_base(name: &str) -> Option<&str> {
+    let (base, suffix) = name.rsplit_once('.')?;
+    CODE_SUFFIXES.contains(&suffix).then_some(base)
+}
+
+/// The value of a `{name.suffix}` placeholder, from the code in `name`'s value.
+fn code_value(name: &str, lookup: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let base = code_base(name)?;
+    let code: u32 = lookup(base)?.trim().parse().ok()?;
+    let suffix = &name[base.len() + 1..];
+    let entry = if suffix.starts_with("exit_") {
+        crate::msi_codes::exit(code)
+    } else {
+        crate::msi_codes::message(code).or_else(|| crate::msi_codes::exit(code))
+    }?;
+    Some(match &suffix[suffix.find('_').map_or(0, |i| i + 1)..] {
+        "message" => entry.message_with(&[]),
+        "cause" => entry.cause.clone(),
+        "fix" => entry.fix.clone(),
+        _ => entry.class.replace('_', " "),
+    })
+}
+
+/// A clause body `main|alternative`: the first `|` outside a placeholder.
+fn split_alternative(body: &str) -> (&str, Option<&str>) {
+    let mut depth = 0u32;
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            '|' if depth == 0 => return (&body[..i], Some(&body[i + 1..])),
+            _ => {}
+        }
+    }
+    (body, None)
+}
+
 /// Renders a template (see the module doc) with values from `lookup`.
 pub(crate) fn fill(t: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(t.len());
-    render(t, &lookup, &mut out, false);
+    let full = |name: &str| lookup(name).or_else(|| code_value(name, &lookup));
+    render(t, &full, &mut out, false);
     out
 }
 
@@ -90,9 +146,12 @@ fn render(
         let rest = &t[i..];
         if !clause && rest.starts_with('[') {
             if let Some(body) = clause_at(rest) {
+                let (main, alternative) = split_alternative(body);
                 let mut piece = String::new();
-                if render(body, lookup, &mut piece, true) {
+                if render(main, lookup, &mut piece, true) {
                     out.push_str(&piece);
+                } else if let Some(alt) = alternative {
+                    render(alt, lookup, out, false);
                 } else {
                     dropped(out, &rest[body.len() + 2..]);
                 }
@@ -161,11 +220,20 @@ mod tests {
             "Contoso repair ended with status 1612."
         );
         assert_eq!(r("Restart {host}.", &[]), "Restart.");
+        assert_eq!(r("in[ site {s}| its site].", &[]), "in its site.");
+        assert_eq!(r("in[ site {s}| its site].", &[("s", "A")]), "in site A.");
         assert_eq!(r("Run it on {host} now", &[]), "Run it on now");
         assert_eq!(
             r("keep [Rule:X] and {not a name} and {8} and {", &[]),
             "keep [Rule:X] and {not a name} and {8} and {"
         );
+    }
+
+    #[test]
+    fn codes_read_from_the_table() {
+        let s = r("[{rc.exit_message}][ {rc.exit_fix}]", &[("rc", "1602")]);
+        assert!(s.starts_with("The user canceled installation."), "{s}");
+        assert_eq!(r("x[ {rc.msi_cause}]", &[("rc", "99999")]), "x");
     }
 
     #[test]

@@ -399,3 +399,24 @@ fn msi_exchange_su_excerpt() {
         |f| f.fields.get("action").map(String::as_str) != Some("CA_CUSTOMER_PREPATCH_INSTALL")
     ));
 }
+
+/// The seed: a Japanese Windows Installer log (UTF-16LE) of an Exchange 2010 update rollup whose
+/// ServiceControl.ps1, run by CAQuietExec, fails with 0x80070001 because PowerShell's
+/// ExecutionPolicy is defined by Group Policy.
+#[test]
+fn seed_japanese_rollup_caquietexec_execution_policy() {
+    let Some(bytes) = corpus_file("seed/seed-ja-rollup1-caquietexec.log") else {
+        return;
+    };
+    let out = scan("seed-ja-rollup1-caquietexec.log", &bytes);
+    check(
+        "seed",
+        &out,
+        &Expect {
+            run: 0,
+            outcome: Outcome::Failed,
+            primary: "exchange.su.servicecontrol-execution-policy",
+            mention: &["CA_START_REMOVEDATA_SERVICES", "0x80070001", "ExecutionPolicy"],
+        },
+    );
+}
