@@ -169,12 +169,14 @@ pub enum ParseError {
     },
 }
 
-/// Parses `text` into `T` after rewriting deprecated keys ([`DEPRECATED_KEYS`]); logs one
+/// Parses `text` into `T` after rewriting deprecated keys ([`DEPRECATED_KEYS`]) and expanding
+/// `${VAR}` and `${VAR:-default}` in every string value (`$${` is a literal `${`); logs one
 /// `warn` per deprecated key naming its replacement.
 ///
 /// # Errors
 /// [`ParseError::Toml`] for a syntax error, unknown key or bad value (with line and column),
-/// [`ParseError::Key`] when an old key and its replacement are both given.
+/// [`ParseError::Key`] when an old key and its replacement are both given, or a string names
+/// an unset variable without a default.
 pub fn from_toml<T: DeserializeOwned>(text: &str) -> Result<Loaded<T>, ParseError> {
     let mut root = DeTable::parse(text)?;
     let mut deprecations = Vec::new();
@@ -182,7 +184,7 @@ pub fn from_toml<T: DeserializeOwned>(text: &str) -> Result<Loaded<T>, ParseErro
         text,
         out: &mut deprecations,
     };
-    cx.table(root.get_mut(), "", None)?;
+    cx.table(root.get_mut(), "", None, false)?;
     for d in &deprecations {
         tracing::warn!(message = %d, key = %d.old_path, replacement = %d.new_path, line = d.line);
     }
@@ -217,39 +219,62 @@ impl Walk<'_> {
             + 1
     }
 
+    /// Rewrites deprecated keys (unless `free_form`: the user's own keys), then expands
+    /// `${VAR}` in every string value below.
     fn table<'i>(
         &mut self,
         table: &mut DeTable<'i>,
         path: &str,
         own_key: Option<&str>,
+        free_form: bool,
     ) -> Result<(), ParseError> {
-        for rule in DEPRECATED_KEYS {
-            if rule.only_in.is_some_and(|k| own_key != Some(k))
-                || rule.not_in.is_some_and(|k| own_key == Some(k))
-            {
-                continue;
-            }
-            if let Some((key, value)) = table.remove_entry(rule.old) {
-                self.rewrite(table, rule, key, value, path)?;
+        if !free_form {
+            for rule in DEPRECATED_KEYS {
+                if rule.only_in.is_some_and(|k| own_key != Some(k))
+                    || rule.not_in.is_some_and(|k| own_key == Some(k))
+                {
+                    continue;
+                }
+                if let Some((key, value)) = table.remove_entry(rule.old) {
+                    self.rewrite(table, rule, key, value, path)?;
+                }
             }
         }
         for (key, value) in table.iter_mut() {
             let key: &str = key.get_ref();
-            if FREE_FORM.contains(&key) {
-                continue;
-            }
-            let here = join(path, key);
-            match value.get_mut() {
-                DeValue::Table(t) => self.table(t, &here, Some(key))?,
-                DeValue::Array(items) => {
-                    for (i, item) in items.iter_mut().enumerate() {
-                        if let DeValue::Table(t) = item.get_mut() {
-                            self.table(t, &format!("{here}[{i}]"), Some(key))?;
+            let free = free_form || FREE_FORM.contains(&key);
+            self.value(value, &join(path, key), key, free)?;
+        }
+        Ok(())
+    }
+
+    fn value<'i>(
+        &mut self,
+        value: &mut Spanned<DeValue<'i>>,
+        path: &str,
+        own_key: &str,
+        free_form: bool,
+    ) -> Result<(), ParseError> {
+        let line = self.line(value.span().start);
+        match value.get_mut() {
+            DeValue::String(s) if s.contains('$') => {
+                let expanded =
+                    crate::expand::expand(s, |var| std::env::var(var).ok()).map_err(|message| {
+                        ParseError::Key {
+                            line,
+                            key: path.to_owned(),
+                            message,
                         }
-                    }
-                }
-                _ => {}
+                    })?;
+                *s = Cow::Owned(expanded);
             }
+            DeValue::Table(t) => self.table(t, path, Some(own_key), free_form)?,
+            DeValue::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.value(item, &format!("{path}[{i}]"), own_key, free_form)?;
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -561,6 +586,45 @@ headers = { token_env = "kept as a header", cert = "x" }
             warnings[0]
                 .contains("`stall_threshold_secs` is deprecated; use `stall_threshold = \"600s\"`"),
             "{log}"
+        );
+    }
+
+    #[test]
+    fn variables_are_expanded_in_every_string_value() {
+        std::env::set_var("PW_CONFIG_TEST_EXPAND_HOST", "agg.example");
+        let loaded = from_toml::<Agent>(
+            "stall_threshold = \"${PW_CONFIG_TEST_EXPAND_UNSET:-10m}\"\n[aggregator]\n\
+             token_file = \"/etc/${PW_CONFIG_TEST_EXPAND_HOST}/token\"\n\
+             initial_backoff = \"500ms\"\n[aggregator.tls]\nserver_name = \"${PW_CONFIG_TEST_EXPAND_HOST}\"\n\
+             [sinks.es]\nheaders = { host = \"${PW_CONFIG_TEST_EXPAND_HOST}\" }\n",
+        )
+        .unwrap();
+        let v = loaded.value;
+        assert_eq!(v.stall_threshold, Duration::from_secs(600));
+        assert_eq!(
+            v.aggregator.token,
+            Some(Secret::from_file("/etc/agg.example/token"))
+        );
+        let tls = v.aggregator.tls.unwrap();
+        assert_eq!(tls.server_name.as_deref(), Some("agg.example"));
+        assert_eq!(v.sinks["es"].headers["host"], "agg.example");
+        // The warning shows what was written, not the expanded value.
+        assert_eq!(
+            loaded.deprecations[0].replacement,
+            "aggregator.token = { file = \"/etc/${PW_CONFIG_TEST_EXPAND_HOST}/token\" }"
+        );
+
+        let e = from_toml::<Agent>(
+            "stall_threshold = \"1s\"\n[aggregator]\ninitial_backoff = \"1s\"\n\
+             [aggregator.tls]\nserver_name = \"${PW_CONFIG_TEST_EXPAND_UNSET}\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "line 5: `aggregator.tls.server_name`: environment variable \
+             `PW_CONFIG_TEST_EXPAND_UNSET` is not set (write \
+             `${PW_CONFIG_TEST_EXPAND_UNSET:-default}` for a default)"
         );
     }
 

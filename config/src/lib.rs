@@ -14,6 +14,10 @@
 //! - Closed sets are serde enums in the crate that owns them, so a bad value is an error that
 //!   lists the valid ones.
 //!
+//! Every string value may use `${VAR}` or `${VAR:-default}`: [`from_toml`] expands them from the
+//! environment (an unset variable without a default is an error naming the key and the
+//! variable; `$${` is a literal `${`).
+//!
 //! Keys spelled the old way (`linger_ms = 50`, `token_env = "X"`, `[grpc.tls] cert = ...`)
 //! still parse: [`from_toml`] rewrites them to the new spelling before deserializing, after
 //! logging one warning per key that names the new spelling ([`DEPRECATED_KEYS`]).
@@ -36,6 +40,7 @@
 
 mod deprecated;
 mod duration;
+mod expand;
 mod secret;
 mod tls;
 
