@@ -2,5 +2,6 @@
 //! over real gRPC on loopback. One test binary, one module per area.
 
 mod delivery;
+mod hardening;
 mod spool;
 mod tail;
