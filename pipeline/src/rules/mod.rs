@@ -117,11 +117,13 @@ impl Rule {
     ) -> crate::Remediation {
         crate::Remediation {
             summary: fill(&self.remediation.summary, lookup),
+            // A step made only of optional clauses that all dropped is left out.
             steps: self
                 .remediation
                 .steps
                 .iter()
                 .map(|s| fill(s, lookup))
+                .filter(|s| !s.trim().is_empty())
                 .collect(),
             links: self
                 .remediation

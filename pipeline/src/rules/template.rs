@@ -127,7 +127,7 @@ fn split_alternative(body: &str) -> (&str, Option<&str>) {
 }
 
 /// Renders a template (see the module doc) with values from `lookup`.
-pub(crate) fn fill(t: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+pub fn fill(t: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(t.len());
     let full = |name: &str| lookup(name).or_else(|| code_value(name, &lookup));
     render(t, &full, &mut out, false);

@@ -6,6 +6,7 @@ mod corpus;
 mod durations;
 mod evidence;
 mod msi_codes;
+mod real;
 mod rules;
 mod streaming;
 mod templates;
