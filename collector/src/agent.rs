@@ -798,7 +798,11 @@ impl Matcher {
                 Err(SpoolError::TooLarge { len, max }) => {
                     // Cannot happen with findings (kilobytes against a 16 MiB limit); if it
                     // does, retrying would stop the agent for good, so the record is skipped.
-                    tracing::error!(message = "Record larger than the spool accepts; skipped.", len, max);
+                    tracing::error!(
+                        message = "Record larger than the spool accepts; skipped.",
+                        len,
+                        max
+                    );
                     telemetry::count(telemetry::RECORDS_TOO_LARGE, 1);
                     return Appended::Skipped;
                 }
@@ -951,6 +955,38 @@ fn stalled(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_that_dies_while_running_fails_the_agent_loudly() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let health = Health::new();
+        supervised("matcher", &stop, &health, |_| panic!("boom"))
+            .unwrap()
+            .join()
+            .unwrap();
+        let report = health.report();
+        assert_eq!(report.status(), "failed");
+        assert!(report.reason("matcher").unwrap().contains("boom"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reason = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), health.failed())
+                .await
+                .expect("failed() completes")
+        });
+        assert!(reason.starts_with("matcher: "), "{reason}");
+
+        // Ending on request is not a failure.
+        let health = Health::new();
+        stop.store(true, Ordering::Release);
+        supervised("tail-reader", &stop, &health, |_| {})
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(health.report().is_ok());
+    }
 
     #[test]
     fn last_line_reads_utf16_as_ascii() {

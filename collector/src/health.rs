@@ -177,7 +177,9 @@ impl AgentHealth {
             }
         }
         let (used, max) = (self.spool.used_bytes(), self.spool.max_bytes());
-        if !report.problems.iter().any(|(p, _)| p == "spool") && used as f64 >= max as f64 * SPOOL_HIGH {
+        if !report.problems.iter().any(|(p, _)| p == "spool")
+            && used as f64 >= max as f64 * SPOOL_HIGH
+        {
             report.problems.push((
                 "spool".into(),
                 PartState::Degraded(format!("spool nearly full: {used} of {max} bytes")),
@@ -218,10 +220,13 @@ impl HealthReport {
 
     /// The reason of `part`, if it is not ok.
     pub fn reason(&self, part: &str) -> Option<&str> {
-        self.problems.iter().find(|(p, _)| p == part).map(|(_, s)| match s {
-            PartState::Ok => "",
-            PartState::Degraded(r) | PartState::Failed(r) => r.as_str(),
-        })
+        self.problems
+            .iter()
+            .find(|(p, _)| p == part)
+            .map(|(_, s)| match s {
+                PartState::Ok => "",
+                PartState::Degraded(r) | PartState::Failed(r) => r.as_str(),
+            })
     }
 
     /// The JSON body of `/healthz`: `{"status": "...", "problems": {"part": "reason"}}`.
@@ -254,7 +259,10 @@ mod tests {
         let h = Health::new();
         assert_eq!(h.report().status(), "ok");
         assert!(h.degraded("spool", "disk full"));
-        assert!(!h.degraded("spool", "disk full"), "same state: no transition");
+        assert!(
+            !h.degraded("spool", "disk full"),
+            "same state: no transition"
+        );
         assert_eq!(h.report().status(), "degraded");
         assert_eq!(h.report().reason("spool"), Some("disk full"));
         h.set("matcher", PartState::Failed("panicked".into()));

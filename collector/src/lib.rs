@@ -7,6 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod delivery;
 pub mod discovery;
+pub mod endpoint;
 pub mod faults;
 pub mod health;
 pub mod memory;

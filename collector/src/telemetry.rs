@@ -94,8 +94,14 @@ pub fn describe() {
         SPOOL_WRITE_ERRORS,
         "Spool appends that failed on the disk and were retried"
     );
-    describe_counter!(RECORDS_TOO_LARGE, "Records too large for the spool, skipped");
-    describe_gauge!(UNREADABLE_FILES, "Watched files that cannot be read right now");
+    describe_counter!(
+        RECORDS_TOO_LARGE,
+        "Records too large for the spool, skipped"
+    );
+    describe_gauge!(
+        UNREADABLE_FILES,
+        "Watched files that cannot be read right now"
+    );
     describe_histogram!(ACK_LATENCY, Unit::Seconds, "Batch send to ack latency");
     describe_counter!(BATCHES_SENT, "Batches sent, including resends");
     describe_counter!(BATCHES_ACKED, "Batches acknowledged");

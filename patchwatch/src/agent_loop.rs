@@ -5,15 +5,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use patchwatch_collector::agent::Agent;
 use patchwatch_collector::config::AgentConfig;
+use patchwatch_collector::endpoint;
 use patchwatch_pipeline::Catalog;
+use tokio_util::sync::CancellationToken;
 
 /// How long shutdown waits for the spool to drain to the aggregator before checkpointing.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Runs the agent on its own runtime until `stop` completes.
+/// Runs the agent on its own runtime until `stop` completes, or until a part of the agent
+/// fails for good (then the agent is shut down and the error returned, so that the process
+/// exits and a service manager restarts it). With `metrics_listen`, serves `/metrics` and
+/// `/healthz` there.
 pub fn run_until(
     config: &AgentConfig,
     catalog: Arc<Catalog>,
@@ -21,26 +26,36 @@ pub fn run_until(
 ) -> Result<()> {
     let rt = patchwatch_collector::agent::runtime()?;
     rt.block_on(async move {
+        let endpoint = CancellationToken::new();
+        let (health_tx, health_rx) = tokio::sync::watch::channel(None);
         if let Some(addr) = config.metrics_listen {
-            install_metrics(addr)?;
+            let metrics = endpoint::install_recorder()
+                .map_err(|_| anyhow!("metrics_listen: a metrics recorder is already installed"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics_listen: cannot listen on {addr}"))?;
+            tokio::spawn(endpoint::serve(
+                listener,
+                Some(metrics),
+                health_rx,
+                endpoint.clone(),
+            ));
         }
         let agent = Agent::start(config, catalog, &tokio::runtime::Handle::current())?;
+        health_tx.send_replace(Some(agent.health()));
         tracing::info!(message = "Agent started.", host = %agent.host().hostname);
-        stop.await;
+        let failure = tokio::select! {
+            () = stop => None,
+            reason = agent.failed() => Some(reason),
+        };
         tracing::info!(message = "Shutting down: draining and checkpointing.");
         agent.shutdown(DRAIN).await;
-        anyhow::Ok(())
+        endpoint.cancel();
+        match failure {
+            Some(reason) => Err(anyhow!("the agent stopped: {reason}")),
+            None => Ok(()),
+        }
     })
-}
-
-/// Serves Prometheus metrics of this process on `addr`.
-pub fn install_metrics(addr: std::net::SocketAddr) -> Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .with_context(|| format!("metrics_listen: cannot serve metrics on {addr}"))?;
-    patchwatch_collector::telemetry::describe();
-    Ok(())
 }
 
 /// A future that completes on Ctrl-C or SIGTERM.

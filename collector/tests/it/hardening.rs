@@ -11,6 +11,7 @@ use patchwatch_collector::agent::{self, Agent};
 use patchwatch_collector::checkpoint::CheckpointStore;
 use patchwatch_collector::config::AgentConfig;
 use patchwatch_collector::discovery::Discovery;
+use patchwatch_collector::endpoint;
 use patchwatch_collector::faults::{DiskFull, Unreadable};
 use patchwatch_collector::tail::{TailEvent, TailOptions, TailReader};
 use patchwatch_pipeline::{Catalog, FileScanner, ScanContext};
@@ -25,7 +26,9 @@ fn sample(name: &str) -> Vec<u8> {
         .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes()
+    text.replace("\r\n", "\n")
+        .replace('\n', "\r\n")
+        .into_bytes()
 }
 
 const SAMPLES: &[&str] = &[
@@ -92,6 +95,17 @@ fn start(cfg: &AgentConfig, rt: &tokio::runtime::Runtime) -> Agent {
     Agent::start(cfg, Arc::new(Catalog::builtin()), rt.handle()).unwrap()
 }
 
+/// A plain HTTP GET on loopback: the whole response as text.
+fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn distinct(ids: &[String]) -> BTreeSet<String> {
     ids.iter().cloned().collect()
 }
@@ -111,15 +125,32 @@ fn full_disk_pauses_reading_and_loses_nothing_when_space_returns() {
     let rt = agent::runtime().unwrap();
     let agent = start(&cfg, &rt);
     let health = agent.health();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop_http = tokio_util::sync::CancellationToken::new();
+    let (_health_tx, health_rx) = tokio::sync::watch::channel(Some(health.clone()));
+    rt.spawn(endpoint::serve(
+        listener,
+        None,
+        health_rx,
+        stop_http.clone(),
+    ));
+    assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
 
     let full = DiskFull::under(&data);
     let files = write_logs(&logs, 10);
     let want = expected(&files);
     let want_distinct = distinct(&want);
-    let report = eventually_blocking(Duration::from_secs(20), "spool and checkpoints degraded", || {
-        let r = health.report();
-        (r.reason("spool").is_some() && r.reason("checkpoints").is_some()).then_some(r)
-    });
+    let report = eventually_blocking(
+        Duration::from_secs(20),
+        "spool and checkpoints degraded",
+        || {
+            let r = health.report();
+            (r.reason("spool").is_some() && r.reason("checkpoints").is_some()).then_some(r)
+        },
+    );
     assert!(
         report.reason("spool").unwrap().contains("space"),
         "the reason names the disk: {report:?}"
@@ -127,18 +158,31 @@ fn full_disk_pauses_reading_and_loses_nothing_when_space_returns() {
     // Several retries go by; the matcher must still be there.
     std::thread::sleep(Duration::from_millis(1500));
     assert_ne!(health.report().status(), "failed", "{:?}", health.report());
-    assert!(webhook::jsonl_ids(&out).len() < want.len(), "reading was paused");
+    let answer = get(addr, "/healthz");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("\"spool\"") && answer.contains("degraded"),
+        "{answer}"
+    );
+    assert!(
+        webhook::jsonl_ids(&out).len() < want.len(),
+        "reading was paused"
+    );
 
     drop(full);
-    eventually_blocking(Duration::from_secs(60), "every finding after space returned", || {
-        (distinct(&webhook::jsonl_ids(&out)) == want_distinct).then_some(())
-    });
+    eventually_blocking(
+        Duration::from_secs(60),
+        "every finding after space returned",
+        || (distinct(&webhook::jsonl_ids(&out)) == want_distinct).then_some(()),
+    );
     eventually_blocking(Duration::from_secs(10), "health ok again", || {
         health.report().is_ok().then_some(())
     });
     // Each finding exactly once: nothing lost, nothing duplicated by the retries.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sorted(webhook::jsonl_ids(&out)), want);
+    assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+    stop_http.cancel();
     rt.block_on(agent.shutdown(Duration::from_secs(2)));
 }
 
@@ -186,10 +230,14 @@ fn damaged_spool_rewinds_checkpoints_and_rereads_the_lost_findings() {
     let out = tmp.path().join("findings.jsonl");
     let extra = format!("{dead}\n{}", webhook::jsonl_toml("file", &out));
     let agent = start(&config(&logs, &data, &extra), &rt);
-    let got = eventually_blocking(Duration::from_secs(60), "every finding after the damage", || {
-        let got = distinct(&webhook::jsonl_ids(&out));
-        (got == want).then_some(got)
-    });
+    let got = eventually_blocking(
+        Duration::from_secs(60),
+        "every finding after the damage",
+        || {
+            let got = distinct(&webhook::jsonl_ids(&out));
+            (got == want).then_some(got)
+        },
+    );
     assert_eq!(got.len(), want.len());
     rt.block_on(agent.shutdown(Duration::ZERO));
 }
@@ -221,12 +269,8 @@ fn unreadable_file_warns_once_backs_off_and_is_read_when_it_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("locked.log");
     std::fs::write(&path, b"first line\r\n").unwrap();
-    let discovery = Discovery::new(
-        &[tmp.path().join("*.log").display().to_string()],
-        &[],
-        true,
-    )
-    .unwrap();
+    let discovery =
+        Discovery::new(&[tmp.path().join("*.log").display().to_string()], &[], true).unwrap();
     let store = Arc::new(CheckpointStore::open(tmp.path().join("ck.json")).unwrap());
     // A full pass on every round, as when the agent's own log beside the file keeps changing.
     let opts = TailOptions {
@@ -255,19 +299,27 @@ fn unreadable_file_warns_once_backs_off_and_is_read_when_it_recovers() {
         }
         assert!(rounds > 100, "the reader kept going ({rounds} rounds)");
         assert_eq!(reader.unreadable(), 1);
-        assert_eq!(logs.count("Cannot read file"), 1, "one warning per file and state");
+        assert_eq!(
+            logs.count("Cannot read file"),
+            1,
+            "one warning per file and state"
+        );
         assert!(events.is_empty());
         drop(fault);
-        eventually_blocking(Duration::from_secs(10), "the file read after it recovered", || {
-            reader.poll_once(&mut |ev| {
-                events.push(ev);
-                true
-            });
-            events
-                .iter()
-                .any(|e| matches!(e, TailEvent::Data(_)))
-                .then_some(())
-        });
+        eventually_blocking(
+            Duration::from_secs(10),
+            "the file read after it recovered",
+            || {
+                reader.poll_once(&mut |ev| {
+                    events.push(ev);
+                    true
+                });
+                events
+                    .iter()
+                    .any(|e| matches!(e, TailEvent::Data(_)))
+                    .then_some(())
+            },
+        );
     });
     assert_eq!(reader.unreadable(), 0);
     assert_eq!(logs.count("File is readable again"), 1);

@@ -141,10 +141,18 @@ pub fn run(args: UpArgs) -> Result<i32> {
             anstream::println!("  watching {i}");
         }
         anstream::println!("Ctrl-C stops.");
-        crate::agent_loop::shutdown_signal().await;
+        // A part of the agent that failed for good stops the process, never silently.
+        let failure = tokio::select! {
+            () = crate::agent_loop::shutdown_signal() => None,
+            reason = agent.failed() => Some(reason),
+        };
         agent.shutdown(Duration::from_secs(5)).await;
         shutdown.cancel();
-        agg.wait().await
+        agg.wait().await?;
+        match failure {
+            Some(reason) => bail!("the agent stopped: {reason}"),
+            None => anyhow::Ok(()),
+        }
     })?;
     Ok(0)
 }
