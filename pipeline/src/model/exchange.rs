@@ -49,8 +49,17 @@ impl LogModel for ExchangeRun {
         fields: &BTreeMap<String, String>,
     ) {
         let first = self.first_error.as_ref().map(|(e, _)| e.line);
-        if self.first_block.is_none() && first.is_none_or(|l| l == start_line) {
-            self.first_block = Some((evidence.to_vec(), fields.clone()));
+        match &mut self.first_block {
+            None if first.is_none_or(|l| l == start_line) => {
+                self.first_block = Some((evidence.to_vec(), fields.clone()));
+            }
+            // A later entry of the same failure may name the task the first one did not.
+            Some((_, f)) => {
+                if let Some(task) = fields.get("task") {
+                    f.entry("task".into()).or_insert_with(|| task.clone());
+                }
+            }
+            None => {}
         }
     }
 
@@ -118,7 +127,7 @@ fn on_line(x: &mut ExchangeRun, anchor: usize, line: &Line, sum: &mut RunSummary
         s::ERROR_REFERENCE => x.last_error_reference = Some(line.evidence()),
         // Only the settings the checks read reach here: each has its own structural anchor
         // (`EVALUATED`, `EVALUATED_MORE..` in `STRUCTURAL_ANCHORS`).
-        s::EVALUATED | s::EVALUATED_MORE.. => {
+        s::EVALUATED | s::EVALUATED_MORE..=s::EVALUATED_LAST => {
             let name = between(t, "Evaluated [", "]");
             if let (Some(name), Some(value)) = (name, between(t, "[Value:\"", "\"]")) {
                 if value.eq_ignore_ascii_case("true") {

@@ -7,6 +7,7 @@
 pub(crate) mod errors;
 pub(crate) mod exchange;
 pub(crate) mod msi;
+pub(crate) mod phrases;
 pub(crate) mod servicecontrol;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,20 @@ pub const STRUCTURAL_ANCHORS: &[&str] = &[
     "Evaluated [Setting:SiteName]",
     "Evaluated [Setting:DomainController]",
     "Evaluated [Setting:DomainControllerSiteName]",
+    // Windows Installer lines that hold in any display language (`phrases.rs` for the others):
+    // a custom action's result (`CustomAction X <translated words> N`), the final status line
+    // (`Windows Installer <translated words>: N`), an error dialog's product line.
+    "CustomAction ",
+    "Windows Installer ",
+    "-- Error ",
+    // `phrases::PHRASES`, in its order.
+    "。 戻り値 ",
+    "インストールの成功またはエラーの状態: ",
+    "インストールを正しく完了しました",
+    "安裝成功或錯誤狀態: ",
+    "ou état d’erreur : ",
+    " -- Erreur ",
+    "Eine andere Version des Produkts ist bereits installiert.",
 ];
 
 /// Indices into [`STRUCTURAL_ANCHORS`].
@@ -99,12 +114,18 @@ pub(crate) mod s {
     pub const ERROR_REFERENCE: usize = 26;
     pub const END_OF_SETUP: usize = 27;
     pub const EVALUATED_MORE: usize = 28;
+    pub const EVALUATED_LAST: usize = 45;
+    pub const MSI_CUSTOM_ACTION: usize = 46;
+    pub const MSI_INSTALLER: usize = 47;
+    pub const MSI_ERROR_DIALOG: usize = 48;
+    /// First of `phrases::PHRASES`.
+    pub const MSI_PHRASE: usize = 49;
 }
 
 /// The log kind whose model handles structural anchor `i`.
 pub(crate) fn structural_kind(i: usize) -> LogKind {
     match i {
-        s::MSI_VERBOSE_START..=s::MSI_SUMMARY => LogKind::Msi,
+        s::MSI_VERBOSE_START..=s::MSI_SUMMARY | s::MSI_CUSTOM_ACTION.. => LogKind::Msi,
         s::SC_HEADER | s::SC_COMPLETED => LogKind::ServiceControl,
         _ => LogKind::ExchangeSetup,
     }

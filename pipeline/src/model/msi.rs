@@ -2,10 +2,18 @@
 //! a `=== Logging started` one in non-verbose logs; its outcome is the last
 //! `MainEngineThread is returning N` or `... success or error status: N.` (0, 3010 and 1641 are
 //! success). The culprit of a failure is found by rules (custom action, `Error NNNN`, launch
-//! condition); this model adds the outcome itself.
+//! condition); this model adds the outcome itself, and the fallback culprit when no rule named
+//! one (the first failed custom action with its output, else the first `Error NNNN`).
+//!
+//! Localized logs: the phrases of `phrases.rs` are read like their English forms; a language
+//! not in that table still gives an outcome and a culprit from what stays the same in every
+//! language: `MainEngineThread is returning N`, a `Windows Installer ...: N` status line, and a
+//! custom action's `CustomAction <name> <words> <code>` result line.
 
 use std::collections::BTreeMap;
 
+use super::errors::short;
+use super::phrases::{self, Key, PHRASES};
 use super::{between, find_ci, s, Boundary, Derived, Line, LogModel};
 use crate::finding::{EvidenceLine, Outcome};
 use crate::time::{clock, locale_date, Clock, Date, DayClock, NaiveTime};
@@ -21,6 +29,12 @@ pub(crate) struct MsiRun {
     exit_code: Option<(i64, EvidenceLine, u64)>,
     summary_line: Option<(EvidenceLine, u64)>,
     failed_action: Option<String>,
+    /// The first custom action that failed: name, code, result line and its offset.
+    failed_ca: Option<(String, i64, EvidenceLine, u64)>,
+    /// That action's output block and what it says (from the scanner).
+    ca_block: Option<(Vec<EvidenceLine>, BTreeMap<String, String>)>,
+    /// The first `Error NNNN.` dialog (any language): number, message, line, offset.
+    first_error: Option<(i64, String, EvidenceLine, u64)>,
 }
 
 impl LogModel for MsiRun {
@@ -33,13 +47,37 @@ impl LogModel for MsiRun {
         anchor == s::MSI_START && self.verbose && sum.outcome == Outcome::InProgress
     }
 
-    /// True once an action ended with `Return value 3`.
+    /// True once an action failed (`Return value 3`, a custom action's error code), unless the
+    /// log states a successful exit code.
     fn has_errors(&self) -> bool {
-        self.failed_action.is_some()
+        match &self.exit_code {
+            Some((c, _, _)) => !is_success(*c),
+            None => self.failed_action.is_some(),
+        }
     }
 
     fn derived_findings(&self, sum: &mut RunSummary) -> Vec<Derived> {
-        finalize(self, sum)
+        let mut out = finalize(self, sum);
+        if sum.outcome == Outcome::Failed {
+            out.extend(culprit(self, sum));
+        }
+        out
+    }
+
+    /// The output block of a custom action's result line (`start_line` is that line).
+    fn error_block(
+        &mut self,
+        start_line: u64,
+        evidence: &[EvidenceLine],
+        fields: &BTreeMap<String, String>,
+    ) {
+        let is_failed_ca = self
+            .failed_ca
+            .as_ref()
+            .is_some_and(|(_, _, l, _)| l.line == start_line);
+        if is_failed_ca && self.ca_block.is_none() {
+            self.ca_block = Some((evidence.to_vec(), fields.clone()));
+        }
     }
 
     fn line_time(&self, line: &[u8]) -> Option<NaiveTime> {
@@ -174,9 +212,166 @@ fn on_line(m: &mut MsiRun, anchor: usize, line: &Line, sum: &mut RunSummary) -> 
             }
             m.summary_line = Some((line.evidence(), line.offset));
         }
+        s::MSI_CUSTOM_ACTION => {
+            if let Some((name, code)) = custom_action_result(t) {
+                // An action whose failure is ignored says so (in English) and ends with
+                // `Return value 1`; a translated one is settled by the exit code, if any.
+                if code != 0
+                    && m.failed_ca.is_none()
+                    && find_ci(t, "translated to success").is_none()
+                {
+                    m.failed_ca = Some((name.to_string(), code, line.evidence(), line.offset));
+                    if m.failed_action.is_none() {
+                        m.failed_action = Some(name.to_string());
+                        sum.fields.insert("failed_action".into(), name.to_string());
+                    }
+                }
+            }
+        }
+        s::MSI_INSTALLER => {
+            if let Some(c) = trailing_status(t) {
+                set_exit(m, c, line, sum);
+            }
+        }
+        s::MSI_ERROR_DIALOG if !t.starts_with("Property(") => {
+            note_error(m, t, "-- Error ", line);
+        }
+        a if a >= s::MSI_PHRASE => {
+            if let Some(p) = PHRASES.get(a - s::MSI_PHRASE) {
+                on_phrase(m, p, line, sum);
+            }
+        }
         _ => {}
     }
     Boundary::None
+}
+
+/// A line that hit a localized phrase.
+fn on_phrase(m: &mut MsiRun, p: &phrases::Phrase, line: &Line, sum: &mut RunSummary) {
+    let t = line.text;
+    match p.key {
+        Key::ReturnValue => {
+            if phrases::number_after(t, p.text) == Some(3) && m.failed_action.is_none() {
+                // `操作終了 16:40:01: LaunchConditions。 戻り値 3。`: the action is between the
+                // time's `: ` and the phrase.
+                let before = &t[..t.find(p.text).unwrap_or(0)];
+                if let Some(name) = before.rsplit(": ").next().filter(|n| !n.is_empty()) {
+                    m.failed_action = Some(name.to_string());
+                    sum.fields.insert("failed_action".into(), name.to_string());
+                }
+            }
+        }
+        Key::FinalStatus => {
+            if let Some(c) = phrases::number_after(t, p.text) {
+                set_exit(m, c, line, sum);
+                m.summary_line = Some((line.evidence(), line.offset));
+            }
+        }
+        Key::ErrorPrefix => note_error(m, t, p.text, line),
+        Key::Message => {
+            if let (Some(code), None) = (p.code, &m.first_error) {
+                m.first_error = Some((code, t.trim().to_string(), line.evidence(), line.offset));
+            }
+        }
+        Key::ProductSuccess => {}
+    }
+}
+
+/// Records the run's exit code from a status line.
+fn set_exit(m: &mut MsiRun, c: i64, line: &Line, sum: &mut RunSummary) {
+    m.exit_code = Some((c, line.evidence(), line.offset));
+    sum.exit_code = Some(c);
+    sum.fields.insert("exit_code".into(), c.to_string());
+}
+
+/// Records the first `<prefix>NNNN. message` error dialog of the run.
+fn note_error(m: &mut MsiRun, t: &str, prefix: &str, line: &Line) {
+    if m.first_error.is_some() {
+        return;
+    }
+    if let Some(code) = phrases::number_after(t, prefix) {
+        let i = t.find(prefix).unwrap_or(0) + prefix.len();
+        let msg = t[i..]
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start_matches(['.', '。'])
+            .trim();
+        m.first_error = Some((code, msg.to_string(), line.evidence(), line.offset));
+    }
+}
+
+/// The status number ending a `Windows Installer <words>: N.` line in any language: the last
+/// word, after a colon (`: 1603.`, ` : 1603.`, `: 1603。`).
+fn trailing_status(t: &str) -> Option<i64> {
+    let t = t.trim_end().trim_end_matches(['.', '。']).trim_end();
+    let digits = t.len() - t.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 || digits > 10 {
+        return None;
+    }
+    let before = t[..t.len() - digits].trim_end();
+    if !before.ends_with(':') && !before.ends_with('：') {
+        return None;
+    }
+    t[t.len() - digits..].parse().ok()
+}
+
+/// The fallback culprit of a failed run: the first failed custom action with its output,
+/// else the first error dialog, titled by what it says (the `msi.failed.*` rules, shown only
+/// when no rule with a better priority names the cause).
+fn culprit(m: &MsiRun, sum: &RunSummary) -> Option<Derived> {
+    let mut fields = sum.fields.clone();
+    if let Some((name, code, line, offset)) = &m.failed_ca {
+        fields.insert("action".into(), name.clone());
+        fields.insert("code".into(), code.to_string());
+        let mut evidence = vec![line.clone()];
+        if let Some((block, block_fields)) = &m.ca_block {
+            evidence = block.clone();
+            if !evidence.iter().any(|e| e.line == line.line) {
+                evidence.push(line.clone());
+            }
+            for (k, v) in block_fields {
+                fields.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        add_code_advice(&mut fields, *code);
+        return Some(Derived {
+            rule_id: "msi.failed.custom-action",
+            line: line.line,
+            offset: *offset,
+            evidence,
+            fields,
+        });
+    }
+    let (code, message, line, offset) = m.first_error.as_ref()?;
+    fields.insert("error_code".into(), code.to_string());
+    if !message.is_empty() {
+        fields.insert("error_message".into(), short(message));
+    }
+    let title = if message.is_empty() {
+        format!("Error {code}")
+    } else {
+        format!("Error {code}: {message}")
+    };
+    fields.insert("error_title".into(), short(&title));
+    add_code_advice(&mut fields, *code);
+    Some(Derived {
+        rule_id: "msi.failed.error",
+        line: line.line,
+        offset: *offset,
+        evidence: vec![line.clone()],
+        fields,
+    })
+}
+
+/// What the documented Windows Installer codes table says about `code`: its class, cause
+/// and fix (`error_class`, `cause`, `fix`, `code_message`).
+fn add_code_advice(fields: &mut BTreeMap<String, String>, code: i64) {
+    let Some(c) = u32::try_from(code).ok().and_then(crate::msi_codes::lookup) else {
+        return;
+    };
+    fields.insert("error_class".into(), c.class.clone());
+    fields.insert("cause".into(), c.cause.clone());
+    fields.insert("fix".into(), c.fix.clone());
+    fields.insert("code_message".into(), c.message_with(&[]));
 }
 
 fn finalize(m: &MsiRun, sum: &mut RunSummary) -> Vec<Derived> {

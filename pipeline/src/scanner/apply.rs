@@ -98,6 +98,7 @@ impl FileScanner {
         let catalog = Arc::clone(&self.catalog);
         let mut end_outcome = None;
         let mut error_line = false;
+        let mut ca_line = false;
         let mut seen_rules = std::mem::take(&mut self.scratch.rules);
         seen_rules.clear();
         for &a in anchors {
@@ -113,6 +114,7 @@ impl FileScanner {
                             self.start_run(number, offset, true);
                         }
                         error_line |= si == model::s::ERROR;
+                        ca_line |= si == model::s::MSI_CUSTOM_ACTION;
                         let run = self.ensure_run(number, offset);
                         let l = Line {
                             number,
@@ -134,6 +136,17 @@ impl FileScanner {
         if error_line && self.starts_error_entry(&self.text.buf[at.start..at.end]) {
             let run_index = self.ensure_run(number, offset).summary.index;
             self.open_block(&at, &text, run_index);
+        }
+        // A custom action's result: the model keeps its output for the run's fallback culprit.
+        if let Some((action, _)) = ca_line
+            .then(|| model::msi::custom_action_result(&text))
+            .flatten()
+        {
+            let block = self.custom_action_block(&at, action);
+            let fields = model::errors::output_fields(&block);
+            if let Some(run) = self.run.as_mut() {
+                run.model.error_block(number, &block, &fields);
+            }
         }
         for &ri in &seen_rules {
             let rule = &catalog.rules()[ri];
@@ -245,6 +258,7 @@ impl FileScanner {
             seen_after: 0,
             next_line: number + 1,
             block: self.block_of(number),
+            cut: None,
         };
         if p.awaiting.is_empty() {
             self.register_priority(rule, &p.finding);

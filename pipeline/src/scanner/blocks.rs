@@ -34,6 +34,10 @@ pub(super) struct OpenBlock {
     pub(super) pos: usize,
     next_line: u64,
     body: BlockBody,
+    /// The two lines before the entry (context for the run's fallback, not the entry).
+    before: Vec<EvidenceLine>,
+    /// The task named by `Ending processing X` on the line that ended the entry.
+    ended_task: Option<String>,
 }
 
 /// Lines kept, bytes used, and what was left out.
@@ -107,7 +111,10 @@ impl FileScanner {
         self.finish_block();
         let mut body = BlockBody::default();
         body.push(line.number, crate::cut(text));
+        let before = self.before_lines(line, 2);
         self.block = Some(OpenBlock {
+            before,
+            ended_task: None,
             start_line: line.number,
             start_offset: line.offset,
             run_index,
@@ -128,6 +135,11 @@ impl FileScanner {
         for (s, e) in lines(&self.text.buf, b.pos.min(upto), upto) {
             let raw = &self.text.buf[s..e];
             if crate::time::exchange_prefix(raw).is_some() {
+                // `[time] [2] Ending processing initialize-DomainPermissions` names the task.
+                let (t, _) = display_line(raw, fallback);
+                b.ended_task = t
+                    .split_once("] Ending processing ")
+                    .map(|(_, task)| task.trim().to_string());
                 ended = true;
                 break;
             }
@@ -155,7 +167,15 @@ impl FileScanner {
             first_more,
             ..
         } = b.body;
-        let fields = errors::error_fields(&lines);
+        let mut fields = errors::error_fields(&lines);
+        let began = b.before.iter().find_map(|e| {
+            e.text
+                .split_once("] Beginning processing ")
+                .map(|(_, task)| task.trim().to_string())
+        });
+        if let Some(task) = b.ended_task.or(began) {
+            fields.entry("task".into()).or_insert(task);
+        }
         let end_line = b.next_line - 1;
         let omitted = (more > 0).then_some((first_more, end_line));
         if more > 0 {
@@ -171,11 +191,14 @@ impl FileScanner {
             if p.block == Some(block.start_line) && p.run_index == b.run_index {
                 block.merge_into(&mut p.finding.evidence, &mut p.finding.fields);
                 p.block = None;
+                p.cut = block.omitted;
             }
         }
         if let Some(run) = self.run.as_mut().filter(|r| r.summary.index == b.run_index) {
+            let mut shown = b.before;
+            shown.extend(block.evidence.iter().cloned());
             run.model
-                .error_block(block.start_line, &block.evidence, &block.fields);
+                .error_block(block.start_line, &shown, &block.fields);
         }
         self.emit_ready();
     }

@@ -41,6 +41,8 @@ pub(super) struct Pending {
     pub(super) next_line: u64,
     /// First line of the `[ERROR]` entry this finding is in, while that entry is still open.
     pub(super) block: Option<u64>,
+    /// Lines the entry's bound left out: not shown as after-lines either.
+    pub(super) cut: Option<(u64, u64)>,
 }
 
 impl FileScanner {
@@ -178,8 +180,12 @@ impl FileScanner {
                 if p.seen_after >= p.after {
                     break;
                 }
-                // SetupLogReviewer counts empty context lines but does not show them.
-                if e > s {
+                // SetupLogReviewer counts empty context lines but does not show them; a line
+                // an error block already showed (or cut) is not shown twice.
+                let shown = p.finding.evidence.iter().any(|x| x.line == p.next_line)
+                    || p.cut
+                        .is_some_and(|(a, b)| a <= p.next_line && p.next_line <= b);
+                if e > s && !shown {
                     let (t, _) = display_line(&self.text.buf[s..e], fallback);
                     p.finding.evidence.push(EvidenceLine {
                         line: p.next_line,

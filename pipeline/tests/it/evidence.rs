@@ -3,7 +3,10 @@
 //! error no rule knows is titled by what it says.
 
 use crate::common::{catalog, scan, utf16le_bom};
-use patchwatch_pipeline::{collect, FileScanner, Finding, Outcome, ScanContext, ScanOutput};
+use patchwatch_pipeline::{
+    collect, scan_bytes, Catalog, CatalogBuilder, FileScanner, Finding, Outcome, ScanContext,
+    ScanOutput,
+};
 use std::sync::Arc;
 
 const T: &str = "[05/04/2023 10:15:00.0001]";
@@ -46,18 +49,53 @@ fn primary(out: &ScanOutput, run: usize) -> &Finding {
     out.findings.iter().find(|f| f.id == id).expect("emitted")
 }
 
+/// The ExchangeSetup model's derived rules alone: what it says when no anchored rule knows
+/// the error.
+fn model_only() -> Arc<Catalog> {
+    let mut b = CatalogBuilder::new();
+    for (name, text) in patchwatch_pipeline::rules::BUILTIN {
+        if name.ends_with("exchange.toml") {
+            let file: toml::Table = toml::from_str(text).expect("exchange.toml parses");
+            let derived: Vec<toml::Value> = file["rule"]
+                .as_array()
+                .expect("rules")
+                .iter()
+                .filter(|r| r.get("derived").and_then(toml::Value::as_bool) == Some(true))
+                .cloned()
+                .collect();
+            let mut t = toml::Table::new();
+            t.insert("rule".into(), toml::Value::Array(derived));
+            b.add_str(
+                "exchange-derived.toml",
+                &toml::to_string(&t).expect("serializes"),
+            );
+        }
+    }
+    Arc::new(b.build().expect("valid"))
+}
+
 #[test]
 fn a_multi_line_error_entry_is_carried_whole_with_its_fields() {
     let log = exchange_run(&where_exe_entry());
-    let out = scan("ExchangeSetup.log", log.as_bytes());
+    let out = scan_bytes(
+        model_only(),
+        ScanContext::new("EX01", "ExchangeSetup.log"),
+        log.as_bytes(),
+    );
     assert_eq!(out.runs[0].outcome, Outcome::Failed);
     let f = primary(&out, 0);
     assert_eq!(f.rule_id, "exchange.setup.failed.command-not-found");
     assert_eq!(f.line, 8, "the entry's first line");
-    // Lines 8..=13 are the entry; 14 is the next [ERROR] (its own entry), 15 the reference.
+    // Two lines of context, lines 8..=13 (the entry); 14 is the next [ERROR] (its own entry),
+    // 15 the error reference.
     let lines: Vec<u64> = f.evidence.iter().map(|e| e.line).collect();
-    assert_eq!(lines, vec![8, 9, 10, 11, 12, 13, 15], "{:#?}", f.evidence);
-    assert!(f.evidence[3].text.contains("CommandNotFoundException"));
+    assert_eq!(
+        lines,
+        vec![6, 7, 8, 9, 10, 11, 12, 13, 15],
+        "{:#?}",
+        f.evidence
+    );
+    assert!(f.evidence[5].text.contains("CommandNotFoundException"));
     assert_eq!(
         f.fields["exception"],
         "System.Management.Automation.CommandNotFoundException"
@@ -84,6 +122,47 @@ fn a_multi_line_error_entry_is_carried_whole_with_its_fields() {
     );
     assert!(f.remediation.summary.contains("$path = where.exe"));
     assert!(f.remediation.steps.iter().any(|s| s.contains("System32")));
+}
+
+#[test]
+fn an_exception_no_rule_knows_is_the_primary_cause_titled_by_what_it_says() {
+    let entry = format!(
+        "{T} [1] [ERROR] The following error was generated when \"$error.Clear(); Set-ContosoWidget -Align Left\" was run: \"Contoso.Setup.WidgetMisalignedException: The widget on ExSvr1 is misaligned by 3 degrees.\n\
+   at Contoso.Setup.Widget.Align()\".\n"
+    );
+    let out = scan("ExchangeSetup.log", exchange_run(&entry).as_bytes());
+    let f = primary(&out, 0);
+    assert_eq!(f.rule_id, "exchange.setup.failed");
+    assert_eq!(
+        f.title,
+        "WidgetMisalignedException: The widget on ExSvr1 is misaligned by 3 degrees."
+    );
+    assert_eq!(f.fields["task"], "Set-ContosoWidget -Align Left");
+    assert!(f
+        .remediation
+        .summary
+        .contains("Set-ContosoWidget -Align Left"));
+    // The class table: each class of error gets its own advice.
+    for (exception, rule) in [
+        ("System.UnauthorizedAccessException: Access to the path 'C:\\x' is denied.", "access-denied"),
+        ("Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException: The operation couldn't be performed because object 'ExSvr1\\OWA' couldn't be found on 'DC1'.", "object-not-found"),
+        ("System.NullReferenceException: Object reference not set to an instance of an object.", "null-reference"),
+        ("System.DirectoryServices.Protocols.DirectoryOperationException: The server cannot handle directory requests.", "active-directory"),
+        ("System.InvalidOperationException: Cannot start service MSExchangeTransport on computer '.'.", "service-start"),
+    ] {
+        let entry = format!(
+            "{T} [1] [ERROR] The following error was generated when \"$error.Clear(); Do-Contoso\" was run: \"{exception}\".\n"
+        );
+        let out = scan_bytes(
+            model_only(),
+            ScanContext::new("EX01", "ExchangeSetup.log"),
+            exchange_run(&entry).as_bytes(),
+        );
+        let f = primary(&out, 0);
+        assert_eq!(f.rule_id, format!("exchange.setup.failed.{rule}"), "{exception}");
+        let ty = exception.split(':').next().and_then(|t| t.rsplit('.').next());
+        assert!(f.title.starts_with(ty.expect("a type")), "{}", f.title);
+    }
 }
 
 #[test]
@@ -121,12 +200,13 @@ fn a_long_entry_is_cut_at_64_lines_and_says_how_many_are_left_out() {
     let out = scan("ExchangeSetup.log", exchange_run(&entry).as_bytes());
     let f = primary(&out, 0);
     assert_eq!(f.rule_id, "exchange.setup.failed");
-    // 64 lines of the entry (8..=71), the mark, and the error reference (line 110).
-    assert_eq!(f.evidence.len(), 66, "{:#?}", f.evidence);
-    assert_eq!(f.evidence[63].line, 71);
-    assert_eq!(f.evidence[64].text, "… (38 more lines)");
-    assert_eq!(f.evidence[64].line, 72);
-    assert_eq!(f.evidence[65].line, 110);
+    // Two lines of context, 64 lines of the entry (8..=71), the mark, and the error
+    // reference (line 110).
+    assert_eq!(f.evidence.len(), 68, "{:#?}", f.evidence);
+    assert_eq!(f.evidence[65].line, 71);
+    assert_eq!(f.evidence[66].text, "… (38 more lines)");
+    assert_eq!(f.evidence[66].line, 72);
+    assert_eq!(f.evidence[67].line, 110);
     assert!(f.evidence.iter().all(|e| !e.text.contains("Step 99")));
     // The fields come from the lines kept: the task is the first statement.
     assert_eq!(f.fields["task"], "Write-ContosoStep -Step 0");
