@@ -325,3 +325,62 @@ fn unreadable_file_warns_once_backs_off_and_is_read_when_it_recovers() {
     assert_eq!(logs.count("File is readable again"), 1);
     assert_eq!(logs.count("Cannot read file"), 1);
 }
+
+#[test]
+fn file_truncated_below_its_checkpoint_while_down_is_read_again_from_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("setup.log");
+    let mut first: Vec<u8> = Vec::new();
+    for i in 0..40 {
+        first.extend(
+            format!("[12/05/2026 10:00:{i:02}.0000] [0] line {i} of the first setup\r\n").bytes(),
+        );
+    }
+    std::fs::write(&path, &first).unwrap();
+    let ckpt = tmp.path().join("ck.json");
+    let reader = |store: &Arc<CheckpointStore>| {
+        let discovery =
+            Discovery::new(&[tmp.path().join("*.log").display().to_string()], &[], true).unwrap();
+        TailReader::new(discovery, Arc::clone(store), TailOptions::default())
+    };
+    let read_all = |r: &mut TailReader| {
+        let mut events = Vec::new();
+        for _ in 0..5 {
+            r.poll_once(&mut |ev| {
+                events.push(ev);
+                true
+            });
+        }
+        events
+    };
+    // First life: read everything, checkpoint at the end.
+    let store = Arc::new(CheckpointStore::open(&ckpt).unwrap());
+    let events = read_all(&mut reader(&store));
+    let key = events[0].file().clone();
+    store.commit(&key, first.len() as u64);
+    store.flush().unwrap();
+    drop(store);
+
+    // While down: the file is cut to its first 256 bytes (same fingerprint) and grows again,
+    // but stays shorter than the checkpoint.
+    let mut second = first[..256].to_vec();
+    second.extend_from_slice(b"[12/05/2026 11:00:00.0000] [0] a new run after the truncation\r\n");
+    assert!((second.len() as u64) < first.len() as u64);
+    std::fs::write(&path, &second).unwrap();
+
+    let store = Arc::new(CheckpointStore::open(&ckpt).unwrap());
+    let events = read_all(&mut reader(&store));
+    let (mut from, mut bytes) = (None, Vec::new());
+    for ev in events {
+        match ev {
+            TailEvent::Reset { from: f, .. } => from = Some(f),
+            TailEvent::Data(c) => bytes.extend(c.bytes),
+            _ => {}
+        }
+    }
+    assert_eq!(from, Some(0), "resumed past the end of the shorter file");
+    assert_eq!(
+        bytes, second,
+        "the new content is read whole, from the start"
+    );
+}
