@@ -5,6 +5,7 @@
 //! [`AnchorMatcher`]; scanning never fails because of rules.
 
 mod error;
+pub mod explain;
 pub mod format;
 pub mod template;
 
