@@ -17,7 +17,6 @@ use serde::Deserialize;
 const KNOWN_MISSES: &[(&str, &str)] = &[
     ("msi/windows-exporter-1603-client-tail-no-culprit.excerpt.log", "only the client-side tail of a 1603: the run is failed but no finding is raised for the outcome, so there is no primary cause"),
     ("exchange/geekswithblogs-preparead-email-address-policy.excerpt.log", "the [ERROR] entry's exception type and the `Setup is stopping now` line are not yet part of any finding's evidence"),
-    ("exchange/css-exchange-60-insuff-access-rights-domainpermissions.excerpt.log", "the failing task (initialize-DomainPermissions) and the AdminSDHolder DN sit in the surrounding error entry, which is not yet carried as evidence"),
     ("exchange/css-exchange-11-prepareschema-ldifde-8245.excerpt.log", "setup.exe console output without timestamps: no run is recognised"),
     ("exchange/terenceluk-frontendtransport-did-not-reach-running.excerpt.log", "setup.exe console output without timestamps: no run is recognised"),
     ("exchange/officedocs-1882-mpssvc-access-denied.excerpt.log", "setup.exe console output without timestamps: no run is recognised"),
@@ -26,7 +25,7 @@ const KNOWN_MISSES: &[(&str, &str)] = &[
 ];
 
 /// The scoreboard may not fall below this (raise it when the tool gets better).
-const MIN_PASSES: usize = 30;
+const MIN_PASSES: usize = 31;
 
 #[derive(Debug, Deserialize)]
 struct Expected {
