@@ -245,9 +245,15 @@ pub(crate) fn ended_span(starts_ns: i64, ends_ns: i64, at_ns: i64) -> (i64, i64)
 }
 
 /// Column list shared by both backends' finding queries, in [`FindingRecord`] order.
+///
+/// `is_primary` also holds when the run names the finding: the agent sends a finding as soon as
+/// it has its context, before the run ends and its primary cause is known, so the flag stored
+/// with the finding is false and the run update that follows names it.
 pub(crate) const FINDING_COLUMNS: &str =
-    "seq, id, host, rule_id, rule_version, title, severity_num, \
-     category, is_primary, log_kind, source_path, byte_offset, line_number, run_id, event_ns, \
+    "seq, id, host, rule_id, rule_version, title, severity_num, category, \
+     (is_primary OR EXISTS (SELECT 1 FROM runs WHERE runs.run_id = findings.run_id \
+      AND runs.primary_finding_id = findings.id)) AS is_primary, \
+     log_kind, source_path, byte_offset, line_number, run_id, event_ns, \
      observed_ns, received_ns, collector_id, detail";
 
 /// Column list shared by both backends' run queries.

@@ -20,6 +20,59 @@ backend_tests! {
     missing_client_certificate_is_refused => missing_client_certificate_is_refused;
     oversized_message_is_refused => oversized_message_is_refused;
     restart_mid_stream_loses_nothing_acked => restart_mid_stream_loses_nothing_acked;
+    the_run_update_marks_its_primary_finding => the_run_update_marks_its_primary_finding;
+}
+
+/// The agent sends findings before their run ends (none is primary yet) and then the run
+/// update naming the primary cause: the stored finding must read as primary.
+async fn the_run_update_marks_its_primary_finding(backend: Backend) {
+    let Some((config, _dir)) = config(backend).await else {
+        return;
+    };
+    let (agg, shutdown) = start(config).await;
+    let mut client = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut client).await.unwrap();
+    let mut first = batch("c1", 1, "EXCH01", "p", 3);
+    first.run_updates.clear();
+    stream.send(first).await;
+    assert_eq!(stream.next().await.unwrap().unwrap().accepted, 3);
+    let mut end = run_update("EXCH01-run-1", "EXCH01", 3, "failed", now_ns());
+    end.primary_finding_id = "p-1".into();
+    stream
+        .send(Batch {
+            collector_id: "c1".into(),
+            sequence: 2,
+            findings: vec![],
+            run_updates: vec![end],
+            host: Some(host("EXCH01")),
+        })
+        .await;
+    assert_eq!(stream.next().await.unwrap().unwrap().accepted, 1);
+    let page = get_json(agg.http_addr(), "/api/v1/findings?run=EXCH01-run-1").await;
+    let mut primary: Vec<(String, bool)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_owned(),
+                f["primary"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    primary.sort();
+    assert_eq!(
+        primary,
+        [
+            ("p-0".into(), false),
+            ("p-1".into(), true),
+            ("p-2".into(), false)
+        ]
+    );
+    let one = get_json(agg.http_addr(), "/api/v1/findings/p-1").await;
+    assert_eq!(one["primary"], true, "{one}");
+    shutdown.cancel();
+    agg.wait().await.unwrap();
 }
 
 async fn streams_batches_and_gets_an_ack_for_each(backend: Backend) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{FileScanner, LineRef};
 use crate::decode::display_line;
-use crate::finding::{Event, EvidenceLine, Finding, LogKind, Remediation};
+use crate::finding::{Event, EvidenceLine, Finding, LogKind};
 use crate::frame::{line_start, lines};
 use crate::rules::{fill, Rule};
 
@@ -115,21 +115,9 @@ impl FileScanner {
             }
             run_fields.and_then(|f| f.get(name).cloned())
         };
-        let remediation = Remediation {
-            summary: fill(&rule.remediation.summary, lookup),
-            steps: rule
-                .remediation
-                .steps
-                .iter()
-                .map(|s| fill(s, lookup))
-                .collect(),
-            links: rule
-                .remediation
-                .links
-                .iter()
-                .map(|s| fill(s, lookup))
-                .collect(),
-        };
+        // The same rendering as `Rule::remediation_with`: a step whose clauses all dropped is
+        // left out.
+        let remediation = rule.remediation_with(&lookup);
         // Titles may name fields too (a fallback is titled by the error it shows).
         let title = if rule.title.contains('{') {
             fill(&rule.title, lookup)
@@ -216,8 +204,9 @@ impl FileScanner {
 
     /// Hands a finished finding out.
     pub(super) fn emit_finding(&mut self, f: Finding) {
+        // Counted in `stats` only: the agent counts `patchwatch_findings_total` once, when the
+        // finding is spooled (counting here too made every finding count twice).
         self.out.stats.findings += 1;
-        metrics::counter!("patchwatch_findings_total", "rule" => f.rule_id.clone()).increment(1);
         self.out.events.push(Event::Finding(Box::new(f)));
     }
 }
