@@ -54,6 +54,9 @@ enum Command {
     /// Create, list or end maintenance windows on an aggregator.
     #[command(subcommand)]
     Window(cli::window::WindowCommand),
+    /// Install, remove, start, stop or query the agent's Windows service.
+    #[command(subcommand)]
+    Service(cli::service::ServiceCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,6 +91,7 @@ fn main() -> std::process::ExitCode {
         #[cfg(feature = "aggregator")]
         Command::Aggregator(a) => cli::aggregator::run(a),
         Command::Window(c) => cli::window::run(c),
+        Command::Service(c) => cli::service::run(c),
         Command::Completions(a) => cli::completions::completions(a, Cli::command()),
         Command::Man => cli::completions::man(Cli::command()),
     };

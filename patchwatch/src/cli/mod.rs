@@ -11,6 +11,7 @@ pub mod explain;
 pub mod report;
 pub mod rules;
 pub mod scan;
+pub mod service;
 pub mod silence;
 #[cfg(feature = "aggregator")]
 pub mod up;

@@ -10,3 +10,4 @@ mod e2e_files;
 mod e2e_sinks_crash;
 mod e2e_stall;
 mod window_cli;
+mod wine;
