@@ -653,3 +653,176 @@ async fn service_install_start_kill_restart_uninstall() {
         );
     });
 }
+
+/// Builds the MSI of `deploy/windows/patchwatch.wxs` around the test exe with `wixl`, as
+/// `deploy/build-release.sh` does, into `C:\pkg\patchwatch-<version>.msi`.
+fn build_msi(w: &Wine, version: &str) -> String {
+    let exe = std::env::var("PATCHWATCH_EXE").expect("set when a Wine exists");
+    let wxs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/windows/patchwatch.wxs");
+    let name = format!("patchwatch-{version}.msi");
+    let out = w.mkdir(r"C:\pkg").join(&name);
+    let exe = Path::new(&exe);
+    // wixl resolves File/@Source against the working directory and refuses absolute paths.
+    let o = Command::new("wixl")
+        .current_dir(exe.parent().unwrap())
+        .args(["-a", "x64", "-D"])
+        .arg(format!("Version={version}"))
+        .arg("-D")
+        .arg(format!(
+            "Exe={}",
+            exe.file_name().unwrap().to_string_lossy()
+        ))
+        .arg("-o")
+        .arg(&out)
+        .arg(&wxs)
+        .output()
+        .expect("wixl (Debian package wixl; .ci/setup-wine.sh installs it)");
+    assert!(o.status.success(), "wixl: {o:?}");
+    format!(r"C:\pkg\{name}")
+}
+
+/// msiexec's 1603 as Wine hands it to Linux (exit statuses are 8 bits there).
+const ERROR_INSTALL_FAILURE: i32 = 1603 & 0xff;
+
+/// `msiexec args... /qn /l*v C:\pkg\<log>`: its exit code (low 8 bits).
+fn msiexec(w: &Wine, args: &[&str], log: &str) -> i32 {
+    let log = format!(r"C:\pkg\{log}");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["/qn", "/l*v", &log]);
+    w.run(w.command("msiexec", &all))
+        .status
+        .code()
+        .unwrap_or(-1)
+}
+
+/// `patchwatch scan --format json` of an installer log: (outcomes of its runs, rule ids).
+fn scan_log(w: &Wine, log: &str) -> (Vec<String>, Vec<String>) {
+    let out = w.run_ok(w.patchwatch(&[
+        "scan",
+        "--format",
+        "json",
+        "--all",
+        &format!(r"C:\pkg\{log}"),
+    ]));
+    let mut outcomes = vec![];
+    let mut rules = vec![];
+    for v in without_paths(&out) {
+        match v["type"].as_str() {
+            Some("run") => outcomes.push(v["outcome"].as_str().unwrap_or_default().to_string()),
+            Some("finding") => rules.push(v["rule_id"].as_str().unwrap_or_default().to_string()),
+            _ => {}
+        }
+    }
+    (outcomes, rules)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msi_installs_upgrades_and_uninstalls_the_service() {
+    let Some(w) = Wine::new() else { return };
+    let host = "WINE-MSI";
+    let agg = TestAggregator::start(&w.scratch().join("aggregator")).await;
+    let dir = w.mkdir(r"C:\ExchangeSetupLogs");
+    let (v1, v2) = blocking(|| (build_msi(&w, "0.1.0"), build_msi(&w, "0.1.1")));
+    let program_files_exe = w.unix(r"C:\Program Files\patchwatch\patchwatch.exe");
+    let config = w.unix(r"C:\ProgramData\patchwatch\agent.toml");
+
+    // A failing install: no AGGREGATOR on a first install fails the launch condition, and
+    // nothing is installed.
+    blocking(|| {
+        let code = msiexec(&w, &["/i", &v1], "failed.log");
+        assert_eq!(
+            code, ERROR_INSTALL_FAILURE,
+            "a first install without AGGREGATOR fails"
+        );
+        assert!(!program_files_exe.exists(), "nothing installed");
+    });
+
+    blocking(|| {
+        let props = [
+            "/i",
+            &v1,
+            &format!("AGGREGATOR={}", agg.endpoint()),
+            &format!("HOST_NAME={host}"),
+            r"SOURCES=C:\ExchangeSetupLogs\*.log",
+        ];
+        let code = msiexec(&w, &props, "install.log");
+        assert_eq!(
+            code,
+            0,
+            "install: {}",
+            log_tail(&w.unix(r"C:\pkg\install.log"))
+        );
+        assert!(program_files_exe.is_file());
+        let text = std::fs::read_to_string(&config).expect("agent.toml written");
+        assert!(
+            text.contains(host) && text.contains(&agg.endpoint()),
+            "{text}"
+        );
+        assert_eq!(service(&w, &["status"]).0, 0, "the MSI starts the service");
+    });
+    let first = dir.join("ExchangeSetup.log");
+    append_lines(&first, &exchange_sample(SAMPLES[4])).await;
+    let mut files = vec![first];
+    agg.assert_settles(host, &expected_files(host, &files), SETTLE)
+        .await;
+
+    // Major upgrade without properties: the config is kept, the service runs again.
+    blocking(|| {
+        let code = msiexec(&w, &["/i", &v2], "upgrade.log");
+        assert_eq!(
+            code,
+            0,
+            "upgrade: {}",
+            log_tail(&w.unix(r"C:\pkg\upgrade.log"))
+        );
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains(host), "upgrade keeps agent.toml: {text}");
+        assert_eq!(service(&w, &["status"]).0, 0, "running after the upgrade");
+    });
+    let second = dir.join("ExchangeSetup_2.log");
+    append_lines(&second, &exchange_sample(SAMPLES[5])).await;
+    files.push(second);
+    agg.assert_settles(host, &expected_files(host, &files), SETTLE)
+        .await;
+
+    blocking(|| {
+        let code = msiexec(&w, &["/x", &v2], "uninstall.log");
+        assert_eq!(
+            code,
+            0,
+            "uninstall: {}",
+            log_tail(&w.unix(r"C:\pkg\uninstall.log"))
+        );
+        assert!(!program_files_exe.exists(), "the exe is removed");
+        assert_eq!(service(&w, &["status"]).0, 4, "the service is removed");
+        assert!(config.is_file(), "ProgramData keeps agent.toml");
+        assert!(
+            w.unix(r"C:\ProgramData\patchwatch\spool").is_dir(),
+            "ProgramData keeps the spool"
+        );
+    });
+}
+
+#[test]
+#[ignore = "the pipeline does not yet recognise the log style of Wine's msiexec (`=== Logging \
+            started ===`, `Action ended 3:24:36: INSTALL. Return value 1.`): it scans as plain"]
+fn msi_logs_of_wine_are_diagnosed() {
+    let Some(w) = Wine::new() else { return };
+    let msi = build_msi(&w, "0.1.0");
+    let code = msiexec(&w, &["/i", &msi], "failed.log");
+    assert_eq!(code, ERROR_INSTALL_FAILURE);
+    let (outcomes, rules) = scan_log(&w, "failed.log");
+    assert_eq!(outcomes, ["failed"], "{rules:?}");
+    assert!(
+        rules.iter().any(|r| r == "msi.launch-condition"),
+        "the launch condition is named: {rules:?}"
+    );
+    let code = msiexec(
+        &w,
+        &["/i", &msi, "AGGREGATOR=http://127.0.0.1:9"],
+        "install.log",
+    );
+    assert_eq!(code, 0);
+    let (outcomes, rules) = scan_log(&w, "install.log");
+    assert_eq!(outcomes, ["succeeded"], "{rules:?}");
+}
