@@ -8,6 +8,8 @@ use std::io::Write;
 
 use anyhow::Result;
 use patchwatch_collector::config::AgentConfig;
+
+use super::check::Checks;
 use patchwatch_collector::discovery::Discovery;
 
 /// Options of `agent`.
@@ -26,15 +28,15 @@ pub struct AgentArgs {
 
 /// Runs `agent`.
 pub fn run(args: AgentArgs) -> Result<i32> {
+    if args.check {
+        return check(&args);
+    }
     let config = match &args.config {
         Some(p) => AgentConfig::load(p)?,
         None => AgentConfig::default_for_platform(),
     };
     config.validate()?;
     let catalog = Arc::new(super::load_catalog(true, &args.rule_files)?);
-    if args.check {
-        return check(&config, &catalog);
-    }
     // Before any thread starts: the agent's threads share two malloc arenas instead of one
     // each (glibc only; see `memory`).
     patchwatch_collector::memory::limit_malloc_arenas(2);
@@ -48,16 +50,61 @@ pub fn run(args: AgentArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// `--check`: what would be watched, without starting.
-fn check(config: &AgentConfig, catalog: &patchwatch_pipeline::Catalog) -> Result<i32> {
+/// `--check`: every file and address the configuration names, and what would be watched,
+/// without starting. Exit 2 on any problem.
+fn check(args: &AgentArgs) -> Result<i32> {
+    let mut checks = Checks::default();
     let mut out = std::io::stdout().lock();
+    let config = match &args.config {
+        Some(p) => AgentConfig::load(p).map_err(|e| e.to_string()),
+        None => Ok(AgentConfig::default_for_platform()),
+    }
+    .and_then(|c| c.validate().map(|()| c).map_err(|e| e.to_string()));
+    let catalog = super::load_catalog(true, &args.rule_files);
+    if let Err(e) = &catalog {
+        checks.problem("--rules", format!("{e:#}"));
+    }
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            checks.problem("--config", e);
+            return Ok(checks.finish(&mut out)?);
+        }
+    };
+    check_files(&config, &mut checks);
+    if let Ok(catalog) = &catalog {
+        writeln!(out, "{} rules", catalog.rules().len())?;
+    }
+    describe(&config, &mut out)?;
+    Ok(checks.finish(&mut out)?)
+}
+
+/// The files, directories and addresses `config` names.
+fn check_files(config: &AgentConfig, checks: &mut Checks) {
+    let a = &config.aggregator;
+    if let Some(tls) = &a.tls {
+        checks.client_tls("aggregator.tls", tls);
+    }
+    if let Some(token) = &a.token {
+        checks.secret("aggregator.token", token);
+    }
+    checks.sinks("sinks", &config.sinks);
+    checks.writable_dir("data_dir", &config.data_dir);
+    if let Some(addr) = config.metrics_listen {
+        checks.bindable("metrics_listen", addr);
+    }
+}
+
+/// What would be watched.
+fn describe(config: &AgentConfig, out: &mut impl Write) -> Result<()> {
     let d = Discovery::new(
         &config.sources.include,
         &config.sources.exclude,
         config.sources.case_insensitive,
     )?;
-    writeln!(out, "configuration OK; {} rules", catalog.rules().len())?;
-    writeln!(out, "aggregator: {}", config.aggregator.endpoint)?;
+    if config.aggregator_enabled() {
+        writeln!(out, "aggregator: {}", config.aggregator.endpoint)?;
+    }
     writeln!(out, "data directory: {}", config.data_dir.display())?;
     for root in d.roots() {
         let state = if root.exists() {
@@ -72,5 +119,5 @@ fn check(config: &AgentConfig, catalog: &patchwatch_pipeline::Catalog) -> Result
     for f in files {
         writeln!(out, "  {}", f.display())?;
     }
-    Ok(0)
+    Ok(())
 }

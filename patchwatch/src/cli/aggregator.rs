@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+
+use super::check::Checks;
 use tokio_util::sync::CancellationToken;
 
 /// Options of `aggregator`.
@@ -18,6 +20,10 @@ pub struct AggregatorArgs {
     /// Print the default configuration, with every setting documented, and exit.
     #[arg(long)]
     pub print_default_config: bool,
+    /// Validate the configuration and every file and address it names, then exit (2 on any
+    /// problem).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Runs `aggregator`.
@@ -29,6 +35,9 @@ pub fn run(args: AggregatorArgs) -> Result<i32> {
     let Some(path) = args.config else {
         anyhow::bail!("--config FILE is required");
     };
+    if args.check {
+        return check(&path);
+    }
     let config = patchwatch_aggregator::Config::load(&path)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -41,4 +50,46 @@ pub fn run(args: AggregatorArgs) -> Result<i32> {
         patchwatch_aggregator::run(config, shutdown).await
     })?;
     Ok(0)
+}
+
+/// `--check`: the configuration, its files (TLS, token files, secrets), the data directory and
+/// the listen addresses, without starting.
+fn check(path: &std::path::Path) -> Result<i32> {
+    let mut checks = Checks::default();
+    let mut out = std::io::stdout().lock();
+    let config = match patchwatch_aggregator::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            checks.problem("--config", e.to_string());
+            return Ok(checks.finish(&mut out)?);
+        }
+    };
+    for (table, listen, tls, tokens) in [
+        (
+            "grpc",
+            config.grpc.listen,
+            &config.grpc.tls,
+            &config.grpc.tokens,
+        ),
+        (
+            "http",
+            config.http.listen,
+            &config.http.tls,
+            &config.http.tokens,
+        ),
+    ] {
+        if let Some(t) = tls {
+            checks.server_tls(&format!("{table}.tls"), t);
+        }
+        for (i, t) in tokens.iter().enumerate() {
+            checks.secret(&format!("{table}.tokens[{i}].token"), &t.token);
+        }
+        checks.bindable(&format!("{table}.listen"), listen);
+    }
+    if let Some(url) = &config.store.postgres.url {
+        checks.secret("store.postgres.url", url);
+    }
+    checks.sinks("sinks", &config.sinks);
+    checks.writable_dir("data_dir", &config.data_dir);
+    Ok(checks.finish(&mut out)?)
 }

@@ -1,6 +1,7 @@
 //! The `patchwatch` command line: one module per subcommand.
 
 pub mod agent;
+pub mod check;
 #[cfg(feature = "aggregator")]
 pub mod aggregator;
 mod api;
