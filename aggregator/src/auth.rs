@@ -84,14 +84,8 @@ mod tests {
         TokenTable::from_config(
             "grpc.tokens",
             &[
-                TokenConfig {
-                    id: "a".into(),
-                    token: patchwatch_config::Secret::inline("alpha"),
-                },
-                TokenConfig {
-                    id: "b".into(),
-                    token: patchwatch_config::Secret::inline("bravo"),
-                },
+                TokenConfig::new("a", patchwatch_config::Secret::inline("alpha")),
+                TokenConfig::new("b", patchwatch_config::Secret::inline("bravo")),
             ],
         )
         .unwrap()
@@ -119,10 +113,7 @@ mod tests {
 
     #[test]
     fn duplicate_tokens_are_refused() {
-        let dup = TokenConfig {
-            id: "x".into(),
-            token: patchwatch_config::Secret::inline("same"),
-        };
+        let dup = TokenConfig::new("x", patchwatch_config::Secret::inline("same"));
         let err = TokenTable::from_config("grpc.tokens", &[dup.clone(), dup]).unwrap_err();
         assert!(err.to_string().contains("grpc.tokens[1]"), "{err}");
     }

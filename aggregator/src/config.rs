@@ -81,6 +81,13 @@ pub struct GrpcConfig {
     /// Largest accepted `Batch` message in bytes (after decompression). A larger one ends the
     /// stream with `RESOURCE_EXHAUSTED`.
     pub max_message_bytes: usize,
+    /// How far into the future (by the aggregator's clock) an item's timestamps may lie; an
+    /// item beyond it is rejected with a reason. Collectors' clocks drift; a run update
+    /// dated far ahead would otherwise freeze its run.
+    pub max_clock_skew: Duration,
+    /// How far into the past an item's timestamps may lie (logs are re-read after years at
+    /// most).
+    pub max_item_age: Duration,
     /// Batches of one stream being stored at once; the stream is not read further until one
     /// of them is acknowledged (backpressure, not an error).
     pub max_inflight_batches: usize,
@@ -100,6 +107,9 @@ impl Default for GrpcConfig {
             tokens: Vec::new(),
             allow_unauthenticated: false,
             max_message_bytes: 4 * 1024 * 1024,
+            max_clock_skew: Duration::from_secs(24 * 3600),
+            // "10y" in humantime's years of 365.25 days.
+            max_item_age: Duration::from_secs(315_576_000),
             max_inflight_batches: 8,
             max_streams: 1024,
             shutdown_grace: Duration::from_secs(10),
@@ -151,6 +161,22 @@ pub struct TokenConfig {
     pub id: String,
     /// The token. Prefer `{ env = ... }` or `{ file = ... }`, which keep it out of the file.
     pub token: Secret,
+    /// gRPC tokens only: the hosts this collector may write, as case-insensitive globs
+    /// (`["EX0*", "EXCH-*"]`). Empty: a host is bound to the first collector that reports it,
+    /// until an admin releases it (`DELETE /api/v1/hosts/{host}/binding`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+impl TokenConfig {
+    /// A token for `id` with no host list.
+    pub fn new(id: impl Into<String>, token: Secret) -> Self {
+        Self {
+            id: id.into(),
+            token,
+            hosts: Vec::new(),
+        }
+    }
 }
 
 /// Which backend stores the data, and its settings.
@@ -363,6 +389,24 @@ impl Config {
             ));
         }
         validate_tokens("grpc.tokens", &g.tokens)?;
+        for (i, t) in g.tokens.iter().enumerate() {
+            for p in &t.hosts {
+                crate::routing::host_glob(p).map_err(|e| {
+                    ConfigError::invalid(
+                        format!("grpc.tokens[{i}].hosts"),
+                        format!("`{p}` is not a glob: {}", e.kind()),
+                    )
+                })?;
+            }
+        }
+        for (i, t) in self.http.tokens.iter().enumerate() {
+            if !t.hosts.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("http.tokens[{i}].hosts"),
+                    "host lists are for collector tokens ([[grpc.tokens]])",
+                ));
+            }
+        }
         for (field, value) in [
             ("grpc.max_message_bytes", g.max_message_bytes),
             ("grpc.max_inflight_batches", g.max_inflight_batches),

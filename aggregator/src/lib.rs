@@ -194,9 +194,17 @@ pub async fn serve(
             .clone()
             .reload_loop(Arc::clone(&store), inner.clone()),
     );
+    let ownership = ingest::HostOwnership::load(&config.grpc.tokens, store.as_ref()).await?;
     let service =
         ingest::IngestService::new(Arc::clone(&store), events.clone(), limits, shutdown.clone())
-            .with_forwarding(routing_state.windows().clone(), forwarder.clone());
+            .with_forwarding(routing_state.windows().clone(), forwarder.clone())
+            .with_item_rules(
+                ownership.clone(),
+                ingest::validate::TimeBounds::new(
+                    config.grpc.max_clock_skew.get(),
+                    config.grpc.max_item_age.get(),
+                ),
+            );
     let ingest = IngestServer::new(service)
         .max_decoding_message_size(config.grpc.max_message_bytes)
         .accept_compressed(CompressionEncoding::Gzip);
@@ -240,6 +248,7 @@ pub async fn serve(
         routing: routing_state,
         forwarder: forwarder.clone(),
         writes_need_token: !config.http.listen.ip().is_loopback(),
+        ownership,
     });
     let http_shutdown = shutdown.clone();
     let http_task: JoinHandle<anyhow::Result<()>> = match http_tls {

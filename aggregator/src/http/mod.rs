@@ -49,6 +49,8 @@ pub(crate) struct AppState {
     pub forwarder: crate::forward::Forwarder,
     /// The listener is beyond loopback: writes are refused unless tokens are configured.
     pub writes_need_token: bool,
+    /// Which collector owns which host (bindings are released through the API).
+    pub ownership: crate::ingest::HostOwnership,
 }
 
 /// Builds the router.
@@ -62,6 +64,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/findings", get(api::findings))
         .route("/api/v1/findings/{id}", get(api::finding))
         .route("/api/v1/hosts", get(api::hosts))
+        .route(
+            "/api/v1/hosts/{host}/binding",
+            axum::routing::delete(writes::release_binding),
+        )
         .route("/api/v1/runs", get(api::runs))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/windows", get(windows::list).post(windows::create))

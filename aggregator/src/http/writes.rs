@@ -4,7 +4,7 @@
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
@@ -57,6 +57,25 @@ pub(super) fn check_writable(st: &AppState) -> Result<(), Refusal> {
 pub(super) fn new_body<T: DeserializeOwned>(st: &AppState, body: &Bytes) -> Result<T, Refusal> {
     check_writable(st)?;
     serde_json::from_slice(body).map_err(|e| bad("body", e))
+}
+
+/// `DELETE /api/v1/hosts/{host}/binding`: releases the host's collector binding, so the next
+/// collector to report it owns it.
+pub(super) async fn release_binding(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    axum::extract::Path(host): axum::extract::Path<String>,
+) -> Response {
+    if let Err(r) = check_writable(&st) {
+        return refuse(r);
+    }
+    match st.ownership.release(st.store.as_ref(), &host).await {
+        Ok(previous) => {
+            tracing::info!(message = "Released a host's collector binding.", host = host.as_str(), previous = ?previous);
+            axum::Json(serde_json::json!({ "host": host, "released_from": previous }))
+                .into_response()
+        }
+        Err(e) => store_error(e),
+    }
 }
 
 /// A conflict for an id that the configuration file defines: the API cannot change it.

@@ -2,8 +2,10 @@
 //! mapping of failures to `Status`.
 
 pub mod auth;
+pub mod owner;
 pub mod service;
 pub mod status;
 pub mod validate;
 
+pub use owner::HostOwnership;
 pub use service::{Caller, IngestLimits, IngestService};

@@ -23,8 +23,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::owner::HostOwnership;
 use super::status;
-use super::validate::validate;
+use super::validate::{validate_with, ItemRules, TimeBounds};
 use crate::events::EventBus;
 use crate::forward::Forwarder;
 use crate::model::now_unix_nano;
@@ -34,8 +35,13 @@ use crate::store::Store;
 /// Who is calling, as established by [`super::auth::GrpcAuth`].
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
-    /// The collector id the bearer token stands for; `None` when tokens are off.
+    /// The collector id the bearer token (or the client certificate) stands for; `None` when
+    /// the caller is not authenticated.
     pub collector_id: Option<String>,
+    /// The id comes from a client certificate. A batch's own `collector_id` may then differ
+    /// (certificates were not tied to it before); the certificate's identity is what is
+    /// stored and what owns hosts.
+    pub from_certificate: bool,
 }
 
 /// Limits of the ingest service.
@@ -59,6 +65,8 @@ pub struct IngestService {
     shutdown: CancellationToken,
     windows: Option<WindowSet>,
     forwarder: Forwarder,
+    ownership: HostOwnership,
+    times: TimeBounds,
 }
 
 impl IngestService {
@@ -77,7 +85,17 @@ impl IngestService {
             shutdown,
             windows: None,
             forwarder: Forwarder::default(),
+            ownership: HostOwnership::default(),
+            times: TimeBounds::NONE,
         }
+    }
+
+    /// Accepts items from an authenticated collector only for the hosts it owns, and items
+    /// whose timestamps lie within `times` of the aggregator's clock.
+    pub fn with_item_rules(mut self, ownership: HostOwnership, times: TimeBounds) -> Self {
+        self.ownership = ownership;
+        self.times = times;
+        self
     }
 
     /// Tags findings with the maintenance windows of `windows` before storing them, and wakes
@@ -204,7 +222,11 @@ impl IngestService {
     ) -> Result<BoxFuture<'static, AckResult>, Status> {
         let received = Instant::now();
         let collector_id = match &caller.collector_id {
-            Some(id) if !batch.collector_id.is_empty() && batch.collector_id != *id => {
+            Some(id)
+                if !caller.from_certificate
+                    && !batch.collector_id.is_empty()
+                    && batch.collector_id != *id =>
+            {
                 return Err(status::collector_mismatch(&batch.collector_id, id));
             }
             Some(id) => id.clone(),
@@ -214,7 +236,16 @@ impl IngestService {
         if let Some(windows) = &self.windows {
             windows.tag_batch(&mut batch);
         }
-        let validated = validate(batch, collector_id, now_unix_nano());
+        let ownership = &self.ownership;
+        let owns = |host: &str| match &caller.collector_id {
+            Some(id) => ownership.check(id, host),
+            None => Ok(()),
+        };
+        let rules = ItemRules {
+            owns: &owns,
+            times: self.times,
+        };
+        let validated = validate_with(batch, collector_id, now_unix_nano(), &rules);
         let accepted = validated.accepted();
         let rejected = validated.rejected;
         let valid = validated.batch;

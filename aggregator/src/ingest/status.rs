@@ -67,5 +67,9 @@ pub fn inbound_error(status: Status, max_message_bytes: usize) -> Status {
             status.message()
         ));
     }
+    // prost's decode errors surface as INTERNAL; the fault is the collector's bytes.
+    if status.code() == Code::Internal && status.message().contains("decode") {
+        return Status::invalid_argument(format!("malformed Batch message: {}", status.message()));
+    }
     status
 }

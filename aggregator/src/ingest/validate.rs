@@ -33,17 +33,123 @@ impl Validated {
     }
 }
 
-/// Validates `batch` from `collector_id`, received at `received_ns`.
+/// The checks of an item that depend on who sent it and when: host ownership and time.
+pub struct ItemRules<'a> {
+    /// Whether the sender may write a host; the error is the rejection reason.
+    pub owns: &'a dyn Fn(&str) -> Result<(), String>,
+    /// Accepted timestamps (nonzero ones; zero means unknown).
+    pub times: TimeBounds,
+}
+
+/// The accepted range of an item's timestamps, around the aggregator's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeBounds {
+    /// Nanoseconds a timestamp may lie after the receive time.
+    pub max_future_ns: i64,
+    /// Nanoseconds a timestamp may lie before the receive time.
+    pub max_past_ns: i64,
+}
+
+impl TimeBounds {
+    /// No bound at all.
+    pub const NONE: TimeBounds = TimeBounds {
+        max_future_ns: i64::MAX,
+        max_past_ns: i64::MAX,
+    };
+
+    /// Bounds from durations (saturating at about 292 years).
+    pub fn new(future: std::time::Duration, past: std::time::Duration) -> Self {
+        let ns = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Self {
+            max_future_ns: ns(future),
+            max_past_ns: ns(past),
+        }
+    }
+
+    fn check(&self, field: &str, value: i64, received_ns: i64) -> Result<(), String> {
+        if value == 0 {
+            return Ok(());
+        }
+        let latest = received_ns.saturating_add(self.max_future_ns);
+        let earliest = received_ns.saturating_sub(self.max_past_ns);
+        if value > latest {
+            metrics::counter!("patchwatch_aggregator_rejected_items_total", "reason" => "time_out_of_range")
+                .increment(1);
+            return Err(format!(
+                "{field} {} is {}s ahead of the aggregator's clock; at most grpc.max_clock_skew \
+                 ({}s) is accepted",
+                crate::model::rfc3339(value).unwrap_or_else(|| value.to_string()),
+                (i128::from(value) - i128::from(received_ns)) / 1_000_000_000,
+                self.max_future_ns / 1_000_000_000
+            ));
+        }
+        if value < earliest {
+            metrics::counter!("patchwatch_aggregator_rejected_items_total", "reason" => "time_out_of_range")
+                .increment(1);
+            return Err(format!(
+                "{field} {} is older than grpc.max_item_age ({}s)",
+                crate::model::rfc3339(value).unwrap_or_else(|| value.to_string()),
+                self.max_past_ns / 1_000_000_000
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Validates `batch` from `collector_id`, received at `received_ns`, with no ownership or time
+/// rules.
 pub fn validate(batch: Batch, collector_id: String, received_ns: i64) -> Validated {
+    let anyone = |_: &str| Ok(());
+    validate_with(
+        batch,
+        collector_id,
+        received_ns,
+        &ItemRules {
+            owns: &anyone,
+            times: TimeBounds::NONE,
+        },
+    )
+}
+
+/// Validates `batch` from `collector_id`, received at `received_ns`, under `rules`.
+pub fn validate_with(
+    batch: Batch,
+    collector_id: String,
+    received_ns: i64,
+    rules: &ItemRules<'_>,
+) -> Validated {
     let batch_host = batch.host.unwrap_or_default();
     let mut hosts: BTreeMap<String, HostInfoRecord> = BTreeMap::new();
-    if !batch_host.hostname.is_empty() {
+    // The batch's host info is stored only for a host the sender owns; its items are checked
+    // one by one below.
+    if !batch_host.hostname.is_empty() && (rules.owns)(&batch_host.hostname).is_ok() {
         hosts.insert(batch_host.hostname.clone(), host_record(&batch_host));
     }
     let mut rejected = Vec::new();
     let mut findings = Vec::with_capacity(batch.findings.len());
+    let finding_ok = |nf: &NewFinding| -> Result<(), String> {
+        (rules.owns)(&nf.host)?;
+        rules
+            .times
+            .check("event_time_unix_nano", nf.event_ns, received_ns)?;
+        rules
+            .times
+            .check("observed_time_unix_nano", nf.observed_ns, received_ns)
+    };
+    let run_ok = |nr: &NewRun| -> Result<(), String> {
+        (rules.owns)(&nr.host)?;
+        rules
+            .times
+            .check("started_unix_nano", nr.started_ns, received_ns)?;
+        rules
+            .times
+            .check("updated_unix_nano", nr.updated_ns, received_ns)?;
+        rules
+            .times
+            .check("last_line_unix_nano", nr.last_line_ns, received_ns)
+    };
     for (i, f) in batch.findings.into_iter().enumerate() {
-        match finding(f, &batch_host) {
+        match finding(f, &batch_host).and_then(|(nf, info)| finding_ok(&nf).map(|()| (nf, info))) {
             Ok((nf, info)) => {
                 hosts.entry(nf.host.clone()).or_insert(info);
                 findings.push(nf);
@@ -57,7 +163,7 @@ pub fn validate(batch: Batch, collector_id: String, received_ns: i64) -> Validat
     }
     let mut runs = Vec::with_capacity(batch.run_updates.len());
     for (i, r) in batch.run_updates.into_iter().enumerate() {
-        match run(r, &batch_host) {
+        match run(r, &batch_host).and_then(|nr| run_ok(&nr).map(|()| nr)) {
             Ok(nr) => {
                 hosts
                     .entry(nr.host.clone())

@@ -45,6 +45,7 @@ pub use decide::Decision;
 pub use error::{RoutingError, WindowError};
 pub use matcher::ESCALATED_FROM_LABEL;
 pub use router::Router;
+pub(crate) use window::host_glob;
 pub use window::{WindowSet, MAINTENANCE_WINDOW_LABEL};
 
 #[cfg(test)]

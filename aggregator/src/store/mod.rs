@@ -158,6 +158,10 @@ pub trait Store: Send + Sync + 'static {
         position: ForwardPosition,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Clears `host`'s collector binding (its row's `collector_id`), so the next collector
+    /// that reports it owns it. A host not stored is not an error.
+    fn release_host(&self, host: String) -> BoxFuture<'_, Result<(), StoreError>>;
+
     /// Checks the database answers (for `/healthz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 

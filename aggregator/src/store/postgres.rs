@@ -618,6 +618,20 @@ impl Store for PostgresStore {
         .boxed()
     }
 
+    fn release_host(&self, host: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "UPDATE hosts SET collector_id = '' WHERE hostname = $1",
+                    &[&host],
+                )
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             self.query("SELECT 1", &[]).await?;

@@ -70,8 +70,9 @@ impl Dialect {
     }
 
     /// Merges a run update into its run, returning the run as stored, or no row when the
-    /// update is older than what is stored. Parameters in `RUN_COLUMNS` order. An update
-    /// only overrides what it knows: empty strings, zero enums and times and a null exit code
+    /// update is older than what is stored or names another host (a run id never moves
+    /// between hosts, so one collector cannot overwrite another host's run). Parameters in
+    /// `RUN_COLUMNS` order. An update only overrides what it knows: empty strings, zero enums and times and a null exit code
     /// leave the stored values alone, so both full snapshots and deltas work.
     pub fn upsert_run(&self) -> String {
         let keep_text = |c: &str| {
@@ -102,7 +103,8 @@ impl Dialect {
         ];
         format!(
             "INSERT INTO runs ({cols}) VALUES ({params}) ON CONFLICT (run_id) DO UPDATE SET {sets} \
-             WHERE excluded.updated_ns >= runs.updated_ns RETURNING {cols}",
+             WHERE excluded.updated_ns >= runs.updated_ns AND excluded.host = runs.host \
+             RETURNING {cols}",
             cols = super::RUN_COLUMNS,
             params = self.params(16),
             sets = sets.join(", "),

@@ -402,6 +402,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn release_host(&self, host: String) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.write_job(move |conn| {
+            conn.execute(
+                "UPDATE hosts SET collector_id = '' WHERE hostname = ?1",
+                params![host],
+            )
+            .map(|_| ())
+            .map_err(StoreError::from)
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.read(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))?;

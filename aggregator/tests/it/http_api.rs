@@ -227,10 +227,10 @@ async fn read_tokens_guard_everything_but_healthz() {
     let Some((mut config, _dir)) = config(Backend::Sqlite).await else {
         return;
     };
-    config.http.tokens = vec![TokenConfig {
-        id: "ops".into(),
-        token: patchwatch_config::Secret::inline("read-me"),
-    }];
+    config.http.tokens = vec![TokenConfig::new(
+        "ops",
+        patchwatch_config::Secret::inline("read-me"),
+    )];
     let (agg, shutdown) = start(config).await;
     let base = format!("http://{}", agg.http_addr());
     let http = reqwest::Client::builder()

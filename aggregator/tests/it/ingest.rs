@@ -229,10 +229,10 @@ async fn bad_token_is_refused(backend: Backend) {
     let Some((mut config, dir)) = config(backend).await else {
         return;
     };
-    config.grpc.tokens = vec![TokenConfig {
-        id: "exch01-collector".into(),
-        token: patchwatch_config::Secret::from_file(token_file(dir.path(), "tok", "s3cret-token")),
-    }];
+    config.grpc.tokens = vec![TokenConfig::new(
+        "exch01-collector",
+        patchwatch_config::Secret::from_file(token_file(dir.path(), "tok", "s3cret-token")),
+    )];
     let (agg, shutdown) = start(config).await;
     let channel = Endpoint::from_shared(format!("http://{}", agg.grpc_addr()))
         .unwrap()

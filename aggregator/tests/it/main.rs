@@ -11,6 +11,7 @@ mod crash;
 mod dashboard_browser;
 mod deploy_examples;
 mod forwarding;
+mod hardening;
 mod http_api;
 mod ingest;
 mod routing;

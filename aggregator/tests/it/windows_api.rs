@@ -216,10 +216,10 @@ async fn auth(backend: Backend) {
         return;
     };
     let body = json!({"name": "x", "hosts": "h", "duration": "1h"}).to_string();
-    config.http.tokens = vec![TokenConfig {
-        id: "ops".into(),
-        token: patchwatch_config::Secret::inline("s3cret"),
-    }];
+    config.http.tokens = vec![TokenConfig::new(
+        "ops",
+        patchwatch_config::Secret::inline("s3cret"),
+    )];
     let (agg, shutdown) = start(config.clone()).await;
     let http = agg.http_addr();
     assert_eq!(post(http, "/api/v1/windows", &body, None).await.0, 401);

@@ -1,0 +1,350 @@
+//! Hostile collectors and hostile web pages: host ownership, malformed messages, timestamps
+//! out of range, write endpoints refusing cross-site requests, scopes and limits.
+
+use std::time::Duration;
+
+use patchwatch_aggregator::config::TokenConfig;
+use patchwatch_proto::ingest_client::IngestClient;
+use patchwatch_proto::{Batch, RunUpdate};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::common::*;
+
+const FAILED: i32 = 3;
+const SUCCEEDED: i32 = 2;
+
+fn token(id: &str, value: &str, hosts: &[&str]) -> TokenConfig {
+    let mut t = TokenConfig::new(id, patchwatch_config::Secret::inline(value));
+    t.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+    t
+}
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A stream presenting `token`.
+async fn stream_as(channel: &Channel, token: &'static str) -> CollectorStream {
+    let mut client =
+        IngestClient::with_interceptor(channel.clone(), move |mut req: tonic::Request<()>| {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            Ok(req)
+        });
+    CollectorStream::open(&mut client).await.unwrap()
+}
+
+fn run_batch(sequence: u64, run: RunUpdate) -> Batch {
+    Batch {
+        collector_id: String::new(),
+        sequence,
+        host: Some(host(&run.host)),
+        findings: vec![],
+        run_updates: vec![run],
+    }
+}
+
+async fn host_row(http: std::net::SocketAddr, name: &str) -> serde_json::Value {
+    let hosts = get_json(http, "/api/v1/hosts").await;
+    hosts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hostname"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("host {name} listed: {hosts}"))
+}
+
+async fn a_collector_writes_only_its_hosts(backend: Backend) {
+    let Some((mut config, _dir)) = config(backend).await else {
+        return;
+    };
+    config.grpc.tokens = vec![token("colA", "tok-a", &[]), token("colB", "tok-b", &[])];
+    let (agg, shutdown) = start(config).await;
+    let ch = channel(agg.grpc_addr()).await;
+    let mut b = stream_as(&ch, "tok-b").await;
+    let mut a = stream_as(&ch, "tok-a").await;
+    let now = now_ns();
+
+    // B reports a failed run of EX-B first: EX-B is bound to B.
+    let ack = b
+        .roundtrip(run_batch(
+            1,
+            run_update("ex-b-run", "EX-B", FAILED, "Mailbox", now),
+        ))
+        .await;
+    assert_eq!((ack.accepted, ack.rejected.len()), (1, 0), "{ack:?}");
+
+    // A claims the same run on EX-B as succeeded, in a batch that also carries its own host.
+    let mut hostile = run_batch(
+        1,
+        run_update("ex-b-run", "EX-B", SUCCEEDED, "done", now + 1_000),
+    );
+    hostile.host = Some(host("EX-A"));
+    hostile
+        .run_updates
+        .push(run_update("ex-a-run", "EX-A", SUCCEEDED, "done", now));
+    hostile
+        .findings
+        .push(finding("fa", "EX-B", "EXCH-001", 4, "ex-b-run"));
+    hostile
+        .findings
+        .push(finding("fb", "EX-A", "EXCH-001", 4, "ex-a-run"));
+    let ack = a.roundtrip(hostile).await;
+    assert_eq!(ack.accepted, 2, "EX-A's items survive: {ack:?}");
+    let refused: Vec<_> = ack
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.run_update))
+        .collect();
+    assert_eq!(refused, [(0, false), (0, true)], "{ack:?}");
+    for r in &ack.rejected {
+        assert!(r.reason.contains("PERMISSION_DENIED"), "{r:?}");
+        assert!(r.reason.contains("colB"), "{r:?}");
+    }
+
+    let ex_b = host_row(agg.http_addr(), "EX-B").await;
+    assert_eq!(ex_b["collector_id"], "colB", "{ex_b}");
+    assert_eq!(ex_b["latest_run"]["outcome"], "failed", "{ex_b}");
+    assert_eq!(
+        host_row(agg.http_addr(), "EX-A").await["collector_id"],
+        "colA"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", agg.http_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("patchwatch_aggregator_rejected_items_total")
+                && l.contains("host_not_owned")
+        ),
+        "{metrics}"
+    );
+
+    // A run id already on EX-B cannot be moved to EX-A by A either.
+    let ack = a
+        .roundtrip(run_batch(
+            2,
+            run_update("ex-b-run", "EX-A", SUCCEEDED, "moved", now + 2_000),
+        ))
+        .await;
+    assert_eq!(ack.accepted, 1);
+    let runs = get_json(agg.http_addr(), "/api/v1/runs?host=EX-B").await;
+    assert_eq!(runs["items"][0]["outcome"], "failed", "{runs}");
+
+    // Once an admin releases EX-B, the next collector to report it owns it.
+    let resp = reqwest::Client::new()
+        .delete(format!(
+            "http://{}/api/v1/hosts/EX-B/binding",
+            agg.http_addr()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let ack = a
+        .roundtrip(run_batch(
+            3,
+            run_update("ex-b-run-2", "EX-B", SUCCEEDED, "x", now),
+        ))
+        .await;
+    assert_eq!((ack.accepted, ack.rejected.len()), (1, 0), "{ack:?}");
+    assert_eq!(
+        host_row(agg.http_addr(), "EX-B").await["collector_id"],
+        "colA"
+    );
+    let ack = b
+        .roundtrip(run_batch(
+            2,
+            run_update("ex-b-run", "EX-B", FAILED, "y", now + 5_000),
+        ))
+        .await;
+    assert_eq!(ack.rejected.len(), 1, "{ack:?}");
+
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+async fn configured_host_globs_bind_tokens(backend: Backend) {
+    let Some((mut config, _dir)) = config(backend).await else {
+        return;
+    };
+    config.grpc.tokens = vec![
+        token("colA", "tok-a", &["EX0*", "EXCH-*"]),
+        token("colB", "tok-b", &[]),
+    ];
+    let (agg, shutdown) = start(config).await;
+    let ch = channel(agg.grpc_addr()).await;
+    let mut a = stream_as(&ch, "tok-a").await;
+    let mut b = stream_as(&ch, "tok-b").await;
+    let now = now_ns();
+    let ack = a
+        .roundtrip(run_batch(1, run_update("r1", "ex01", FAILED, "p", now)))
+        .await;
+    assert_eq!((ack.accepted, ack.rejected.len()), (1, 0), "{ack:?}");
+    let ack = a
+        .roundtrip(run_batch(2, run_update("r2", "MBX01", FAILED, "p", now)))
+        .await;
+    assert_eq!(ack.accepted, 0, "{ack:?}");
+    assert!(ack.rejected[0].reason.contains("not among"), "{ack:?}");
+    // A host matching A's globs cannot be claimed by B, even before A reports it.
+    let ack = b
+        .roundtrip(run_batch(1, run_update("r3", "EXCH-9", FAILED, "p", now)))
+        .await;
+    assert_eq!(ack.accepted, 0, "{ack:?}");
+    assert!(ack.rejected[0].reason.contains("colA"), "{ack:?}");
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+async fn malformed_protobuf_is_invalid_argument(backend: Backend) {
+    let Some((config, _dir)) = config(backend).await else {
+        return;
+    };
+    let (agg, shutdown) = start(config).await;
+    let mut raw = client_raw(agg.grpc_addr()).await;
+    let status = raw.status_of_garbage().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+/// A gRPC client that sends raw bytes as the request message.
+struct RawClient {
+    inner: tonic::client::Grpc<Channel>,
+}
+
+async fn client_raw(addr: std::net::SocketAddr) -> RawClient {
+    RawClient {
+        inner: tonic::client::Grpc::new(channel(addr).await),
+    }
+}
+
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct AckDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AckDecoder {
+    type Item = patchwatch_proto::Ack;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<patchwatch_proto::Ack>, tonic::Status> {
+        use prost::bytes::Buf as _;
+        use prost::Message as _;
+        let ack = patchwatch_proto::Ack::decode(src.copy_to_bytes(src.remaining()))
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        Ok(Some(ack))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = patchwatch_proto::Ack;
+    type Encoder = RawEncoder;
+    type Decoder = AckDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> AckDecoder {
+        AckDecoder
+    }
+}
+
+impl RawClient {
+    async fn status_of_garbage(&mut self) -> tonic::Status {
+        self.inner.ready().await.unwrap();
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/patchwatch.v1.Ingest/Ingest");
+        // Field 1 (string) claiming 127 bytes, then nothing: not a Batch.
+        let garbage = vec![0x0a, 0x7f, 0x01];
+        let request = tonic::Request::new(tokio_stream::iter(vec![garbage]));
+        match self.inner.streaming(request, path, RawCodec).await {
+            Err(s) => s,
+            Ok(resp) => {
+                let mut acks = resp.into_inner();
+                match tokio::time::timeout(WAIT, acks.message()).await {
+                    Ok(Err(s)) => s,
+                    other => panic!("expected a status, got {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+async fn timestamps_beyond_the_window_are_rejected(backend: Backend) {
+    let Some((config, _dir)) = config(backend).await else {
+        return;
+    };
+    let (agg, shutdown) = start(config).await;
+    let mut client = client(agg.grpc_addr()).await;
+    let mut s = CollectorStream::open(&mut client).await.unwrap();
+    let now = now_ns();
+    // Frozen: updated at the end of time.
+    let ack = s
+        .roundtrip(run_batch(1, run_update("r1", "EX01", 1, "p", i64::MAX)))
+        .await;
+    assert_eq!(ack.accepted, 0, "{ack:?}");
+    assert!(
+        ack.rejected[0].reason.contains("updated_unix_nano"),
+        "{ack:?}"
+    );
+    assert!(ack.rejected[0].reason.contains("max_clock_skew"), "{ack:?}");
+    // Started in 2096.
+    let mut future = run_update("r2", "EX01", 1, "p", now);
+    future.started_unix_nano = 3_980_000_000_000_000_000;
+    let ack = s.roundtrip(run_batch(2, future)).await;
+    assert_eq!(ack.accepted, 0, "{ack:?}");
+    assert!(
+        ack.rejected[0].reason.contains("started_unix_nano"),
+        "{ack:?}"
+    );
+    // Before 1980.
+    let mut f = finding("old", "EX01", "EXCH-001", 4, "r3");
+    f.event_time_unix_nano = 1_000_000_000;
+    let ack = s.roundtrip(batch_of(3, vec![f])).await;
+    assert_eq!(ack.accepted, 0, "{ack:?}");
+    assert!(ack.rejected[0].reason.contains("max_item_age"), "{ack:?}");
+    // A real failure later is stored.
+    let ack = s
+        .roundtrip(run_batch(4, run_update("r1", "EX01", FAILED, "p", now)))
+        .await;
+    assert_eq!((ack.accepted, ack.rejected.len()), (1, 0), "{ack:?}");
+    let ex = host_row(agg.http_addr(), "EX01").await;
+    assert_eq!(ex["latest_run"]["outcome"], "failed", "{ex}");
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+backend_tests! {
+    a_collector_writes_only_its_hosts => a_collector_writes_only_its_hosts;
+    configured_host_globs_bind_tokens => configured_host_globs_bind_tokens;
+    malformed_protobuf_is_invalid_argument => malformed_protobuf_is_invalid_argument;
+    timestamps_beyond_the_window_are_rejected => timestamps_beyond_the_window_are_rejected;
+}
