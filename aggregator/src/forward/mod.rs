@@ -15,7 +15,7 @@
 //!   findings sent but not yet recorded as confirmed when the aggregator stops are sent again.
 //! - **Nothing waits on a destination**: ingest only wakes the tasks ([`Forwarder::stored`]);
 //!   a destination that is down or slow stalls its own task and nothing else.
-//! - **Lag is visible**: `patchwatch_aggregator_forward_lag{destination}` (store max seq minus
+//! - **Lag is visible**: `patchwatch_aggregator_forward_lag_findings{destination}` (store max seq minus
 //!   the destination's cursor) and the `forwarding` list of `/healthz`.
 //!
 //! A destination seen for the first time starts at `forwarding.new_destination_start`
@@ -24,7 +24,9 @@
 mod config;
 mod destination;
 mod forwarder;
+mod status;
 mod task;
 
 pub use config::{ForwardingConfig, StartFrom};
-pub use forwarder::{DestinationStatus, Forwarder};
+pub use forwarder::Forwarder;
+pub use status::DestinationStatus;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ForwardingConfig;
 use super::destination::Destination;
-use super::forwarder::DestinationStatus;
+use super::status::DestinationStatus;
 use crate::store::{ForwardPosition, Store};
 
 /// A batch handed to the destination and not yet settled.
@@ -238,7 +238,7 @@ impl Task {
     fn publish(&self, st: &State) {
         let head = self.head.load(Ordering::Relaxed);
         let lag = (head - st.cursor.seq).max(0);
-        metrics::gauge!("patchwatch_aggregator_forward_lag", "destination" => self.name.clone())
+        metrics::gauge!("patchwatch_aggregator_forward_lag_findings", "destination" => self.name.clone())
             .set(lag as f64);
         let mut s = self.status.lock().expect("status lock");
         s.cursor_seq = st.cursor.seq;

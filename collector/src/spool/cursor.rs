@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::queue::SpoolError;
+use super::error::SpoolError;
 
 /// Name of the consumer that [`Spool::ack`](super::Spool::ack) and
 /// [`SpoolOptions::new`](super::SpoolOptions::new) use: the aggregator delivery.

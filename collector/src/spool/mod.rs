@@ -19,9 +19,11 @@
 //!   restart (a lost cursor write means records are sent again, never skipped).
 
 mod cursor;
+mod error;
 mod queue;
 mod segment;
 
 pub use cursor::DEFAULT_CONSUMER;
-pub use queue::{Damage, FsyncPolicy, Record, RecoveryReport, Spool, SpoolError, SpoolOptions};
+pub use error::SpoolError;
+pub use queue::{Damage, FsyncPolicy, Record, RecoveryReport, Spool, SpoolOptions};
 pub use segment::MAX_RECORD_BYTES;

@@ -16,6 +16,7 @@
 pub mod identity;
 mod reader;
 mod tailer;
+mod unreadable;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -17,6 +17,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 
 use super::identity::FileId;
 use super::tailer::{PollOutcome, Tailer};
+use super::unreadable::{Unreadable, UNREADABLE_RETRY_FIRST, UNREADABLE_RETRY_MAX};
 use super::{TailEvent, TailOptions};
 use crate::checkpoint::CheckpointStore;
 use crate::discovery::{DirWatch, Discovery};
@@ -278,20 +279,6 @@ impl TailReader {
             .spawn(move || self.run(tx, &stop))
             .expect("spawning a thread only fails when the OS is out of resources")
     }
-}
-
-/// First and longest wait before reading an unreadable file again (permissions, a sharing
-/// violation). A minute at most: a fixed `chmod` or a released lock is noticed soon enough.
-const UNREADABLE_RETRY_FIRST: Duration = Duration::from_secs(2);
-const UNREADABLE_RETRY_MAX: Duration = Duration::from_secs(60);
-
-/// Why and since when a tracked file cannot be read, and when to try again.
-#[derive(Debug, Clone)]
-pub(crate) struct Unreadable {
-    kind: std::io::ErrorKind,
-    since: Instant,
-    backoff: Duration,
-    retry_at: Instant,
 }
 
 /// Timed poll when filesystem events are in use.

@@ -60,7 +60,7 @@ pub(crate) struct Tailer {
     last_mtime: Option<std::time::SystemTime>,
     pub(crate) last_activity: Instant,
     /// Set while the file cannot be read; see the reader.
-    pub(crate) unreadable: Option<super::reader::Unreadable>,
+    pub(crate) unreadable: Option<super::unreadable::Unreadable>,
 }
 
 impl Tailer {
