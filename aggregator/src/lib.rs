@@ -42,7 +42,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use patchwatch_proto::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -61,6 +61,7 @@ pub mod ingest;
 pub mod model;
 pub mod routing;
 pub mod store;
+pub mod telemetry;
 pub mod windows;
 
 pub use config::{Config, ConfigError, DEFAULT_CONFIG};
@@ -74,13 +75,14 @@ pub fn prometheus_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = telemetry::recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!(
                     message = "A metrics recorder was already installed; /metrics will be empty."
                 );
             }
+            telemetry::describe();
             handle
         })
         .clone()

@@ -721,7 +721,7 @@ impl Matcher {
         for e in events {
             let item = match e {
                 Event::Finding(f) => {
-                    telemetry::finding(&f.rule_id);
+                    telemetry::finding(&f.rule_id, f.severity.as_str());
                     SpoolItem::Finding(Box::new(convert::finding(
                         &f,
                         &self.host,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,13 @@ const UPKEEP: Duration = Duration::from_secs(5);
 /// # Errors
 /// Another recorder is installed already.
 pub fn install_recorder() -> Result<PrometheusHandle, metrics::SetRecorderError<impl Sized>> {
-    let recorder = PrometheusBuilder::new().build_recorder();
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            crate::telemetry::LATENCY_BUCKETS,
+        )
+        .expect("the latency buckets are not empty")
+        .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)?;
     crate::telemetry::describe();
@@ -84,7 +90,12 @@ async fn answer(
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
     let (status, kind, body) = match (method, path) {
         (b"GET", b"/metrics") => match &metrics {
-            Some(m) => ("200 OK", "text/plain; version=0.0.4", m.render()),
+            Some(m) => {
+                if let Some(h) = &health {
+                    crate::telemetry::refresh(&h.pending());
+                }
+                ("200 OK", "text/plain; version=0.0.4", m.render())
+            }
             None => (
                 "404 Not Found",
                 "text/plain",

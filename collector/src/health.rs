@@ -149,6 +149,15 @@ impl AgentHealth {
         &self.parts
     }
 
+    /// Records waiting in the spool for each consumer (not yet acknowledged by it).
+    pub fn pending(&self) -> Vec<(String, u64)> {
+        let next = self.spool.next_id();
+        self.consumers
+            .iter()
+            .filter_map(|c| Some((c.clone(), next.saturating_sub(self.spool.position(c)?))))
+            .collect()
+    }
+
     /// A snapshot of everything.
     pub fn report(&self) -> HealthReport {
         let mut report = self.parts.report();

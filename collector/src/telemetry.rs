@@ -6,13 +6,16 @@
 //! are lost, which is harmless). With no recorder installed every helper is a cheap no-op, so
 //! tests and library users pay nothing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
 use metrics::{counter, gauge, histogram};
 
 /// Bytes read from watched log files (counter, label `path` omitted on purpose: cardinality).
 pub const BYTES_READ: &str = "patchwatch_read_bytes_total";
 /// Lines framed by the pipeline (counter; the wiring increments it).
 pub const LINES: &str = "patchwatch_lines_total";
-/// Findings produced, by `rule` (counter; the wiring increments it).
+/// Findings produced, by `rule` and its `severity` (counter; the wiring increments it).
 pub const FINDINGS: &str = "patchwatch_findings_total";
 /// Lines that could not be decoded in the file's encoding (counter).
 pub const DECODE_ERRORS: &str = "patchwatch_decode_errors_total";
@@ -65,13 +68,76 @@ pub const SINK_LAG: &str = "patchwatch_agent_sink_lag_records";
 /// Hand-overs to a direct sink not confirmed and sent again from its cursor, per `sink`
 /// (counter).
 pub const SINK_REWINDS: &str = "patchwatch_agent_sink_rewinds_total";
+/// Streams open to the aggregator: 1 while connected, 0 otherwise (gauge).
+pub const CONNECTED: &str = "patchwatch_agent_aggregator_streams";
+/// Seconds since the aggregator last acknowledged a batch (gauge, set at scrape time; absent
+/// before the first ack).
+pub const LAST_ACK_AGE: &str = "patchwatch_agent_last_ack_age_seconds";
+/// Spool records not yet acknowledged, per `consumer` (`aggregator`, `sink:<name>`) (gauge,
+/// set at scrape time).
+pub const SPOOL_PENDING: &str = "patchwatch_agent_spool_pending_records";
+/// Always 1, labelled with the `version` and `commit` the binary was built from (gauge).
+pub const BUILD_INFO: &str = "patchwatch_build_info";
+/// Sink metrics (the `patchwatch-sinks` crate counts them; described here for the agent).
+const SINK_SENT: &str = "patchwatch_sink_findings_sent_total";
+const SINK_REJECTED: &str = "patchwatch_sink_findings_rejected_total";
+const SINK_FAILED: &str = "patchwatch_sink_findings_failed_total";
+const SINK_RETRIED: &str = "patchwatch_sink_findings_retried_total";
+const SINK_QUEUE_FULL: &str = "patchwatch_sink_queue_full_events_total";
 
-/// Registers a description for every metric above with the installed recorder.
+/// Bucket bounds in seconds for latency histograms: a loopback ack takes a millisecond, a
+/// stalled aggregator tens of seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+static BUILD: OnceLock<(String, String)> = OnceLock::new();
+/// Unix time in milliseconds of the last ack; 0: none yet.
+static LAST_ACK_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Records the version and commit of the running binary for [`BUILD_INFO`]; call before the
+/// recorder is installed (the first call wins).
+pub fn set_build_info(version: &str, commit: &str) {
+    let _ = BUILD.set((version.to_owned(), commit.to_owned()));
+}
+
+/// Registers a description for every metric above with the installed recorder, and sets
+/// [`BUILD_INFO`].
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; labels: version and commit of the running binary"
+    );
+    let (version, commit) = BUILD
+        .get()
+        .cloned()
+        .unwrap_or_else(|| (env!("CARGO_PKG_VERSION").to_owned(), "unknown".to_owned()));
+    gauge!(BUILD_INFO, "version" => version, "commit" => commit).set(1.0);
+    describe_gauge!(CONNECTED, "1 while a stream to the aggregator is open");
+    describe_gauge!(
+        LAST_ACK_AGE,
+        Unit::Seconds,
+        "Seconds since the aggregator last acknowledged a batch"
+    );
+    describe_gauge!(
+        SPOOL_PENDING,
+        "Spool records not yet acknowledged, per consumer"
+    );
+    describe_counter!(SINK_SENT, "Findings a sink's destination accepted");
+    describe_counter!(
+        SINK_REJECTED,
+        "Findings a sink's destination refused for good"
+    );
+    describe_counter!(
+        SINK_FAILED,
+        "Findings a sink failed to deliver, by error code"
+    );
+    describe_counter!(SINK_RETRIED, "Findings a sink sent again, by error code");
+    describe_counter!(SINK_QUEUE_FULL, "Times a sink's queue was full");
     describe_counter!(BYTES_READ, Unit::Bytes, "Bytes read from watched log files");
     describe_counter!(LINES, "Lines framed by the pipeline");
-    describe_counter!(FINDINGS, "Findings produced, by rule");
+    describe_counter!(FINDINGS, "Findings produced, by rule and severity");
     describe_counter!(DECODE_ERRORS, "Lines not decodable in the file's encoding");
     describe_counter!(TRUNCATED_LINES, "Over-long lines cut by the pipeline");
     describe_gauge!(OPEN_FILES, "Files currently held open");
@@ -131,9 +197,10 @@ pub fn lines(n: u64) {
     counter!(LINES).increment(n);
 }
 
-/// Counts one finding for `rule_id`.
-pub fn finding(rule_id: &str) {
-    counter!(FINDINGS, "rule" => rule_id.to_owned()).increment(1);
+/// Counts one finding of `rule_id`, whose severity is `severity` (a rule has one severity, so
+/// the label adds no series).
+pub fn finding(rule_id: &str, severity: &'static str) {
+    counter!(FINDINGS, "rule" => rule_id.to_owned(), "severity" => severity).increment(1);
 }
 
 /// Counts `n` decode errors.
@@ -164,4 +231,31 @@ pub fn count(name: &'static str, n: u64) {
 /// Sets a plain gauge.
 pub fn set_gauge(name: &'static str, value: f64) {
     gauge!(name).set(value);
+}
+
+/// Marks the stream to the aggregator as open or closed.
+pub fn connected(open: bool) {
+    gauge!(CONNECTED).set(if open { 1.0 } else { 0.0 });
+}
+
+/// Notes that the aggregator acknowledged a batch now.
+pub fn acked() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    LAST_ACK_MS.store(now.max(1), Ordering::Relaxed);
+}
+
+/// Sets the gauges computed when scraped: last-ack age and records pending per consumer.
+pub fn refresh(pending: &[(String, u64)]) {
+    let last = LAST_ACK_MS.load(Ordering::Relaxed);
+    if last > 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        gauge!(LAST_ACK_AGE).set(now.saturating_sub(last) as f64 / 1000.0);
+    }
+    for (consumer, n) in pending {
+        gauge!(SPOOL_PENDING, "consumer" => consumer.clone()).set(*n as f64);
+    }
 }

@@ -59,7 +59,9 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        match session(&opts, &spool, &shutdown, &mut sequence, &mut attempt).await {
+        let end = session(&opts, &spool, &shutdown, &mut sequence, &mut attempt).await;
+        telemetry::connected(false);
+        match end {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Closed) => {
                 tracing::warn!(message = "Aggregator closed the stream; reconnecting.")
@@ -177,6 +179,7 @@ async fn session(
             _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
             response = &mut call, if acks.is_none() => {
                 acks = Some(response?.into_inner());
+                telemetry::connected(true);
             }
             msg = next_ack(&mut acks), if acks.is_some() => {
                 let Some(ack) = msg? else { return Ok(SessionEnd::Closed) };
@@ -186,6 +189,7 @@ async fn session(
                 };
                 telemetry::ack_latency(done.sent_at.elapsed().as_secs_f64());
                 telemetry::count(telemetry::BATCHES_ACKED, 1);
+                telemetry::acked();
                 if !ack.rejected.is_empty() {
                     telemetry::count(telemetry::ITEMS_REJECTED, ack.rejected.len() as u64);
                     for r in &ack.rejected {

@@ -37,6 +37,10 @@ pub fn run(args: AgentArgs) -> Result<i32> {
     };
     config.validate()?;
     let catalog = Arc::new(super::load_catalog(true, &args.rule_files)?);
+    patchwatch_collector::telemetry::set_build_info(
+        env!("CARGO_PKG_VERSION"),
+        env!("PATCHWATCH_COMMIT"),
+    );
     // Before any thread starts: the agent's threads share two malloc arenas instead of one
     // each (glibc only; see `memory`).
     patchwatch_collector::memory::limit_malloc_arenas(2);

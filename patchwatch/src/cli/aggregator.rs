@@ -39,6 +39,10 @@ pub fn run(args: AggregatorArgs) -> Result<i32> {
         return check(&path);
     }
     let config = patchwatch_aggregator::Config::load(&path)?;
+    patchwatch_aggregator::telemetry::set_build_info(
+        env!("CARGO_PKG_VERSION"),
+        env!("PATCHWATCH_COMMIT"),
+    );
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();

@@ -1,10 +1,10 @@
 //! The `patchwatch` command line: one module per subcommand.
 
 pub mod agent;
-pub mod check;
 #[cfg(feature = "aggregator")]
 pub mod aggregator;
 mod api;
+pub mod check;
 pub mod completions;
 #[cfg(feature = "aggregator")]
 pub mod demo;

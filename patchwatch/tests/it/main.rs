@@ -10,5 +10,6 @@ mod e2e_crash;
 mod e2e_files;
 mod e2e_sinks_crash;
 mod e2e_stall;
+mod metrics;
 mod window_cli;
 mod wine;
