@@ -3,4 +3,5 @@
 //! variables are unset). Helpers come from `patchwatch-testkit`.
 
 mod deploy_examples;
+mod old_spellings;
 mod rsyslog;

@@ -6,8 +6,8 @@ use patchwatch_sinks::{SinkConfig, SinksConfig};
 
 #[test]
 fn old_sinks_example_parses_to_the_current_one() {
-    let old = include_str!("../../config/tests/data/old/sinks.toml");
-    let new = include_str!("../../deploy/sinks/sinks.toml");
+    let old = include_str!("../../../config/tests/data/old/sinks.toml");
+    let new = include_str!("../../../deploy/sinks/sinks.toml");
     let loaded = patchwatch_config::from_toml::<SinksConfig>(old).unwrap();
     assert_eq!(loaded.value, SinksConfig::from_toml(new).unwrap());
     assert_eq!(loaded.value, SinksConfig::from_toml(old).unwrap());
