@@ -117,7 +117,7 @@ impl FileScanner {
         };
         // The same rendering as `Rule::remediation_with`: a step whose clauses all dropped is
         // left out.
-        let remediation = rule.remediation_with(&lookup);
+        let remediation = rule.remediation_with(lookup);
         // Titles may name fields too (a fallback is titled by the error it shows).
         let title = if rule.title.contains('{') {
             fill(&rule.title, lookup)

@@ -75,3 +75,42 @@ fn values_fill_clauses() {
     assert!(r.summary.contains("1612"), "{}", r.summary);
     assert!(!r.summary.contains("(unknown"), "{}", r.summary);
 }
+
+#[test]
+fn a_scanned_finding_drops_steps_that_render_empty() {
+    let mut b = patchwatch_pipeline::CatalogBuilder::new();
+    b.add_str(
+        "site.toml",
+        r#"
+[[rule]]
+id = "site.contoso.failed"
+title = "Contoso setup failed"
+severity = "high"
+category = "msi"
+anchors = ["CONTOSO FAILED"]
+regex = 'CONTOSO FAILED(?: code (?P<code>\d+))?'
+[rule.remediation]
+summary = "Contoso setup failed[ with {code}]."
+steps = ["[Look up code {code}.]", "Reinstall Contoso."]
+[rule.examples]
+match = ["CONTOSO FAILED"]
+"#,
+    );
+    let catalog = std::sync::Arc::new(b.build().expect("rule file is valid"));
+    let scan = |text: &str| {
+        let ctx = patchwatch_pipeline::ScanContext::new("HOST", "contoso.log");
+        let out =
+            patchwatch_pipeline::scan_bytes(std::sync::Arc::clone(&catalog), ctx, text.as_bytes());
+        out.findings
+            .into_iter()
+            .find(|f| f.rule_id == "site.contoso.failed")
+            .expect("the rule matched")
+            .remediation
+            .steps
+    };
+    assert_eq!(scan("CONTOSO FAILED\n"), vec!["Reinstall Contoso."]);
+    assert_eq!(
+        scan("CONTOSO FAILED code 7\n"),
+        vec!["Look up code 7.", "Reinstall Contoso."]
+    );
+}
