@@ -40,18 +40,25 @@ pub(crate) fn error_fields(lines: &[EvidenceLine]) -> BTreeMap<String, String> {
     let Some(first) = lines.first() else {
         return f;
     };
+    // `The following error was generated when "$error.Clear(); <script>" was run: "<error>".`
+    const GENERATED: &str = "The following error was generated when \"";
     let head = first
         .text
         .find("[ERROR] ")
-        .map_or(first.text.as_str(), |i| &first.text[i + "[ERROR] ".len()..]);
-    // `The following error was generated when "$error.Clear(); <script>" was run: "<error>".`
-    const GENERATED: &str = "The following error was generated when \"";
+        .map(|i| &first.text[i + "[ERROR] ".len()..])
+        // setup.exe's console: `.\setup.exe : The following error ...` from a PowerShell host.
+        .or_else(|| first.text.find(GENERATED).map(|i| &first.text[i..]))
+        .unwrap_or(first.text.as_str());
     if let Some(script) = head.strip_prefix(GENERATED) {
         let mut body = script
             .trim_start()
             .trim_start_matches("$error.Clear();")
             .trim();
-        let mut rest = lines[1..].iter().map(|l| l.text.trim());
+        // PowerShell's own error record (`At line:2 char:1`, `+ ...`) is not the script.
+        let mut rest = lines[1..]
+            .iter()
+            .map(|l| l.text.trim())
+            .filter(|l| !l.starts_with("At line:") && !l.starts_with('+'));
         while body.is_empty() || body.starts_with('"') {
             match rest.next() {
                 Some(l) if !l.starts_with("\" was run") => body = l,
@@ -116,6 +123,15 @@ pub(crate) fn error_fields(lines: &[EvidenceLine]) -> BTreeMap<String, String> {
         f.insert("error_title".into(), short(&title));
     }
     f
+}
+
+/// The first exception type on `t` that is followed by its message (`X.YException: ...`).
+pub(crate) fn exception_type(t: &str) -> Option<String> {
+    exception_re()
+        .captures_iter(t)
+        .map(|c| c.get(1).expect("group 1 always takes part"))
+        .find(|m| t[m.end()..].starts_with(": "))
+        .map(|m| m.as_str().to_string())
 }
 
 /// `CommandNotFoundException` from `System.Management.Automation.CommandNotFoundException`.

@@ -26,6 +26,14 @@ pub(crate) struct ExchangeRun {
     /// The first `[ERROR]` entry, whole (bounded), and what it says.
     first_block: Option<(Vec<EvidenceLine>, BTreeMap<String, String>)>,
     last_error_reference: Option<EvidenceLine>,
+    /// The first readiness setting whose evaluation threw (`[HasException:True]`), and its
+    /// exception block: the run's first error when it logged no `[ERROR]` entry.
+    threw: Option<(EvidenceLine, u64)>,
+    threw_block: Option<(Vec<EvidenceLine>, BTreeMap<String, String>)>,
+    /// `Setup is stopping now because of one or more critical errors.`
+    stopping: Option<EvidenceLine>,
+    /// The first `ErrorRecord:` line naming an exception type, and that type.
+    error_record: Option<(EvidenceLine, String)>,
 }
 
 impl LogModel for ExchangeRun {
@@ -33,9 +41,15 @@ impl LogModel for ExchangeRun {
         on_line(self, anchor, line, sum)
     }
 
-    /// True once an `[ERROR]` line was seen in the run.
+    /// True once an `[ERROR]` line (or setup.exe's console error), a setting that threw, or
+    /// `Setup is stopping now` was seen in the run.
     fn has_errors(&self) -> bool {
-        self.first_error.is_some()
+        self.first_error.is_some() || self.threw.is_some() || self.stopping.is_some()
+    }
+
+    /// A console run's first line inside a run still in progress is part of it.
+    fn absorbs_start(&self, anchor: usize, sum: &RunSummary) -> bool {
+        anchor == s::CONSOLE_START && sum.outcome == Outcome::InProgress
     }
 
     fn derived_findings(&self, sum: &mut RunSummary) -> Vec<Derived> {
@@ -48,6 +62,16 @@ impl LogModel for ExchangeRun {
         evidence: &[EvidenceLine],
         fields: &BTreeMap<String, String>,
     ) {
+        if self
+            .threw
+            .as_ref()
+            .is_some_and(|(e, _)| e.line == start_line)
+        {
+            if self.threw_block.is_none() {
+                self.threw_block = Some((evidence.to_vec(), fields.clone()));
+            }
+            return;
+        }
         let first = self.first_error.as_ref().map(|(e, _)| e.line);
         match &mut self.first_block {
             None if first.is_none_or(|l| l == start_line) => {
@@ -117,6 +141,27 @@ fn on_line(x: &mut ExchangeRun, anchor: usize, line: &Line, sum: &mut RunSummary
                 sum.installed_build = Some(v.to_string());
                 sum.fields.insert("installed_build".into(), v.to_string());
                 sum.fields.insert("backup_build".into(), v.to_string());
+            }
+        }
+        s::CONSOLE_START if t.trim_start().starts_with("Performing ") => {
+            return Boundary::Start;
+        }
+        s::CONSOLE_CONFIGURING if t.trim_start().starts_with("Configuring ") => {
+            sum.phase = Some(t.trim().to_string());
+        }
+        // setup.exe's console error (the log's own has a timestamp and `[ERROR]`).
+        s::GENERATED
+            if x.first_error.is_none() && crate::time::exchange_prefix(t.as_bytes()).is_none() =>
+        {
+            x.first_error = Some((line.evidence(), line.offset));
+        }
+        s::HAS_EXCEPTION if x.threw.is_none() => {
+            x.threw = Some((line.evidence(), line.offset));
+        }
+        s::STOPPING if x.stopping.is_none() => x.stopping = Some(line.evidence()),
+        s::ERROR_RECORD if x.error_record.is_none() => {
+            if let Some(e) = super::errors::exception_type(t) {
+                x.error_record = Some((line.evidence(), e));
             }
         }
         s::SETUP_SUCCEEDED => return Boundary::End(Outcome::Succeeded),
@@ -381,10 +426,14 @@ fn finalize(x: &ExchangeRun, sum: &mut RunSummary) -> Vec<Derived> {
 /// advised by its class (the `exchange.setup.failed*` rules, shown only when no rule with a
 /// better priority names the cause).
 fn first_error(x: &ExchangeRun, ctx: &BTreeMap<String, String>) -> Option<Derived> {
-    let (first, offset) = x.first_error.as_ref()?;
+    let ((first, offset), first_block) = match (&x.first_error, &x.threw) {
+        (Some(e), _) => (e, &x.first_block),
+        (None, Some(t)) => (t, &x.threw_block),
+        (None, None) => return None,
+    };
     let mut fields = ctx.clone();
     let mut evidence = vec![first.clone()];
-    if let Some((block, block_fields)) = &x.first_block {
+    if let Some((block, block_fields)) = first_block {
         evidence = block.clone();
         fields.extend(block_fields.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
@@ -404,6 +453,25 @@ fn first_error(x: &ExchangeRun, ctx: &BTreeMap<String, String>) -> Option<Derive
             evidence.push(r.clone());
         }
     }
+    // The entry itself may not name its exception: the variable dump's `ErrorRecord:` does.
+    if let Some((e, ty)) = x
+        .error_record
+        .as_ref()
+        .filter(|_| !fields.contains_key("exception"))
+    {
+        fields.insert("exception".into(), ty.clone());
+        evidence.push(e.clone());
+    }
+    if let Some(e) = &x.stopping {
+        evidence.push(e.clone());
+    }
+    evidence.sort_by_key(|e| e.line);
+    evidence.dedup_by_key(|e| e.line);
+    let block_text: Vec<&str> = evidence
+        .iter()
+        .filter(|e| e.line >= first.line)
+        .map(|e| e.text.as_str())
+        .collect();
     if !fields.contains_key("error_title") {
         let t = first
             .text
@@ -412,7 +480,7 @@ fn first_error(x: &ExchangeRun, ctx: &BTreeMap<String, String>) -> Option<Derive
         fields.insert("error_title".into(), super::errors::short(t));
     }
     Some(Derived {
-        rule_id: error_class(&fields),
+        rule_id: error_class(&fields, &block_text),
         line: first.line,
         offset: *offset,
         evidence,
@@ -420,12 +488,14 @@ fn first_error(x: &ExchangeRun, ctx: &BTreeMap<String, String>) -> Option<Derive
     })
 }
 
-/// The fallback rule for an error's class, from its exception types and message.
-fn error_class(f: &BTreeMap<String, String>) -> &'static str {
+/// The fallback rule for an error's class, from its exception types, its message and the
+/// lines of the error (a message wrapped over several lines, as in setup.exe's console).
+fn error_class(f: &BTreeMap<String, String>, lines: &[&str]) -> &'static str {
     let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
     let types = format!("{} {}", get("exception"), get("inner_exceptions"));
     let text = format!("{types} {}", get("error_message"));
-    let has = |s: &str| find_ci(&text, s).is_some();
+    let has =
+        |s: &str| find_ci(&text, s).is_some() || lines.iter().any(|l| find_ci(l, s).is_some());
     if has("CommandNotFoundException") || has("is not recognized as the name of a cmdlet") {
         "exchange.setup.failed.command-not-found"
     } else if has("ManagementObjectNotFoundException") || has("couldn't be found on") {
@@ -452,6 +522,8 @@ fn error_class(f: &BTreeMap<String, String>) -> &'static str {
         || has("Cannot start the service")
         || has("service cannot be started")
         || has("did not reach the Running")
+        || has("ServiceDidNotReachStatus")
+        || has("failed to reach status")
         || has("failed to start")
     {
         "exchange.setup.failed.service-start"

@@ -66,12 +66,24 @@ pub const STRUCTURAL_ANCHORS: &[&str] = &[
     "Evaluated [Setting:SiteName]",
     "Evaluated [Setting:DomainController]",
     "Evaluated [Setting:DomainControllerSiteName]",
+    // setup.exe's console output (no timestamps), pasted or captured by a deployment tool.
+    "Performing Microsoft Exchange Server Prerequisite Check",
+    "Configuring Microsoft Exchange Server",
+    "The following error was generated when",
+    // A readiness setting whose evaluation threw; its exception follows on the next lines.
+    "[HasException:True]",
+    "Setup is stopping now because of",
+    // The variable dump after a failure names the exception type the `[ERROR]` line may not.
+    "ErrorRecord: ",
     // Windows Installer lines that hold in any display language (`phrases.rs` for the others):
     // a custom action's result (`CustomAction X <translated words> N`), the final status line
     // (`Windows Installer <translated words>: N`), an error dialog's product line.
     "CustomAction ",
     "Windows Installer ",
     "-- Error ",
+    // A product message (a launch condition's text, an error dialog, the outcome).
+    "]: Product: ",
+    "製品: ",
     // `phrases::PHRASES`, in its order.
     "。 戻り値 ",
     "インストールの成功またはエラーの状態: ",
@@ -115,11 +127,19 @@ pub(crate) mod s {
     pub const END_OF_SETUP: usize = 27;
     pub const EVALUATED_MORE: usize = 28;
     pub const EVALUATED_LAST: usize = 45;
-    pub const MSI_CUSTOM_ACTION: usize = 46;
-    pub const MSI_INSTALLER: usize = 47;
-    pub const MSI_ERROR_DIALOG: usize = 48;
+    pub const CONSOLE_START: usize = 46;
+    pub const CONSOLE_CONFIGURING: usize = 47;
+    pub const GENERATED: usize = 48;
+    pub const HAS_EXCEPTION: usize = 49;
+    pub const STOPPING: usize = 50;
+    pub const ERROR_RECORD: usize = 51;
+    pub const MSI_CUSTOM_ACTION: usize = 52;
+    pub const MSI_INSTALLER: usize = 53;
+    pub const MSI_ERROR_DIALOG: usize = 54;
+    pub const MSI_PRODUCT: usize = 55;
+    pub const MSI_PRODUCT_JA: usize = 56;
     /// First of `phrases::PHRASES`.
-    pub const MSI_PHRASE: usize = 49;
+    pub const MSI_PHRASE: usize = 57;
 }
 
 /// The log kind whose model handles structural anchor `i`.
@@ -253,6 +273,21 @@ pub(crate) fn detect_kind(first_line: &[u8], path: &str) -> LogKind {
         || l.starts_with(b"Action ")
     {
         return LogKind::Msi;
+    }
+    // setup.exe's console output, as pasted from a console or a deployment tool's transcript.
+    let trimmed = l.trim_ascii_start();
+    if [
+        &b"Performing Microsoft Exchange Server"[..],
+        b"Welcome to Microsoft Exchange Server",
+        b"Microsoft Exchange Server",
+        // A readiness check's lines, pasted without their timestamps.
+        b"Evaluated [Setting:",
+        b"Evaluated [Rule:",
+    ]
+    .iter()
+    .any(|p| trimmed.starts_with(p))
+    {
+        return LogKind::ExchangeSetup;
     }
     if l.len() > 10 && l[0] == b'[' && l[9] == b']' && crate::time::clock(&l[1..9]).is_some() {
         return LogKind::ServiceControl;

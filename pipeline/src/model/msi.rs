@@ -24,6 +24,11 @@ use crate::RunSummary;
 pub(crate) struct MsiRun {
     /// Started by a `=== Verbose logging started` header.
     verbose: bool,
+    /// Started by a header at all (an excerpt may begin after it).
+    headed: bool,
+    /// The first product messages (`Product: X -- <message>`, any language), bounded: a
+    /// launch condition's text and the outcome the user saw.
+    product_lines: Vec<(EvidenceLine, u64)>,
     /// Date from the run header: the lines carry only a clock time.
     clock: DayClock,
     exit_code: Option<(i64, EvidenceLine, u64)>,
@@ -60,6 +65,7 @@ impl LogModel for MsiRun {
         let mut out = finalize(self, sum);
         if sum.outcome == Outcome::Failed {
             out.extend(culprit(self, sum));
+            out.extend(launch_condition_message(self, sum));
         }
         out
     }
@@ -89,6 +95,72 @@ impl LogModel for MsiRun {
     }
 }
 
+/// Product messages a run keeps (a failed run shows a handful).
+const MAX_PRODUCT_LINES: usize = 16;
+
+/// The message of a product line: the text after ` -- `.
+fn product_message(t: &str) -> &str {
+    t.split_once(" -- ").map_or("", |(_, m)| m.trim())
+}
+
+/// True when a product message is the outcome or an error dialog, not a package's own text.
+fn is_outcome_message(m: &str) -> bool {
+    let short = m.chars().count() <= 60;
+    m.starts_with("Error ")
+        || m.starts_with("Erreur ")
+        || m.starts_with("エラー ")
+        || (short
+            && [
+                "Installation",
+                "Removal",
+                "Configuration",
+                "インストール",
+                "削除",
+                "構成",
+            ]
+            .iter()
+            .any(|w| m.contains(w)))
+}
+
+/// The outcome the last product message states (`Product: X -- Installation completed
+/// successfully.`, English), if any.
+fn product_outcome(m: &MsiRun) -> Option<Outcome> {
+    let (e, _) = m.product_lines.iter().rev().find(|(e, _)| {
+        let msg = product_message(&e.text);
+        is_outcome_message(msg) && !msg.starts_with("Error ")
+    })?;
+    let msg = product_message(&e.text);
+    if find_ci(msg, "completed successfully").is_some() {
+        Some(Outcome::Succeeded)
+    } else if find_ci(msg, "failed").is_some() {
+        Some(Outcome::Failed)
+    } else {
+        None
+    }
+}
+
+/// A failed `LaunchConditions`: the package's own message (`Product: X -- <message>`), which
+/// names the condition (a build, a prerequisite) better than the action's result line.
+fn launch_condition_message(m: &MsiRun, sum: &RunSummary) -> Option<Derived> {
+    let failed = m.failed_action.as_deref()?;
+    if !failed.eq_ignore_ascii_case("LaunchConditions") {
+        return None;
+    }
+    let (line, offset) = m
+        .product_lines
+        .iter()
+        .find(|(e, _)| !is_outcome_message(product_message(&e.text)))?;
+    let mut fields = sum.fields.clone();
+    fields.insert("message".into(), short(product_message(&line.text)));
+    Some(Derived {
+        rule_id: "msi.launch-condition-message",
+        line: line.line,
+        offset: *offset,
+        evidence: vec![line.clone()],
+        fields,
+    })
+}
+
 /// True for the exit codes Windows Installer treats as success.
 pub(crate) fn is_success(code: i64) -> bool {
     matches!(code, 0 | 3010 | 1641)
@@ -116,12 +188,15 @@ fn on_line(m: &mut MsiRun, anchor: usize, line: &Line, sum: &mut RunSummary) -> 
                 m.clock.start(date, time);
             }
             m.verbose = verbose;
+            m.headed = true;
             if let Some(p) = between(t, "Calling process: ", " ===") {
                 sum.fields.insert("calling_process".into(), p.to_string());
             }
             return Boundary::Start;
         }
-        s::MSI_STOP if !m.verbose => return Boundary::End(outcome(m)),
+        // Without its header (an excerpt) the log may be verbose: the client's outcome lines
+        // follow the engine's `=== Logging stopped`, so the run goes on to the end.
+        s::MSI_STOP if !m.verbose && m.headed => return Boundary::End(outcome(m)),
         s::MSI_VERBOSE_STOP => return Boundary::End(outcome(m)),
         s::MSI_RETURNING | s::MSI_STATUS => {
             let marker = if anchor == s::MSI_RETURNING {
@@ -232,6 +307,11 @@ fn on_line(m: &mut MsiRun, anchor: usize, line: &Line, sum: &mut RunSummary) -> 
             if let Some(c) = trailing_status(t) {
                 set_exit(m, c, line, sum);
             }
+        }
+        s::MSI_PRODUCT | s::MSI_PRODUCT_JA
+            if m.product_lines.len() < MAX_PRODUCT_LINES && t.contains(" -- ") =>
+        {
+            m.product_lines.push((line.evidence(), line.offset));
         }
         s::MSI_ERROR_DIALOG if !t.starts_with("Property(") => {
             note_error(m, t, "-- Error ", line);
@@ -378,7 +458,8 @@ fn finalize(m: &MsiRun, sum: &mut RunSummary) -> Vec<Derived> {
     if sum.outcome == Outcome::InProgress {
         sum.outcome = match m.exit_code {
             Some(_) => outcome(m),
-            None => Outcome::InProgress,
+            // A client-side tail may have no status line, only what the user was told.
+            None => product_outcome(m).unwrap_or(Outcome::InProgress),
         };
     }
     let Some((code, ev, off)) = &m.exit_code else {
@@ -387,6 +468,15 @@ fn finalize(m: &MsiRun, sum: &mut RunSummary) -> Vec<Derived> {
     let mut evidence = Vec::new();
     if let Some((s, _)) = &m.summary_line {
         evidence.push(s.clone());
+    }
+    // What the user was told (`Product: X -- Installation failed.`).
+    if let Some((e, _)) = m
+        .product_lines
+        .iter()
+        .rev()
+        .find(|(e, _)| is_outcome_message(product_message(&e.text)))
+    {
+        evidence.push(e.clone());
     }
     evidence.push(ev.clone());
     evidence.sort_by_key(|e| e.line);

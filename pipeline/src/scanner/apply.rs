@@ -99,6 +99,9 @@ impl FileScanner {
         let mut end_outcome = None;
         let mut error_line = false;
         let mut ca_line = false;
+        // A readiness setting that threw, or setup.exe's console error: an error block too.
+        let mut threw_line = false;
+        let mut console_error = false;
         let mut seen_rules = std::mem::take(&mut self.scratch.rules);
         seen_rules.clear();
         for &a in anchors {
@@ -115,6 +118,8 @@ impl FileScanner {
                         }
                         error_line |= si == model::s::ERROR;
                         ca_line |= si == model::s::MSI_CUSTOM_ACTION;
+                        threw_line |= si == model::s::HAS_EXCEPTION;
+                        console_error |= si == model::s::GENERATED;
                         let run = self.ensure_run(number, offset);
                         let l = Line {
                             number,
@@ -133,9 +138,16 @@ impl FileScanner {
                 }
             }
         }
-        if error_line && self.starts_error_entry(&self.text.buf[at.start..at.end]) {
+        let raw = &self.text.buf[at.start..at.end];
+        let console = console_error
+            && kind == LogKind::ExchangeSetup
+            && crate::time::exchange_prefix(raw).is_none();
+        if (error_line && self.starts_error_entry(raw))
+            || console
+            || (threw_line && kind == LogKind::ExchangeSetup)
+        {
             let run_index = self.ensure_run(number, offset).summary.index;
-            self.open_block(&at, &text, run_index);
+            self.open_block(&at, &text, run_index, console);
         }
         // A custom action's result: the model keeps its output for the run's fallback culprit.
         if let Some((action, _)) = ca_line

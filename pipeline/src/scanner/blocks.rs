@@ -38,6 +38,14 @@ pub(super) struct OpenBlock {
     before: Vec<EvidenceLine>,
     /// The task named by `Ending processing X` on the line that ended the entry.
     ended_task: Option<String>,
+    /// setup.exe's console error: no timestamped line follows, so it ends with the line that
+    /// closes its quoted message (`...".`).
+    console: bool,
+}
+
+/// True when a console error's line closes its quoted message.
+fn closes_console_error(t: &str) -> bool {
+    t.trim_end().ends_with("\".")
 }
 
 /// Lines kept, bytes used, and what was left out.
@@ -106,8 +114,9 @@ impl Block {
 }
 
 impl FileScanner {
-    /// Opens an `[ERROR]` entry at `line` (a timestamped ExchangeSetup.log line with the tag).
-    pub(super) fn open_block(&mut self, line: &LineRef, text: &str, run_index: u32) {
+    /// Opens an `[ERROR]` entry at `line` (a timestamped ExchangeSetup.log line with the tag, a
+    /// readiness setting that threw, or setup.exe's console error when `console`).
+    pub(super) fn open_block(&mut self, line: &LineRef, text: &str, run_index: u32, console: bool) {
         self.finish_block();
         let mut body = BlockBody::default();
         body.push(line.number, crate::cut(text));
@@ -115,6 +124,7 @@ impl FileScanner {
         self.block = Some(OpenBlock {
             before,
             ended_task: None,
+            console,
             start_line: line.number,
             start_offset: line.offset,
             run_index,
@@ -122,6 +132,9 @@ impl FileScanner {
             next_line: line.number + 1,
             body,
         });
+        if console && closes_console_error(text) {
+            self.finish_block();
+        }
     }
 
     /// Gives the open entry the complete lines of `text[..upto]` it has not seen; a
@@ -144,11 +157,17 @@ impl FileScanner {
                 break;
             }
             // Empty lines count but are not shown (as SetupLogReviewer does).
+            let mut closes = false;
             if e > s {
                 let (t, _) = display_line(raw, fallback);
+                closes = b.console && closes_console_error(&t);
                 b.body.push(b.next_line, crate::cut(&t));
             }
             b.next_line += 1;
+            if closes {
+                ended = true;
+                break;
+            }
         }
         b.pos = upto;
         if ended {

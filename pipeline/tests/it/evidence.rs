@@ -87,11 +87,11 @@ fn a_multi_line_error_entry_is_carried_whole_with_its_fields() {
     assert_eq!(f.rule_id, "exchange.setup.failed.command-not-found");
     assert_eq!(f.line, 8, "the entry's first line");
     // Two lines of context, lines 8..=13 (the entry); 14 is the next [ERROR] (its own entry),
-    // 15 the error reference.
+    // 15 the error reference, 16 `Setup is stopping now`.
     let lines: Vec<u64> = f.evidence.iter().map(|e| e.line).collect();
     assert_eq!(
         lines,
-        vec![6, 7, 8, 9, 10, 11, 12, 13, 15],
+        vec![6, 7, 8, 9, 10, 11, 12, 13, 15, 16],
         "{:#?}",
         f.evidence
     );
@@ -200,13 +200,14 @@ fn a_long_entry_is_cut_at_64_lines_and_says_how_many_are_left_out() {
     let out = scan("ExchangeSetup.log", exchange_run(&entry).as_bytes());
     let f = primary(&out, 0);
     assert_eq!(f.rule_id, "exchange.setup.failed");
-    // Two lines of context, 64 lines of the entry (8..=71), the mark, and the error
-    // reference (line 110).
-    assert_eq!(f.evidence.len(), 68, "{:#?}", f.evidence);
+    // Two lines of context, 64 lines of the entry (8..=71), the mark, the error reference
+    // (line 110) and `Setup is stopping now` (111).
+    assert_eq!(f.evidence.len(), 69, "{:#?}", f.evidence);
     assert_eq!(f.evidence[65].line, 71);
     assert_eq!(f.evidence[66].text, "… (38 more lines)");
     assert_eq!(f.evidence[66].line, 72);
     assert_eq!(f.evidence[67].line, 110);
+    assert_eq!(f.evidence[68].line, 111);
     assert!(f.evidence.iter().all(|e| !e.text.contains("Step 99")));
     // The fields come from the lines kept: the task is the first statement.
     assert_eq!(f.fields["task"], "Write-ContosoStep -Step 0");
