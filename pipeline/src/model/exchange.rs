@@ -3,6 +3,10 @@
 //! complete.`. Readiness checks follow SetupLogReviewer's `Test-PrerequisiteCheck`
 //! (`exchange-setup-log.md` §5.1): they combine several `Evaluated [...]` values, so they run
 //! once the run ends, on the last value of each setting.
+//!
+//! setup.exe's console output (what admins paste: no timestamps) is read by the same model: a run
+//! starts at `Performing Microsoft Exchange Server Prerequisite Check`, its error is the
+//! `The following error was generated when ...` block, and it ends at the same outcome lines.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -4,8 +4,8 @@
 
 use crate::common::{catalog, scan, utf16le_bom};
 use patchwatch_pipeline::{
-    collect, scan_bytes, Catalog, CatalogBuilder, FileScanner, Finding, Outcome, ScanContext,
-    ScanOutput,
+    collect, scan_bytes, Catalog, CatalogBuilder, FileScanner, Finding, LogKind, Outcome,
+    ScanContext, ScanOutput,
 };
 use std::sync::Arc;
 
@@ -353,4 +353,29 @@ fn blocks_do_not_depend_on_how_the_file_is_read() {
     }
     same_whatever_the_reads("ExchangeSetup.log", exchange_run(&long).as_bytes());
     same_whatever_the_reads("MSI1234.LOG", &utf16le_bom(CA_LOG));
+}
+
+#[test]
+fn setup_console_output_is_a_run_with_its_readiness_errors() {
+    let console = "Performing Microsoft Exchange Server Prerequisite Check\n\
+\n\
+    Prerequisite Analysis                                                                             FAILED\n\
+\n\
+Error:\n\
+The Active Directory schema isn't up-to-date, and this user account isn't a member of the 'Schema Admins' and/or 'Enterprise Admins' groups.\n\
+For more information, visit: http://technet.microsoft.com/library(EXCHG.150)/ms.exch.setupreadiness.SchemaUpdateRequired.aspx\n\
+\n\
+The Exchange Server setup operation didn't complete. More details can be found in ExchangeSetup.log located in the <SystemDrive>:\\ExchangeSetupLogs folder.\n";
+    let out = scan("setup-output.txt", console.as_bytes());
+    assert_eq!(out.runs.len(), 1, "{:#?}", out.runs);
+    assert_eq!(out.runs[0].log_kind, LogKind::ExchangeSetup);
+    assert_eq!(out.runs[0].outcome, Outcome::Failed);
+    let f = primary(&out, 0);
+    assert_eq!(f.rule_id, "exchange.readiness.console-check-failed");
+    assert_eq!(f.fields["check"], "SchemaUpdateRequired");
+    assert!(
+        f.evidence.iter().any(|e| e.text.contains("Schema Admins")),
+        "{:#?}",
+        f.evidence
+    );
 }
