@@ -416,7 +416,11 @@ fn seed_japanese_rollup_caquietexec_execution_policy() {
             run: 0,
             outcome: Outcome::Failed,
             primary: "exchange.su.servicecontrol-execution-policy",
-            mention: &["CA_START_REMOVEDATA_SERVICES", "0x80070001", "ExecutionPolicy"],
+            mention: &[
+                "CA_START_REMOVEDATA_SERVICES",
+                "0x80070001",
+                "ExecutionPolicy",
+            ],
         },
     );
 }
