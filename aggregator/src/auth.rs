@@ -5,39 +5,48 @@
 
 use std::sync::Arc;
 
-use crate::config::{ConfigError, TokenConfig};
+use crate::config::{ConfigError, Scope, TokenConfig};
 
-/// Tokens and the identity each stands for. Cheap to clone.
+/// A token's value, the identity it stands for and its scopes.
+type Entry = (Vec<u8>, String, Vec<Scope>);
+
+/// Tokens, the identity each stands for and its scopes. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct TokenTable {
-    entries: Arc<Vec<(Vec<u8>, String)>>,
+    entries: Arc<Vec<Entry>>,
 }
 
 impl std::fmt::Debug for TokenTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.entries.iter().map(|(_, id)| id))
+            .entries(self.entries.iter().map(|(_, id, _)| id))
             .finish()
     }
 }
 
 impl TokenTable {
-    /// Reads every configured token. `field` is the configuration path, e.g. `grpc.tokens`.
+    /// Reads every configured token. `field` is the configuration path, e.g. `grpc.tokens`;
+    /// a token without `scopes` gets `default_scopes`.
     ///
     /// # Errors
     /// A token source that cannot be read, or the same token given twice.
-    pub fn from_config(field: &str, tokens: &[TokenConfig]) -> Result<Self, ConfigError> {
-        let mut entries: Vec<(Vec<u8>, String)> = Vec::with_capacity(tokens.len());
+    pub fn from_config(
+        field: &str,
+        tokens: &[TokenConfig],
+        default_scopes: &[Scope],
+    ) -> Result<Self, ConfigError> {
+        let mut entries: Vec<Entry> = Vec::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             let name = format!("{field}[{i}]");
             let value = t.resolve(&name)?.expose().as_bytes().to_vec();
-            if entries.iter().any(|(v, _)| *v == value) {
+            if entries.iter().any(|(v, _, _)| *v == value) {
                 return Err(ConfigError::invalid(
                     name,
                     "the same token is configured twice",
                 ));
             }
-            entries.push((value, t.id.clone()));
+            let scopes = t.scopes.clone().unwrap_or_else(|| default_scopes.to_vec());
+            entries.push((value, t.id.clone(), scopes));
         }
         Ok(Self {
             entries: Arc::new(entries),
@@ -52,10 +61,15 @@ impl TokenTable {
     /// The identity of a presented token. Compares against every entry in constant time per
     /// entry, so response time does not reveal how much of a token was right.
     pub fn lookup(&self, presented: &str) -> Option<&str> {
+        self.lookup_scoped(presented).map(|(id, _)| id)
+    }
+
+    /// The identity and scopes of a presented token (constant time as [`Self::lookup`]).
+    pub fn lookup_scoped(&self, presented: &str) -> Option<(&str, &[Scope])> {
         let mut found = None;
-        for (value, id) in self.entries.iter() {
+        for (value, id, scopes) in self.entries.iter() {
             if constant_time_eq(value, presented.as_bytes()) {
-                found = Some(id.as_str());
+                found = Some((id.as_str(), scopes.as_slice()));
             }
         }
         found
@@ -87,6 +101,7 @@ mod tests {
                 TokenConfig::new("a", patchwatch_config::Secret::inline("alpha")),
                 TokenConfig::new("b", patchwatch_config::Secret::inline("bravo")),
             ],
+            &[Scope::Ingest],
         )
         .unwrap()
     }
@@ -114,7 +129,7 @@ mod tests {
     #[test]
     fn duplicate_tokens_are_refused() {
         let dup = TokenConfig::new("x", patchwatch_config::Secret::inline("same"));
-        let err = TokenTable::from_config("grpc.tokens", &[dup.clone(), dup]).unwrap_err();
+        let err = TokenTable::from_config("grpc.tokens", &[dup.clone(), dup], &[]).unwrap_err();
         assert!(err.to_string().contains("grpc.tokens[1]"), "{err}");
     }
 }

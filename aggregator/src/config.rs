@@ -166,6 +166,24 @@ pub struct TokenConfig {
     /// until an admin releases it (`DELETE /api/v1/hosts/{host}/binding`).
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// What the token may do: `"read"` (dashboard and GET endpoints), `"write"` (create and
+    /// end windows and silences, release host bindings), `"ingest"` (stream batches; gRPC
+    /// tokens). Absent: what tokens could always do, `["read", "write"]` for HTTP tokens and
+    /// `["ingest"]` for gRPC tokens.
+    #[serde(default)]
+    pub scopes: Option<Vec<Scope>>,
+}
+
+/// One permission of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The dashboard, `/metrics` and every GET endpoint.
+    Read,
+    /// Windows, silences and host bindings.
+    Write,
+    /// The gRPC ingest stream.
+    Ingest,
 }
 
 impl TokenConfig {
@@ -175,6 +193,7 @@ impl TokenConfig {
             id: id.into(),
             token,
             hosts: Vec::new(),
+            scopes: None,
         }
     }
 }
@@ -397,6 +416,23 @@ impl Config {
                         format!("`{p}` is not a glob: {}", e.kind()),
                     )
                 })?;
+            }
+        }
+        for (field, tokens, allowed) in [
+            ("grpc.tokens", &g.tokens, &[Scope::Ingest][..]),
+            (
+                "http.tokens",
+                &self.http.tokens,
+                &[Scope::Read, Scope::Write][..],
+            ),
+        ] {
+            for (i, t) in tokens.iter().enumerate() {
+                if let Some(bad) = t.scopes.iter().flatten().find(|s| !allowed.contains(s)) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}[{i}].scopes"),
+                        format!("{bad:?} is not a scope of {field}; use {allowed:?}"),
+                    ));
+                }
             }
         }
         for (i, t) in self.http.tokens.iter().enumerate() {

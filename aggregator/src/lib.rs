@@ -166,8 +166,16 @@ pub async fn serve(
     let http_addr = http_listener
         .local_addr()
         .context("http listener address")?;
-    let grpc_tokens = auth::TokenTable::from_config("grpc.tokens", &config.grpc.tokens)?;
-    let http_tokens = auth::TokenTable::from_config("http.tokens", &config.http.tokens)?;
+    let grpc_tokens = auth::TokenTable::from_config(
+        "grpc.tokens",
+        &config.grpc.tokens,
+        &[config::Scope::Ingest],
+    )?;
+    let http_tokens = auth::TokenTable::from_config(
+        "http.tokens",
+        &config.http.tokens,
+        &[config::Scope::Read, config::Scope::Write],
+    )?;
     let grpc_tls = config.grpc.tls.as_ref().map(grpc_tls_config).transpose()?;
     let http_tls = config
         .http

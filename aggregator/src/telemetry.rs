@@ -94,6 +94,19 @@ pub(crate) fn describe() {
         "Requests refused for a missing or wrong credential, by listener"
     );
     describe_counter!(
+        "patchwatch_aggregator_rejected_items_total",
+        "Items rejected by policy (reason: host_not_owned, time_out_of_range); also counted in \
+         patchwatch_aggregator_items_rejected_total"
+    );
+    describe_counter!(
+        "patchwatch_aggregator_scope_refusals_total",
+        "Requests with a valid token whose scopes do not allow them, by listener"
+    );
+    describe_counter!(
+        "patchwatch_aggregator_cross_site_writes_refused_total",
+        "HTTP writes refused as cross-site (Origin, Sec-Fetch-Site, Host or Content-Type)"
+    );
+    describe_counter!(
         "patchwatch_aggregator_forward_retries_total",
         "Forwarding attempts retried, by destination"
     );

@@ -434,10 +434,18 @@ pub(crate) struct LoginForm {
     next: Option<String>,
 }
 
-/// Only same-site absolute paths may be redirect targets.
+/// Only same-origin absolute paths may be redirect targets: printable ASCII without spaces
+/// or backslashes (browsers drop tabs and newlines, and read `\\` as `/`, so `/\t/evil.example`
+/// would turn into `//evil.example`; a control character cannot go into `Location` at all).
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'\\') =>
+        {
+            n
+        }
         _ => "/",
     }
 }
@@ -526,6 +534,14 @@ mod tests {
         assert_eq!(safe_next(Some("/findings/x")), "/findings/x");
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/x")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/ /x")), "/");
+        assert_eq!(
+            safe_next(Some("/findings/a%20b?x=1")),
+            "/findings/a%20b?x=1"
+        );
         assert_eq!(safe_next(None), "/");
     }
 

@@ -18,11 +18,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{bearer, TokenTable};
+use crate::config::Scope;
 use crate::events::EventBus;
 use crate::store::Store;
 
 mod api;
 mod dashboard;
+mod guard;
 mod silences;
 pub mod tls;
 mod windows;
@@ -84,6 +86,11 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::same_origin_writes,
+        ))
+        .layer(axum::middleware::from_fn(guard::security_headers))
         .with_state(state)
 }
 
@@ -116,8 +123,26 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     if state.tokens.is_empty() || is_public(req.uri().path()) {
         return next.run(req).await;
     }
-    if presented_token(&req).is_some_and(|t| state.tokens.lookup(&t).is_some()) {
-        return next.run(req).await;
+    let presented = presented_token(&req);
+    if let Some((id, scopes)) = presented
+        .as_deref()
+        .and_then(|t| state.tokens.lookup_scoped(t))
+    {
+        let write = !matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+        );
+        let need = if write { Scope::Write } else { Scope::Read };
+        if scopes.contains(&need) {
+            return next.run(req).await;
+        }
+        metrics::counter!("patchwatch_aggregator_scope_refusals_total", "listener" => "http")
+            .increment(1);
+        let what = if write { "write" } else { "read" };
+        return api::error(
+            StatusCode::FORBIDDEN,
+            format!("token `{id}` may not {what}: its scopes lack \"{what}\""),
+        );
     }
     metrics::counter!("patchwatch_aggregator_auth_failures_total", "listener" => "http")
         .increment(1);

@@ -140,7 +140,12 @@ pub(super) fn span(
         }
         (Some(s), None) => OffsetDateTime::parse(s.trim(), &Rfc3339)
             .map_err(|e| bad("ends_at", format!("{s:?} is not RFC 3339: {e}")))?,
-        (None, Some(d)) => starts_at + parse_duration(d).map_err(|e| bad("duration", e))?,
+        (None, Some(d)) => {
+            let d = parse_duration(d).map_err(|e| bad("duration", e))?;
+            starts_at
+                .checked_add(d)
+                .ok_or_else(|| bad("duration", "ends beyond the representable time"))?
+        }
     };
     if ends_at <= starts_at {
         return Err(bad("ends_at", "must be after starts_at"));
@@ -148,47 +153,31 @@ pub(super) fn span(
     if ends_at <= now {
         return Err(bad("ends_at", "is in the past"));
     }
+    if ends_at - starts_at > MAX_SPAN {
+        return Err(bad("ends_at", "is more than 366d after starts_at"));
+    }
     Ok((starts_at, ends_at))
 }
 
-/// Parses `2h`, `90m`, `1h30m`, `45s`, `1d`, `1w`.
+/// Longest window or silence: a year and a day. Longer ones are mistakes (or attacks that
+/// mute every alert for good); a standing exception belongs in the configuration file.
+pub(crate) const MAX_SPAN: time::Duration = time::Duration::days(366);
+
+/// Parses a duration in the config vocabulary (`2h`, `90m`, `1h30m`, `45s`, `1d`, `1w`),
+/// longer than zero and at most [`MAX_SPAN`].
 pub(crate) fn parse_duration(s: &str) -> Result<time::Duration, String> {
     let text = s.trim();
-    let mut total = time::Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
+    if text.is_empty() {
         return Err("empty duration; e.g. 2h, 90m, 1h30m".into());
     }
-    while !rest.is_empty() {
-        let digits = rest.chars().take_while(char::is_ascii_digit).count();
-        let unit_len = rest[digits..]
-            .chars()
-            .take_while(char::is_ascii_alphabetic)
-            .count();
-        if digits == 0 || unit_len == 0 {
-            return Err(format!("{text:?} is not a duration; e.g. 2h, 90m, 1h30m"));
-        }
-        let n: i64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?}: number too large"))?;
-        let unit = match &rest[digits..digits + unit_len] {
-            "s" => time::Duration::SECOND,
-            "m" => time::Duration::MINUTE,
-            "h" => time::Duration::HOUR,
-            "d" => time::Duration::DAY,
-            "w" => time::Duration::WEEK,
-            u => return Err(format!("{text:?}: unknown unit {u:?}; use s, m, h, d or w")),
-        };
-        total = unit
-            .checked_mul(i32::try_from(n).map_err(|_| format!("{text:?}: number too large"))?)
-            .and_then(|d| total.checked_add(d))
-            .ok_or_else(|| format!("{text:?}: too long"))?;
-        rest = &rest[digits + unit_len..];
-    }
-    if total.is_zero() {
+    let d = patchwatch_config::Duration::parse(text)?.get();
+    if d.is_zero() {
         return Err(format!("{text:?}: must be longer than zero"));
     }
-    Ok(total)
+    match time::Duration::try_from(d) {
+        Ok(d) if d <= MAX_SPAN => Ok(d),
+        _ => Err(format!("{text:?} is too long; at most 366d")),
+    }
 }
 
 #[cfg(test)]
@@ -200,7 +189,19 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(time::Duration::hours(2)));
         assert_eq!(parse_duration("1h30m"), Ok(time::Duration::minutes(90)));
         assert_eq!(parse_duration(" 1d "), Ok(time::Duration::days(1)));
-        for bad in ["", "2", "h", "2x", "0m", "-1h", "1.5h"] {
+        assert_eq!(parse_duration("1w"), Ok(time::Duration::weeks(1)));
+        assert_eq!(parse_duration("1.5h"), Ok(time::Duration::minutes(90)));
+        for bad in [
+            "",
+            "2",
+            "h",
+            "2x",
+            "0m",
+            "-1h",
+            "2147483647w",
+            "367d",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -62,9 +62,12 @@ impl Interceptor for GrpcAuth {
         let Some(token) = value.to_str().ok().and_then(bearer) else {
             return Err(refused(status::malformed_token()));
         };
-        let Some(id) = self.tokens.lookup(token) else {
+        let Some((id, scopes)) = self.tokens.lookup_scoped(token) else {
             return Err(refused(status::invalid_token()));
         };
+        if !scopes.contains(&crate::config::Scope::Ingest) {
+            return Err(refused(status::missing_scope(id)));
+        }
         let caller = Caller {
             collector_id: Some(id.to_owned()),
             from_certificate: false,

@@ -31,6 +31,13 @@ pub fn invalid_token() -> Status {
     Status::unauthenticated("invalid bearer token")
 }
 
+/// The token has no `ingest` scope.
+pub fn missing_scope(id: &str) -> Status {
+    Status::permission_denied(format!(
+        "token {id:?} may not stream batches: its scopes lack \"ingest\""
+    ))
+}
+
 /// A batch claims another collector's identity.
 pub fn collector_mismatch(claimed: &str, token_for: &str) -> Status {
     Status::permission_denied(format!(

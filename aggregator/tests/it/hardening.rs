@@ -342,6 +342,207 @@ async fn timestamps_beyond_the_window_are_rejected(backend: Backend) {
     agg.wait().await.unwrap();
 }
 
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn silence_body(duration: &str) -> String {
+    serde_json::json!({"comment": "c", "created_by": "me", "hosts": "*", "duration": duration})
+        .to_string()
+}
+
+async fn silences_stored(http: std::net::SocketAddr) -> usize {
+    get_json(http, "/api/v1/silences").await["items"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_writes_are_refused() {
+    let (config, _dir) = config(Backend::Sqlite).await.expect("sqlite");
+    let (agg, shutdown) = start(config).await;
+    let base = format!("http://{}", agg.http_addr());
+    let http = no_redirects();
+    let refused = [
+        // A form-like simple request from another page: no preflight, text/plain.
+        (
+            "text/plain",
+            Some("http://evil.example"),
+            None,
+            "/api/v1/silences",
+            403,
+        ),
+        (
+            "application/json",
+            Some("http://evil.example"),
+            None,
+            "/api/v1/silences",
+            403,
+        ),
+        (
+            "application/json",
+            None,
+            Some("cross-site"),
+            "/api/v1/windows",
+            403,
+        ),
+        ("text/plain", None, None, "/api/v1/windows", 415),
+    ];
+    for (ct, origin, site, path, want) in refused {
+        let mut req = http
+            .post(format!("{base}{path}"))
+            .header("content-type", ct)
+            .body(silence_body("4w"));
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if let Some(s) = site {
+            req = req.header("sec-fetch-site", s);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "{ct} {origin:?} {site:?} {path}");
+    }
+    // DNS rebinding: the right origin for the wrong name.
+    let r = http
+        .post(format!("{base}/api/v1/silences"))
+        .header("host", "evil.example")
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/json")
+        .body(silence_body("4w"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(silences_stored(agg.http_addr()).await, 0);
+
+    // The dashboard's own origin with JSON is accepted.
+    let r = http
+        .post(format!("{base}/api/v1/silences"))
+        .header("origin", base.as_str())
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/json; charset=utf-8")
+        .body(silence_body("1h"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert_eq!(silences_stored(agg.http_addr()).await, 1);
+
+    // Security headers on pages and API answers alike.
+    for path in ["/", "/api/v1/hosts", "/nope"] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["referrer-policy"], "same-origin");
+    }
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_durations_are_refused_not_a_crash() {
+    let (config, _dir) = config(Backend::Sqlite).await.expect("sqlite");
+    let (agg, shutdown) = start(config).await;
+    let base = format!("http://{}", agg.http_addr());
+    for (path, body) in [
+        ("/api/v1/silences", silence_body("2147483647w")),
+        (
+            "/api/v1/windows",
+            serde_json::json!({"name": "x", "hosts": "*", "duration": "2147483647w"}).to_string(),
+        ),
+        ("/api/v1/silences", silence_body("400d")),
+    ] {
+        let r = no_redirects()
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("an answer, not a dropped connection");
+        assert_eq!(r.status(), 400, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["error"].as_str().unwrap_or("").starts_with("duration:"),
+            "{v}"
+        );
+    }
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_redirects_stay_on_site_and_scopes_hold() {
+    let (mut config, _dir) = config(Backend::Sqlite).await.expect("sqlite");
+    let mut reader = TokenConfig::new("viewer", patchwatch_config::Secret::inline("read-only"));
+    reader.scopes = Some(vec![patchwatch_aggregator::config::Scope::Read]);
+    config.http.tokens = vec![
+        reader,
+        TokenConfig::new("ops", patchwatch_config::Secret::inline("read-write")),
+    ];
+    let (agg, shutdown) = start(config).await;
+    let base = format!("http://{}", agg.http_addr());
+    let http = no_redirects();
+    for next in [
+        "/\t/evil.example",
+        "/\n/x",
+        "/\\evil.example",
+        "//evil.example",
+    ] {
+        let r = http
+            .post(format!("{base}/login"))
+            .form(&[("token", "read-only"), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{next:?}");
+        assert_eq!(r.headers()["location"], "/", "{next:?}");
+    }
+    // Percent-encoded in the query, as in the report.
+    let r = http
+        .get(format!("{base}/login?next=/%09/evil.example"))
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(!page.contains("evil.example"), "{page}");
+
+    // A read-only token reads but does not write; the default (no scopes) still writes.
+    let get = |t: &'static str| {
+        http.get(format!("{base}/api/v1/silences"))
+            .bearer_auth(t)
+            .send()
+    };
+    assert_eq!(get("read-only").await.unwrap().status(), 200);
+    let post = |t: &'static str| {
+        http.post(format!("{base}/api/v1/silences"))
+            .bearer_auth(t)
+            .header("content-type", "application/json")
+            .body(silence_body("1h"))
+            .send()
+    };
+    let r = post("read-only").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("write"));
+    let r = http
+        .delete(format!("{base}/api/v1/hosts/EX01/binding"))
+        .bearer_auth("read-only")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(post("read-write").await.unwrap().status(), 201);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
 backend_tests! {
     a_collector_writes_only_its_hosts => a_collector_writes_only_its_hosts;
     configured_host_globs_bind_tokens => configured_host_globs_bind_tokens;
