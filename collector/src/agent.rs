@@ -154,6 +154,9 @@ struct Matcher {
     health: Health,
     /// When replay points were last matched against the spool's acknowledgements.
     last_replay_sync: Instant,
+    /// Where `/status` reads each file's encoding and run, and when they were last published.
+    board: crate::status::StatusBoard,
+    last_publish: Instant,
 }
 
 struct FileState {
@@ -246,7 +249,9 @@ impl Agent {
         let siem = direct_sinks(cfg, &spool, rt)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded::<TailEvent>(64);
-        let reader = TailReader::new(discovery, Arc::clone(&store), cfg.tail_options());
+        let board = crate::status::StatusBoard::new();
+        let reader = TailReader::new(discovery, Arc::clone(&store), cfg.tail_options())
+            .with_status(board.clone());
         let reader = supervised("tail-reader", &stop, &health, move |stop| {
             reader.run(tx, stop);
         })
@@ -273,6 +278,8 @@ impl Agent {
             last_release: None,
             health: health.clone(),
             last_replay_sync: Instant::now(),
+            board: board.clone(),
+            last_publish: Instant::now(),
         };
         let matcher = supervised("matcher", &stop, &health, move |_| matcher.run(rx))
             .map_err(|e| StartError::Thread("matcher", e))?;
@@ -293,7 +300,7 @@ impl Agent {
             cancel,
             delivery,
             siem,
-            health: AgentHealth::new(health, spool.clone(), spool_consumers(cfg)),
+            health: AgentHealth::new(health, spool.clone(), spool_consumers(cfg)).with_board(board),
             spool,
             host,
         })
@@ -652,7 +659,31 @@ impl Matcher {
             }
         }
         self.release_memory_when_idle();
+        self.publish();
         true
+    }
+
+    /// Publishes each file's encoding and open run for `/status`, at most once per
+    /// [`PUBLISH_EVERY`](crate::status::PUBLISH_EVERY).
+    fn publish(&mut self) {
+        if self.last_publish.elapsed() < crate::status::PUBLISH_EVERY {
+            return;
+        }
+        self.last_publish = Instant::now();
+        for st in self.files.values() {
+            let encoding = st.scanner.encoding().map(|d| match d.encoding {
+                patchwatch_pipeline::decode::SourceEncoding::Utf8 => "utf8".to_owned(),
+                patchwatch_pipeline::decode::SourceEncoding::Utf16Le => "utf16le".to_owned(),
+                patchwatch_pipeline::decode::SourceEncoding::Utf16Be => "utf16be".to_owned(),
+            });
+            let run = st.scanner.open_run().map(|r| crate::status::RunStatus {
+                run_id: r.run_id.clone(),
+                outcome: r.outcome.as_str().to_owned(),
+                phase: r.phase.clone(),
+            });
+            self.board
+                .scanned(&st.path.display().to_string(), encoding, run);
+        }
     }
 
     /// Drops the replay points of `key` whose records every consumer acknowledged, and saves

@@ -1,6 +1,7 @@
-//! The agent's own HTTP endpoint on `metrics_listen`: `/metrics` (Prometheus text) and
+//! The agent's own HTTP endpoint on `metrics_listen`: `/metrics` (Prometheus text),
 //! `/healthz` (the agent's [`HealthReport`](crate::health::HealthReport) as JSON: 200 when
-//! every part is ok, 503 with the reasons otherwise).
+//! every part is ok, 503 with the reasons otherwise) and `/status` (an
+//! [`AgentStatus`](crate::status::AgentStatus) as JSON).
 //!
 //! A deliberately small HTTP/1.1 responder: one request per connection, GET only, a request
 //! head of at most 8 KiB. Scrapers and probes need nothing more, and the agent-only build
@@ -12,7 +13,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use std::collections::BTreeMap;
+
 use crate::health::AgentHealth;
+use crate::spool::DEFAULT_CONSUMER;
+use crate::status::{AgentStatus, AggregatorStatus, ConsumerStatus, SpoolStatus};
 
 /// Largest request head read; anything longer is refused.
 const MAX_HEAD: usize = 8 * 1024;
@@ -67,6 +72,46 @@ pub async fn serve(
     }
 }
 
+/// The `/status` document of a running agent.
+fn status_of(h: &AgentHealth) -> AgentStatus {
+    let report = h.report();
+    let state = |consumer: &str| {
+        report
+            .reason(&format!("delivery:{consumer}"))
+            .map_or_else(|| "ok".to_owned(), str::to_owned)
+    };
+    let pending: BTreeMap<String, u64> = h.pending().into_iter().collect();
+    let aggregator = pending.get(DEFAULT_CONSUMER).map(|&n| AggregatorStatus {
+        connected: crate::telemetry::is_connected(),
+        last_ack_age_seconds: crate::telemetry::last_ack_age(),
+        pending_records: n,
+        state: state(DEFAULT_CONSUMER),
+    });
+    let sinks = pending
+        .iter()
+        .filter_map(|(c, &n)| {
+            let name = c.strip_prefix("sink:")?;
+            Some(ConsumerStatus {
+                name: name.to_owned(),
+                pending_records: n,
+                state: state(c),
+            })
+        })
+        .collect();
+    let (bytes, max_bytes) = h.spool_bytes();
+    AgentStatus {
+        health: report.status(),
+        files: h.board().files(),
+        spool: SpoolStatus {
+            bytes,
+            max_bytes,
+            pending_records: pending,
+        },
+        aggregator,
+        sinks,
+    }
+}
+
 async fn answer(
     mut stream: tokio::net::TcpStream,
     metrics: Option<PrometheusHandle>,
@@ -118,10 +163,18 @@ async fn answer(
                 r#"{"status":"starting","problems":{}}"#.into(),
             ),
         },
+        (b"GET", b"/status") => match &health {
+            Some(h) => ("200 OK", "application/json", status_of(h).to_json()),
+            None => (
+                "503 Service Unavailable",
+                "application/json",
+                r#"{"health":"starting"}"#.into(),
+            ),
+        },
         (b"GET", _) => (
             "404 Not Found",
             "text/plain",
-            "try /metrics or /healthz\n".into(),
+            "try /metrics, /healthz or /status\n".into(),
         ),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };

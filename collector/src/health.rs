@@ -129,6 +129,8 @@ pub struct AgentHealth {
     /// Per consumer: its position when last seen moving, and when.
     progress: Arc<Mutex<BTreeMap<String, (u64, Instant)>>>,
     stall_after: Duration,
+    /// What the reader and the matcher publish for `/status`.
+    board: crate::status::StatusBoard,
 }
 
 impl AgentHealth {
@@ -141,7 +143,24 @@ impl AgentHealth {
             consumers,
             progress: Arc::default(),
             stall_after: DELIVERY_STALL,
+            board: crate::status::StatusBoard::new(),
         }
+    }
+
+    /// The same health, showing `board` on `/status`.
+    pub fn with_board(mut self, board: crate::status::StatusBoard) -> Self {
+        self.board = board;
+        self
+    }
+
+    /// The files the reader and the matcher published.
+    pub fn board(&self) -> &crate::status::StatusBoard {
+        &self.board
+    }
+
+    /// Spool bytes on disk and its limit.
+    pub fn spool_bytes(&self) -> (u64, u64) {
+        (self.spool.used_bytes(), self.spool.max_bytes())
     }
 
     /// The parts reported by the agent's threads.

@@ -13,6 +13,7 @@ pub mod health;
 pub mod memory;
 pub mod siem;
 pub mod spool;
+pub mod status;
 pub mod tail;
 pub mod telemetry;
 

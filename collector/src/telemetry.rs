@@ -94,6 +94,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 static BUILD: OnceLock<(String, String)> = OnceLock::new();
 /// Unix time in milliseconds of the last ack; 0: none yet.
 static LAST_ACK_MS: AtomicU64 = AtomicU64::new(0);
+/// A stream to the aggregator is open.
+static CONNECTED_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Records the version and commit of the running binary for [`BUILD_INFO`]; call before the
 /// recorder is installed (the first call wins).
@@ -235,6 +237,7 @@ pub fn set_gauge(name: &'static str, value: f64) {
 
 /// Marks the stream to the aggregator as open or closed.
 pub fn connected(open: bool) {
+    CONNECTED_NOW.store(open, Ordering::Relaxed);
     gauge!(CONNECTED).set(if open { 1.0 } else { 0.0 });
 }
 
@@ -246,14 +249,26 @@ pub fn acked() {
     LAST_ACK_MS.store(now.max(1), Ordering::Relaxed);
 }
 
-/// Sets the gauges computed when scraped: last-ack age and records pending per consumer.
-pub fn refresh(pending: &[(String, u64)]) {
+/// True while a stream to the aggregator is open.
+pub fn is_connected() -> bool {
+    CONNECTED_NOW.load(Ordering::Relaxed)
+}
+
+/// Seconds since the aggregator last acknowledged a batch; `None` before the first.
+pub fn last_ack_age() -> Option<f64> {
     let last = LAST_ACK_MS.load(Ordering::Relaxed);
-    if last > 0 {
+    (last > 0).then(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        gauge!(LAST_ACK_AGE).set(now.saturating_sub(last) as f64 / 1000.0);
+        now.saturating_sub(last) as f64 / 1000.0
+    })
+}
+
+/// Sets the gauges computed when scraped: last-ack age and records pending per consumer.
+pub fn refresh(pending: &[(String, u64)]) {
+    if let Some(age) = last_ack_age() {
+        gauge!(LAST_ACK_AGE).set(age);
     }
     for (consumer, n) in pending {
         gauge!(SPOOL_PENDING, "consumer" => consumer.clone()).set(*n as f64);

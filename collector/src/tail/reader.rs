@@ -33,6 +33,8 @@ pub struct TailReader {
     tailers: HashMap<FileId, Tailer>,
     last_full: Option<Instant>,
     force_full: bool,
+    /// Where `/status` reads the tracked files, and when they were last published there.
+    board: Option<(crate::status::StatusBoard, Option<Instant>)>,
 }
 
 impl TailReader {
@@ -47,7 +49,40 @@ impl TailReader {
             tailers: HashMap::new(),
             last_full: None,
             force_full: true,
+            board: None,
         }
+    }
+
+    /// Publishes the tracked files to `board` (at most once per
+    /// [`PUBLISH_EVERY`](crate::status::PUBLISH_EVERY)).
+    pub fn with_status(mut self, board: crate::status::StatusBoard) -> Self {
+        self.board = Some((board, None));
+        self
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let Some((board, last)) = &mut self.board else {
+            return;
+        };
+        if last.is_some_and(|t| now.duration_since(t) < crate::status::PUBLISH_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        let files = self
+            .tailers
+            .values()
+            .map(|t| {
+                let (offset, size) = t.progress();
+                crate::status::TailedFile {
+                    path: t.path.display().to_string(),
+                    offset,
+                    size,
+                    open: t.is_open(),
+                    unreadable: t.unreadable.as_ref().map(|u| u.kind.to_string()),
+                }
+            })
+            .collect();
+        board.tailed(files);
     }
 
     /// Number of files currently tracked.
@@ -146,6 +181,7 @@ impl TailReader {
             self.tailers.values().filter(|t| t.is_open()).count() as f64,
         );
         telemetry::set_gauge(telemetry::TRACKED_FILES, self.tailers.len() as f64);
+        self.publish(now);
         more
     }
 

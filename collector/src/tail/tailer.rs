@@ -84,6 +84,11 @@ impl Tailer {
         self.file.is_some()
     }
 
+    /// Bytes read so far and the size last seen.
+    pub(crate) fn progress(&self) -> (u64, u64) {
+        (self.pos, self.last_size)
+    }
+
     /// Closes the handle (the state is kept; the next poll reopens by path).
     pub(crate) fn close(&mut self) {
         self.file = None;

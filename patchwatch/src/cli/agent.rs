@@ -14,7 +14,11 @@ use patchwatch_collector::discovery::Discovery;
 
 /// Options of `agent`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
+    /// `status`: ask a running agent what it is doing. Without one: run the agent.
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -26,8 +30,43 @@ pub struct AgentArgs {
     pub rule_files: Vec<PathBuf>,
 }
 
+/// Subcommands of `agent`.
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentCommand {
+    /// Show what a running agent is doing (its `/status` on `metrics_listen`): files with
+    /// offset, size, lag, encoding, handle and current run; spool per consumer; aggregator
+    /// connection and last ack; direct sinks.
+    Status(StatusArgs),
+}
+
+/// Options of `agent status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The agent's `metrics_listen` address (`host:port`).
+    #[arg(long, value_name = "ADDR", required_unless_present = "config")]
+    pub listen: Option<String>,
+    /// Read `metrics_listen` from this agent configuration instead.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+}
+
+/// How `agent status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// A readable summary.
+    Text,
+    /// The `/status` JSON document as the agent serves it.
+    Json,
+}
+
 /// Runs `agent`.
 pub fn run(args: AgentArgs) -> Result<i32> {
+    if let Some(AgentCommand::Status(s)) = &args.command {
+        return super::agent_status::run(s);
+    }
     if args.check {
         return check(&args);
     }

@@ -1,6 +1,7 @@
 //! The `patchwatch` command line: one module per subcommand.
 
 pub mod agent;
+mod agent_status;
 #[cfg(feature = "aggregator")]
 pub mod aggregator;
 mod api;

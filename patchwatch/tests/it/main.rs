@@ -11,5 +11,6 @@ mod e2e_files;
 mod e2e_sinks_crash;
 mod e2e_stall;
 mod metrics;
+mod status;
 mod window_cli;
 mod wine;

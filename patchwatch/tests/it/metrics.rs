@@ -174,7 +174,7 @@ fn conventions(families: &BTreeMap<String, Family>) -> Vec<String> {
 }
 
 /// `GET path` on `addr` with a plain HTTP/1.1 request; the body of a 200 answer.
-fn get(addr: SocketAddr, path: &str) -> Option<String> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -270,31 +270,42 @@ fn check_scrape(who: &str, text: &str) -> BTreeMap<String, Family> {
     families
 }
 
-#[test]
-fn agent_and_aggregator_metrics_follow_the_conventions() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A running aggregator and agent (the real binary) delivering to it: the aggregator's HTTP
+/// address, the agent's `metrics_listen`, the watched folder and the two processes' logs.
+pub(crate) struct Pair {
+    _aggregator: Killed,
+    _agent: Killed,
+    pub agg_addr: SocketAddr,
+    pub agent_addr: SocketAddr,
+    pub logs: std::path::PathBuf,
+    pub agg_log: std::path::PathBuf,
+    pub agent_log: std::path::PathBuf,
+}
+
+/// Starts a [`Pair`] under `tmp`.
+pub(crate) fn start_pair(tmp: &Path) -> Pair {
     let (grpc, http, agent_port) = (free_port(), free_port(), free_port());
-    let agg_config = tmp.path().join("aggregator.toml");
+    let agg_config = tmp.join("aggregator.toml");
     std::fs::write(
         &agg_config,
         format!(
             "data_dir = {data:?}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n\
              [http]\nlisten = \"127.0.0.1:{http}\"\n",
-            data = tmp.path().join("agg").display().to_string(),
+            data = tmp.join("agg").display().to_string(),
         ),
     )
     .unwrap();
-    let agg_log = tmp.path().join("aggregator.log");
-    let _aggregator = spawn(&["aggregator"], &agg_config, &agg_log);
+    let agg_log = tmp.join("aggregator.log");
+    let aggregator = spawn(&["aggregator"], &agg_config, &agg_log);
 
-    let logs = common::watched_dir(tmp.path(), "logs");
+    let logs = common::watched_dir(tmp, "logs");
     let cfg = common::agent_config(
         &[&logs],
-        &tmp.path().join("agent"),
+        &tmp.join("agent"),
         &format!("http://127.0.0.1:{grpc}"),
         "metrics-host",
     );
-    let agent_config = tmp.path().join("agent.toml");
+    let agent_config = tmp.join("agent.toml");
     std::fs::write(
         &agent_config,
         format!(
@@ -303,15 +314,30 @@ fn agent_and_aggregator_metrics_follow_the_conventions() {
         ),
     )
     .unwrap();
-    let agent_log = tmp.path().join("agent.log");
-    let _agent = spawn(&["agent"], &agent_config, &agent_log);
+    let agent_log = tmp.join("agent.log");
+    let agent = spawn(&["agent"], &agent_config, &agent_log);
+    Pair {
+        _aggregator: aggregator,
+        _agent: agent,
+        agg_addr: format!("127.0.0.1:{http}").parse().unwrap(),
+        agent_addr: format!("127.0.0.1:{agent_port}").parse().unwrap(),
+        logs,
+        agg_log,
+        agent_log,
+    }
+}
+
+#[test]
+fn agent_and_aggregator_metrics_follow_the_conventions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = start_pair(tmp.path());
+    let (logs, agg_log) = (&pair.logs, &pair.agg_log);
     common::append(
         &logs.join("ExchangeSetup.log"),
         &common::exchange_sample(common::SAMPLES[0]),
     );
 
-    let agent_addr: SocketAddr = format!("127.0.0.1:{agent_port}").parse().unwrap();
-    let agg_addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let (agent_addr, agg_addr) = (pair.agent_addr, pair.agg_addr);
     // Delivered and acknowledged: the delivery metrics exist on both sides.
     let agent_text = eventually_blocking(Duration::from_secs(30), "an ack on the agent", || {
         let text = get(agent_addr, "/metrics")?;
@@ -356,7 +382,7 @@ fn agent_and_aggregator_metrics_follow_the_conventions() {
             aggregator.get(histogram).and_then(|f| f.kind.as_deref()),
             Some("histogram"),
             "{histogram}\n{agg_text}\n{}",
-            common::log_tail(&agg_log)
+            common::log_tail(agg_log)
         );
     }
 }
