@@ -19,10 +19,28 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// fails for good (then the agent is shut down and the error returned, so that the process
 /// exits and a service manager restarts it). With `metrics_listen`, serves `/metrics` and
 /// `/healthz` there.
+// The Windows service runs without reloads; console mode calls `run_reloading`.
+#[cfg_attr(not(windows), allow(dead_code))]
 pub fn run_until(
     config: &AgentConfig,
     catalog: Arc<Catalog>,
     stop: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    run_reloading(config, catalog, stop, None)
+}
+
+/// Reads the configuration and rules again, for a reload: an error refuses the reload.
+pub type Reload = Box<dyn Fn() -> Result<(AgentConfig, Arc<Catalog>)> + Send>;
+
+/// [`run_until`], and with `reload` on SIGHUP (Unix): the configuration and rules are read
+/// again; a bad one is refused with a log line and the running agent goes on untouched; a
+/// good one replaces the agent (drained and checkpointed first, so nothing is lost or read
+/// twice). `metrics_listen` keeps its first address until the process restarts.
+pub fn run_reloading(
+    config: &AgentConfig,
+    catalog: Arc<Catalog>,
+    stop: impl Future<Output = ()> + Send,
+    reload: Option<Reload>,
 ) -> Result<()> {
     let rt = patchwatch_collector::agent::runtime()?;
     rt.block_on(async move {
@@ -41,12 +59,50 @@ pub fn run_until(
                 endpoint.clone(),
             ));
         }
-        let agent = Agent::start(config, catalog, &tokio::runtime::Handle::current())?;
+        let rt = tokio::runtime::Handle::current();
+        let mut agent = Agent::start(config, Arc::clone(&catalog), &rt)?;
         health_tx.send_replace(Some(agent.health()));
         tracing::info!(message = "Agent started.", host = %agent.host().hostname);
-        let failure = tokio::select! {
-            () = stop => None,
-            reason = agent.failed() => Some(reason),
+        let mut current = (config.clone(), catalog);
+        let mut hangup = hangups(reload.is_some());
+        tokio::pin!(stop);
+        let failure = loop {
+            tokio::select! {
+                () = &mut stop => break None,
+                reason = agent.failed() => break Some(reason),
+                () = next_hangup(&mut hangup) => {}
+            }
+            let Some(reload) = &reload else { continue };
+            let (config, catalog) = match reload() {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::error!(
+                        message = "Reload refused; the running configuration stays.",
+                        error = format!("{error:#}")
+                    );
+                    continue;
+                }
+            };
+            if config.metrics_listen != current.0.metrics_listen {
+                tracing::warn!(message = "metrics_listen changes only when the agent restarts.");
+            }
+            tracing::info!(message = "Reloading: draining and checkpointing the running agent.");
+            agent.shutdown(DRAIN).await;
+            agent = match Agent::start(&config, Arc::clone(&catalog), &rt) {
+                Ok(a) => {
+                    tracing::info!(message = "Configuration and rules reloaded.");
+                    current = (config, catalog);
+                    a
+                }
+                Err(error) => {
+                    tracing::error!(
+                        message = "The new configuration does not start; going back to the running one.",
+                        %error
+                    );
+                    Agent::start(&current.0, Arc::clone(&current.1), &rt)?
+                }
+            };
+            health_tx.send_replace(Some(agent.health()));
         };
         tracing::info!(message = "Shutting down: draining and checkpointing.");
         agent.shutdown(DRAIN).await;
@@ -56,6 +112,42 @@ pub fn run_until(
             None => Ok(()),
         }
     })
+}
+
+/// SIGHUP as a stream, when reloads are wanted and the platform has it.
+#[cfg(unix)]
+fn hangups(wanted: bool) -> Option<tokio::signal::unix::Signal> {
+    if !wanted {
+        return None;
+    }
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(
+            |error| tracing::warn!(message = "No SIGHUP handler; reload needs a restart.", %error),
+        )
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn hangups(_wanted: bool) -> Option<()> {
+    None
+}
+
+/// The next SIGHUP; never, without a handler.
+#[cfg(unix)]
+async fn next_hangup(h: &mut Option<tokio::signal::unix::Signal>) {
+    match h {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_h: &mut Option<()>) {
+    std::future::pending::<()>().await
 }
 
 /// A future that completes on Ctrl-C or SIGTERM.

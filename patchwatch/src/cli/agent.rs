@@ -89,7 +89,21 @@ pub fn run(args: AgentArgs) -> Result<i32> {
             return Ok(code);
         }
     }
-    crate::agent_loop::run_until(&config, catalog, crate::agent_loop::shutdown_signal())?;
+    let (path, rules) = (args.config.clone(), args.rule_files.clone());
+    let reload: crate::agent_loop::Reload = Box::new(move || {
+        let config = match &path {
+            Some(p) => AgentConfig::load(p)?,
+            None => AgentConfig::default_for_platform(),
+        };
+        config.validate()?;
+        Ok((config, Arc::new(super::load_catalog(true, &rules)?)))
+    });
+    crate::agent_loop::run_reloading(
+        &config,
+        catalog,
+        crate::agent_loop::shutdown_signal(),
+        Some(reload),
+    )?;
     Ok(0)
 }
 

@@ -11,6 +11,7 @@ mod e2e_files;
 mod e2e_sinks_crash;
 mod e2e_stall;
 mod metrics;
+mod reload;
 mod status;
 mod window_cli;
 mod wine;

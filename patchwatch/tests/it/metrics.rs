@@ -238,6 +238,7 @@ fn spawn(args: &[&str], config: &Path, log: &Path) -> Killed {
             .args(args)
             .arg("--config")
             .arg(config)
+            .env("PATCHWATCH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
@@ -280,6 +281,14 @@ pub(crate) struct Pair {
     pub logs: std::path::PathBuf,
     pub agg_log: std::path::PathBuf,
     pub agent_log: std::path::PathBuf,
+    pub agent_config: std::path::PathBuf,
+}
+
+impl Pair {
+    /// The agent's process id.
+    pub fn agent_pid(&self) -> u32 {
+        self._agent.0.id()
+    }
 }
 
 /// Starts a [`Pair`] under `tmp`.
@@ -324,6 +333,7 @@ pub(crate) fn start_pair(tmp: &Path) -> Pair {
         logs,
         agg_log,
         agent_log,
+        agent_config,
     }
 }
 
