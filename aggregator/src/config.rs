@@ -93,6 +93,12 @@ pub struct GrpcConfig {
     pub max_inflight_batches: usize,
     /// Collector streams open at once; a further stream is refused with `RESOURCE_EXHAUSTED`.
     pub max_streams: usize,
+    /// Streams one authenticated collector (token or client certificate) may hold at once; a
+    /// further one is refused with `RESOURCE_EXHAUSTED`.
+    pub max_streams_per_collector: usize,
+    /// Bytes of received batches (encoded size) held across all streams until acknowledged;
+    /// a stream whose batch does not fit is not read until others are acknowledged.
+    pub max_inflight_bytes: usize,
     /// How long a shutdown waits for open streams to finish their in-flight batches
     /// (was `shutdown_grace_seconds`).
     pub shutdown_grace: Duration,
@@ -112,6 +118,8 @@ impl Default for GrpcConfig {
             max_item_age: Duration::from_secs(315_576_000),
             max_inflight_batches: 8,
             max_streams: 1024,
+            max_streams_per_collector: 4,
+            max_inflight_bytes: 256 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -447,6 +455,11 @@ impl Config {
             ("grpc.max_message_bytes", g.max_message_bytes),
             ("grpc.max_inflight_batches", g.max_inflight_batches),
             ("grpc.max_streams", g.max_streams),
+            (
+                "grpc.max_streams_per_collector",
+                g.max_streams_per_collector,
+            ),
+            ("grpc.max_inflight_bytes", g.max_inflight_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(field, "must be at least 1"));
@@ -531,6 +544,46 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The security opt-outs in effect on listeners bound to `grpc` and `http`: one message
+    /// per setting that lets a non-loopback listener run without TLS or without
+    /// authentication, naming the setting. Empty when every listener is protected.
+    pub fn insecure_settings(&self, grpc: SocketAddr, http: SocketAddr) -> Vec<String> {
+        let mut out = Vec::new();
+        let g = &self.grpc;
+        if !grpc.ip().is_loopback() {
+            if g.tls.is_none() {
+                out.push(format!(
+                    "grpc.allow_plaintext: the gRPC listener {grpc} is not loopback and has no TLS; \
+                     tokens and findings cross the network in the clear"
+                ));
+            }
+            let mtls = g.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+            if g.tokens.is_empty() && !mtls {
+                out.push(format!(
+                    "grpc.allow_unauthenticated: the gRPC listener {grpc} is not loopback and \
+                     accepts batches from anyone"
+                ));
+            }
+        }
+        let h = &self.http;
+        if !http.ip().is_loopback() {
+            if h.tls.is_none() {
+                out.push(format!(
+                    "http.allow_plaintext: the HTTP listener {http} is not loopback and has no TLS"
+                ));
+            }
+            if h.tokens.is_empty() {
+                out.push(format!(
+                    "http.allow_unauthenticated: the HTTP listener {http} is not loopback and \
+                     serves findings to anyone"
+                ));
+            }
+        }
+        out
+    }
+}
+
 fn validate_tokens(field: &str, tokens: &[TokenConfig]) -> Result<(), ConfigError> {
     for (i, t) in tokens.iter().enumerate() {
         if t.id.trim().is_empty() {
@@ -598,6 +651,27 @@ mod tests {
             "agg.toml",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn insecure_opt_outs_are_named() {
+        let c = Config::parse(
+            "[grpc]\nlisten = \"0.0.0.0:4790\"\nallow_plaintext = true\nallow_unauthenticated = true\n\
+             [http]\nlisten = \"0.0.0.0:8790\"\nallow_plaintext = true\nallow_unauthenticated = true\n",
+            "agg.toml",
+        )
+        .unwrap();
+        let text = c.insecure_settings(c.grpc.listen, c.http.listen).join("\n");
+        for key in [
+            "grpc.allow_plaintext",
+            "grpc.allow_unauthenticated",
+            "http.allow_plaintext",
+            "http.allow_unauthenticated",
+        ] {
+            assert!(text.contains(key), "{key}: {text}");
+        }
+        let d = Config::default();
+        assert!(d.insecure_settings(d.grpc.listen, d.http.listen).is_empty());
     }
 
     #[test]

@@ -166,6 +166,12 @@ pub async fn serve(
     let http_addr = http_listener
         .local_addr()
         .context("http listener address")?;
+    for setting in config.insecure_settings(grpc_addr, http_addr) {
+        tracing::warn!(
+            message = "Listener security is switched off.",
+            setting = setting.as_str()
+        );
+    }
     let grpc_tokens = auth::TokenTable::from_config(
         "grpc.tokens",
         &config.grpc.tokens,
@@ -195,6 +201,8 @@ pub async fn serve(
         max_streams: config.grpc.max_streams,
         max_inflight_batches: config.grpc.max_inflight_batches,
         max_message_bytes: config.grpc.max_message_bytes,
+        max_inflight_bytes: config.grpc.max_inflight_bytes,
+        max_streams_per_collector: config.grpc.max_streams_per_collector,
     };
     let grace = config.grpc.shutdown_grace.get();
     let (routing_state, forwarder, router_task) =

@@ -103,6 +103,10 @@ pub(crate) fn describe() {
         "Requests with a valid token whose scopes do not allow them, by listener"
     );
     describe_counter!(
+        "patchwatch_aggregator_streams_refused_total",
+        "Collector streams refused by a per-collector limit, by reason"
+    );
+    describe_counter!(
         "patchwatch_aggregator_cross_site_writes_refused_total",
         "HTTP writes refused as cross-site (Origin, Sec-Fetch-Site, Host or Content-Type)"
     );

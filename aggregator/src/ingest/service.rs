@@ -6,6 +6,13 @@
 //! `grpc.max_inflight_batches` batches of a stream are being stored at once; past that the
 //! stream is simply not read, so HTTP/2 flow control pushes back on the collector.
 //!
+//! Memory across streams is bounded by a byte budget (`grpc.max_inflight_bytes`): a batch
+//! holds its encoded size of it from before validation until it is acknowledged. A stream
+//! whose batch waits for the budget is not read further, so flow control pushes back on it;
+//! at most one decoded batch per stream is outside the budget (the budget cannot be taken
+//! before decoding without letting idle streams sit on reservations). One authenticated
+//! collector may hold at most `grpc.max_streams_per_collector` streams.
+//!
 //! A stream ends with a `Status` only for whole-stream problems (see [`super::status`]);
 //! batches already in flight are still acknowledged first, so nothing durable goes unacked.
 
@@ -51,8 +58,13 @@ pub struct IngestLimits {
     pub max_streams: usize,
     /// Batches of one stream being stored at once.
     pub max_inflight_batches: usize,
-    /// Largest accepted message, for error messages.
+    /// Largest accepted message; also what a stream reserves of the byte budget before
+    /// reading a message.
     pub max_message_bytes: usize,
+    /// Bytes of received batches held at once, across streams, until acknowledged.
+    pub max_inflight_bytes: usize,
+    /// Streams one authenticated collector may hold at once.
+    pub max_streams_per_collector: usize,
 }
 
 /// The service implementation.
@@ -61,6 +73,8 @@ pub struct IngestService {
     store: Arc<dyn Store>,
     events: EventBus,
     streams: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
+    per_collector: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     limits: IngestLimits,
     shutdown: CancellationToken,
     windows: Option<WindowSet>,
@@ -81,6 +95,10 @@ impl IngestService {
             store,
             events,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
+            budget: Arc::new(Semaphore::new(
+                limits.max_inflight_bytes.clamp(1, Semaphore::MAX_PERMITS),
+            )),
+            per_collector: Arc::default(),
             limits,
             shutdown,
             windows: None,
@@ -126,12 +144,17 @@ impl Ingest for IngestService {
         let permit = Arc::clone(&self.streams)
             .try_acquire_owned()
             .map_err(|_| status::too_many_streams(self.limits.max_streams))?;
+        let collector_slot = match &caller.collector_id {
+            Some(id) => Some(self.collector_slot(id)?),
+            None => None,
+        };
         let peer = request.remote_addr();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(self.limits.max_inflight_batches + 1);
         let this = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _collector_slot = collector_slot;
             let gauge = metrics::gauge!("patchwatch_aggregator_streams");
             gauge.increment(1.0);
             tracing::debug!(message = "Collector stream opened.", collector = ?caller.collector_id, ?peer);
@@ -153,7 +176,55 @@ impl Ingest for IngestService {
     }
 }
 
+/// One of a collector's stream slots; frees itself when the stream ends.
+struct CollectorSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    id: String,
+}
+
+impl Drop for CollectorSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .lock()
+            .expect("the stream counts are never left poisoned");
+        if let Some(n) = counts.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.id);
+            }
+        }
+    }
+}
+
 impl IngestService {
+    fn budget_bytes(&self) -> usize {
+        self.limits
+            .max_inflight_bytes
+            .clamp(1, Semaphore::MAX_PERMITS)
+    }
+
+    fn collector_slot(&self, id: &str) -> Result<CollectorSlot, Status> {
+        let mut counts = self
+            .per_collector
+            .lock()
+            .expect("the stream counts are never left poisoned");
+        let n = counts.entry(id.to_owned()).or_insert(0);
+        if *n >= self.limits.max_streams_per_collector {
+            metrics::counter!("patchwatch_aggregator_streams_refused_total", "reason" => "per_collector")
+                .increment(1);
+            return Err(status::too_many_collector_streams(
+                id,
+                self.limits.max_streams_per_collector,
+            ));
+        }
+        *n += 1;
+        Ok(CollectorSlot {
+            counts: Arc::clone(&self.per_collector),
+            id: id.to_owned(),
+        })
+    }
+
     async fn run_stream(
         &self,
         caller: Caller,
@@ -162,6 +233,9 @@ impl IngestService {
     ) {
         let mut pending: FuturesUnordered<BoxFuture<'static, AckResult>> = FuturesUnordered::new();
         let mut end: Option<Status> = None;
+        let budget_bytes = u32::try_from(self.budget_bytes()).unwrap_or(u32::MAX);
+        let mut waiting: Option<Batch> = None;
+        let mut waiting_size: u32 = 1;
         loop {
             tokio::select! {
                 biased;
@@ -180,14 +254,39 @@ impl IngestService {
                         break;
                     }
                 },
-                msg = inbound.next(), if pending.len() < self.limits.max_inflight_batches => match msg {
-                    Some(Ok(batch)) => match self.admit(&caller, batch) {
-                        Ok(fut) => pending.push(fut),
+                permit = Arc::clone(&self.budget).acquire_many_owned(waiting_size),
+                    if waiting.is_some() =>
+                {
+                    let Ok(held) = permit else {
+                        break; // The budget is never closed.
+                    };
+                    let batch = waiting.take().expect("acquired only while a batch waits");
+                    match self.admit(&caller, batch) {
+                        Ok(fut) => pending.push(
+                            async move {
+                                let ack = fut.await;
+                                drop(held);
+                                ack
+                            }
+                            .boxed(),
+                        ),
                         Err(s) => {
                             end = Some(s);
                             break;
                         }
-                    },
+                    }
+                }
+                msg = inbound.next(),
+                    if waiting.is_none() && pending.len() < self.limits.max_inflight_batches =>
+                match msg {
+                    Some(Ok(batch)) => {
+                        // Held until the batch is acknowledged; while it waits for the budget
+                        // the stream is not read further.
+                        waiting_size = u32::try_from(prost::Message::encoded_len(&batch))
+                            .unwrap_or(u32::MAX)
+                            .clamp(1, budget_bytes);
+                        waiting = Some(batch);
+                    }
                     None => break,
                     Some(Err(s)) => {
                         end = Some(status::inbound_error(s, self.limits.max_message_bytes));

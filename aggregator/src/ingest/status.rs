@@ -52,6 +52,14 @@ pub fn too_many_streams(limit: usize) -> Status {
     ))
 }
 
+/// One collector holds as many streams as it may.
+pub fn too_many_collector_streams(collector: &str, limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "collector {collector:?} already has {limit} streams open \
+         (grpc.max_streams_per_collector); close one or retry later"
+    ))
+}
+
 /// The aggregator is stopping.
 pub fn shutting_down() -> Status {
     Status::unavailable("aggregator is shutting down; reconnect and resend unacknowledged batches")

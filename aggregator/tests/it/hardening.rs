@@ -342,6 +342,64 @@ async fn timestamps_beyond_the_window_are_rejected(backend: Backend) {
     agg.wait().await.unwrap();
 }
 
+async fn one_collector_is_limited_in_streams_and_bytes(backend: Backend) {
+    let Some((mut config, _dir)) = config(backend).await else {
+        return;
+    };
+    config.grpc.tokens = vec![token("colA", "tok-a", &[]), token("colB", "tok-b", &[])];
+    config.grpc.max_streams_per_collector = 2;
+    // Room for about two of the batches below at once, across all streams.
+    config.grpc.max_inflight_bytes = 24 * 1024;
+    let (agg, shutdown) = start(config).await;
+    let ch = channel(agg.grpc_addr()).await;
+    let mut first = stream_as(&ch, "tok-a").await;
+    let second = stream_as(&ch, "tok-a").await;
+    let mut client = IngestClient::with_interceptor(ch.clone(), |mut req: tonic::Request<()>| {
+        req.metadata_mut()
+            .insert("authorization", "Bearer tok-a".parse().unwrap());
+        Ok(req)
+    });
+    let err = CollectorStream::open(&mut client)
+        .await
+        .err()
+        .expect("a third stream of colA is refused");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("max_streams_per_collector"),
+        "{err:?}"
+    );
+    // Another collector is not affected.
+    let mut other = stream_as(&ch, "tok-b").await;
+
+    // Under a small byte budget every batch of both streams is still stored and acked.
+    let sends = 6u64;
+    for seq in 1..=sends {
+        first
+            .send(batch("", seq, "EXA", &format!("a{seq}"), 8))
+            .await;
+        other
+            .send(batch("", seq, "EXB", &format!("b{seq}"), 8))
+            .await;
+    }
+    for s in [&mut first, &mut other] {
+        let mut acked = 0;
+        while acked < sends {
+            let ack = s.next().await.expect("ack").expect("open");
+            assert_eq!(ack.accepted, 9, "{ack:?}");
+            acked += 1;
+        }
+    }
+
+    // A closed stream frees its slot.
+    drop(second);
+    let _third = eventually(WAIT, "a freed stream slot", async || {
+        CollectorStream::open(&mut client.clone()).await.ok()
+    })
+    .await;
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -548,4 +606,5 @@ backend_tests! {
     configured_host_globs_bind_tokens => configured_host_globs_bind_tokens;
     malformed_protobuf_is_invalid_argument => malformed_protobuf_is_invalid_argument;
     timestamps_beyond_the_window_are_rejected => timestamps_beyond_the_window_are_rejected;
+    one_collector_is_limited_in_streams_and_bytes => one_collector_is_limited_in_streams_and_bytes;
 }
