@@ -25,6 +25,10 @@ pub struct AgentArgs {
     /// Validate the configuration, print what would be watched, and exit.
     #[arg(long)]
     pub check: bool,
+    /// With `--check`: also ask the aggregator (gRPC health, with the configured TLS and
+    /// token) and each direct sink whether they answer.
+    #[arg(long, requires = "check")]
+    pub connect: bool,
     /// Extra rule file (TOML); repeatable.
     #[arg(long = "rules", value_name = "FILE")]
     pub rule_files: Vec<PathBuf>,
@@ -129,6 +133,9 @@ fn check(args: &AgentArgs) -> Result<i32> {
         }
     };
     check_files(&config, &mut checks);
+    if args.connect {
+        super::connect::agent(&config, &mut checks, &mut out)?;
+    }
     if let Ok(catalog) = &catalog {
         writeln!(out, "{} rules", catalog.rules().len())?;
     }

@@ -7,6 +7,7 @@ pub mod aggregator;
 mod api;
 pub mod check;
 pub mod completions;
+mod connect;
 #[cfg(feature = "aggregator")]
 pub mod demo;
 pub mod explain;

@@ -248,3 +248,68 @@ fn aggregator_check_clean_and_broken() {
     });
     assert_problem("aggregator", &config, "grpc.listen", &addr.to_string());
 }
+
+#[test]
+fn agent_connect_asks_the_aggregator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grpc = patchwatch_testkit::free_port();
+    let agg_config = tmp.path().join("aggregator.toml");
+    std::fs::write(
+        &agg_config,
+        format!(
+            "data_dir = {:?}\n[grpc]\nlisten = \"127.0.0.1:{grpc}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            tmp.path().join("agg").display().to_string()
+        ),
+    )
+    .unwrap();
+    let agent_config = tmp.path().join("agent.toml");
+    std::fs::write(
+        &agent_config,
+        format!(
+            "data_dir = {:?}\n[sources]\ninclude = [\"{}/*.log\"]\n[aggregator]\nendpoint = \"http://127.0.0.1:{grpc}\"\n",
+            tmp.path().join("data").display().to_string(),
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let connect = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+            .args(["agent", "--check", "--connect", "--config"])
+            .arg(&agent_config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Nobody listens yet.
+    let (code, text) = connect();
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("problem: aggregator.endpoint: "), "{text}");
+
+    let mut aggregator = Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+        .args(["aggregator", "--config"])
+        .arg(&agg_config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let text = patchwatch_testkit::eventually_blocking(
+        std::time::Duration::from_secs(20),
+        "the aggregator answering",
+        || {
+            let (code, text) = connect();
+            (code == Some(0)).then_some(text)
+        },
+    );
+    let _ = aggregator.kill();
+    let _ = aggregator.wait();
+    assert!(
+        text.contains("answered (serving: true") && text.contains("using plaintext"),
+        "{text}"
+    );
+}
