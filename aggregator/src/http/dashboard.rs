@@ -432,7 +432,12 @@ pub(crate) struct LoginQuery {
 pub(crate) struct LoginForm {
     token: String,
     next: Option<String>,
+    /// Must equal the [`CSRF_COOKIE`] the form was served with.
+    csrf: Option<String>,
 }
+
+/// The sign-in form's CSRF cookie (double submit: the form carries the same value).
+const CSRF_COOKIE: &str = "patchwatch_csrf";
 
 /// Only same-origin absolute paths may be redirect targets: printable ASCII without spaces
 /// or backslashes (browsers drop tabs and newlines, and read `\\` as `/`, so `/\t/evil.example`
@@ -450,7 +455,7 @@ fn safe_next(next: Option<&str>) -> &str {
     }
 }
 
-fn login_page(next: &str, failed: bool) -> Html<String> {
+fn login_page(next: &str, csrf: &str, failed: bool) -> Html<String> {
     page(
         "Sign in",
         &format!(
@@ -460,6 +465,7 @@ fn login_page(next: &str, failed: bool) -> Html<String> {
 {error}
 <form method="post" action="/login">
   <input type="hidden" name="next" value="{next}">
+  <input type="hidden" name="csrf" value="{csrf}">
   <label for="token">Read token</label>
   <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
   <button type="submit">Sign in</button>
@@ -471,21 +477,64 @@ fn login_page(next: &str, failed: bool) -> Html<String> {
                 ""
             },
             next = esc(next),
+            csrf = esc(csrf),
         ),
     )
 }
 
+/// A sign-in form with a fresh CSRF value, set as a cookie as well.
+fn login_response(st: &AppState, status: StatusCode, next: &str, failed: bool) -> Response {
+    let csrf: String = (0..16)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let cookie = format!(
+        "{CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict{}",
+        if st.tls { "; Secure" } else { "" }
+    );
+    (
+        status,
+        [(header::SET_COOKIE, cookie)],
+        login_page(next, &csrf, failed),
+    )
+        .into_response()
+}
+
+fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// `GET /login`.
-pub(crate) async fn login_form(Query(q): Query<LoginQuery>) -> Response {
-    login_page(safe_next(q.next.as_deref()), false).into_response()
+pub(crate) async fn login_form(
+    State(st): State<AppState>,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    login_response(&st, StatusCode::OK, safe_next(q.next.as_deref()), false)
 }
 
 /// `POST /login`: checks the token and sets it as an HttpOnly cookie.
-pub(crate) async fn login(State(st): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+pub(crate) async fn login(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = safe_next(form.next.as_deref()).to_owned();
+    let csrf_ok = matches!(
+        (cookie(&headers, CSRF_COOKIE), form.csrf.as_deref()),
+        (Some(c), Some(f)) if !c.is_empty() && c == f
+    );
+    if !csrf_ok {
+        return login_response(&st, StatusCode::FORBIDDEN, &next, true);
+    }
     let token = form.token.trim();
     if st.tokens.is_empty() || st.tokens.lookup(token).is_none() {
-        return (StatusCode::UNAUTHORIZED, login_page(&next, true)).into_response();
+        return login_response(&st, StatusCode::UNAUTHORIZED, &next, true);
     }
     let cookie = format!(
         "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",

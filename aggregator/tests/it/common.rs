@@ -111,6 +111,27 @@ impl CollectorStream {
     }
 }
 
+/// Fetches the sign-in form of `base` and returns its CSRF cookie (`name=value`) and the
+/// form's `csrf` field, which a sign-in must send back together.
+pub async fn sign_in_form(http: &reqwest::Client, base: &str) -> (String, String) {
+    let r = http.get(format!("{base}/login")).send().await.unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = r.text().await.unwrap();
+    let field = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf field")
+        .to_owned();
+    (cookie, field)
+}
+
 /// GET a JSON document from the aggregator's HTTP API.
 pub async fn get_json(http: SocketAddr, path: &str) -> serde_json::Value {
     let resp = reqwest::get(format!("http://{http}{path}"))

@@ -548,6 +548,7 @@ async fn sign_in_redirects_stay_on_site_and_scopes_hold() {
     let (agg, shutdown) = start(config).await;
     let base = format!("http://{}", agg.http_addr());
     let http = no_redirects();
+    let (csrf_cookie, csrf) = sign_in_form(&http, &base).await;
     for next in [
         "/\t/evil.example",
         "/\n/x",
@@ -556,7 +557,12 @@ async fn sign_in_redirects_stay_on_site_and_scopes_hold() {
     ] {
         let r = http
             .post(format!("{base}/login"))
-            .form(&[("token", "read-only"), ("next", next)])
+            .header("cookie", csrf_cookie.as_str())
+            .form(&[
+                ("token", "read-only"),
+                ("next", next),
+                ("csrf", csrf.as_str()),
+            ])
             .send()
             .await
             .unwrap();

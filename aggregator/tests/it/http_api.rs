@@ -274,16 +274,27 @@ async fn read_tokens_guard_everything_but_healthz() {
     let r = http.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/login?next=/");
+    // Without the form's CSRF value (a cross-site form): refused.
     let r = http
         .post(format!("{base}/login"))
-        .form(&[("token", "wrong"), ("next", "/")])
+        .form(&[("token", "read-me"), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (csrf_cookie, csrf) = sign_in_form(&http, &base).await;
+    let r = http
+        .post(format!("{base}/login"))
+        .header("cookie", csrf_cookie.as_str())
+        .form(&[("token", "wrong"), ("next", "/"), ("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
     let r = http
         .post(format!("{base}/login"))
-        .form(&[("token", "read-me"), ("next", "/")])
+        .header("cookie", csrf_cookie.as_str())
+        .form(&[("token", "read-me"), ("next", "/"), ("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
