@@ -363,6 +363,12 @@ async fn missing_client_certificate_is_refused(backend: Backend) {
         2
     );
     drop(stream);
+    // The certificate names the collector that owns the host from now on.
+    let hosts = get_json(agg.http_addr(), "/api/v1/hosts").await;
+    assert_eq!(
+        hosts["items"][0]["collector_id"], "exch01-collector",
+        "{hosts}"
+    );
 
     // Without one: refused with a clear status before any batch is read.
     let channel = endpoint(None).connect().await.unwrap();
