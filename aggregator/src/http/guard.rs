@@ -3,7 +3,7 @@
 //!
 //! A write (any method but GET, HEAD and OPTIONS) is refused when the browser says it comes
 //! from another origin (`Origin` not this listener's, or `Sec-Fetch-Site: cross-site` /
-//! `same-site`), and an API write must be `Content-Type: application/json`, which a page on
+//! `same-site`), and an API write with a body must be `Content-Type: application/json`, which a page on
 //! another origin cannot send without a CORS preflight that this server never answers. On a
 //! loopback listener a write must also name a loopback `Host`, so a page whose DNS name was
 //! rebound to 127.0.0.1 cannot pass as same-origin.
@@ -102,7 +102,14 @@ fn check(st: &AppState, req: &Request) -> Result<(), String> {
             ));
         }
     }
-    if req.uri().path().starts_with("/api/") && req.method() != Method::DELETE {
+    // A body must be JSON; a bodiless write (`/end`, `/expire`, DELETE) has no type to check,
+    // and browsers send `Origin` with every cross-origin POST, checked above.
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if req.uri().path().starts_with("/api/") && has_body {
         let json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
