@@ -208,6 +208,17 @@ fn normalize(s: &str) -> String {
     }
 }
 
+/// A [`normalize`]d path back in the platform's form: Windows paths are walked, reported and
+/// stored with findings as Windows writes them (`C:\ExchangeSetupLogs\ExchangeSetup.log`,
+/// not `C:/ExchangeSetupLogs\ExchangeSetup.log`).
+fn native(s: String) -> String {
+    if cfg!(windows) {
+        s.replace('/', "\\")
+    } else {
+        s
+    }
+}
+
 fn build_glob(pattern: &str, case_insensitive: bool) -> Result<globset::Glob, DiscoveryError> {
     GlobBuilder::new(pattern)
         .case_insensitive(case_insensitive)
@@ -244,7 +255,7 @@ fn split_root(pattern: &str) -> IncludeRoot {
         rest.len().max(1)
     };
     IncludeRoot {
-        base: PathBuf::from(base),
+        base: PathBuf::from(native(base)),
         depth,
     }
 }
@@ -436,6 +447,15 @@ mod tests {
         let r = split_root("/var/log/**/MSI*.LOG");
         assert_eq!(r.base, PathBuf::from("/var/log"));
         assert_eq!(r.depth, MAX_RECURSIVE_DEPTH);
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn roots_and_files_are_in_windows_form() {
+        let d = Discovery::new(&[r"C:\ExchangeSetupLogs\*.log".into()], &[], true).unwrap();
+        assert_eq!(d.roots(), [PathBuf::from(r"C:\ExchangeSetupLogs")]);
+        let r = split_root("C:/*.log");
+        assert_eq!(r.base, PathBuf::from("C:\\"));
     }
 
     #[test]

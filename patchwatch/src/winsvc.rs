@@ -50,13 +50,29 @@ pub fn run(config: AgentConfig, catalog: Arc<Catalog>) -> Result<Option<i32>> {
 }
 
 fn service_main(_args: Vec<OsString>) {
-    if let Err(error) = serve() {
-        tracing::error!(message = "Service failed.", %error);
+    let (config, catalog) = START.get().cloned().expect("set before dispatch");
+    if let Err(error) = serve(&config, catalog) {
+        // The console is gone: keep the reason beside the checkpoints, where an admin looks.
+        tracing::error!(message = "Service failed.", error = format!("{error:#}"));
+        let _ = note_failure(&config, &error);
     }
 }
 
-fn serve() -> Result<()> {
-    let (config, catalog) = START.get().cloned().expect("set before dispatch");
+/// Appends `error` to `service-errors.log` in the data directory.
+fn note_failure(config: &AgentConfig, error: &anyhow::Error) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(&config.data_dir)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.data_dir.join("service-errors.log"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    writeln!(f, "{now} (Unix time): the service stopped: {error:#}")
+}
+
+fn serve(config: &AgentConfig, catalog: Arc<Catalog>) -> Result<()> {
     let (tx, rx) = mpsc::channel();
     let handle = service_control_handler::register(NAME, move |c| match c {
         ServiceControl::Stop | ServiceControl::Shutdown => {
@@ -66,11 +82,11 @@ fn serve() -> Result<()> {
         ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
         _ => ServiceControlHandlerResult::NotImplemented,
     })?;
-    let status = |state, accept| ServiceStatus {
+    let status = |state, accept, code| ServiceStatus {
         service_type: ServiceType::OWN_PROCESS,
         current_state: state,
         controls_accepted: accept,
-        exit_code: ServiceExitCode::Win32(0),
+        exit_code: code,
         checkpoint: 0,
         wait_hint: Duration::from_secs(10),
         process_id: None,
@@ -78,11 +94,22 @@ fn serve() -> Result<()> {
     handle.set_service_status(status(
         ServiceState::Running,
         ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
+        ServiceExitCode::Win32(0),
     ))?;
     let stop = async move {
         let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
     };
-    crate::agent_loop::run_until(&config, catalog, stop)?;
-    handle.set_service_status(status(ServiceState::Stopped, ServiceControlAccept::empty()))?;
-    Ok(())
+    let result = crate::agent_loop::run_until(config, catalog, stop);
+    // A failure is reported as one (service-specific exit code 1), so that the SCM's recovery
+    // actions apply and `patchwatch service start` says the service stopped.
+    let code = match &result {
+        Ok(()) => ServiceExitCode::Win32(0),
+        Err(_) => ServiceExitCode::ServiceSpecific(1),
+    };
+    handle.set_service_status(status(
+        ServiceState::Stopped,
+        ServiceControlAccept::empty(),
+        code,
+    ))?;
+    result
 }

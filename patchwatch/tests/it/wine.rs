@@ -230,8 +230,12 @@ impl Drop for Wine {
                 .filter(|p| p.extension().is_some_and(|e| e == "txt"))
                 .collect();
             logs.sort();
-            for l in logs.iter().take(3) {
-                eprintln!("--- {}:\n{}", l.display(), log_tail(l));
+            logs.push(self.unix(r"C:\ProgramData\patchwatch\service-errors.log"));
+            for l in logs {
+                let tail = log_tail(&l);
+                if !tail.trim().is_empty() {
+                    eprintln!("--- {}:\n{tail}", l.display());
+                }
             }
         }
         // Ends every process of this prefix (agents, services, their wineserver).
@@ -338,8 +342,8 @@ async fn write_in_bursts(path: &Path, bytes: &[u8], burst: usize) {
     }
 }
 
-/// Every finding id the aggregator at `http` stored, with its host.
-async fn api_findings(client: &reqwest::Client, http: u16) -> BTreeMap<String, String> {
+/// Every finding id the aggregator at `http` stored, with its host and source path.
+async fn api_findings(client: &reqwest::Client, http: u16) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
     let mut cursor: Option<i64> = None;
     loop {
@@ -354,8 +358,8 @@ async fn api_findings(client: &reqwest::Client, http: u16) -> BTreeMap<String, S
             return out;
         };
         for f in page["items"].as_array().into_iter().flatten() {
-            let id = f["id"].as_str().unwrap_or_default().to_string();
-            out.insert(id, f["host"].as_str().unwrap_or_default().to_string());
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            out.insert(s("id"), (s("host"), s("source_path")));
         }
         match page["next_cursor"].as_i64() {
             Some(c) => cursor = Some(c),
@@ -422,7 +426,11 @@ async fn up_without_watch_tails_the_default_locations() {
 
     let client = reqwest::Client::new();
     let host = patchwatch_testkit::eventually(SETTLE, "a first finding", async || {
-        api_findings(&client, http).await.into_values().next()
+        api_findings(&client, http)
+            .await
+            .into_values()
+            .next()
+            .map(|(host, _)| host)
     })
     .await;
     let expected = expected_files(&host, &files);
@@ -431,6 +439,13 @@ async fn up_without_watch_tails_the_default_locations() {
     loop {
         let stored = api_findings(&client, http).await;
         if stored.keys().eq(expected.keys()) {
+            // Paths as Windows writes them, not `C:/ExchangeSetupLogs\ExchangeSetup.log`.
+            for (_, path) in stored.values() {
+                assert!(
+                    path.starts_with(r"C:\") && !path.contains('/'),
+                    "source path in Windows form: {path}"
+                );
+            }
             break;
         }
         if Instant::now() > deadline {
@@ -638,6 +653,9 @@ async fn service_install_start_kill_restart_uninstall() {
     let third = dir.join("ExchangeSetup_3.log");
     append_lines(&third, &exchange_sample(SAMPLES[2])).await;
     files.push(third);
+    // The stopped process may still be exiting, and Wine's SCM then hands the start to it
+    // (Windows starts a new process): give it a moment.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     blocking(|| service_ok(&w, &["start"]));
     agg.assert_settles(host, &expected_files(host, &files), SETTLE)
         .await;
