@@ -198,10 +198,17 @@ async fn silence_add_list_expire_through_the_http_api() {
     assert!(!ok);
     assert!(err.contains("hosts:"), "{err}");
     let (ok, _, err) = cli
-        .run("add --comment x --hosts h --duration 1h", None)
+        .run("add --comment x --hosts h --duration 1h --created-by bob", None)
         .await;
     assert!(!ok);
     assert!(err.contains("401"), "{err}");
+    // No token, no $USER, no --created-by: the CLI asks for the flag instead of sending a
+    // request the aggregator can only refuse with "created_by: required".
+    let (ok, _, err) = cli
+        .run("add --comment x --hosts h --duration 1h", None)
+        .await;
+    assert!(!ok);
+    assert!(err.contains("--created-by"), "{err}");
 
     let (ok, out, err) = cli.run("list", token).await;
     assert!(ok, "{err}");
