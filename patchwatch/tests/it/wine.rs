@@ -458,6 +458,7 @@ async fn up_without_watch_tails_the_default_locations() {
                 .filter(|k| !expected.contains_key(*k))
                 .collect();
             let _ = up.kill();
+            let _ = up.wait();
             panic!(
                 "stored {} of {} findings\nmissing: {missing:#?}\nunexpected: {extra:?}\n`up` said:\n{}",
                 stored.len(),
@@ -468,6 +469,7 @@ async fn up_without_watch_tails_the_default_locations() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = up.kill();
+    let _ = up.wait();
 }
 
 /// An agent config for the Windows side: `sources` is a `[sources]` table or empty.
@@ -521,9 +523,9 @@ async fn rotation_and_recreation_from_the_windows_side() {
     assert!(!live.exists(), "del should have removed the file");
     append_lines(&live, &exchange_sample(SAMPLES[2])).await;
     expected.extend(expected_files(host, std::slice::from_ref(&live)));
-    let _ = &mut agent;
     agg.assert_settles(host, &expected, SETTLE).await;
     let _ = agent.kill();
+    let _ = agent.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,6 +557,7 @@ async fn agent_config_without_sources_watches_the_defaults() {
     let expected = expected_files(host, &files);
     agg.assert_settles(host, &expected, SETTLE).await;
     let _ = agent.kill();
+    let _ = agent.wait();
 }
 
 #[test]
