@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod endpoint;
 pub mod faults;
 pub mod health;
+mod matcher;
 pub mod memory;
 pub mod siem;
 pub mod spool;
