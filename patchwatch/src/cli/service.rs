@@ -13,10 +13,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 /// The service's name (`sc query patchwatch`, `net start patchwatch`).
+#[cfg_attr(not(windows), allow(dead_code))]
 pub const NAME: &str = "patchwatch";
 /// What services.msc shows.
+#[cfg_attr(not(windows), allow(dead_code))]
 pub const DISPLAY_NAME: &str = "patchwatch agent";
 /// The description services.msc shows.
+#[cfg_attr(not(windows), allow(dead_code))]
 pub const DESCRIPTION: &str = "Tails Exchange Server setup and Windows Installer logs, \
 matches known issues and streams findings to the patchwatch aggregator.";
 /// Where the MSI and the README put the agent's configuration.
