@@ -198,7 +198,10 @@ async fn silence_add_list_expire_through_the_http_api() {
     assert!(!ok);
     assert!(err.contains("hosts:"), "{err}");
     let (ok, _, err) = cli
-        .run("add --comment x --hosts h --duration 1h --created-by bob", None)
+        .run(
+            "add --comment x --hosts h --duration 1h --created-by bob",
+            None,
+        )
         .await;
     assert!(!ok);
     assert!(err.contains("401"), "{err}");
