@@ -11,6 +11,8 @@ mod e2e_files;
 mod e2e_sinks_crash;
 mod e2e_stall;
 mod metrics;
+// SIGHUP: Unix only (the Windows service reloads through its own control).
+#[cfg(unix)]
 mod reload;
 mod status;
 mod window_cli;

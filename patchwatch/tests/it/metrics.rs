@@ -281,11 +281,14 @@ pub(crate) struct Pair {
     pub logs: std::path::PathBuf,
     pub agg_log: std::path::PathBuf,
     pub agent_log: std::path::PathBuf,
+    /// Read by the reload test (Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub agent_config: std::path::PathBuf,
 }
 
 impl Pair {
-    /// The agent's process id.
+    /// The agent's process id (to signal it: Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn agent_pid(&self) -> u32 {
         self._agent.0.id()
     }
