@@ -217,6 +217,19 @@ mod tests {
         b.split(|&c| c == b'\n').next().unwrap_or_default().to_vec()
     }
 
+    /// Findings above info in `bytes`.
+    fn above_info(catalog: &std::sync::Arc<patchwatch_pipeline::Catalog>, bytes: &[u8]) -> usize {
+        patchwatch_pipeline::scan_bytes(
+            std::sync::Arc::clone(catalog),
+            patchwatch_pipeline::ScanContext::new("bench", "bench.log"),
+            bytes,
+        )
+        .findings
+        .iter()
+        .filter(|f| f.severity > patchwatch_pipeline::Severity::Info)
+        .count()
+    }
+
     #[test]
     fn distinct_files_differ_in_their_first_line_and_find_the_same() {
         let catalog = std::sync::Arc::new(patchwatch_pipeline::Catalog::builtin());
@@ -226,18 +239,23 @@ mod tests {
                 .collect();
             assert_eq!(heads.len(), 200);
             // The head is one more successful run: the corpus's findings, the same for every
-            // n, plus at most the head run's context finding.
+            // n, plus the head run's context (info) findings and nothing above info.
             let base = scan_count(&catalog, &corpus);
+            let base_above_info = above_info(&catalog, &corpus);
             assert!(base > 0);
             let counts: Vec<usize> = [0, 77, 199]
                 .iter()
                 .map(|&n| scan_count(&catalog, &distinct_file(&corpus, n)))
                 .collect();
             assert!(counts.iter().all(|&c| c == counts[0]), "{counts:?}");
-            assert!(
-                (base..=base + 1).contains(&counts[0]),
-                "{counts:?} vs {base}"
-            );
+            assert!(counts[0] >= base, "{counts:?} vs {base}");
+            for n in [0, 77, 199] {
+                assert_eq!(
+                    above_info(&catalog, &distinct_file(&corpus, n)),
+                    base_above_info,
+                    "file {n}: the head run adds only context"
+                );
+            }
         }
     }
 }
