@@ -61,3 +61,28 @@ pub fn utf16be_bom(s: &str) -> Vec<u8> {
     v.extend(s.encode_utf16().flat_map(|u| u.to_be_bytes()));
     v
 }
+
+/// The derived rules of the built-in rule file `file` alone (`exchange.toml`, `msi.toml`): what
+/// a log model says without any anchored rule.
+pub fn derived_only(file: &str) -> Arc<Catalog> {
+    let mut b = patchwatch_pipeline::CatalogBuilder::new();
+    for (name, text) in patchwatch_pipeline::rules::BUILTIN {
+        if name.ends_with(file) {
+            let table: toml::Table = toml::from_str(text).expect("built-in rules parse");
+            let derived: Vec<toml::Value> = table["rule"]
+                .as_array()
+                .expect("rules")
+                .iter()
+                .filter(|r| r.get("derived").and_then(toml::Value::as_bool) == Some(true))
+                .cloned()
+                .collect();
+            let mut t = toml::Table::new();
+            t.insert("rule".into(), toml::Value::Array(derived));
+            b.add_str(
+                &format!("derived-{file}"),
+                &toml::to_string(&t).expect("serializes"),
+            );
+        }
+    }
+    Arc::new(b.build().expect("valid"))
+}

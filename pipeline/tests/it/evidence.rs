@@ -2,10 +2,9 @@
 //! timestamped line, a failed custom action's own output, bounded and marked when cut; and an
 //! error no rule knows is titled by what it says.
 
-use crate::common::{catalog, scan, utf16le_bom};
+use crate::common::{catalog, derived_only, scan, utf16le_bom};
 use patchwatch_pipeline::{
-    collect, scan_bytes, Catalog, CatalogBuilder, FileScanner, Finding, LogKind, Outcome,
-    ScanContext, ScanOutput,
+    collect, scan_bytes, FileScanner, Finding, LogKind, Outcome, ScanContext, ScanOutput,
 };
 use std::sync::Arc;
 
@@ -49,36 +48,11 @@ fn primary(out: &ScanOutput, run: usize) -> &Finding {
     out.findings.iter().find(|f| f.id == id).expect("emitted")
 }
 
-/// The ExchangeSetup model's derived rules alone: what it says when no anchored rule knows
-/// the error.
-fn model_only() -> Arc<Catalog> {
-    let mut b = CatalogBuilder::new();
-    for (name, text) in patchwatch_pipeline::rules::BUILTIN {
-        if name.ends_with("exchange.toml") {
-            let file: toml::Table = toml::from_str(text).expect("exchange.toml parses");
-            let derived: Vec<toml::Value> = file["rule"]
-                .as_array()
-                .expect("rules")
-                .iter()
-                .filter(|r| r.get("derived").and_then(toml::Value::as_bool) == Some(true))
-                .cloned()
-                .collect();
-            let mut t = toml::Table::new();
-            t.insert("rule".into(), toml::Value::Array(derived));
-            b.add_str(
-                "exchange-derived.toml",
-                &toml::to_string(&t).expect("serializes"),
-            );
-        }
-    }
-    Arc::new(b.build().expect("valid"))
-}
-
 #[test]
 fn a_multi_line_error_entry_is_carried_whole_with_its_fields() {
     let log = exchange_run(&where_exe_entry());
     let out = scan_bytes(
-        model_only(),
+        derived_only("exchange.toml"),
         ScanContext::new("EX01", "ExchangeSetup.log"),
         log.as_bytes(),
     );
@@ -154,7 +128,7 @@ fn an_exception_no_rule_knows_is_the_primary_cause_titled_by_what_it_says() {
             "{T} [1] [ERROR] The following error was generated when \"$error.Clear(); Do-Contoso\" was run: \"{exception}\".\n"
         );
         let out = scan_bytes(
-            model_only(),
+            derived_only("exchange.toml"),
             ScanContext::new("EX01", "ExchangeSetup.log"),
             exchange_run(&entry).as_bytes(),
         );

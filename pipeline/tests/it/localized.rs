@@ -4,34 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::common::{catalog, corpus_file, scan, utf16le_bom};
+use crate::common::{catalog, corpus_file, derived_only, scan, utf16le_bom};
 use patchwatch_pipeline::{
-    scan_bytes, Catalog, CatalogBuilder, Finding, LogKind, Outcome, ScanContext, ScanOutput,
+    scan_bytes, Catalog, Finding, LogKind, Outcome, ScanContext, ScanOutput,
 };
-
-/// The Windows Installer model's derived rules alone: what it finds without any anchored rule.
-fn model_only() -> Arc<Catalog> {
-    let mut b = CatalogBuilder::new();
-    for (name, text) in patchwatch_pipeline::rules::BUILTIN {
-        if name.ends_with("msi.toml") {
-            let file: toml::Table = toml::from_str(text).expect("msi.toml parses");
-            let derived: Vec<toml::Value> = file["rule"]
-                .as_array()
-                .expect("rules")
-                .iter()
-                .filter(|r| r.get("derived").and_then(toml::Value::as_bool) == Some(true))
-                .cloned()
-                .collect();
-            let mut t = toml::Table::new();
-            t.insert("rule".into(), toml::Value::Array(derived));
-            b.add_str(
-                "msi-derived.toml",
-                &toml::to_string(&t).expect("serializes"),
-            );
-        }
-    }
-    Arc::new(b.build().expect("valid"))
-}
 
 fn scan_msi(catalog: Arc<Catalog>, text: &str) -> ScanOutput {
     let mut ctx = ScanContext::new("EX01", "MSI1234.LOG");
@@ -53,12 +29,12 @@ fn japanese_return_value_names_the_failed_action() {
         "{HEADER}MSI (s) (E4:7C) [16:40:01:295]: PROPERTY CHANGE: Adding YAGURA_OS_BUILD property. Its value is '14393'.\r\n\
 操作終了 16:40:01: LaunchConditions。 戻り値 3。\r\n"
     );
-    let out = scan_msi(model_only(), &log);
+    let out = scan_msi(derived_only("msi.toml"), &log);
     assert_eq!(out.runs[0].outcome, Outcome::Failed);
     assert_eq!(out.runs[0].fields["failed_action"], "LaunchConditions");
     // The success line's `戻り値 1。` names nothing.
     let ok = log.replace("戻り値 3。", "戻り値 1。");
-    assert!(!scan_msi(model_only(), &ok).runs[0]
+    assert!(!scan_msi(derived_only("msi.toml"), &ok).runs[0]
         .fields
         .contains_key("failed_action"));
 }
@@ -69,11 +45,11 @@ fn japanese_final_status_gives_the_outcome() {
     let log = format!(
         "{HEADER}MSI (c) (38:F8) [09:51:55:685]: Windows インストーラーにより製品がインストールされました。\r\n  製品名: awase、製品バージョン: 1.20.5、…、インストールの成功またはエラーの状態: 0\r\n"
     );
-    let out = scan_msi(model_only(), &log);
+    let out = scan_msi(derived_only("msi.toml"), &log);
     assert_eq!(out.runs[0].exit_code, Some(0));
     assert_eq!(out.runs[0].outcome, Outcome::Succeeded);
     let failed = log.replace("エラーの状態: 0", "エラーの状態: 1603");
-    let out = scan_msi(model_only(), &failed);
+    let out = scan_msi(derived_only("msi.toml"), &failed);
     assert_eq!(out.runs[0].outcome, Outcome::Failed);
     assert_eq!(out.runs[0].exit_code, Some(1603));
 }
@@ -85,7 +61,7 @@ fn chinese_final_status_gives_the_outcome() {
         "{HEADER}MSI (s) (90:18) [21:12:04:880]: Product: Twitch Leecher 1.8 -- Installation failed.\r\n\r\n\
 MSI (s) (90:18) [21:12:04:881]: Windows Installer 已安裝該產品。產品名稱: Twitch Leecher 1.8。產品版本: 1.8.0.0。產品語言: 1033。製造商: Franiac。安裝成功或錯誤狀態: 1603。\r\n"
     );
-    let out = scan_msi(model_only(), &log);
+    let out = scan_msi(derived_only("msi.toml"), &log);
     assert_eq!(out.runs[0].exit_code, Some(1603));
     assert_eq!(out.runs[0].outcome, Outcome::Failed);
     assert_eq!(primary(&out).rule_id, "msi.install-failed");
@@ -98,7 +74,7 @@ fn french_error_and_status_title_the_failure_by_what_it_says() {
         "{HEADER}MSI (s) (CC:24) [17:23:00:920]: Produit : Nextcloud -- Erreur 1714. La version précédente de Nextcloud ne peut pas être supprimée. Contactez votre service de support technique. Erreur système : 1612.\r\n\
 MSI (s) (CC:24) [17:23:02:074]: Windows Installer a installé le produit. Nom du produit : Nextcloud. Version du produit : 4.0.1.20251027. Langue du produit : 1033. Fabricant : Nextcloud GmbH. Réussite de l’installation ou état d’erreur : 1603.\r\n"
     );
-    let out = scan_msi(model_only(), &log);
+    let out = scan_msi(derived_only("msi.toml"), &log);
     assert_eq!(out.runs[0].exit_code, Some(1603));
     assert_eq!(out.runs[0].outcome, Outcome::Failed);
     let f = primary(&out);
@@ -124,7 +100,7 @@ fn german_message_names_the_error() {
 MSI (c) (B8:6C) [09:32:04:546]: Product: SparkleShare -- Configuration failed.\r\n\r\n\
 MSI (c) (B8:6C) [09:32:04:546]: Windows Installer reconfigured the product. Product Name: SparkleShare. Product Version: 0.8.1. Product Language: 1033. Reconfiguration success or error status: 1638.\r\n"
     );
-    let out = scan_msi(model_only(), &log);
+    let out = scan_msi(derived_only("msi.toml"), &log);
     assert_eq!(out.runs[0].outcome, Outcome::Failed);
     let f = primary(&out);
     assert_eq!(f.rule_id, "msi.failed.error");
@@ -150,7 +126,7 @@ MSI (s) (B4:20) [10:15:04:000]: Windows Installer instalis la produkton. Produkt
 
 #[test]
 fn an_unknown_language_falls_back_on_what_every_language_keeps() {
-    let out = scan_msi(model_only(), INVENTED);
+    let out = scan_msi(derived_only("msi.toml"), INVENTED);
     let run = &out.runs[0];
     assert_eq!(run.exit_code, Some(1603), "`Windows Installer ...: N`");
     assert_eq!(run.outcome, Outcome::Failed);
@@ -171,13 +147,13 @@ fn an_unknown_language_falls_back_on_what_every_language_keeps() {
         .filter(|l| !l.contains("Windows Installer"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let out = scan_msi(model_only(), &cut);
+    let out = scan_msi(derived_only("msi.toml"), &cut);
     assert_eq!(out.runs[0].outcome, Outcome::Failed);
     assert_eq!(out.runs[0].exit_code, None);
     // A status of 0 wins over a custom action whose failure was ignored.
     let ok = INVENTED.replace("stato: 1603.", "stato: 0.");
     assert_eq!(
-        scan_msi(model_only(), &ok).runs[0].outcome,
+        scan_msi(derived_only("msi.toml"), &ok).runs[0].outcome,
         Outcome::Succeeded
     );
 }
@@ -213,7 +189,7 @@ fn the_seed_fails_with_its_custom_action_and_output() {
     // With the whole catalog (a rule may name the cause) and with the model alone.
     check_seed(&scan("seed-ja-rollup1-caquietexec.log", &bytes));
     let out = scan_bytes(
-        model_only(),
+        derived_only("msi.toml"),
         ScanContext::new("EX01", "seed-ja-rollup1-caquietexec.log"),
         &bytes,
     );
