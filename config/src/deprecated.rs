@@ -556,36 +556,15 @@ headers = { token_env = "kept as a header", cert = "x" }
     }
 
     #[test]
-    fn each_deprecation_is_logged_as_a_warning() {
-        use std::sync::{Arc, Mutex};
-
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            from_toml::<Agent>(OLD).unwrap();
-        });
-        let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
-        assert_eq!(warnings.len(), 6, "{log}");
-        assert!(
-            warnings[0]
-                .contains("`stall_threshold_secs` is deprecated; use `stall_threshold = \"600s\"`"),
-            "{log}"
+    fn each_deprecation_names_its_replacement() {
+        // That each one is also logged is checked against the binary's stderr
+        // (patchwatch's check tests): a log capture here would race with the parallel tests
+        // over tracing's per-callsite interest cache.
+        let loaded = from_toml::<Agent>(OLD).unwrap();
+        assert_eq!(loaded.deprecations.len(), 6);
+        assert_eq!(
+            loaded.deprecations[0].to_string(),
+            "`stall_threshold_secs` is deprecated; use `stall_threshold = \"600s\"`"
         );
     }
 

@@ -287,6 +287,9 @@ fn unreadable_file_warns_once_backs_off_and_is_read_when_it_recovers() {
         .finish();
     let mut events = Vec::new();
     tracing::subscriber::with_default(subscriber, || {
+        // A parallel test may have cached "never" for the warning against the global no-op
+        // subscriber while this one was being set up; tracing caches interest per callsite.
+        tracing::callsite::rebuild_interest_cache();
         let fault = Unreadable::path(&path);
         let started = std::time::Instant::now();
         let mut rounds = 0;

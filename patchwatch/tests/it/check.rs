@@ -313,3 +313,42 @@ fn agent_connect_asks_the_aggregator() {
         "{text}"
     );
 }
+
+#[test]
+fn deprecated_keys_warn_on_stderr_as_text_and_as_json() {
+    let f = Fixture::new();
+    let config =
+        f.agent_config(|t| t.replace("[sources]", "stall_threshold_secs = 600\n[sources]"));
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+            .args(["--log-format", format, "agent", "--check", "--config"])
+            .arg(&config)
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        stderr
+    };
+    let text = run("text");
+    let warning = text
+        .lines()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(
+        warning.contains("`stall_threshold_secs` is deprecated; use `stall_threshold = \"600s\"`"),
+        "{warning}"
+    );
+    // stderr is a pipe here, not a terminal: no colour escapes.
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+
+    let json = run("json");
+    let line = json
+        .lines()
+        .find(|l| l.contains("deprecated"))
+        .unwrap_or_else(|| panic!("no warning in:\n{json}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "WARN", "{line}");
+    assert_eq!(v["fields"]["key"], "stall_threshold_secs", "{line}");
+    assert_eq!(v["fields"]["line"], 3, "{line}");
+}
