@@ -3,6 +3,8 @@
 //! generator, UTF-16LE as msiexec writes), to any size. True failures are mixed in so that
 //! matching, verification and finding construction are all exercised.
 
+pub mod fleet;
+
 use patchwatch_pipeline::sample::{msi_verbose_log, MsiLog, MsiScenario};
 
 use patchwatch_pipeline::sample::exchange;
