@@ -7,7 +7,8 @@
 //! cargo build --release -p patchwatch -p patchwatch-benches
 //! target/release/fleet [--collectors 1000] [--duration 30s] [--rate 50000] [--batch 50]
 //!     [--inflight 4] [--connections 0] [--gzip false] [--store sqlite|postgres]
-//!     [--sqlite-sync full] [--max-streams N] [--client-threads 1] [--in-process false]
+//!     [--sqlite-sync full] [--max-streams N] [--configured-hosts false]
+//!     [--client-threads 1] [--in-process false]
 //! ```
 //!
 //! `--store postgres` needs `PATCHWATCH_PG_URL` (`.ci/setup-postgres.sh`); the run gets a
@@ -95,7 +96,14 @@ async fn run() -> Result<()> {
     let workload = Arc::new(Workload::from_samples());
     let pki = Pki::generate()?;
     let (grpc, http) = (server::free_addr()?, server::free_addr()?);
-    let toml = server::config_toml(dir.path(), grpc, http, &fleet, &backend, max_streams);
+    let setup = server::Setup {
+        grpc,
+        http,
+        backend: backend.clone(),
+        max_streams,
+        configured_hosts: number("--configured-hosts", "false")?,
+    };
+    let toml = server::config_toml(dir.path(), &fleet, &setup);
     let config = server::write_config(dir.path(), &pki, &toml)?;
     let started = Instant::now();
     let agg = if in_process {
@@ -108,7 +116,7 @@ async fn run() -> Result<()> {
 
     println!(
         "fleet: {collectors} collectors ({} connections), {} findings/batch, {} in flight, \
-         rate {}, gzip {}, {store}{}, aggregator {} (pid {pid}), started in {:.1} s",
+         rate {}, gzip {}, {store}{}, hosts {}, aggregator {} (pid {pid}), started in {:.1} s",
         if opts.connections == 0 {
             collectors
         } else {
@@ -125,6 +133,11 @@ async fn run() -> Result<()> {
         match &backend {
             Backend::Sqlite { synchronous } => format!(" (synchronous {synchronous})"),
             Backend::Postgres { .. } => String::new(),
+        },
+        if setup.configured_hosts {
+            "configured per token"
+        } else {
+            "bound on first report"
         },
         if in_process { "in process" } else { "binary" },
         started.elapsed().as_secs_f64(),

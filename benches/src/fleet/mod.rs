@@ -488,7 +488,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::server::{config_toml, free_addr, write_config, Aggregator, Backend, Pki};
+    use super::server::{config_toml, free_addr, write_config, Aggregator, Backend, Pki, Setup};
     use super::*;
 
     /// 20 collectors for 2 s against an in-process aggregator on SQLite, over TLS with a
@@ -500,10 +500,16 @@ mod tests {
         let pki = Pki::generate().unwrap();
         let fleet: Vec<Collector> = (0..20).map(|i| Collector::new(i, 7)).collect();
         let (grpc, http) = (free_addr().unwrap(), free_addr().unwrap());
-        let backend = Backend::Sqlite {
-            synchronous: "full".into(),
+        let setup = Setup {
+            grpc,
+            http,
+            backend: Backend::Sqlite {
+                synchronous: "full".into(),
+            },
+            max_streams: 64,
+            configured_hosts: false,
         };
-        let toml = config_toml(dir.path(), grpc, http, &fleet, &backend, 64);
+        let toml = config_toml(dir.path(), &fleet, &setup);
         let config = write_config(dir.path(), &pki, &toml).unwrap();
         let agg = Aggregator::in_process(&config).await.unwrap();
         let target = Target {

@@ -63,16 +63,32 @@ pub enum Backend {
     },
 }
 
+/// The parts of an aggregator configuration a fleet run chooses.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// gRPC (TLS) listener.
+    pub grpc: SocketAddr,
+    /// HTTP listener.
+    pub http: SocketAddr,
+    /// Store.
+    pub backend: Backend,
+    /// `grpc.max_streams`.
+    pub max_streams: usize,
+    /// Give each token a `hosts` list naming its collector's host; otherwise hosts are bound
+    /// to the first collector that reports them (the default).
+    pub configured_hosts: bool,
+}
+
 /// The aggregator configuration (TOML) for a fleet: TLS on gRPC, one ingest token per
-/// collector (hosts bound on first report, the default), loopback listeners.
-pub fn config_toml(
-    dir: &Path,
-    grpc: SocketAddr,
-    http: SocketAddr,
-    fleet: &[Collector],
-    backend: &Backend,
-    max_streams: usize,
-) -> String {
+/// collector, loopback listeners.
+pub fn config_toml(dir: &Path, fleet: &[Collector], setup: &Setup) -> String {
+    let Setup {
+        grpc,
+        http,
+        backend,
+        max_streams,
+        configured_hosts,
+    } = setup;
     let mut t = String::new();
     let path = |p: PathBuf| p.display().to_string().replace('\\', "/");
     let _ = writeln!(t, "data_dir = {:?}", path(dir.to_path_buf()));
@@ -88,6 +104,9 @@ pub fn config_toml(
     );
     for c in fleet {
         let _ = writeln!(t, "[[grpc.tokens]]\nid = {:?}\ntoken = {:?}", c.id, c.token);
+        if *configured_hosts {
+            let _ = writeln!(t, "hosts = [{:?}]", c.host.hostname);
+        }
     }
     let _ = writeln!(t, "[http]\nlisten = \"{http}\"");
     match backend {
