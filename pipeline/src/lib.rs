@@ -34,6 +34,7 @@ mod frame;
 pub mod matcher;
 mod model;
 pub mod msi_codes;
+pub mod preflight;
 pub mod rules;
 pub mod sample;
 mod scanner;

@@ -36,6 +36,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "builtin:explain.toml",
         include_str!("../../rules/explain.toml"),
     ),
+    (
+        "builtin:preflight.toml",
+        include_str!("../../rules/preflight.toml"),
+    ),
 ];
 
 /// Run-level values that remediation templates may use besides a rule's own captures.

@@ -1,0 +1,341 @@
+//! What the preflight checks read from a server, behind one trait: registry keys and values,
+//! files, free space and the account the command runs as.
+//!
+//! Service start types are read from the registry (`SYSTEM\CurrentControlSet\Services\<name>`,
+//! value `Start`), where the Service Control Manager keeps them: one reader for everything,
+//! the same on Windows and under Wine, and no SCM handle to open.
+
+use std::collections::BTreeMap;
+
+/// A registry root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Hive {
+    /// `HKEY_LOCAL_MACHINE`.
+    LocalMachine,
+    /// `HKEY_USERS`: the hive of every loaded user profile, one subkey per SID. The installing
+    /// user's policies are there, whichever account reads them (the agent runs as LocalSystem).
+    Users,
+}
+
+impl Hive {
+    /// The short name used in messages, `HKLM` or `HKU`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hive::LocalMachine => "HKLM",
+            Hive::Users => "HKU",
+        }
+    }
+}
+
+/// A registry value, by type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegValue {
+    /// `REG_DWORD`.
+    Dword(u32),
+    /// `REG_QWORD`.
+    Qword(u64),
+    /// `REG_SZ` or `REG_EXPAND_SZ` (not expanded).
+    String(String),
+    /// `REG_MULTI_SZ`.
+    MultiString(Vec<String>),
+    /// `REG_BINARY` or any other type, as bytes.
+    Binary(Vec<u8>),
+}
+
+impl RegValue {
+    /// True when the value carries something: a non-zero number, a non-blank string, a list
+    /// with a non-blank entry, non-empty bytes.
+    pub fn is_set(&self) -> bool {
+        match self {
+            RegValue::Dword(n) => *n != 0,
+            RegValue::Qword(n) => *n != 0,
+            RegValue::String(s) => !s.trim().is_empty(),
+            RegValue::MultiString(v) => v.iter().any(|s| !s.trim().is_empty()),
+            RegValue::Binary(b) => !b.is_empty(),
+        }
+    }
+
+    /// The value as a number, if it is one (or a string holding one).
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            RegValue::Dword(n) => Some(u64::from(*n)),
+            RegValue::Qword(n) => Some(*n),
+            RegValue::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as text, if it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            RegValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as shown in a finding's evidence.
+    pub fn display(&self) -> String {
+        match self {
+            RegValue::Dword(n) => n.to_string(),
+            RegValue::Qword(n) => n.to_string(),
+            RegValue::String(s) => s.clone(),
+            RegValue::MultiString(v) => v
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+            RegValue::Binary(b) => format!("{} bytes", b.len()),
+        }
+    }
+}
+
+/// A read that failed for a reason other than "not there" (access denied, an IO error): the
+/// check that needed it is reported as not run, never as clean.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read {what}: {reason}")]
+pub struct StateError {
+    /// What was read, e.g. `HKLM\SOFTWARE\...\ExecutionPolicy`.
+    pub what: String,
+    /// Why it failed, as the system said.
+    pub reason: String,
+}
+
+/// The server's state as the checks see it. Absent things are `Ok(None)`, `Ok(false)` or an
+/// empty list; `Err` is for reads that failed.
+pub trait SystemState {
+    /// The value `name` of `key` (a path below `hive`, `\`-separated); `None` when the key or
+    /// the value does not exist.
+    fn registry_value(
+        &self,
+        hive: Hive,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<RegValue>, StateError>;
+
+    /// True when `key` exists below `hive`.
+    fn registry_key_exists(&self, hive: Hive, key: &str) -> Result<bool, StateError>;
+
+    /// Names of the subkeys of `key` (`""` is the hive itself); empty when it does not exist.
+    fn registry_subkeys(&self, hive: Hive, key: &str) -> Result<Vec<String>, StateError>;
+
+    /// True when the file or folder at the Windows path `path` exists.
+    fn path_exists(&self, path: &str) -> Result<bool, StateError>;
+
+    /// Bytes free for the caller on the volume holding `path`; `None` when there is no such
+    /// volume.
+    fn free_bytes(&self, path: &str) -> Result<Option<u64>, StateError>;
+
+    /// The user name the command runs as, without its domain; `None` when it runs as a service
+    /// account (LocalSystem), whose name says nothing about the installing admin.
+    fn account_name(&self) -> Option<String>;
+}
+
+/// A [`SystemState`] made of plain data: tests, and `preflight` of a recorded state.
+///
+/// Key paths and names compare case-insensitively, like the registry and NTFS.
+#[derive(Debug, Clone, Default)]
+pub struct FakeState {
+    keys: BTreeMap<(Hive, String), BTreeMap<String, RegValue>>,
+    paths: BTreeMap<String, ()>,
+    free: BTreeMap<String, u64>,
+    failing: BTreeMap<(Hive, String), String>,
+    account: Option<String>,
+}
+
+fn norm(s: &str) -> String {
+    s.trim_matches('\\').to_ascii_lowercase()
+}
+
+impl FakeState {
+    /// An empty server: no keys, no files, no volumes.
+    pub fn new() -> FakeState {
+        FakeState::default()
+    }
+
+    /// Adds `key` (and its parents) without values.
+    pub fn key(mut self, hive: Hive, key: &str) -> FakeState {
+        let mut path = String::new();
+        for part in key.split('\\').filter(|p| !p.is_empty()) {
+            if !path.is_empty() {
+                path.push('\\');
+            }
+            path.push_str(part);
+            self.keys.entry((hive, path.clone())).or_default();
+        }
+        self
+    }
+
+    /// Sets the value `name` of `key`, creating the key.
+    pub fn value(mut self, hive: Hive, key: &str, name: &str, value: RegValue) -> FakeState {
+        self = self.key(hive, key);
+        let k = self
+            .keys
+            .iter_mut()
+            .find(|((h, k), _)| *h == hive && norm(k) == norm(key))
+            .map(|(_, v)| v)
+            .expect("the key was just added");
+        k.insert(name.to_ascii_lowercase(), value);
+        self
+    }
+
+    /// Makes every read below `key` fail with `reason` (e.g. access denied).
+    pub fn failing(mut self, hive: Hive, key: &str, reason: &str) -> FakeState {
+        self.failing.insert((hive, norm(key)), reason.to_string());
+        self
+    }
+
+    /// Adds a file or folder at the Windows path `path`.
+    pub fn path(mut self, path: &str) -> FakeState {
+        self.paths.insert(norm(path), ());
+        self
+    }
+
+    /// Sets the free bytes of the volume `drive` (e.g. `C:`).
+    pub fn free(mut self, drive: &str, bytes: u64) -> FakeState {
+        self.free.insert(norm(drive), bytes);
+        self
+    }
+
+    /// Sets the account name.
+    pub fn account(mut self, name: &str) -> FakeState {
+        self.account = Some(name.to_string());
+        self
+    }
+
+    fn check(&self, hive: Hive, key: &str) -> Result<(), StateError> {
+        let key = norm(key);
+        for ((h, k), reason) in &self.failing {
+            if *h == hive && (key == *k || key.starts_with(&format!("{k}\\"))) {
+                return Err(StateError {
+                    what: format!("{}\\{key}", hive.as_str()),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn find(&self, hive: Hive, key: &str) -> Option<&BTreeMap<String, RegValue>> {
+        let key = norm(key);
+        self.keys
+            .iter()
+            .find(|((h, k), _)| *h == hive && norm(k) == key)
+            .map(|(_, v)| v)
+    }
+}
+
+impl SystemState for FakeState {
+    fn registry_value(
+        &self,
+        hive: Hive,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<RegValue>, StateError> {
+        self.check(hive, key)?;
+        Ok(self
+            .find(hive, key)
+            .and_then(|values| values.get(&name.to_ascii_lowercase()).cloned()))
+    }
+
+    fn registry_key_exists(&self, hive: Hive, key: &str) -> Result<bool, StateError> {
+        self.check(hive, key)?;
+        Ok(self.find(hive, key).is_some())
+    }
+
+    fn registry_subkeys(&self, hive: Hive, key: &str) -> Result<Vec<String>, StateError> {
+        self.check(hive, key)?;
+        let parent = norm(key);
+        let mut names: Vec<String> = self
+            .keys
+            .keys()
+            .filter(|(h, _)| *h == hive)
+            .filter_map(|(_, k)| {
+                let k = k.trim_matches('\\');
+                let rest = if parent.is_empty() {
+                    k
+                } else {
+                    let head = k.get(..parent.len())?;
+                    if !head.eq_ignore_ascii_case(&parent) {
+                        return None;
+                    }
+                    k.get(parent.len()..)?.strip_prefix('\\')?
+                };
+                (!rest.is_empty() && !rest.contains('\\')).then(|| rest.to_string())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn path_exists(&self, path: &str) -> Result<bool, StateError> {
+        Ok(self.paths.contains_key(&norm(path)))
+    }
+
+    fn free_bytes(&self, path: &str) -> Result<Option<u64>, StateError> {
+        let drive = norm(path.get(..2).unwrap_or(path));
+        Ok(self.free.get(&drive).copied())
+    }
+
+    fn account_name(&self) -> Option<String> {
+        self.account.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fake_reads_like_the_registry() {
+        let s = FakeState::new()
+            .value(
+                Hive::LocalMachine,
+                r"SOFTWARE\Policies\Microsoft\Windows\PowerShell",
+                "ExecutionPolicy",
+                RegValue::String("AllSigned".into()),
+            )
+            .key(Hive::Users, r"S-1-5-21-1\Software");
+        let v = s
+            .registry_value(
+                Hive::LocalMachine,
+                r"software\policies\microsoft\windows\powershell",
+                "executionpolicy",
+            )
+            .unwrap();
+        assert_eq!(v, Some(RegValue::String("AllSigned".into())));
+        assert!(s
+            .registry_key_exists(Hive::LocalMachine, r"SOFTWARE\Policies")
+            .unwrap());
+        assert!(!s
+            .registry_key_exists(Hive::LocalMachine, r"SOFTWARE\Other")
+            .unwrap());
+        assert_eq!(
+            s.registry_subkeys(Hive::LocalMachine, r"SOFTWARE\Policies\Microsoft")
+                .unwrap(),
+            vec!["Windows".to_string()]
+        );
+        assert_eq!(
+            s.registry_subkeys(Hive::Users, "").unwrap(),
+            vec!["S-1-5-21-1".to_string()]
+        );
+        let s = s.failing(Hive::LocalMachine, r"SOFTWARE\Policies", "access denied");
+        assert!(s
+            .registry_value(
+                Hive::LocalMachine,
+                r"SOFTWARE\Policies\Microsoft\Windows\PowerShell",
+                "ExecutionPolicy"
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn values_are_set_only_when_they_carry_something() {
+        assert!(!RegValue::Dword(0).is_set());
+        assert!(RegValue::Dword(1).is_set());
+        assert!(!RegValue::MultiString(vec![String::new()]).is_set());
+        assert!(RegValue::MultiString(vec![r"\??\C:\a".into(), String::new()]).is_set());
+        assert!(!RegValue::String("  ".into()).is_set());
+    }
+}
