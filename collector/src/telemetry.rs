@@ -23,6 +23,9 @@ pub const DECODE_ERRORS: &str = "patchwatch_decode_errors_total";
 pub const TRUNCATED_LINES: &str = "patchwatch_truncated_lines_total";
 /// Files currently held open by the tailer (gauge).
 pub const OPEN_FILES: &str = "patchwatch_open_files";
+/// Files that wanted a handle in the tailer's last round and waited for the open-file cap
+/// (gauge).
+pub const QUEUED_FILES: &str = "patchwatch_agent_queued_files";
 /// Files currently tracked by the tailer, open or not (gauge).
 pub const TRACKED_FILES: &str = "patchwatch_tracked_files";
 /// File size minus its committed checkpoint, per `path` (gauge).
@@ -144,6 +147,10 @@ pub fn describe() {
     describe_counter!(TRUNCATED_LINES, "Over-long lines cut by the pipeline");
     describe_gauge!(OPEN_FILES, "Files currently held open");
     describe_gauge!(TRACKED_FILES, "Files currently tracked");
+    describe_gauge!(
+        QUEUED_FILES,
+        "Files waiting for a handle under the open-file cap"
+    );
     describe_gauge!(
         FILE_LAG,
         Unit::Bytes,

@@ -13,6 +13,7 @@
 //!
 //! The collector never writes to or deletes a watched log.
 
+mod handles;
 pub mod identity;
 mod reader;
 mod tailer;
@@ -21,6 +22,7 @@ mod unreadable;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use handles::{cap_for_limit, default_max_open_files, RESERVED_DESCRIPTORS};
 pub use identity::{Bom, FileId, FileKey};
 pub use reader::TailReader;
 
@@ -43,6 +45,10 @@ pub struct TailOptions {
     pub max_read_per_poll: u64,
     /// Do not use filesystem events (network shares); rely on `rescan_interval`.
     pub poll: bool,
+    /// Most log files held open at once; beyond it the least recently read handle is closed
+    /// and files that find none free wait for the next round. Defaults to
+    /// [`default_max_open_files`], derived from the process's descriptor limit.
+    pub max_open_files: usize,
 }
 
 impl Default for TailOptions {
@@ -55,6 +61,7 @@ impl Default for TailOptions {
             read_chunk_bytes: 256 * 1024,
             max_read_per_poll: 4 * 1024 * 1024,
             poll: false,
+            max_open_files: default_max_open_files(),
         }
     }
 }

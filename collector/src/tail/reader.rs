@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender};
 
+use super::handles::Handles;
 use super::identity::FileId;
 use super::tailer::{PollOutcome, Tailer};
 use super::unreadable::{Unreadable, UNREADABLE_RETRY_FIRST, UNREADABLE_RETRY_MAX};
@@ -33,6 +34,8 @@ pub struct TailReader {
     tailers: HashMap<FileId, Tailer>,
     last_full: Option<Instant>,
     force_full: bool,
+    /// The open-file cap.
+    handles: Handles,
     /// Where `/status` reads the tracked files, and when they were last published there.
     board: Option<(crate::status::StatusBoard, Option<Instant>)>,
 }
@@ -41,6 +44,7 @@ impl TailReader {
     /// Creates a reader. Nothing is read until the first [`poll_once`](Self::poll_once).
     pub fn new(discovery: Discovery, store: Arc<CheckpointStore>, opts: TailOptions) -> Self {
         let watch = DirWatch::new(&discovery, opts.poll);
+        let handles = Handles::new(opts.max_open_files);
         Self {
             discovery,
             watch,
@@ -49,6 +53,7 @@ impl TailReader {
             tailers: HashMap::new(),
             last_full: None,
             force_full: true,
+            handles,
             board: None,
         }
     }
@@ -90,6 +95,16 @@ impl TailReader {
         self.tailers.len()
     }
 
+    /// Log files holding an open handle now; never more than `max_open_files`.
+    pub fn open_files(&self) -> usize {
+        self.handles.open()
+    }
+
+    /// Files that wanted a handle in the last round and found none free (read next round).
+    pub fn queued_files(&self) -> usize {
+        self.handles.waiting()
+    }
+
     /// Number of tracked files that cannot be read right now (retried with backoff).
     pub fn unreadable(&self) -> usize {
         self.tailers
@@ -117,11 +132,16 @@ impl TailReader {
             }
         }
         let mut more = false;
-        let ids: Vec<FileId> = self.tailers.keys().copied().collect();
+        // Files that found no free handle last round go first, so none waits for ever.
+        let waited = self.handles.begin_round().clone();
+        let mut ids: Vec<FileId> = self.tailers.keys().copied().collect();
+        if !waited.is_empty() {
+            ids.sort_by_key(|id| !waited.contains(id));
+        }
         for id in ids {
-            let t = self.tailers.get_mut(&id).expect("listed above");
+            let t = self.tailers.get(&id).expect("listed above");
             let active = t.is_open() || now.duration_since(t.last_activity) < self.opts.idle_close;
-            if !full && !active {
+            if !full && !active && !waited.contains(&id) {
                 continue;
             }
             // An unreadable file is retried on its own schedule, not on every event or pass:
@@ -129,7 +149,22 @@ impl TailReader {
             if t.unreadable.as_ref().is_some_and(|u| now < u.retry_at) {
                 continue;
             }
-            let result = t.poll(&self.opts, &self.store, false, emit);
+            // Out of the map while polled, so that the cap can close another file's handle.
+            let mut t = self.tailers.remove(&id).expect("listed above");
+            let result = {
+                let (handles, tailers) = (&mut self.handles, &mut self.tailers);
+                let mut may_open = || match handles.acquire(id) {
+                    Ok(None) => true,
+                    Ok(Some(victim)) => {
+                        if let Some(v) = tailers.get_mut(&victim) {
+                            v.close();
+                        }
+                        true
+                    }
+                    Err(()) => false,
+                };
+                t.poll(&self.opts, &self.store, false, &mut may_open, emit)
+            };
             if result.is_ok() {
                 if let Some(u) = t.unreadable.take() {
                     tracing::info!(message = "File is readable again.", path = %t.path.display(), after = ?u.since.elapsed());
@@ -140,14 +175,18 @@ impl TailReader {
                 Ok(PollOutcome::Moved) => self.force_full = true,
                 Ok(PollOutcome::Gone) => {
                     // Deleted and drained; the next full pass picks up whatever replaced it.
-                    let t = self.tailers.remove(&id).expect("listed above");
+                    self.handles.forget(id);
                     self.force_full = true;
                     if !self.end(t, emit) {
                         return false;
                     }
+                    continue;
                 }
-                Ok(PollOutcome::Stopped) => return false,
-                Ok(PollOutcome::Idle | PollOutcome::Progress) => {}
+                Ok(PollOutcome::Stopped) => {
+                    self.tailers.insert(id, t);
+                    return false;
+                }
+                Ok(PollOutcome::Idle | PollOutcome::Progress | PollOutcome::Queued) => {}
                 Err(error) => {
                     let kind = error.kind();
                     match &mut t.unreadable {
@@ -168,7 +207,13 @@ impl TailReader {
                     t.close();
                 }
             }
+            self.handles.touch(id, t.is_open());
+            self.tailers.insert(id, t);
         }
+        self.handles.end_round();
+        // Files that waited for a handle are read in the next round, without sleeping first.
+        more |= self.handles.waiting() > 0;
+        telemetry::set_gauge(telemetry::QUEUED_FILES, self.handles.waiting() as f64);
         telemetry::set_gauge(
             telemetry::UNREADABLE_FILES,
             self.tailers
@@ -176,10 +221,7 @@ impl TailReader {
                 .filter(|t| t.unreadable.is_some())
                 .count() as f64,
         );
-        telemetry::set_gauge(
-            telemetry::OPEN_FILES,
-            self.tailers.values().filter(|t| t.is_open()).count() as f64,
-        );
+        telemetry::set_gauge(telemetry::OPEN_FILES, self.handles.open() as f64);
         telemetry::set_gauge(telemetry::TRACKED_FILES, self.tailers.len() as f64);
         self.publish(now);
         more
@@ -212,10 +254,11 @@ impl TailReader {
             .collect();
         for id in gone {
             let mut t = self.tailers.remove(&id).expect("listed above");
+            self.handles.forget(id);
             // Drain through the handle we still hold: on Unix a renamed or unlinked file
             // stays readable, so lines written just before a rotation are not lost.
             loop {
-                match t.poll(&self.opts, &self.store, true, emit) {
+                match t.poll(&self.opts, &self.store, true, &mut || false, emit) {
                     Ok(PollOutcome::More) => continue,
                     Ok(PollOutcome::Stopped) => return false,
                     Ok(_) => break,

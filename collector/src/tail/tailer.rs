@@ -38,6 +38,8 @@ pub(crate) enum PollOutcome {
     /// The path no longer names this file (handle closed, file renamed or replaced): the
     /// caller rescans to learn where it went.
     Moved,
+    /// The file needs a handle and the open-file cap has none free this round.
+    Queued,
     /// The consumer hung up.
     Stopped,
 }
@@ -95,12 +97,14 @@ impl Tailer {
     }
 
     /// Reads what is new and emits events. `draining` means the file left the watched set:
-    /// read what the open handle still reaches, never reopen by path.
+    /// read what the open handle still reaches, never reopen by path. `may_open` is asked
+    /// before a handle is opened (the open-file cap); false means wait for a later round.
     pub(crate) fn poll(
         &mut self,
         opts: &TailOptions,
         store: &CheckpointStore,
         draining: bool,
+        may_open: &mut dyn FnMut() -> bool,
         emit: &mut dyn FnMut(TailEvent) -> bool,
     ) -> io::Result<PollOutcome> {
         if self.file.is_none() {
@@ -122,6 +126,9 @@ impl Tailer {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PollOutcome::Moved),
                 Err(e) => return Err(e),
+            }
+            if !may_open() {
+                return Ok(PollOutcome::Queued);
             }
             let f = open_shared(&self.path)?;
             if FileId::of_file(&f)? != self.id {

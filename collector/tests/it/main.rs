@@ -2,6 +2,7 @@
 //! over real gRPC on loopback. One test binary, one module per area.
 
 mod delivery;
+mod handles;
 mod hardening;
 mod spool;
 mod tail;
