@@ -101,6 +101,8 @@ pub struct Agent {
     spool: Spool,
     host: pb::HostInfo,
     health: AgentHealth,
+    /// The periodic preflight snapshot; `None` when disabled or not on Windows.
+    preflight: Option<crate::preflight::PreflightTask>,
 }
 
 impl Agent {
@@ -176,6 +178,7 @@ impl Agent {
             move || sp.sync().map_err(std::io::Error::other),
             health.clone(),
         );
+        let preflight = start_preflight(cfg, &catalog, &spool, &host)?;
         let matcher = Matcher::new(MatcherSetup {
             catalog,
             store,
@@ -209,6 +212,7 @@ impl Agent {
             health: AgentHealth::new(health, spool.clone(), spool_consumers(cfg)).with_board(board),
             spool,
             host,
+            preflight,
         })
     }
 
@@ -248,7 +252,11 @@ impl Agent {
         self.stop.store(true, Ordering::Release);
         let (reader, matcher, flusher) =
             (self.reader.take(), self.matcher.take(), self.flusher.take());
+        let preflight = self.preflight.take();
         let _ = tokio::task::spawn_blocking(move || {
+            if let Some(p) = preflight {
+                p.stop();
+            }
             if let Some(r) = reader {
                 let _ = r.join();
             }
@@ -303,6 +311,32 @@ fn supervised(
         tracing::error!(message = "An agent thread stopped; the agent cannot go on.", thread = name, %reason);
         health.set(name, PartState::Failed(reason));
     })
+}
+
+/// Starts the periodic preflight when `[preflight]` is enabled and this OS has a state to
+/// read (Windows).
+fn start_preflight(
+    cfg: &AgentConfig,
+    catalog: &Arc<Catalog>,
+    spool: &Spool,
+    host: &pb::HostInfo,
+) -> Result<Option<crate::preflight::PreflightTask>, StartError> {
+    if !cfg.preflight.enabled {
+        return Ok(None);
+    }
+    let Some(state) = crate::preflight::local_state() else {
+        tracing::debug!(message = "Preflight reads the Windows registry; not run on this system.");
+        return Ok(None);
+    };
+    let setup = crate::preflight::TaskSetup {
+        catalog: Arc::clone(catalog),
+        spool: spool.clone(),
+        host: host.clone(),
+        interval: cfg.preflight.interval.get(),
+    };
+    crate::preflight::PreflightTask::spawn(state, setup)
+        .map(Some)
+        .map_err(|e| StartError::Thread("preflight", e))
 }
 
 /// How long stopping sinks get for the findings they hold (they are resent after a restart).

@@ -94,6 +94,35 @@ pub struct AgentConfig {
     /// down until the spool is full, reading pauses. Empty (default): aggregator only.
     #[serde(default)]
     pub sinks: std::collections::BTreeMap<String, patchwatch_sinks::SinkConfig>,
+    /// `[preflight]`: the periodic check of this server for conditions that make the next
+    /// update fail (Windows only; elsewhere there is nothing to read).
+    #[serde(default)]
+    pub preflight: PreflightConfig,
+}
+
+/// `[preflight]`: when the agent checks the server ahead of an update.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightConfig {
+    /// Run the checks at all (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Time between two snapshots (default `"6h"`); one is also taken at start.
+    #[serde(default = "default_preflight_interval")]
+    pub interval: Duration,
+}
+
+impl Default for PreflightConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_preflight_interval(),
+        }
+    }
+}
+
+fn default_preflight_interval() -> Duration {
+    Duration::from_secs(6 * 3600)
 }
 
 fn default_stall() -> Duration {
@@ -365,6 +394,7 @@ impl AgentConfig {
             spool: SpoolConfig::default(),
             batch: BatchConfig::default(),
             sinks: Default::default(),
+            preflight: PreflightConfig::default(),
         }
     }
 
@@ -409,6 +439,17 @@ impl AgentConfig {
         }
         if self.stall_threshold.is_zero() {
             return Err(invalid("stall_threshold", "must be greater than 0"));
+        }
+        // Each snapshot is a run stored by the aggregator: more often than a minute would
+        // only fill its database.
+        if self.preflight.interval.get() < std::time::Duration::from_secs(60) {
+            return Err(invalid(
+                "preflight.interval",
+                format!(
+                    "\"{}\" is too short; at least \"1m\" (default \"6h\")",
+                    self.preflight.interval
+                ),
+            ));
         }
         Ok(())
     }
@@ -514,6 +555,29 @@ endpoint = "http://127.0.0.1:4790"
         assert_eq!(c.sources.encoding_fallback, "windows-1252");
         assert_eq!(c.batch.max_in_flight, 4);
         assert_eq!(c.spool_fsync(), FsyncPolicy::OnSync);
+        assert_eq!(c.preflight, PreflightConfig::default());
+        assert!(c.preflight.enabled);
+        assert_eq!(c.preflight.interval, Duration::from_secs(6 * 3600));
+    }
+
+    #[test]
+    fn preflight_section_takes_the_shared_vocabulary_and_refuses_a_short_interval() {
+        let c = AgentConfig::from_toml(
+            &format!("{MIN}[preflight]\nenabled = false\ninterval = \"2h 30m\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(!c.preflight.enabled);
+        assert_eq!(c.preflight.interval, Duration::from_secs(9000));
+        let e = AgentConfig::from_toml(&format!("{MIN}[preflight]\ninterval = \"5s\"\n"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("preflight.interval") && e.contains("5s"), "{e}");
+        let e =
+            AgentConfig::from_toml(&format!("{MIN}[preflight]\nintervall = \"6h\"\n"), "t.toml")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("intervall"), "{e}");
     }
 
     #[test]

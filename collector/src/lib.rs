@@ -12,6 +12,7 @@ pub mod faults;
 pub mod health;
 mod matcher;
 pub mod memory;
+pub mod preflight;
 pub mod siem;
 pub mod spool;
 pub mod status;

@@ -52,6 +52,8 @@ enum Command {
     Scan(cli::scan::ScanArgs),
     /// Explain a pasted error message: which known issues it matches and how to fix them.
     Explain(cli::explain::ExplainArgs),
+    /// Check this server now for conditions that make the next update fail (Windows).
+    Preflight(cli::preflight::PreflightArgs),
     /// List, show or check rules.
     #[command(subcommand)]
     Rules(cli::rules::RulesCommand),
@@ -94,6 +96,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(a) => cli::up::run(a),
         Command::Scan(a) => a.common.validate().and_then(|_| cli::scan::run(a)),
         Command::Explain(a) => a.common.validate().and_then(|_| cli::explain::run(a)),
+        Command::Preflight(a) => cli::preflight::run(a),
         Command::Rules(c) => cli::rules::run(c),
         Command::Agent(a) => cli::agent::run(a),
         #[cfg(feature = "aggregator")]

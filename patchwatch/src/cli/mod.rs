@@ -11,6 +11,7 @@ mod connect;
 #[cfg(feature = "aggregator")]
 pub mod demo;
 pub mod explain;
+pub mod preflight;
 pub mod report;
 pub mod rules;
 pub mod scan;
