@@ -121,39 +121,108 @@ impl Discovery {
 
     /// Walks every base directory and returns the matching regular files, sorted, deduplicated.
     ///
-    /// Missing or unreadable directories are skipped (logged at debug): a folder that does not
-    /// exist yet is normal, for example before the first Exchange setup run.
+    /// Missing or unreadable directories are skipped: a folder that does not exist yet is
+    /// normal, for example before the first Exchange setup run. [`scan_checked`](Self::scan_checked)
+    /// also says what was skipped.
     pub fn scan(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for root in &self.roots {
-            self.walk(&root.base, root.depth, &mut out);
-        }
-        out.sort();
-        out.dedup();
-        out
+        self.scan_checked().files
     }
 
-    fn walk(&self, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    /// Like [`scan`](Self::scan), and reports every directory the walk could not enter, so the
+    /// caller can tell the user (once per path and state, not on every scan).
+    ///
+    /// Symbolic links are followed, to files and to directories, except a link to a directory
+    /// that contains it (a loop), which is reported as [`WalkIssue::Loop`].
+    pub fn scan_checked(&self) -> Scan {
+        let mut scan = Scan::default();
+        for root in &self.roots {
+            match std::fs::read_dir(&root.base) {
+                Ok(_) => self.walk(&root.base, root.depth, &mut scan),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    scan.issues.push((root.base.clone(), WalkIssue::Missing));
+                }
+                Err(e) => scan
+                    .issues
+                    .push((root.base.clone(), WalkIssue::Unreadable(e.kind()))),
+            }
+        }
+        scan.files.sort();
+        scan.files.dedup();
+        scan.issues.sort_by(|a, b| a.0.cmp(&b.0));
+        scan.issues.dedup();
+        scan
+    }
+
+    fn walk(&self, dir: &Path, depth: usize, scan: &mut Scan) {
         if depth == 0 {
             return;
         }
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
-            Err(error) => {
-                tracing::debug!(message = "Cannot list directory.", dir = %dir.display(), %error);
+            // Gone since it was listed: a race with a deletion, noticed by the next scan.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                scan.issues
+                    .push((dir.to_path_buf(), WalkIssue::Unreadable(e.kind())));
                 return;
             }
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(ft) = entry.file_type() else { continue };
+            let Ok(mut ft) = entry.file_type() else {
+                continue;
+            };
+            if ft.is_symlink() {
+                // A dangling link is skipped: it names no file to tail.
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                ft = meta.file_type();
+                if ft.is_dir() {
+                    if let Some(target) = loop_target(dir, &path) {
+                        scan.issues.push((path, WalkIssue::Loop { target }));
+                        continue;
+                    }
+                }
+            }
             if ft.is_dir() {
-                self.walk(&path, depth - 1, out);
+                self.walk(&path, depth - 1, scan);
             } else if ft.is_file() && self.matches(&path) {
-                out.push(path);
+                scan.files.push(path);
             }
         }
     }
+}
+
+/// What one scan found: the matching files, and the directories it could not walk.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Matching regular files, sorted, deduplicated.
+    pub files: Vec<PathBuf>,
+    /// Directories skipped, and why, sorted by path.
+    pub issues: Vec<(PathBuf, WalkIssue)>,
+}
+
+/// Why a scan skipped a directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WalkIssue {
+    /// A watched base directory does not exist (not yet, or deleted).
+    Missing,
+    /// The directory cannot be listed (permissions, a sharing violation).
+    Unreadable(std::io::ErrorKind),
+    /// A symbolic link to a directory that contains it: following it would never end.
+    Loop {
+        /// Where the link resolves to.
+        target: PathBuf,
+    },
+}
+
+/// The resolved target of `link` (inside `dir`) when it is `dir` or one of its ancestors.
+fn loop_target(dir: &Path, link: &Path) -> Option<PathBuf> {
+    let target = std::fs::canonicalize(link).ok()?;
+    let here = std::fs::canonicalize(dir).ok()?;
+    here.starts_with(&target).then_some(target)
 }
 
 /// Expands `%NAME%` (Windows style) and `${NAME}` from the environment.

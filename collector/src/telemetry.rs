@@ -26,6 +26,9 @@ pub const OPEN_FILES: &str = "patchwatch_open_files";
 /// Files that wanted a handle in the tailer's last round and waited for the open-file cap
 /// (gauge).
 pub const QUEUED_FILES: &str = "patchwatch_agent_queued_files";
+/// Warnings about watched folders that cannot be walked: deleted, unreadable, a symbolic
+/// link loop; one per folder and state (counter).
+pub const WALK_WARNINGS: &str = "patchwatch_agent_walk_warnings_total";
 /// Files currently tracked by the tailer, open or not (gauge).
 pub const TRACKED_FILES: &str = "patchwatch_tracked_files";
 /// File size minus its committed checkpoint, per `path` (gauge).
@@ -147,6 +150,10 @@ pub fn describe() {
     describe_counter!(TRUNCATED_LINES, "Over-long lines cut by the pipeline");
     describe_gauge!(OPEN_FILES, "Files currently held open");
     describe_gauge!(TRACKED_FILES, "Files currently tracked");
+    describe_counter!(
+        WALK_WARNINGS,
+        "Warnings about watched folders: deleted, unreadable, symbolic link loops"
+    );
     describe_gauge!(
         QUEUED_FILES,
         "Files waiting for a handle under the open-file cap"

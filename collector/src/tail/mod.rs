@@ -18,6 +18,7 @@ pub mod identity;
 mod reader;
 mod tailer;
 mod unreadable;
+mod walk_issues;
 
 use std::path::PathBuf;
 use std::time::Duration;

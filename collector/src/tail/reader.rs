@@ -19,6 +19,7 @@ use super::handles::Handles;
 use super::identity::FileId;
 use super::tailer::{PollOutcome, Tailer};
 use super::unreadable::{Unreadable, UNREADABLE_RETRY_FIRST, UNREADABLE_RETRY_MAX};
+use super::walk_issues::WalkIssues;
 use super::{TailEvent, TailOptions};
 use crate::checkpoint::CheckpointStore;
 use crate::discovery::{DirWatch, Discovery};
@@ -36,6 +37,8 @@ pub struct TailReader {
     force_full: bool,
     /// The open-file cap.
     handles: Handles,
+    /// Folders the last scan could not walk, warned about once per state.
+    walk_issues: WalkIssues,
     /// Where `/status` reads the tracked files, and when they were last published there.
     board: Option<(crate::status::StatusBoard, Option<Instant>)>,
 }
@@ -54,6 +57,7 @@ impl TailReader {
             last_full: None,
             force_full: true,
             handles,
+            walk_issues: WalkIssues::default(),
             board: None,
         }
     }
@@ -103,6 +107,23 @@ impl TailReader {
     /// Files that wanted a handle in the last round and found none free (read next round).
     pub fn queued_files(&self) -> usize {
         self.handles.waiting()
+    }
+
+    /// Warnings given so far about folders that cannot be walked (deleted, unreadable, a
+    /// symbolic link loop): one per folder and state.
+    pub fn walk_warnings(&self) -> u64 {
+        self.walk_issues.warnings()
+    }
+
+    /// Folders the last full scan could not walk, and why.
+    pub fn walk_issues(&self) -> Vec<(PathBuf, crate::discovery::WalkIssue)> {
+        let mut v: Vec<_> = self
+            .walk_issues
+            .current()
+            .map(|(p, i)| (p.clone(), i.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// Number of tracked files that cannot be read right now (retried with backoff).
@@ -229,7 +250,9 @@ impl TailReader {
 
     /// Walks the directories and updates the tracked set. Returns false if `emit` hung up.
     fn reconcile(&mut self, emit: &mut dyn FnMut(TailEvent) -> bool) -> bool {
-        let paths = self.discovery.scan();
+        let scan = self.discovery.scan_checked();
+        self.walk_issues.update(&self.discovery.roots(), &scan);
+        let paths = scan.files;
         self.watch.rearm(&self.discovery);
         let mut seen: HashMap<FileId, PathBuf> = HashMap::new();
         for path in paths {

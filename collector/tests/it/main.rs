@@ -6,3 +6,4 @@ mod handles;
 mod hardening;
 mod spool;
 mod tail;
+mod walk;
