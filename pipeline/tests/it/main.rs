@@ -5,6 +5,7 @@ mod common;
 mod corpus;
 mod durations;
 mod evidence;
+mod fuzz;
 mod localized;
 mod msi_codes;
 mod real;
