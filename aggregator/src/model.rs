@@ -424,10 +424,63 @@ pub struct HostRecord {
     pub last_seen: Option<String>,
     /// The run that started last, if any.
     pub latest_run: Option<RunRecord>,
-    /// Findings of the latest run by severity (all the host's findings when it has no run).
+    /// Findings of the current runs by severity (all the host's findings when it has no run).
     pub findings: SeverityCounts,
     /// All the host's findings, any run.
     pub findings_total: u64,
+    /// The host's state over all its current runs, worst first: `failed`, `stalled`,
+    /// `in_progress`, `succeeded`, or `unspecified` when it has no run.
+    pub state: String,
+    /// The latest run of each log file the host wrote in its latest stretch of activity
+    /// (ExchangeSetup.log, ServiceControl.log, each Windows Installer log), worst and active
+    /// first: what the host's state rolls up.
+    pub current_runs: Vec<RunRecord>,
+    /// The primary cause of each failed or stalled current run, in `current_runs` order.
+    pub causes: Vec<CauseRecord>,
+    /// Maintenance windows active now whose globs name the host (filled in by the HTTP API).
+    #[serde(default)]
+    pub windows: Vec<WindowRef>,
+}
+
+/// Why a run failed or stalled: its primary finding (or, when the run names none, its most
+/// severe one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CauseRecord {
+    /// The run.
+    pub run_id: String,
+    /// The finding.
+    pub finding_id: String,
+    /// Its rule.
+    pub rule_id: String,
+    /// Its title.
+    pub title: String,
+    /// `info` .. `critical`.
+    pub severity: String,
+    /// Whether the run named it as its primary cause (false: the most severe finding instead).
+    pub primary: bool,
+}
+
+/// A maintenance window as a host row names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowRef {
+    /// Window id.
+    pub id: String,
+    /// Window name.
+    pub name: String,
+    /// End (RFC 3339).
+    pub ends_at: Option<String>,
+}
+
+/// The order of run states on the board: failed, stalled, in progress, succeeded, then the
+/// rest. Lower is shown first.
+pub fn state_rank(outcome: &str) -> u8 {
+    match outcome {
+        "failed" => 0,
+        "stalled" => 1,
+        "in_progress" => 2,
+        "succeeded" => 3,
+        _ => 4,
+    }
 }
 
 /// Filters and paging of `/api/v1/findings`. Results are newest first.
@@ -471,6 +524,14 @@ pub struct FindingFilter {
     pub before_seq: Option<i64>,
     /// Page size.
     pub limit: u32,
+    /// Only hosts matching one of these globs (`*`, `?`; case-insensitive). Empty: any host.
+    pub host_globs: Vec<String>,
+    /// Only findings whose title or evidence contains this text (case-insensitive).
+    pub text: Option<String>,
+    /// Only `observed_ns < until_ns`.
+    pub until_ns: Option<i64>,
+    /// Only findings of runs with this outcome number.
+    pub run_outcome: Option<i32>,
 }
 
 /// Filters and paging of `/api/v1/runs`. Results are most recently updated first.
@@ -492,6 +553,8 @@ pub struct RunQuery {
 pub struct RunFilter {
     /// Only this host.
     pub host: Option<String>,
+    /// Only this run id.
+    pub run: Option<String>,
     /// Only this outcome number.
     pub outcome: Option<i32>,
     /// Page size.

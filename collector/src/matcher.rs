@@ -238,11 +238,27 @@ impl Matcher {
                 self.early_released = false;
                 st.flushed = false;
                 st.partial_flushed = false;
-                st.stalled_run = None;
+                // A stalled run that writes again is running: say so, as a phase change
+                // may not come for a long time.
+                let resumed = st.stalled_run.take().and_then(|id| {
+                    st.scanner
+                        .open_run()
+                        .filter(|r| r.run_id == id && r.outcome == Outcome::InProgress)
+                        .map(|r| convert::run_update(r, self.host.utc_offset_seconds))
+                });
                 if let Some(l) = last_line(&chunk.bytes) {
                     st.last_line = l;
                 }
-                self.drain(&chunk.file)
+                if !self.drain(&chunk.file) {
+                    return false;
+                }
+                match resumed {
+                    Some(u) => !matches!(
+                        self.append(&SpoolItem::RunUpdate(Box::new(u))),
+                        Appended::Stopped
+                    ),
+                    None => true,
+                }
             }
             TailEvent::Rotated { file, to, .. } => {
                 if let Some(st) = self.files.get_mut(&file) {

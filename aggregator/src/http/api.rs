@@ -112,6 +112,7 @@ pub(crate) fn finding_filter(q: &FindingQuery, max_page: u32) -> Result<FindingF
         since_ns: q.since.as_deref().map(parse_since).transpose()?,
         before_seq: q.cursor,
         limit: page_size(q.limit, max_page)?,
+        ..FindingFilter::default()
     })
 }
 
@@ -186,6 +187,7 @@ pub(crate) async fn runs(
     let offset = q.offset.unwrap_or(0);
     let filter = RunFilter {
         host: q.host,
+        run: None,
         outcome,
         limit,
         offset,

@@ -2,8 +2,9 @@
 //! CDN: maintenance networks are offline) that keeps the fleet view live from
 //! `/api/v1/events`.
 //!
-//! Pages: `/` (fleet: one row per host, plus the latest findings), `/findings/{id}` (evidence
-//! and fix), `/login` (only when read tokens are configured).
+//! This module holds the page shell and the pieces every page shares, the finding page
+//! (`/findings/{id}`: evidence and fix) and `/login` (only when read tokens are configured);
+//! the fleet, host, run, window and silence pages have modules of their own.
 
 use std::fmt::Write as _;
 
@@ -14,13 +15,10 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::{hex_encode, AppState, TOKEN_COOKIE};
-use crate::model::{FindingFilter, FindingRecord, FindingSummary, HostRecord, SeverityCounts};
+use crate::model::{FindingRecord, SeverityCounts};
 
 const CSS: &str = include_str!("assets/dashboard.css");
 const JS: &str = include_str!("assets/dashboard.js");
-
-/// Latest findings shown under the fleet table.
-const RECENT_FINDINGS: u32 = 25;
 
 /// Escapes text for HTML element content and quoted attributes.
 pub(crate) fn esc(s: &str) -> String {
@@ -38,7 +36,8 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
-fn page(title: &str, body: &str) -> Html<String> {
+/// A whole page around `body`.
+pub(crate) fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         r#"<!doctype html>
 <html lang="en">
@@ -51,7 +50,7 @@ fn page(title: &str, body: &str) -> Html<String> {
 <body>
 <header class="topbar">
   <a class="brand" href="/"><span class="logo" aria-hidden="true"></span>patchwatch</a>
-  <nav><a href="/">Fleet</a></nav>
+  <nav><a href="/">Fleet</a><a href="/findings">Findings</a><a href="/windows">Windows</a><a href="/silences">Silences</a></nav>
   <span id="live" class="live" data-state="connecting" title="Live updates">connecting</span>
 </header>
 <main>
@@ -64,13 +63,14 @@ fn page(title: &str, body: &str) -> Html<String> {
     ))
 }
 
-fn outcome_badge(outcome: &str) -> String {
+/// A run or host state as a badge.
+pub(crate) fn outcome_badge(outcome: &str) -> String {
     let label = match outcome {
         "in_progress" => "In progress",
         "succeeded" => "Succeeded",
         "failed" => "Failed",
         "stalled" => "Stalled",
-        _ => "Unknown",
+        _ => "No run",
     };
     format!(
         r#"<span class="badge outcome-{}">{label}</span>"#,
@@ -78,11 +78,13 @@ fn outcome_badge(outcome: &str) -> String {
     )
 }
 
-fn severity_badge(severity: &str) -> String {
+/// A severity as a badge.
+pub(crate) fn severity_badge(severity: &str) -> String {
     format!(r#"<span class="sev sev-{0}">{0}</span>"#, esc(severity))
 }
 
-fn counts_cell(c: &SeverityCounts) -> String {
+/// Finding counts by severity.
+pub(crate) fn counts_cell(c: &SeverityCounts) -> String {
     let mut out = String::from(r#"<span class="counts">"#);
     for (name, n) in [
         ("critical", c.critical),
@@ -102,12 +104,12 @@ fn counts_cell(c: &SeverityCounts) -> String {
 }
 
 /// A time shown as its age ("3m ago"); `dashboard.js` keeps the age current.
-fn time_cell(rfc3339: Option<&str>) -> String {
+pub(crate) fn time_cell(rfc3339: Option<&str>) -> String {
     time_element(rfc3339, "ago")
 }
 
 /// A time shown in full with its age, for the finding page.
-fn full_time_cell(rfc3339: Option<&str>) -> String {
+pub(crate) fn full_time_cell(rfc3339: Option<&str>) -> String {
     time_element(rfc3339, "ago full")
 }
 
@@ -121,52 +123,8 @@ fn time_element(rfc3339: Option<&str>, class: &str) -> String {
     }
 }
 
-/// One fleet row; `dashboard.js` renders the same cells from `host` events.
-fn host_row(h: &HostRecord) -> String {
-    let run = h.latest_run.as_ref();
-    let text = |f: fn(&crate::model::RunRecord) -> &str| {
-        run.map(f)
-            .filter(|s| !s.is_empty())
-            .map_or_else(|| r#"<span class="muted">—</span>"#.to_owned(), esc)
-    };
-    format!(
-        r#"<tr data-host="{host}"><td class="host"><strong>{host}</strong><small>{fqdn}</small></td><td>{product}</td><td class="mono">{build}</td><td>{phase}</td><td>{outcome}</td><td>{last_line}</td><td>{counts}</td></tr>"#,
-        host = esc(&h.hostname),
-        fqdn = esc(&h.fqdn),
-        product = text(|r| &r.product),
-        build = text(|r| &r.target_build),
-        phase = text(|r| &r.phase),
-        outcome = run.map_or_else(
-            || outcome_badge("unspecified"),
-            |r| outcome_badge(&r.outcome)
-        ),
-        last_line = time_cell(
-            run.and_then(|r| r.last_line_time.as_deref())
-                .or(h.last_seen.as_deref())
-        ),
-        counts = counts_cell(&h.findings),
-    )
-}
-
-/// One row of the latest-findings table; `dashboard.js` renders the same from `finding` events.
-fn finding_row(f: &FindingSummary) -> String {
-    format!(
-        r#"<tr data-finding="{id}"><td>{time}</td><td>{sev}</td><td>{host}</td><td class="mono">{rule}</td><td><a href="/findings/{href}">{title}</a></td></tr>"#,
-        id = esc(&f.id),
-        time = time_cell(f.observed_time.as_deref()),
-        sev = severity_badge(&f.severity),
-        host = esc(&f.host),
-        rule = esc(&f.rule_id),
-        href = esc(&super::percent_encode(&f.id)),
-        title = esc(if f.title.is_empty() {
-            &f.rule_id
-        } else {
-            &f.title
-        }),
-    )
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
+/// The page shown when the store does not answer.
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Response {
     let body = format!(
         r#"<section class="card"><h1>Store unavailable</h1><p>{}</p></section>"#,
         esc(&e.to_string())
@@ -178,93 +136,24 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
-/// `/`: the fleet view.
-pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
-    let hosts = match st.store.hosts(None).await {
-        Ok(h) => h,
-        Err(e) => return unavailable(e),
-    };
-    let recent = match st
-        .store
-        .findings(FindingFilter {
-            limit: RECENT_FINDINGS,
-            ..FindingFilter::default()
-        })
-        .await
-    {
-        Ok(p) => p.items,
-        Err(e) => return unavailable(e),
-    };
-    let mut rows = String::new();
-    for h in &hosts {
-        rows.push_str(&host_row(h));
+/// Escapes `s` and renders its `` `backquoted` `` spans as `<code>`, as rule files write
+/// commands and paths in a fix.
+pub(crate) fn inline_code(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    let parts: Vec<&str> = s.split('`').collect();
+    // An odd number of parts means the backquotes pair up.
+    let paired = parts.len() % 2 == 1;
+    for (i, part) in parts.iter().enumerate() {
+        if i % 2 == 1 && paired {
+            let _ = write!(out, "<code>{}</code>", esc(part));
+        } else {
+            if i > 0 && !paired {
+                out.push('`');
+            }
+            out.push_str(&esc(part));
+        }
     }
-    let mut findings = String::new();
-    for f in &recent {
-        findings.push_str(&finding_row(&f.summary()));
-    }
-    let failing = hosts
-        .iter()
-        .filter(|h| {
-            h.latest_run
-                .as_ref()
-                .is_some_and(|r| r.outcome == "failed" || r.outcome == "stalled")
-        })
-        .count();
-    let windows = maintenance_banner(&st.routing.windows().active(time::OffsetDateTime::now_utc()));
-    let body = format!(
-        r#"{windows}<section class="summary">
-  <div class="stat"><span class="label">Hosts</span><span class="value" id="stat-hosts">{nhosts}</span></div>
-  <div class="stat"><span class="label">Failed or stalled</span><span class="value" id="stat-failing">{failing}</span></div>
-  <div class="stat"><span class="label">Critical findings in latest runs</span><span class="value" id="stat-critical">{critical}</span></div>
-</section>
-<section class="card">
-  <h1>Fleet</h1>
-  <table id="fleet" class="grid">
-    <thead><tr><th>Host</th><th>Product</th><th>Target build</th><th>Phase</th><th>Outcome</th><th>Last log line</th><th>Findings <small>crit · high · med · low · info</small></th></tr></thead>
-    <tbody>{rows}</tbody>
-  </table>
-  <p id="fleet-empty" class="empty"{empty_hidden}>No hosts have reported yet. Rows appear here as collectors send batches.</p>
-</section>
-<section class="card">
-  <h2>Latest findings</h2>
-  <table id="findings" class="grid">
-    <thead><tr><th>Observed</th><th>Severity</th><th>Host</th><th>Rule</th><th>Title</th></tr></thead>
-    <tbody>{findings}</tbody>
-  </table>
-</section>"#,
-        nhosts = hosts.len(),
-        critical = hosts.iter().map(|h| h.findings.critical).sum::<u64>(),
-        empty_hidden = if hosts.is_empty() { "" } else { " hidden" },
-    );
-    page("Fleet", &body).into_response()
-}
-
-/// A banner listing the maintenance windows active now (empty when there are none). Rendered
-/// at page load; a window created later shows on the next reload.
-fn maintenance_banner(active: &[crate::routing::MaintenanceWindow]) -> String {
-    if active.is_empty() {
-        return String::new();
-    }
-    let fmt = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
-    let items: String = active
-        .iter()
-        .map(|w| {
-            format!(
-                r#"<li data-window="{id}"><strong>{name}</strong> <code>{hosts}</code> until <time>{ends}</time></li>"#,
-                id = esc(&w.id),
-                name = esc(&w.name),
-                hosts = esc(&w.hosts.join(", ")),
-                ends = esc(&fmt(w.ends_at)),
-            )
-        })
-        .collect();
-    format!(
-        r#"<section class="card maintenance" id="maintenance"><h2>Maintenance in progress</h2><ul>{items}</ul></section>"#
-    )
+    out
 }
 
 fn link(url: &str) -> String {
@@ -278,13 +167,21 @@ fn link(url: &str) -> String {
     }
 }
 
-fn render_finding(f: &FindingRecord) -> String {
+/// The finding page's body.
+pub(crate) fn render_finding(f: &FindingRecord) -> String {
     let d = &f.detail;
     let mut meta = String::new();
     let mut row = |k: &str, v: String| {
         let _ = write!(meta, "<dt>{}</dt><dd>{v}</dd>", esc(k));
     };
-    row("Host", esc(&f.host));
+    row(
+        "Host",
+        format!(
+            r#"<a href="/hosts/{}">{}</a>"#,
+            esc(&super::percent_encode(&f.host)),
+            esc(&f.host)
+        ),
+    );
     row(
         "Rule",
         format!(
@@ -300,7 +197,8 @@ fn render_finding(f: &FindingRecord) -> String {
         row(
             "Run",
             format!(
-                r#"<span class="mono">{}</span>{}"#,
+                r#"<a class="mono" href="/runs/{}">{}</a>{}"#,
+                esc(&super::percent_encode(&f.run_id)),
                 esc(&f.run_id),
                 if f.primary {
                     r#" <span class="badge primary">primary cause</span>"#
@@ -325,28 +223,23 @@ fn render_finding(f: &FindingRecord) -> String {
     row("Received", full_time_cell(f.received_time.as_deref()));
     row("Collector", esc(&f.collector_id));
 
-    let evidence = if d.evidence.is_empty() {
-        r#"<p class="muted">No evidence lines were sent.</p>"#.to_owned()
-    } else {
-        let lines: String = d
-            .evidence
-            .iter()
-            .map(|l| format!("<span>{}</span>", esc(l)))
-            .collect();
-        format!(r#"<pre class="evidence">{lines}</pre>"#)
-    };
+    let evidence = evidence_block(f);
     let r = &d.remediation;
     let mut fix = String::new();
     if r.summary.is_empty() && r.steps.is_empty() && r.links.is_empty() {
         fix.push_str(r#"<p class="muted">No remediation is known for this rule.</p>"#);
     }
     if !r.summary.is_empty() {
-        let _ = write!(fix, r#"<p class="fix-summary">{}</p>"#, esc(&r.summary));
+        let _ = write!(
+            fix,
+            r#"<p class="fix-summary">{}</p>"#,
+            inline_code(&r.summary)
+        );
     }
     if !r.steps.is_empty() {
         fix.push_str("<ol class=\"steps\">");
         for s in &r.steps {
-            let _ = write!(fix, "<li>{}</li>", esc(s));
+            let _ = write!(fix, "<li>{}</li>", inline_code(s));
         }
         fix.push_str("</ol>");
     }
@@ -377,7 +270,7 @@ fn render_finding(f: &FindingRecord) -> String {
         s
     };
     format!(
-        r#"<p class="crumbs"><a href="/">Fleet</a> / finding</p>
+        r#"<p class="crumbs"><a href="/">Fleet</a> / <a href="/hosts/{host_href}">{host}</a> / finding</p>
 <section class="card finding-head">
   <div class="title-row">{sev}<h1>{title}</h1></div>
   <p class="mono muted">{id}</p>
@@ -395,9 +288,40 @@ fn render_finding(f: &FindingRecord) -> String {
             &f.title
         }),
         id = esc(&f.id),
+        host_href = esc(&super::percent_encode(&f.host)),
+        host = esc(&f.host),
         fields = kv("Captured fields", &d.fields),
         labels = kv("Labels", &d.labels),
     )
+}
+
+/// A finding's evidence lines with line numbers, the matched line highlighted. The agent sends
+/// each line as `N: text`; the matched one is the finding's own line number.
+pub(crate) fn evidence_block(f: &FindingRecord) -> String {
+    if f.detail.evidence.is_empty() {
+        return r#"<p class="muted">No evidence lines were sent.</p>"#.to_owned();
+    }
+    let lines: String = f
+        .detail
+        .evidence
+        .iter()
+        .map(|l| {
+            let (n, text) = match l.split_once(": ") {
+                Some((n, t)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    (Some(n), t)
+                }
+                _ => (None, l.as_str()),
+            };
+            let hit = n.and_then(|n| n.parse::<i64>().ok()) == Some(f.line_number);
+            format!(
+                r#"<span class="{class}"><span class="ln">{n}</span>{text}</span>"#,
+                class = if hit { "line hit" } else { "line" },
+                n = n.unwrap_or(""),
+                text = esc(text),
+            )
+        })
+        .collect();
+    format!(r#"<pre class="evidence">{lines}</pre>"#)
 }
 
 /// `/findings/{id}`: one finding with its evidence and fix.
@@ -592,6 +516,16 @@ mod tests {
             "/findings/a%20b?x=1"
         );
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn backquoted_fix_text_is_code() {
+        assert_eq!(
+            inline_code("run `.\\setup.exe` <now>"),
+            "run <code>.\\setup.exe</code> &lt;now&gt;"
+        );
+        assert_eq!(inline_code("a ` b"), "a ` b");
+        assert_eq!(inline_code("`<x>`"), "<code>&lt;x&gt;</code>");
     }
 
     #[test]

@@ -24,9 +24,12 @@ use crate::store::Store;
 
 mod api;
 mod dashboard;
+mod fleet;
 mod guard;
+mod host;
 mod silences;
 pub mod tls;
+mod triage;
 mod windows;
 mod writes;
 
@@ -58,7 +61,11 @@ pub(crate) struct AppState {
 /// Builds the router.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(dashboard::fleet))
+        .route("/", get(fleet::fleet))
+        .route("/fleet/rows", get(fleet::rows))
+        .route("/hosts/{host}", get(host::host))
+        .route("/runs/{run_id}", get(host::run))
+        .route("/findings", get(triage::findings))
         .route("/findings/{id}", get(dashboard::finding))
         .route("/login", get(dashboard::login_form).post(dashboard::login))
         .route("/assets/dashboard.css", get(dashboard::css))
@@ -81,7 +88,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/silences/{id}/expire", post(silences::expire))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
-        .fallback(api::not_found)
+        .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -92,6 +99,18 @@ pub(crate) fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(guard::security_headers))
         .with_state(state)
+}
+
+/// An unknown path: a JSON error under `/api/`, a page elsewhere (people type those).
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return api::not_found().await;
+    }
+    let body = format!(
+        r#"<section class="card"><h1>Not found</h1><p>There is no page <span class="mono">{}</span>.</p><p><a href="/">Back to the fleet</a></p></section>"#,
+        dashboard::esc(uri.path())
+    );
+    (StatusCode::NOT_FOUND, dashboard::page("Not found", &body)).into_response()
 }
 
 /// Paths readable without a token.

@@ -23,6 +23,7 @@ use crate::model::{
 
 mod forward;
 pub mod postgres;
+mod rollup;
 mod schema;
 mod silences;
 mod sql;
@@ -267,6 +268,7 @@ pub(crate) const RUN_COLUMNS: &str =
      updated_ns, last_line_ns";
 
 /// A run row in [`RUN_COLUMNS`] order, as both backends read it.
+#[derive(Debug, Clone)]
 pub(crate) struct RunRow {
     pub run_id: String,
     pub host: String,
@@ -378,14 +380,29 @@ pub(crate) struct HostRow {
     pub last_seen_ns: i64,
 }
 
+/// What a host row gets beside its own columns.
+pub(crate) struct HostParts {
+    pub latest_run: Option<RunRecord>,
+    pub findings: crate::model::SeverityCounts,
+    pub findings_total: u64,
+    pub current_runs: Vec<RunRecord>,
+    pub causes: Vec<crate::model::CauseRecord>,
+}
+
 impl HostRow {
-    pub(crate) fn into_record(
-        self,
-        latest_run: Option<RunRecord>,
-        findings: crate::model::SeverityCounts,
-        findings_total: u64,
-    ) -> HostRecord {
+    pub(crate) fn into_record(self, parts: HostParts) -> HostRecord {
         use crate::model::rfc3339;
+        let HostParts {
+            latest_run,
+            findings,
+            findings_total,
+            current_runs,
+            causes,
+        } = parts;
+        let state = current_runs
+            .first()
+            .map_or("unspecified", |r| r.outcome.as_str())
+            .to_owned();
         HostRecord {
             hostname: self.hostname,
             fqdn: self.fqdn,
@@ -398,6 +415,10 @@ impl HostRow {
             latest_run,
             findings,
             findings_total,
+            state,
+            current_runs,
+            causes,
+            windows: Vec::new(),
         }
     }
 }

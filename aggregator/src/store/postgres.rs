@@ -408,19 +408,40 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
                 .collect();
-            Ok(sql::assemble_hosts(hosts, latest, counts))
+            let file_runs = self
+                .query(&sql::POSTGRES.select_file_runs(only.len()), &only)
+                .await?
+                .iter()
+                .map(run_row)
+                .collect();
+            let current = super::rollup::current_by_host(file_runs);
+            let (ids, runs) = super::rollup::cause_keys(current.values().flatten());
+            let causes = match sql::POSTGRES.select_causes(ids.len(), runs.len()) {
+                Some(q) => {
+                    let params: Vec<SqlParam> =
+                        ids.into_iter().chain(runs).map(SqlParam::Text).collect();
+                    self.query(&q, &params)
+                        .await?
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            Ok(sql::assemble_hosts(sql::HostRows {
+                hosts,
+                latest,
+                counts,
+                current,
+                causes,
+            }))
         }
         .boxed()
     }
 
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
         async move {
-            let (sql, params) = sql::POSTGRES.select_runs(
-                filter.host.as_deref(),
-                filter.outcome,
-                filter.limit,
-                filter.offset,
-            );
+            let (sql, params) = sql::POSTGRES.select_runs(&filter);
             Ok(self
                 .query(&sql, &params)
                 .await?

@@ -12,6 +12,8 @@ pub(crate) struct Dialect {
     pub placeholder: char,
     /// The two-argument maximum: `max` (SQLite) or `GREATEST` (PostgreSQL).
     pub greatest: &'static str,
+    /// The case-insensitive `LIKE`: `LIKE` (SQLite, for ASCII) or `ILIKE` (PostgreSQL).
+    pub ilike: &'static str,
     /// Whether query parameters get explicit casts (`$1::int8`). PostgreSQL infers a
     /// parameter's type from its column, and an `INTEGER` column would refuse an `i64`.
     pub casts: bool,
@@ -20,11 +22,13 @@ pub(crate) struct Dialect {
 pub(crate) const SQLITE: Dialect = Dialect {
     placeholder: '?',
     greatest: "max",
+    ilike: "LIKE",
     casts: false,
 };
 pub(crate) const POSTGRES: Dialect = Dialect {
     placeholder: '$',
     greatest: "GREATEST",
+    ilike: "ILIKE",
     casts: true,
 };
 
@@ -86,7 +90,12 @@ impl Dialect {
             keep_text("source_path"),
             keep_num("log_kind"),
             keep_num("run_index"),
-            keep_num("outcome"),
+            // A stalled run that wrote a later line is running again, even when the update
+            // that says so carries no outcome of its own.
+            "outcome = CASE WHEN excluded.outcome <> 0 THEN excluded.outcome \
+             WHEN runs.outcome = 4 AND excluded.last_line_ns > runs.last_line_ns THEN 1 \
+             ELSE runs.outcome END"
+                .to_owned(),
             keep_text("mode"),
             keep_text("product"),
             keep_text("target_build"),
@@ -149,6 +158,45 @@ impl Dialect {
         if let Some(c) = filter.before_seq {
             push("seq <", SqlParam::Int(c));
         }
+        if let Some(t) = filter.until_ns {
+            push("observed_ns <", SqlParam::Int(t));
+        }
+        if let Some(o) = filter.run_outcome {
+            push(
+                "run_id IN (SELECT run_id FROM runs WHERE outcome =",
+                SqlParam::Int(i64::from(o)),
+            );
+            if let Some(last) = clauses.last_mut() {
+                last.push(')');
+            }
+        }
+        if !filter.host_globs.is_empty() {
+            let any: Vec<String> = filter
+                .host_globs
+                .iter()
+                .map(|g| {
+                    let n = params.len() + 1;
+                    let v = SqlParam::Text(glob_to_like(g));
+                    let clause = format!("host {} {} ESCAPE '\\'", self.ilike, self.typed(n, &v));
+                    params.push(v);
+                    clause
+                })
+                .collect();
+            clauses.push(format!("({})", any.join(" OR ")));
+        }
+        if let Some(text) = filter.text.as_deref().filter(|t| !t.is_empty()) {
+            let pattern = format!("%{}%", like_escape(text));
+            let a = SqlParam::Text(pattern.clone());
+            let pa = self.typed(params.len() + 1, &a);
+            params.push(a);
+            let b = SqlParam::Text(pattern);
+            let pb = self.typed(params.len() + 1, &b);
+            params.push(b);
+            clauses.push(format!(
+                "(title {like} {pa} ESCAPE '\\' OR detail {like} {pb} ESCAPE '\\')",
+                like = self.ilike
+            ));
+        }
         let where_ = if clauses.is_empty() {
             String::new()
         } else {
@@ -166,13 +214,13 @@ impl Dialect {
     }
 
     /// The run list query for a filter and its parameters.
-    pub fn select_runs(
-        &self,
-        host: Option<&str>,
-        outcome: Option<i32>,
-        limit: u32,
-        offset: u32,
-    ) -> (String, Vec<SqlParam>) {
+    pub fn select_runs(&self, filter: &crate::model::RunFilter) -> (String, Vec<SqlParam>) {
+        let (host, outcome, limit, offset) = (
+            filter.host.as_deref(),
+            filter.outcome,
+            filter.limit,
+            filter.offset,
+        );
         let mut clauses = Vec::new();
         let mut params = Vec::new();
         let push = |params: &mut Vec<SqlParam>, value: SqlParam| {
@@ -184,6 +232,12 @@ impl Dialect {
             clauses.push(format!(
                 "host = {}",
                 push(&mut params, SqlParam::Text(h.to_owned()))
+            ));
+        }
+        if let Some(r) = &filter.run {
+            clauses.push(format!(
+                "run_id = {}",
+                push(&mut params, SqlParam::Text(r.clone()))
             ));
         }
         if let Some(o) = outcome {
@@ -228,6 +282,46 @@ impl Dialect {
         )
     }
 
+    /// The latest run of each (host, log file): highest run index, then latest start, then
+    /// highest run id.
+    pub fn select_file_runs(&self, only: usize) -> String {
+        format!(
+            "SELECT {cols} FROM runs r WHERE NOT EXISTS (SELECT 1 FROM runs n \
+             WHERE n.host = r.host AND n.source_path = r.source_path AND \
+             (n.run_index > r.run_index OR (n.run_index = r.run_index AND \
+             (n.started_ns > r.started_ns OR (n.started_ns = r.started_ns AND n.run_id > r.run_id))))){filter}",
+            cols = super::RUN_COLUMNS,
+            filter = if only == 0 {
+                String::new()
+            } else {
+                format!(" AND r.host IN ({})", self.params(only))
+            },
+        )
+    }
+
+    /// The findings that can be a run's cause: those with the `ids` given as parameters
+    /// `1..=ids`, and those of medium severity or worse of the runs given as the `runs`
+    /// parameters after them. Columns as [`super::rollup::CauseRow`]. `None` when both are empty.
+    pub fn select_causes(&self, ids: usize, runs: usize) -> Option<String> {
+        let mut clauses = Vec::new();
+        if ids > 0 {
+            clauses.push(format!("id IN ({})", self.params(ids)));
+        }
+        if runs > 0 {
+            let ps: Vec<String> = (ids + 1..=ids + runs).map(|i| self.p(i)).collect();
+            clauses.push(format!(
+                "(run_id IN ({}) AND severity_num >= 3)",
+                ps.join(", ")
+            ));
+        }
+        (!clauses.is_empty()).then(|| {
+            format!(
+                "SELECT id, run_id, rule_id, title, severity_num, seq FROM findings WHERE {}",
+                clauses.join(" OR ")
+            )
+        })
+    }
+
     /// Finding counts by host, run and severity.
     pub fn select_finding_counts(&self, only: usize) -> String {
         format!(
@@ -245,6 +339,35 @@ impl Dialect {
     }
 }
 
+/// Escapes `LIKE`'s wildcards and its escape character (`\`).
+pub(crate) fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A host glob (`*`, `?`) as a `LIKE` pattern escaped with `\`.
+pub(crate) fn glob_to_like(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len());
+    for c in glob.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A query parameter of either backend.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum SqlParam {
@@ -254,16 +377,33 @@ pub(crate) enum SqlParam {
     Int(i64),
 }
 
-/// Assembles host records from the three host queries' rows.
-pub(crate) fn assemble_hosts(
-    hosts: Vec<super::HostRow>,
-    latest: Vec<crate::model::RunRecord>,
-    counts: Vec<(String, String, i32, i64)>,
-) -> Vec<crate::model::HostRecord> {
+/// The host queries' rows, for [`assemble_hosts`].
+pub(crate) struct HostRows {
+    /// Hosts, by name.
+    pub hosts: Vec<super::HostRow>,
+    /// Each host's run that started last.
+    pub latest: Vec<crate::model::RunRecord>,
+    /// Finding counts: host, run, severity number, count.
+    pub counts: Vec<(String, String, i32, i64)>,
+    /// Each host's current runs (see [`super::rollup::current_by_host`]).
+    pub current: std::collections::HashMap<String, Vec<super::RunRow>>,
+    /// The cause query's rows.
+    pub causes: Vec<super::rollup::CauseRow>,
+}
+
+/// Assembles host records from the host queries' rows.
+pub(crate) fn assemble_hosts(rows: HostRows) -> Vec<crate::model::HostRecord> {
     use std::collections::HashMap;
 
     use crate::model::SeverityCounts;
 
+    let HostRows {
+        hosts,
+        latest,
+        counts,
+        mut current,
+        causes,
+    } = rows;
     let mut latest_by_host: HashMap<String, crate::model::RunRecord> =
         latest.into_iter().map(|r| (r.host.clone(), r)).collect();
     let mut by_run: HashMap<(String, String), SeverityCounts> = HashMap::new();
@@ -278,14 +418,40 @@ pub(crate) fn assemble_hosts(
         .map(|h| {
             let run = latest_by_host.remove(&h.hostname);
             let all = by_host.remove(&h.hostname).unwrap_or_default();
-            let counts = match &run {
-                Some(r) => by_run
-                    .remove(&(h.hostname.clone(), r.run_id.clone()))
-                    .unwrap_or_default(),
-                None => all.clone(),
+            let current: Vec<crate::model::RunRecord> = current
+                .remove(&h.hostname)
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect();
+            let counts = if current.is_empty() {
+                all.clone()
+            } else {
+                let mut sum = SeverityCounts::default();
+                for r in &current {
+                    if let Some(c) = by_run.get(&(h.hostname.clone(), r.run_id.clone())) {
+                        for (sev, n) in [
+                            (5, c.critical),
+                            (4, c.high),
+                            (3, c.medium),
+                            (2, c.low),
+                            (1, c.info),
+                        ] {
+                            sum.add(sev, n);
+                        }
+                    }
+                }
+                sum
             };
             let total = all.total();
-            h.into_record(run, counts, total)
+            let causes = super::rollup::causes(&current, &causes);
+            h.into_record(super::HostParts {
+                latest_run: run,
+                findings: counts,
+                findings_total: total,
+                current_runs: current,
+                causes,
+            })
         })
         .collect()
 }

@@ -280,18 +280,41 @@ impl Store for SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(sql::assemble_hosts(hosts, latest, counts))
+            let file_runs = c
+                .prepare_cached(&sql::SQLITE.select_file_runs(only.len()))?
+                .query_map(rusqlite::params_from_iter(only.iter()), run_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let current = super::rollup::current_by_host(file_runs);
+            let (ids, runs) = super::rollup::cause_keys(current.values().flatten());
+            let causes = match sql::SQLITE.select_causes(ids.len(), runs.len()) {
+                Some(q) => c
+                    .prepare_cached(&q)?
+                    .query_map(rusqlite::params_from_iter(ids.iter().chain(&runs)), |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => Vec::new(),
+            };
+            Ok(sql::assemble_hosts(sql::HostRows {
+                hosts,
+                latest,
+                counts,
+                current,
+                causes,
+            }))
         })
     }
 
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
         self.read(move |c| {
-            let (sql, params) = sql::SQLITE.select_runs(
-                filter.host.as_deref(),
-                filter.outcome,
-                filter.limit,
-                filter.offset,
-            );
+            let (sql, params) = sql::SQLITE.select_runs(&filter);
             let rows = c
                 .prepare_cached(&sql)?
                 .query_map(

@@ -6,6 +6,7 @@
 mod common;
 
 mod alertmanager;
+mod board;
 mod config_vocabulary;
 mod crash;
 mod dashboard_browser;

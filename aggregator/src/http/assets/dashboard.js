@@ -1,98 +1,13 @@
-// patchwatch dashboard: keeps the fleet view live from /api/v1/events (Server-Sent Events).
-// Rows are updated in place; the markup mirrors host_row / finding_row in dashboard.rs.
+// patchwatch dashboard script (served from the binary; the pages carry no inline script).
+// - Times: `time.ago` shows its age, `time.local` the reader's local time.
+// - Fleet: keeps the rows live from /api/v1/events. Rows are rendered by the server only
+//   (/fleet/rows); a row is replaced, and highlighted, only when its data-rev changed.
+// - Forms with data-api post their fields as JSON to that API path (same origin, so the
+//   server's cross-site write checks pass); buttons with data-post post to theirs.
 (function () {
   "use strict";
   var live = document.getElementById("live");
   var fleet = document.querySelector("#fleet tbody");
-  var findings = document.querySelector("#findings tbody");
-  var MAX_FINDINGS = 25;
-
-  function esc(s) {
-    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
-    });
-  }
-  function orDash(s) { return s ? esc(s) : '<span class="muted">—</span>'; }
-  function timeCell(t) {
-    return t ? '<time class="ago" datetime="' + esc(t) + '" title="' + esc(t) + '">' + esc(t) + "</time>"
-             : '<span class="muted">—</span>';
-  }
-  var OUTCOMES = { in_progress: "In progress", succeeded: "Succeeded", failed: "Failed", stalled: "Stalled" };
-  function outcomeBadge(o) {
-    return '<span class="badge outcome-' + esc(o) + '">' + (OUTCOMES[o] || "Unknown") + "</span>";
-  }
-  function counts(c) {
-    return '<span class="counts">' + ["critical", "high", "medium", "low", "info"].map(function (k) {
-      var n = c[k] || 0;
-      return '<span class="count sev-' + k + (n ? "" : " zero") + '" title="' + k + '">' + n + "</span>";
-    }).join("") + "</span>";
-  }
-  function hostCells(h) {
-    var r = h.latest_run || {};
-    return '<td class="host"><strong>' + esc(h.hostname) + "</strong><small>" + esc(h.fqdn) + "</small></td>" +
-      "<td>" + orDash(r.product) + '</td><td class="mono">' + orDash(r.target_build) + "</td>" +
-      "<td>" + orDash(r.phase) + "</td><td>" + outcomeBadge(r.outcome || "unspecified") + "</td>" +
-      "<td>" + timeCell(r.last_line_time || h.last_seen) + "</td><td>" + counts(h.findings || {}) + "</td>";
-  }
-  function findingCells(f) {
-    return "<td>" + timeCell(f.observed_time) + '</td><td><span class="sev sev-' + esc(f.severity) + '">' +
-      esc(f.severity) + "</span></td><td>" + esc(f.host) + '</td><td class="mono">' + esc(f.rule_id) +
-      '</td><td><a href="/findings/' + encodeURIComponent(f.id) + '">' + esc(f.title || f.rule_id) + "</a></td>";
-  }
-  function flash(tr) {
-    tr.classList.remove("flash");
-    void tr.offsetWidth; // restart the animation
-    tr.classList.add("flash");
-  }
-
-  function upsertHost(h) {
-    if (!fleet) return;
-    var tr = null;
-    for (var i = 0; i < fleet.rows.length; i++) {
-      if (fleet.rows[i].getAttribute("data-host") === h.hostname) { tr = fleet.rows[i]; break; }
-    }
-    if (!tr) {
-      tr = document.createElement("tr");
-      tr.setAttribute("data-host", h.hostname);
-      var before = null;
-      for (var j = 0; j < fleet.rows.length; j++) {
-        if (fleet.rows[j].getAttribute("data-host") > h.hostname) { before = fleet.rows[j]; break; }
-      }
-      fleet.insertBefore(tr, before);
-    }
-    tr.innerHTML = hostCells(h);
-    flash(tr);
-    summarize();
-    refreshTimes();
-  }
-  function addFinding(f) {
-    if (!findings || findings.querySelector('tr[data-finding="' + CSS.escape(f.id) + '"]')) return;
-    var tr = document.createElement("tr");
-    tr.setAttribute("data-finding", f.id);
-    tr.innerHTML = findingCells(f);
-    findings.insertBefore(tr, findings.firstChild);
-    while (findings.rows.length > MAX_FINDINGS) findings.deleteRow(findings.rows.length - 1);
-    flash(tr);
-    refreshTimes();
-  }
-  function summarize() {
-    var n = fleet.rows.length, failing = 0, critical = 0;
-    for (var i = 0; i < n; i++) {
-      if (fleet.rows[i].querySelector(".outcome-failed, .outcome-stalled")) failing++;
-      var c = fleet.rows[i].querySelector(".count.sev-critical");
-      if (c) critical += parseInt(c.textContent, 10) || 0;
-    }
-    var k = document.getElementById("stat-critical"); if (k) k.textContent = critical;
-    var s = document.getElementById("stat-hosts"); if (s) s.textContent = n;
-    var f = document.getElementById("stat-failing"); if (f) f.textContent = failing;
-    var e = document.getElementById("fleet-empty"); if (e) e.hidden = n > 0;
-  }
-  function reloadHosts() {
-    fetch("/api/v1/hosts", { credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-      .then(function (body) { body.items.forEach(upsertHost); })
-      .catch(function () {});
-  }
 
   function ago(ms) {
     var s = Math.max(0, Math.round(ms / 1000));
@@ -111,6 +26,16 @@
         : ago(now - d);
     });
   }
+  function localTimes(root) {
+    root.querySelectorAll("time.local").forEach(function (t) {
+      var d = Date.parse(t.getAttribute("datetime"));
+      if (!isNaN(d)) {
+        t.textContent = new Date(d).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+        t.title = t.getAttribute("datetime");
+      }
+    });
+  }
+  localTimes(document);
   refreshTimes();
   setInterval(refreshTimes, 1000);
 
@@ -119,15 +44,124 @@
     live.setAttribute("data-state", state);
     live.textContent = text;
   }
+
+  // ---- fleet ----
+  function flash(tr) {
+    tr.classList.remove("flash");
+    void tr.offsetWidth; // restart the animation
+    tr.classList.add("flash");
+  }
+  function rowFor(host) {
+    for (var i = 0; i < fleet.rows.length; i++) {
+      if (fleet.rows[i].getAttribute("data-host") === host) return fleet.rows[i];
+    }
+    return null;
+  }
+  function sortRows() {
+    var rows = Array.prototype.slice.call(fleet.rows);
+    rows.sort(function (a, b) {
+      var r = (+a.getAttribute("data-rank")) - (+b.getAttribute("data-rank"));
+      if (r) return r;
+      var x = a.getAttribute("data-host"), y = b.getAttribute("data-host");
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
+    rows.forEach(function (r) { fleet.appendChild(r); });
+  }
+  function summarize() {
+    var counts = { failed: 0, stalled: 0, in_progress: 0, succeeded: 0 };
+    for (var i = 0; i < fleet.rows.length; i++) {
+      var s = fleet.rows[i].getAttribute("data-state");
+      if (s in counts) counts[s]++;
+    }
+    var set = function (id, n) { var e = document.getElementById(id); if (e) e.textContent = n; };
+    set("stat-hosts", fleet.rows.length);
+    Object.keys(counts).forEach(function (k) { set("stat-" + k, counts[k]); });
+    var e = document.getElementById("fleet-empty"); if (e) e.hidden = fleet.rows.length > 0;
+  }
+  function applyRows(html) {
+    var tpl = document.createElement("template");
+    tpl.innerHTML = "<table><tbody>" + html + "</tbody></table>";
+    var fresh = tpl.content.querySelectorAll("tr[data-host]");
+    fresh.forEach(function (tr) {
+      var old = rowFor(tr.getAttribute("data-host"));
+      if (old && old.getAttribute("data-rev") === tr.getAttribute("data-rev")) return;
+      var row = document.importNode(tr, true);
+      if (old) fleet.replaceChild(row, old); else fleet.appendChild(row);
+      localTimes(row);
+      flash(row);
+    });
+    sortRows();
+    summarize();
+    refreshTimes();
+  }
+  function loadRows(host) {
+    var url = "/fleet/rows" + (host ? "?host=" + encodeURIComponent(host) : "");
+    return fetch(url, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(applyRows)
+      .catch(function () {});
+  }
+  var pending = {}, timer = null;
+  function hostChanged(name) {
+    // Batches arrive in bursts: one fetch per host per burst.
+    pending[name] = true;
+    if (timer) return;
+    timer = setTimeout(function () {
+      var names = Object.keys(pending);
+      pending = {}; timer = null;
+      names.forEach(function (n) { loadRows(n); });
+    }, 250);
+  }
   if (fleet && window.EventSource) {
     var es = new EventSource("/api/v1/events");
     es.addEventListener("ready", function () { setLive("live", "live"); });
-    es.addEventListener("host", function (e) { upsertHost(JSON.parse(e.data)); });
-    es.addEventListener("finding", function (e) { addFinding(JSON.parse(e.data)); });
-    es.addEventListener("lagged", reloadHosts);
+    es.addEventListener("host", function (e) { hostChanged(JSON.parse(e.data).hostname); });
+    es.addEventListener("lagged", function () { loadRows(null); });
     es.onerror = function () { setLive("down", "reconnecting"); };
-    es.onopen = function () { reloadHosts(); };
+    // Catch up on what changed before (re)connecting; unchanged rows stay as they are.
+    es.onopen = function () { loadRows(null); };
   } else if (live) {
     live.hidden = true; // Only the fleet view is live.
   }
+
+  // ---- forms ----
+  function showError(form, text) {
+    var p = form.querySelector(".form-error");
+    if (p) { p.textContent = text; p.hidden = !text; }
+  }
+  document.querySelectorAll("form[data-api]").forEach(function (form) {
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var body = {};
+      new FormData(form).forEach(function (v, k) {
+        v = String(v).trim();
+        if (v !== "") body[k] = v;
+      });
+      showError(form, "");
+      var button = form.querySelector("button[type=submit]");
+      if (button) button.disabled = true;
+      fetch(form.getAttribute("data-api"), {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body)
+      }).then(function (r) {
+        if (r.ok) { location.reload(); return null; }
+        return r.json().then(function (j) { showError(form, j.error || ("HTTP " + r.status)); },
+                             function () { showError(form, "HTTP " + r.status); });
+      }).catch(function (e) { showError(form, String(e)); })
+        .then(function () { if (button) button.disabled = false; });
+    });
+  });
+  document.querySelectorAll("button[data-post]").forEach(function (b) {
+    b.addEventListener("click", function () {
+      b.disabled = true;
+      fetch(b.getAttribute("data-post"), { method: "POST", credentials: "same-origin" })
+        .then(function (r) {
+          if (r.ok) { location.reload(); return; }
+          b.disabled = false;
+          r.json().then(function (j) { b.title = j.error || ""; }, function () {});
+        });
+    });
+  });
 })();

@@ -1,0 +1,401 @@
+//! The fleet view (`/`): one row per host rolling up all its logs, worst first, with the cause
+//! of each failure one click from its finding; and `/fleet/rows`, the same rows as an HTML
+//! fragment that `dashboard.js` swaps in when the event stream says a host changed, so the rows
+//! have one renderer.
+//!
+//! A row is a list of [`COLUMNS`]: a new per-host status is one more entry there.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::dashboard::{counts_cell, esc, outcome_badge, page, time_cell, unavailable};
+use super::AppState;
+use crate::model::{state_rank, HostRecord, RunRecord, WindowRef};
+use crate::routing::MaintenanceWindow;
+
+/// One column of the fleet table: its header and how a host fills its cell.
+struct Column {
+    header: &'static str,
+    cell: fn(&HostRecord) -> String,
+}
+
+/// The fleet table's columns, in order.
+const COLUMNS: &[Column] = &[
+    Column {
+        header: "Host",
+        cell: host_cell,
+    },
+    Column {
+        header: "State",
+        cell: state_cell,
+    },
+    Column {
+        header: "Why",
+        cell: cause_cell,
+    },
+    Column {
+        header: "Where",
+        cell: progress_cell,
+    },
+    Column {
+        header: "Last log line",
+        cell: last_line_cell,
+    },
+    Column {
+        header: "Window",
+        cell: window_cell,
+    },
+    Column {
+        header: "Findings",
+        cell: |h| counts_cell(&h.findings),
+    },
+];
+
+const DASH: &str = r#"<span class="muted">—</span>"#;
+
+/// The file name of a log path (Windows or Unix separators).
+pub(crate) fn file_name(path: &str) -> &str {
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
+}
+
+fn host_cell(h: &HostRecord) -> String {
+    format!(
+        r#"<a class="hostlink" href="/hosts/{href}"><strong>{host}</strong></a><small>{fqdn}</small>"#,
+        href = esc(&super::percent_encode(&h.hostname)),
+        host = esc(&h.hostname),
+        fqdn = if h.fqdn.is_empty() || h.fqdn == h.hostname {
+            String::new()
+        } else {
+            esc(&h.fqdn)
+        },
+    )
+}
+
+fn state_cell(h: &HostRecord) -> String {
+    let n = h.current_runs.len();
+    let failed = h
+        .current_runs
+        .iter()
+        .filter(|r| r.outcome == "failed")
+        .count();
+    let detail = match (n, failed) {
+        (0, _) => String::new(),
+        (1, _) => "1 log".to_owned(),
+        (n, 0) => format!("{n} logs"),
+        (n, f) => format!("{f} of {n} logs failed"),
+    };
+    format!(
+        r#"{}<small class="sub">{}</small>"#,
+        outcome_badge(&h.state),
+        esc(&detail)
+    )
+}
+
+/// The run a cause belongs to.
+fn run_of<'a>(h: &'a HostRecord, run_id: &str) -> Option<&'a RunRecord> {
+    h.current_runs.iter().find(|r| r.run_id == run_id)
+}
+
+fn cause_cell(h: &HostRecord) -> String {
+    if h.causes.is_empty() {
+        return match h.state.as_str() {
+            "failed" | "stalled" => format!(
+                r#"<a href="/hosts/{}">no finding names the cause yet</a>"#,
+                esc(&super::percent_encode(&h.hostname))
+            ),
+            _ => DASH.to_owned(),
+        };
+    }
+    let mut out = String::from(r#"<ul class="causes">"#);
+    for c in &h.causes {
+        let file = run_of(h, &c.run_id).map_or("", |r| file_name(&r.source_path));
+        let _ = write!(
+            out,
+            r#"<li><span class="sev sev-{sev}">{sev}</span> <a class="cause" href="/findings/{href}">{title}</a> <small class="muted">{file}</small></li>"#,
+            sev = esc(&c.severity),
+            href = esc(&super::percent_encode(&c.finding_id)),
+            title = esc(if c.title.is_empty() {
+                &c.rule_id
+            } else {
+                &c.title
+            }),
+            file = esc(file),
+        );
+    }
+    out.push_str("</ul>");
+    out
+}
+
+/// The run the row's "where" and "last line" describe: the first active run (a running setup
+/// is what people watch), else the worst.
+fn focus(h: &HostRecord) -> Option<&RunRecord> {
+    h.current_runs
+        .iter()
+        .find(|r| matches!(r.outcome.as_str(), "in_progress" | "stalled"))
+        .or_else(|| h.current_runs.first())
+}
+
+fn progress_cell(h: &HostRecord) -> String {
+    let Some(r) = focus(h) else {
+        return DASH.to_owned();
+    };
+    let what = [r.product.as_str(), r.target_build.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| esc(s))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let phase = if r.phase.is_empty() {
+        String::new()
+    } else {
+        let verb = match r.outcome.as_str() {
+            "failed" => "stopped at ",
+            "stalled" => "stalled at ",
+            _ => "",
+        };
+        format!(r#"<span class="phase">{verb}{}</span>"#, esc(&r.phase))
+    };
+    format!(
+        r#"{phase}<small class="sub">{what}{sep}<span class="mono">{file}</span></small>"#,
+        sep = if what.is_empty() { "" } else { " · " },
+        file = esc(file_name(&r.source_path)),
+    )
+}
+
+fn last_line_cell(h: &HostRecord) -> String {
+    time_cell(
+        focus(h)
+            .and_then(|r| r.last_line_time.as_deref().or(r.updated_time.as_deref()))
+            .or(h.last_seen.as_deref()),
+    )
+}
+
+fn window_cell(h: &HostRecord) -> String {
+    if h.windows.is_empty() {
+        return DASH.to_owned();
+    }
+    h.windows
+        .iter()
+        .map(|w| {
+            format!(
+                r#"<a href="/windows/{}">{}</a>"#,
+                esc(&super::percent_encode(&w.id)),
+                esc(&w.name)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// FNV-1a of a row's markup: the script replaces (and highlights) a row only when it changed.
+fn revision(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One fleet row.
+pub(crate) fn row(h: &HostRecord) -> String {
+    let cells: String = COLUMNS
+        .iter()
+        .map(|c| format!("<td>{}</td>", (c.cell)(h)))
+        .collect();
+    format!(
+        r#"<tr data-host="{host}" data-state="{state}" data-rank="{rank}" data-rev="{rev:x}">{cells}</tr>"#,
+        host = esc(&h.hostname),
+        state = esc(&h.state),
+        rank = state_rank(&h.state),
+        rev = revision(&cells),
+    )
+}
+
+/// Hosts worst first (failed, stalled, in progress, succeeded), then by name.
+pub(crate) fn sort_hosts(hosts: &mut [HostRecord]) {
+    hosts.sort_by(|a, b| {
+        state_rank(&a.state)
+            .cmp(&state_rank(&b.state))
+            .then_with(|| a.hostname.cmp(&b.hostname))
+    });
+}
+
+/// Fills in each host's active windows.
+pub(crate) fn add_windows(hosts: &mut [HostRecord], active: &[MaintenanceWindow]) {
+    let globs: Vec<(&MaintenanceWindow, Vec<globset::GlobMatcher>)> = active
+        .iter()
+        .map(|w| {
+            let g = w
+                .hosts
+                .iter()
+                .filter_map(|p| crate::routing::host_glob(p).ok())
+                .collect();
+            (w, g)
+        })
+        .collect();
+    for h in hosts {
+        h.windows = globs
+            .iter()
+            .filter(|(_, g)| {
+                g.iter()
+                    .any(|m| m.is_match(&h.hostname) || (!h.fqdn.is_empty() && m.is_match(&h.fqdn)))
+            })
+            .map(|(w, _)| WindowRef {
+                id: w.id.clone(),
+                name: w.name.clone(),
+                ends_at: crate::model::rfc3339(
+                    i64::try_from(w.ends_at.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+                ),
+            })
+            .collect();
+    }
+}
+
+/// Every host (or `only`), with windows, worst first.
+pub(crate) async fn board_hosts(
+    st: &AppState,
+    only: Option<Vec<String>>,
+) -> Result<Vec<HostRecord>, crate::store::StoreError> {
+    let mut hosts = st.store.hosts(only).await?;
+    add_windows(
+        &mut hosts,
+        &st.routing.windows().active(OffsetDateTime::now_utc()),
+    );
+    sort_hosts(&mut hosts);
+    Ok(hosts)
+}
+
+/// A time shown in UTC on the server and in the reader's local time by `dashboard.js`.
+pub(crate) fn local_time(t: OffsetDateTime) -> String {
+    let utc = t.to_offset(time::UtcOffset::UTC);
+    let iso = utc
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let shown = utc
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute] UTC"
+        ))
+        .unwrap_or_default();
+    format!(r#"<time class="local" datetime="{iso}">{shown}</time>"#)
+}
+
+/// A banner listing the maintenance windows active now (empty when there are none).
+fn maintenance_banner(active: &[MaintenanceWindow]) -> String {
+    if active.is_empty() {
+        return String::new();
+    }
+    let items: String = active
+        .iter()
+        .map(|w| {
+            format!(
+                r#"<li data-window="{id}"><a href="/windows/{href}"><strong>{name}</strong></a> <code>{hosts}</code> from {starts} until {ends}</li>"#,
+                id = esc(&w.id),
+                href = esc(&super::percent_encode(&w.id)),
+                name = esc(&w.name),
+                hosts = esc(&w.hosts.join(", ")),
+                starts = local_time(w.starts_at),
+                ends = local_time(w.ends_at),
+            )
+        })
+        .collect();
+    format!(
+        r#"<section class="card maintenance" id="maintenance"><h2>Maintenance in progress</h2><ul>{items}</ul></section>"#
+    )
+}
+
+/// The table of hosts, for the fleet page and a window's page.
+pub(crate) fn table(hosts: &[HostRecord], id: &str) -> String {
+    let head: String = COLUMNS
+        .iter()
+        .map(|c| format!(r#"<th scope="col">{}</th>"#, c.header))
+        .collect();
+    let rows: String = hosts.iter().map(row).collect();
+    format!(
+        r#"<table id="{id}" class="grid fleet"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"#
+    )
+}
+
+/// `/`: the fleet view.
+pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
+    let hosts = match board_hosts(&st, None).await {
+        Ok(h) => h,
+        Err(e) => return unavailable(e),
+    };
+    let count = |s: &str| hosts.iter().filter(|h| h.state == s).count();
+    let stat = |id: &str, label: &str, n: usize, state: &str| {
+        format!(
+            r#"<div class="stat" data-state="{state}"><span class="label">{label}</span><span class="value" id="stat-{id}">{n}</span></div>"#
+        )
+    };
+    let windows = maintenance_banner(&st.routing.windows().active(OffsetDateTime::now_utc()));
+    let body = format!(
+        r#"{windows}<section class="summary">{s_hosts}{s_failed}{s_stalled}{s_running}{s_ok}</section>
+<section class="card">
+  <h1>Fleet</h1>
+  {table}
+  <p id="fleet-empty" class="empty"{empty_hidden}>No hosts have reported yet. Rows appear here as collectors send batches.</p>
+  <p class="muted small">Each row rolls up the latest run of every log the host wrote (setup, ServiceControl, Windows Installer), worst first. <a href="/findings">All findings</a></p>
+</section>"#,
+        s_hosts = stat("hosts", "Hosts", hosts.len(), ""),
+        s_failed = stat("failed", "Failed", count("failed"), "failed"),
+        s_stalled = stat("stalled", "Stalled", count("stalled"), "stalled"),
+        s_running = stat(
+            "in_progress",
+            "In progress",
+            count("in_progress"),
+            "in_progress"
+        ),
+        s_ok = stat("succeeded", "Succeeded", count("succeeded"), "succeeded"),
+        table = table(&hosts, "fleet"),
+        empty_hidden = if hosts.is_empty() { "" } else { " hidden" },
+    );
+    page("Fleet", &body).into_response()
+}
+
+/// Query of `/fleet/rows`.
+#[derive(Deserialize)]
+pub(crate) struct RowsQuery {
+    host: Option<String>,
+}
+
+/// `/fleet/rows[?host=H]`: fleet rows as an HTML fragment, for the live view.
+pub(crate) async fn rows(State(st): State<AppState>, Query(q): Query<RowsQuery>) -> Response {
+    match board_hosts(&st, q.host.map(|h| vec![h])).await {
+        Ok(hosts) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            hosts.iter().map(row).collect::<String>(),
+        )
+            .into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_of_both_path_styles() {
+        assert_eq!(
+            file_name(r"C:\ExchangeSetupLogs\ExchangeSetup.log"),
+            "ExchangeSetup.log"
+        );
+        assert_eq!(file_name("/tmp/x/MSI1.LOG"), "MSI1.LOG");
+        assert_eq!(file_name("plain"), "plain");
+    }
+
+    #[test]
+    fn a_local_time_is_readable_not_nanoseconds() {
+        let t = OffsetDateTime::from_unix_timestamp(1_764_918_000).unwrap();
+        let html = local_time(t);
+        assert!(html.contains("2025-12-05 07:00 UTC"), "{html}");
+        assert!(
+            html.contains(r#"datetime="2025-12-05T07:00:00Z""#),
+            "{html}"
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! The host page (`/hosts/{host}`: the host's current runs worst first with their causes, then
+//! its earlier attempts) and the run page (`/runs/{run_id}`: every finding of the run, primary
+//! first, with its evidence and fix).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::dashboard::esc;
+use super::dashboard::{
+    evidence_block, full_time_cell, inline_code, outcome_badge, page, severity_badge, unavailable,
+};
+use super::fleet::{board_hosts, file_name};
+use super::{percent_encode, AppState};
+use crate::model::{FindingFilter, FindingRecord, RunFilter, RunRecord};
+
+/// Runs and findings a host or run page reads at most.
+const PAGE_ROWS: u32 = 1000;
+
+fn not_found(what: &str, id: &str) -> Response {
+    let body = format!(
+        r#"<section class="card"><h1>No such {what}</h1><p>Nothing has reported a {what} <span class="mono">{}</span>.</p><p><a href="/">Back to the fleet</a></p></section>"#,
+        esc(id)
+    );
+    (StatusCode::NOT_FOUND, page("Not found", &body)).into_response()
+}
+
+/// How long a run ran, from its start to its last log line ("1h 05m", "42s").
+pub(crate) fn duration(r: &RunRecord) -> Option<String> {
+    let parse = |t: Option<&str>| t.and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+    let d = parse(r.last_line_time.as_deref())? - parse(r.started_time.as_deref())?;
+    let s = d.whole_seconds();
+    if s < 0 {
+        return None;
+    }
+    Some(match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    })
+}
+
+fn title_of(f: &FindingRecord) -> &str {
+    if f.title.is_empty() {
+        &f.rule_id
+    } else {
+        &f.title
+    }
+}
+
+/// One row of a run table.
+fn run_row(
+    r: &RunRecord,
+    findings: &HashMap<&str, &FindingRecord>,
+    counts: &HashMap<&str, usize>,
+) -> String {
+    let cause = findings
+        .get(r.primary_finding_id.as_str())
+        .map(|f| {
+            format!(
+                r#"{} <a class="cause" href="/findings/{}">{}</a>"#,
+                severity_badge(&f.severity),
+                esc(&percent_encode(&f.id)),
+                esc(title_of(f))
+            )
+        })
+        .unwrap_or_else(|| r#"<span class="muted">—</span>"#.to_owned());
+    let stopped = match (r.outcome.as_str(), r.phase.is_empty()) {
+        (_, true) => r#"<span class="muted">—</span>"#.to_owned(),
+        ("failed", _) => format!("stopped at {}", esc(&r.phase)),
+        ("stalled", _) => format!("stalled at {}", esc(&r.phase)),
+        _ => esc(&r.phase),
+    };
+    format!(
+        r#"<tr data-run="{id}"><td><a class="mono" href="/runs/{href}">{file}</a><small class="sub">{kind}{index}</small></td><td>{outcome}{exit}</td><td>{what}</td><td>{stopped}</td><td>{started}</td><td>{duration}</td><td>{cause}</td><td>{n}</td></tr>"#,
+        id = esc(&r.run_id),
+        href = esc(&percent_encode(&r.run_id)),
+        file = esc(file_name(&r.source_path)),
+        kind = esc(&r.log_kind.replace('_', " ")),
+        index = if r.run_index > 0 {
+            format!(" · attempt {}", r.run_index + 1)
+        } else {
+            String::new()
+        },
+        outcome = outcome_badge(&r.outcome),
+        exit = r
+            .exit_code
+            .map(|c| format!(r#"<small class="sub">exit {c}</small>"#))
+            .unwrap_or_default(),
+        what = esc(
+            &[r.mode.as_str(), r.product.as_str(), r.target_build.as_str()]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" · ")
+        ),
+        started = full_time_cell(r.started_time.as_deref()),
+        duration = duration(r).unwrap_or_else(|| "—".into()),
+        n = counts.get(r.run_id.as_str()).copied().unwrap_or(0),
+    )
+}
+
+fn run_table(
+    runs: &[&RunRecord],
+    findings: &HashMap<&str, &FindingRecord>,
+    counts: &HashMap<&str, usize>,
+    id: &str,
+) -> String {
+    let rows: String = runs.iter().map(|r| run_row(r, findings, counts)).collect();
+    format!(
+        r#"<table id="{id}" class="grid runs"><thead><tr><th scope="col">Log</th><th scope="col">Outcome</th><th scope="col">Setup</th><th scope="col">Where it stopped</th><th scope="col">Started</th><th scope="col">Ran for</th><th scope="col">Primary cause</th><th scope="col">Findings</th></tr></thead><tbody>{rows}</tbody></table>"#
+    )
+}
+
+/// `/hosts/{host}`.
+pub(crate) async fn host(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    let host = match board_hosts(&st, Some(vec![name.clone()])).await {
+        Ok(mut h) if !h.is_empty() => h.remove(0),
+        Ok(_) => return not_found("host", &name),
+        Err(e) => return unavailable(e),
+    };
+    let runs = match st
+        .store
+        .runs(RunFilter {
+            host: Some(name.clone()),
+            limit: PAGE_ROWS,
+            ..RunFilter::default()
+        })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return unavailable(e),
+    };
+    let findings = match st
+        .store
+        .findings(FindingFilter {
+            host: Some(name.clone()),
+            limit: PAGE_ROWS,
+            ..FindingFilter::default()
+        })
+        .await
+    {
+        Ok(p) => p.items,
+        Err(e) => return unavailable(e),
+    };
+    let by_id: HashMap<&str, &FindingRecord> =
+        findings.iter().map(|f| (f.id.as_str(), f)).collect();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for f in &findings {
+        *counts.entry(f.run_id.as_str()).or_default() += 1;
+    }
+    let current: Vec<&RunRecord> = host.current_runs.iter().collect();
+    let mut earlier: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| !host.current_runs.iter().any(|c| c.run_id == r.run_id))
+        .collect();
+    earlier.sort_by(|a, b| b.started_time.cmp(&a.started_time));
+
+    let mut why = String::new();
+    for c in &host.causes {
+        let Some(f) = by_id.get(c.finding_id.as_str()) else {
+            continue;
+        };
+        let _ = write!(
+            why,
+            r#"<li>{sev} <a class="cause" href="/findings/{href}">{title}</a> <small class="muted">{file} line {line}</small>{fix}</li>"#,
+            sev = severity_badge(&f.severity),
+            href = esc(&percent_encode(&f.id)),
+            title = esc(title_of(f)),
+            file = esc(file_name(&f.source_path)),
+            line = f.line_number,
+            fix = if f.detail.remediation.summary.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    r#"<p class="fix-summary">{}</p>"#,
+                    inline_code(&f.detail.remediation.summary)
+                )
+            },
+        );
+    }
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"<section class="card" id="why"><h2>Why</h2><ul class="why">{why}</ul></section>"#
+        )
+    };
+    let windows = host
+        .windows
+        .iter()
+        .map(|w| {
+            format!(
+                r#"<a href="/windows/{}">{}</a>"#,
+                esc(&percent_encode(&w.id)),
+                esc(&w.name)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let earlier = if earlier.is_empty() {
+        r#"<p class="muted">None.</p>"#.to_owned()
+    } else {
+        run_table(&earlier, &by_id, &counts, "earlier")
+    };
+    let body = format!(
+        r#"<p class="crumbs"><a href="/">Fleet</a> / host</p>
+<section class="card">
+  <div class="title-row">{state}<h1>{name}</h1></div>
+  <dl class="meta"><dt>Name</dt><dd>{fqdn}</dd><dt>System</dt><dd>{os}</dd><dt>Agent</dt><dd>{agent} <span class="muted">via {collector}</span></dd><dt>Last report</dt><dd>{seen}</dd><dt>Window</dt><dd>{windows}</dd></dl>
+</section>
+{why}
+<section class="card"><h2>Runs now</h2><p class="muted">The latest run of each log, worst first.</p>{current}</section>
+<section class="card"><h2>Earlier attempts</h2>{earlier}</section>
+<p><a href="/findings?host={qhost}">All findings of {name}</a></p>"#,
+        state = outcome_badge(&host.state),
+        name = esc(&host.hostname),
+        qhost = esc(&percent_encode(&host.hostname)),
+        fqdn = esc(&host.fqdn),
+        os = esc(&host.os),
+        agent = esc(&host.agent_version),
+        collector = esc(&host.collector_id),
+        seen = full_time_cell(host.last_seen.as_deref()),
+        windows = if windows.is_empty() {
+            "—".into()
+        } else {
+            windows
+        },
+        current = run_table(&current, &by_id, &counts, "current"),
+    );
+    page(&host.hostname, &body).into_response()
+}
+
+/// Findings of a run in reading order: the primary cause, then by severity, then by line.
+pub(crate) fn sort_run_findings(findings: &mut [FindingRecord]) {
+    findings.sort_by(|a, b| {
+        b.primary
+            .cmp(&a.primary)
+            .then(b.severity_num.cmp(&a.severity_num))
+            .then(a.line_number.cmp(&b.line_number))
+    });
+}
+
+/// `/runs/{run_id}`.
+pub(crate) async fn run(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let run = match st
+        .store
+        .runs(RunFilter {
+            run: Some(id.clone()),
+            limit: 1,
+            ..RunFilter::default()
+        })
+        .await
+    {
+        Ok(mut r) if !r.is_empty() => r.remove(0),
+        Ok(_) => return not_found("run", &id),
+        Err(e) => return unavailable(e),
+    };
+    let mut findings = match st
+        .store
+        .findings(FindingFilter {
+            run: Some(id.clone()),
+            limit: PAGE_ROWS,
+            ..FindingFilter::default()
+        })
+        .await
+    {
+        Ok(p) => p.items,
+        Err(e) => return unavailable(e),
+    };
+    sort_run_findings(&mut findings);
+    let mut cards = String::new();
+    for f in &findings {
+        let r = &f.detail.remediation;
+        let steps: String = r
+            .steps
+            .iter()
+            .map(|s| format!("<li>{}</li>", inline_code(s)))
+            .collect();
+        let _ = write!(
+            cards,
+            r#"<section class="card finding{primary_class}" data-finding="{id}">
+  <div class="title-row">{sev}<h2><a href="/findings/{href}">{title}</a></h2>{primary}</div>
+  <p class="muted"><span class="mono">{rule}</span> · {file} line {line}</p>
+  <div class="two-col"><div>{evidence}</div><div class="fix">{summary}{steps}</div></div>
+</section>"#,
+            primary_class = if f.primary { " is-primary" } else { "" },
+            id = esc(&f.id),
+            sev = severity_badge(&f.severity),
+            href = esc(&percent_encode(&f.id)),
+            title = esc(title_of(f)),
+            primary = if f.primary {
+                r#"<span class="badge primary">primary cause</span>"#
+            } else {
+                ""
+            },
+            rule = esc(&f.rule_id),
+            file = esc(file_name(&f.source_path)),
+            line = f.line_number,
+            evidence = evidence_block(f),
+            summary = if r.summary.is_empty() {
+                String::new()
+            } else {
+                format!(r#"<p class="fix-summary">{}</p>"#, inline_code(&r.summary))
+            },
+            steps = if steps.is_empty() {
+                String::new()
+            } else {
+                format!(r#"<ol class="steps">{steps}</ol>"#)
+            },
+        );
+    }
+    if cards.is_empty() {
+        cards.push_str(
+            r#"<section class="card"><p class="muted">This run has no findings.</p></section>"#,
+        );
+    }
+    let mut meta = String::new();
+    let mut row = |k: &str, v: String| {
+        let _ = write!(meta, "<dt>{k}</dt><dd>{v}</dd>");
+    };
+    row(
+        "Host",
+        format!(
+            r#"<a href="/hosts/{}">{}</a>"#,
+            esc(&percent_encode(&run.host)),
+            esc(&run.host)
+        ),
+    );
+    row(
+        "Log",
+        format!(
+            r#"<span class="mono">{}</span> <span class="muted">({}, run {})</span>"#,
+            esc(&run.source_path),
+            esc(&run.log_kind.replace('_', " ")),
+            run.run_index + 1
+        ),
+    );
+    for (k, v) in [
+        ("Mode", &run.mode),
+        ("Product", &run.product),
+        ("Target build", &run.target_build),
+        ("Installed build", &run.installed_build),
+        ("Last phase", &run.phase),
+    ] {
+        if !v.is_empty() {
+            row(k, esc(v));
+        }
+    }
+    if let Some(c) = run.exit_code {
+        row("Exit code", c.to_string());
+    }
+    row("Started", full_time_cell(run.started_time.as_deref()));
+    row(
+        "Last log line",
+        full_time_cell(run.last_line_time.as_deref()),
+    );
+    row(
+        "Ran for",
+        esc(&duration(&run).unwrap_or_else(|| "—".into())),
+    );
+    let body = format!(
+        r#"<p class="crumbs"><a href="/">Fleet</a> / <a href="/hosts/{host_href}">{host}</a> / run</p>
+<section class="card">
+  <div class="title-row">{outcome}<h1>{file}</h1></div>
+  <p class="mono muted">{id}</p>
+  <dl class="meta">{meta}</dl>
+</section>
+<h2 class="section">Findings ({n})</h2>
+{cards}"#,
+        host_href = esc(&percent_encode(&run.host)),
+        host = esc(&run.host),
+        outcome = outcome_badge(&run.outcome),
+        file = esc(file_name(&run.source_path)),
+        id = esc(&run.run_id),
+        n = findings.len(),
+    );
+    page(&format!("{} run", run.host), &body).into_response()
+}

@@ -1,0 +1,366 @@
+//! The maintenance-window board over real HTTP on loopback, on SQLite and PostgreSQL: fleet
+//! rows roll up every log of a host (worst first, each failure's cause linked), a stall ends
+//! when its run writes again, the window banner shows readable times, and the host and run
+//! pages are pages (not JSON errors) with the primary cause first.
+
+use std::net::SocketAddr;
+
+use crate::common::*;
+use patchwatch_proto::{Batch, RunUpdate};
+
+backend_tests! {
+    a_fleet_row_rolls_up_every_log_of_its_host => rollup;
+    a_stall_ends_when_the_run_writes_again => stall_ends;
+}
+
+const HOUR: i64 = 3_600_000_000_000;
+
+/// A run of `file` on `host`, updated `updated` ns.
+fn run_of(host: &str, run: &str, file: &str, outcome: i32, updated: i64) -> RunUpdate {
+    RunUpdate {
+        source_path: format!(r"C:\ExchangeSetupLogs\{file}"),
+        run_index: 0,
+        ..run_update(
+            run,
+            host,
+            outcome,
+            "Mailbox role: Transport service",
+            updated,
+        )
+    }
+}
+
+fn batch_with(
+    seq: u64,
+    host_name: &str,
+    findings: Vec<patchwatch_proto::Finding>,
+    runs: Vec<RunUpdate>,
+) -> Batch {
+    Batch {
+        collector_id: format!("{host_name}-collector"),
+        sequence: seq,
+        host: Some(host(host_name)),
+        findings,
+        run_updates: runs,
+    }
+}
+
+async fn get_text(http: SocketAddr, path: &str) -> (u16, String, String) {
+    let r = reqwest::get(format!("http://{http}{path}")).await.unwrap();
+    let status = r.status().as_u16();
+    let ctype = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, ctype, r.text().await.unwrap())
+}
+
+/// The `<tr>` of `host` in a page.
+fn fleet_row<'a>(page: &'a str, host: &str) -> &'a str {
+    let start = page
+        .find(&format!(r#"<tr data-host="{host}""#))
+        .unwrap_or_else(|| panic!("no row for {host}"));
+    let end = page[start..].find("</tr>").unwrap() + start;
+    &page[start..end]
+}
+
+async fn rollup(backend: Backend) {
+    let Some((config, _dir)) = config(backend).await else {
+        return;
+    };
+    let (agg, shutdown) = start(config).await;
+    let mut grpc = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut grpc).await.unwrap();
+    let now = now_ns();
+
+    // EX01: setup failed (its cause named by the run), then ServiceControl.ps1 started later
+    // and succeeded; an MSI log of an earlier maintenance failed weeks before.
+    let mut cause = finding(
+        "ex01-cause",
+        "EX01",
+        "exchange.error.service-disabled",
+        5,
+        "ex01-setup",
+    );
+    cause.title = "Exchange services are disabled and cannot be started".into();
+    cause.evidence = vec![
+        "76: [ERROR] before".into(),
+        "77: [ERROR] The service cannot be started: it is disabled.".into(),
+        "78: after".into(),
+    ];
+    cause.remediation.as_mut().unwrap().summary =
+        "Set the services back to Automatic with `Set-Service MSExchangeIS -StartupType Automatic`.".into();
+    let noise = finding(
+        "ex01-noise",
+        "EX01",
+        "exchange.setup.same-build",
+        3,
+        "ex01-setup",
+    );
+    let old = finding("ex01-old", "EX01", "msi.install-failed", 4, "ex01-old-msi");
+    let info = finding("ex01-info", "EX01", "msi.outcome-line", 1, "ex01-setup");
+    let mut setup = run_of("EX01", "ex01-setup", "ExchangeSetup.log", 3, now - 2 * HOUR);
+    setup.primary_finding_id = "ex01-cause".into();
+    setup.started_unix_nano = now - 3 * HOUR;
+    let mut svc = run_of("EX01", "ex01-svc", "ServiceControl.log", 2, now - HOUR);
+    svc.started_unix_nano = now - HOUR;
+    let mut old_run = run_of(
+        "EX01",
+        "ex01-old-msi",
+        "MSI1a2b.LOG",
+        3,
+        now - 40 * 24 * HOUR,
+    );
+    old_run.primary_finding_id = "ex01-old".into();
+    let ack = stream
+        .roundtrip(batch_with(
+            1,
+            "EX01",
+            vec![cause, noise, old, info],
+            vec![old_run, setup, svc],
+        ))
+        .await;
+    assert!(ack.rejected.is_empty(), "{ack:?}");
+    // EX02 runs; EX03 succeeded.
+    stream
+        .roundtrip(batch_with(
+            2,
+            "EX02",
+            vec![],
+            vec![run_of("EX02", "ex02", "ExchangeSetup.log", 1, now)],
+        ))
+        .await;
+    stream
+        .roundtrip(batch_with(
+            3,
+            "EX03",
+            vec![],
+            vec![run_of("EX03", "ex03", "ExchangeSetup.log", 2, now)],
+        ))
+        .await;
+
+    let hosts = get_json(agg.http_addr(), "/api/v1/hosts").await;
+    let ex01 = &hosts["items"][0];
+    assert_eq!(ex01["hostname"], "EX01", "{hosts}");
+    assert_eq!(
+        ex01["state"], "failed",
+        "the failed setup outranks the later run: {ex01}"
+    );
+    assert_eq!(
+        ex01["latest_run"]["run_id"], "ex01-svc",
+        "latest_run keeps its meaning"
+    );
+    let current: Vec<&str> = ex01["current_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        current,
+        ["ex01-setup", "ex01-svc"],
+        "the earlier maintenance's MSI log no longer counts"
+    );
+    assert_eq!(ex01["causes"][0]["finding_id"], "ex01-cause", "{ex01}");
+    assert_eq!(ex01["causes"][0]["primary"], true);
+    assert_eq!(ex01["findings_total"], 4, "each finding counted once");
+
+    // The fleet page: worst first, the cause's title linked to its finding.
+    let (status, _, page) = get_text(agg.http_addr(), "/").await;
+    assert_eq!(status, 200);
+    let order: Vec<usize> = ["EX01", "EX02", "EX03"]
+        .iter()
+        .map(|h| page.find(&format!(r#"<tr data-host="{h}""#)).unwrap())
+        .collect();
+    assert!(
+        order[0] < order[1] && order[1] < order[2],
+        "failed, in progress, succeeded: {order:?}"
+    );
+    let row = fleet_row(&page, "EX01");
+    assert!(
+        row.contains(r#"<a class="cause" href="/findings/ex01-cause">Exchange services are disabled and cannot be started</a>"#),
+        "{row}"
+    );
+    assert!(row.contains(r#"href="/hosts/EX01""#), "{row}");
+    assert!(!row.contains("msi.install-failed"), "{row}");
+    // The row fragment the live view swaps in is the same row.
+    let (_, _, fragment) = get_text(agg.http_addr(), "/fleet/rows?host=EX01").await;
+    assert_eq!(fragment, row.to_owned() + "</tr>");
+
+    // The host page: a page, its failed run and cause first, the old run under earlier attempts.
+    let (status, ctype, page) = get_text(agg.http_addr(), "/hosts/EX01").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    let why = page.find(r#"id="why""#).expect("a why section");
+    let cause_at = page[why..]
+        .find("/findings/ex01-cause")
+        .expect("the cause in it");
+    assert!(cause_at < page[why..].find(r#"id="current""#).unwrap());
+    let current_at = page.find(r#"id="current""#).unwrap();
+    let earlier_at = page.find(r#"id="earlier""#).expect("earlier attempts");
+    let setup_at = page.find(r#"data-run="ex01-setup""#).unwrap();
+    let old_at = page.find(r#"data-run="ex01-old-msi""#).unwrap();
+    assert!(current_at < setup_at && setup_at < earlier_at && earlier_at < old_at);
+    assert!(page.contains("<code>Set-Service MSExchangeIS -StartupType Automatic</code>"));
+
+    // Unknown hosts and paths answer pages; the API still answers JSON.
+    let (status, ctype, _) = get_text(agg.http_addr(), "/hosts/NOPE").await;
+    assert_eq!((status, ctype.starts_with("text/html")), (404, true));
+    let (status, ctype, _) = get_text(agg.http_addr(), "/no/such/page").await;
+    assert_eq!((status, ctype.starts_with("text/html")), (404, true));
+    let (status, ctype, _) = get_text(agg.http_addr(), "/api/v1/nope").await;
+    assert_eq!((status, ctype.starts_with("application/json")), (404, true));
+
+    // The run page: primary first, the matched line highlighted, the fix's code as code.
+    let (status, _, page) = get_text(agg.http_addr(), "/runs/ex01-setup").await;
+    assert_eq!(status, 200);
+    let primary = page.find(r#"data-finding="ex01-cause""#).unwrap();
+    let other = page.find(r#"data-finding="ex01-noise""#).unwrap();
+    assert!(primary < other, "primary cause first");
+    assert!(page.contains(
+        r#"<span class="line hit"><span class="ln">77</span>[ERROR] The service cannot be started: it is disabled.</span>"#
+    ));
+    assert!(
+        page.contains(r#"<span class="line"><span class="ln">76</span>"#),
+        "lines around it"
+    );
+    assert!(page.contains("<code>Set-Service MSExchangeIS -StartupType Automatic</code>"));
+    let (status, _, _) = get_text(agg.http_addr(), "/runs/nope").await;
+    assert_eq!(status, 404);
+
+    // The window banner and the row's window: local-time elements, no raw nanoseconds.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/windows", agg.http_addr()))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"cu15","name":"CU15 wave 1","hosts":"EX0*","duration":"2h"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let (_, _, page) = get_text(agg.http_addr(), "/").await;
+    let banner_at = page.find(r#"id="maintenance""#).expect("banner");
+    let banner = &page[banner_at..banner_at + page[banner_at..].find("</section>").unwrap()];
+    assert!(
+        banner.contains(r#"<time class="local" datetime=""#),
+        "{banner}"
+    );
+    assert!(banner.contains(" UTC</time>"), "{banner}");
+    assert!(
+        !banner
+            .split(|c: char| !c.is_ascii_digit())
+            .any(|d| d.len() >= 12),
+        "no raw timestamps: {banner}"
+    );
+    assert!(fleet_row(&page, "EX02").contains(r#"<a href="/windows/cu15">CU15 wave 1</a>"#));
+
+    triage(agg.http_addr()).await;
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+/// The ids listed by a triage view.
+async fn listed(http: SocketAddr, query: &str) -> Vec<String> {
+    let (status, _, page) = get_text(http, &format!("/findings?{query}")).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    let mut ids: Vec<String> = page
+        .split(r#"<tr data-finding=""#)
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Triage over the rollup test's findings (EX01: a critical cause, a medium, a high of an old
+/// run, an info; the window `cu15` spans now, after they were observed).
+async fn triage(http: SocketAddr) {
+    assert_eq!(
+        listed(http, "").await,
+        ["ex01-cause", "ex01-noise", "ex01-old"],
+        "info hidden by default"
+    );
+    assert_eq!(listed(http, "min_severity=info").await.len(), 4);
+    assert_eq!(
+        listed(http, "min_severity=high").await,
+        ["ex01-cause", "ex01-old"]
+    );
+    assert_eq!(
+        listed(http, "host=ex0%3F").await.len(),
+        3,
+        "globs ignore case"
+    );
+    assert!(listed(http, "host=EX9*").await.is_empty());
+    assert_eq!(
+        listed(http, "q=DISABLED").await,
+        ["ex01-cause"],
+        "text search"
+    );
+    assert_eq!(listed(http, "rule=msi.install-failed").await, ["ex01-old"]);
+    assert!(listed(http, "outcome=succeeded").await.is_empty());
+    assert_eq!(listed(http, "outcome=failed").await.len(), 3);
+    assert!(
+        listed(http, "window=cu15").await.is_empty(),
+        "observed before the window"
+    );
+    assert!(listed(http, "until=2025-11-21T05:00").await.len() == 3);
+    assert!(listed(http, "since=2025-11-21T05:00").await.is_empty());
+    let (_, _, page) = get_text(http, "/findings?min_severity=urgent").await;
+    assert!(page.contains("min_severity: &quot;urgent&quot;"), "{page}");
+
+    // Exports of the current view.
+    let (status, ctype, body) = get_text(http, "/findings?min_severity=high&format=csv").await;
+    assert_eq!((status, ctype.as_str()), (200, "text/csv; charset=utf-8"));
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(lines[0].starts_with("observed_time,severity,host,rule_id,title"));
+    assert_eq!(lines.len(), 3, "{body}");
+    assert!(body.contains("exchange.error.service-disabled"));
+    let json = get_json(http, "/findings?q=disabled&format=json").await;
+    assert_eq!(json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(json["items"][0]["id"], "ex01-cause");
+    let (_, _, page) = get_text(http, "/findings?min_severity=high&host=EX*").await;
+    assert!(
+        page.contains(r#"href="/findings?min_severity=high&amp;host=EX%2A&amp;format=csv""#),
+        "{page}"
+    );
+}
+
+async fn stall_ends(backend: Backend) {
+    let Some((config, _dir)) = config(backend).await else {
+        return;
+    };
+    let (agg, shutdown) = start(config).await;
+    let mut grpc = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut grpc).await.unwrap();
+    let now = now_ns();
+    let mut stalled = run_of("EX04", "ex04", "ExchangeSetup.log", 4, now - HOUR);
+    stalled.last_line_unix_nano = now - 2 * HOUR;
+    stream
+        .roundtrip(batch_with(1, "EX04", vec![], vec![stalled]))
+        .await;
+    let hosts = get_json(agg.http_addr(), "/api/v1/hosts").await;
+    assert_eq!(hosts["items"][0]["state"], "stalled");
+
+    // The run writes again: an update that knows only its new last line.
+    let moved = RunUpdate {
+        run_id: "ex04".into(),
+        host: "EX04".into(),
+        updated_unix_nano: now,
+        last_line_unix_nano: now,
+        ..RunUpdate::default()
+    };
+    stream
+        .roundtrip(batch_with(2, "EX04", vec![], vec![moved]))
+        .await;
+    let hosts = get_json(agg.http_addr(), "/api/v1/hosts").await;
+    assert_eq!(hosts["items"][0]["state"], "in_progress", "{hosts}");
+    let (_, _, page) = get_text(agg.http_addr(), "/").await;
+    assert!(fleet_row(&page, "EX04").contains(r#"data-state="in_progress""#));
+    assert!(!page.contains("badge outcome-stalled"));
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
