@@ -12,6 +12,7 @@ mod crash;
 mod dashboard_browser;
 mod deploy_examples;
 mod forwarding;
+mod fuzz;
 mod hardening;
 mod http_api;
 mod ingest;
