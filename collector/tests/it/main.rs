@@ -2,6 +2,7 @@
 //! over real gRPC on loopback. One test binary, one module per area.
 
 mod delivery;
+mod fuzz;
 mod handles;
 mod hardening;
 mod spool;
