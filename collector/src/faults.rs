@@ -8,11 +8,30 @@
 //!
 //! Faults are keyed by directory, so tests running in parallel on their own temporary
 //! directories do not disturb each other.
+//!
+//! A test that runs the real binary (the chaos test) cannot reach these guards; it sets
+//! [`DISK_FULL_SWITCH_ENV`] to a path instead, and every agent write fails as on a full disk
+//! while a file exists there.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+
+/// Environment variable naming a switch file: while it exists, every write the agent makes
+/// to its data directory fails with `StorageFull`. For tests of the real binary only; unset,
+/// it costs one load of an initialised `OnceLock` per write.
+pub const DISK_FULL_SWITCH_ENV: &str = "PATCHWATCH_TEST_DISK_FULL_SWITCH";
+
+static SWITCH: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// True while the process-wide switch file of [`DISK_FULL_SWITCH_ENV`] exists.
+fn switched_full() -> bool {
+    SWITCH
+        .get_or_init(|| std::env::var_os(DISK_FULL_SWITCH_ENV).map(PathBuf::from))
+        .as_ref()
+        .is_some_and(|p| p.exists())
+}
 
 /// Number of armed faults; zero on the production path.
 static ARMED: AtomicUsize = AtomicUsize::new(0);
@@ -105,11 +124,12 @@ impl Drop for DiskFull {
 /// # Errors
 /// The injected "No space left on device".
 pub(crate) fn check(path: &Path) -> io::Result<()> {
-    if ARMED.load(Ordering::Relaxed) == 0 {
+    let full = switched_full();
+    if !full && ARMED.load(Ordering::Relaxed) == 0 {
         return Ok(());
     }
     let dirs = DIRS.lock().unwrap_or_else(|p| p.into_inner());
-    if dirs.iter().any(|d| path.starts_with(d)) {
+    if full || dirs.iter().any(|d| path.starts_with(d)) {
         return Err(io::Error::new(
             io::ErrorKind::StorageFull,
             "No space left on device (injected)",

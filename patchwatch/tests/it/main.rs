@@ -2,6 +2,7 @@
 //! test binary (each costs hundreds of MB of disk), one module per area.
 
 mod agent_sinks;
+mod chaos;
 mod check;
 mod cli;
 mod common;
