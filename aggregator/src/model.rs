@@ -563,6 +563,26 @@ pub struct RunFilter {
     pub offset: u32,
 }
 
+/// A triage note on a finding or run: acknowledged, assigned or noted, by whom and when.
+/// Notes are kept as a log; the latest `ack` and `assign` are the current ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnnotationRecord {
+    /// Store sequence number (later is higher).
+    pub seq: i64,
+    /// `finding` or `run`.
+    pub target: String,
+    /// The finding or run id.
+    pub id: String,
+    /// `ack`, `assign` or `note`.
+    pub action: String,
+    /// The assignee (assign), the text (note), an optional remark (ack).
+    pub value: String,
+    /// Who.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: Option<String>,
+}
+
 /// One page of results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {

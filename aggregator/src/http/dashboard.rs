@@ -327,15 +327,26 @@ pub(crate) fn evidence_block(f: &FindingRecord) -> String {
 /// `/findings/{id}`: one finding with its evidence and fix.
 pub(crate) async fn finding(State(st): State<AppState>, Path(id): Path<String>) -> Response {
     match st.store.finding(id.clone()).await {
-        Ok(Some(f)) => page(
-            if f.title.is_empty() {
-                &f.rule_id
-            } else {
-                &f.title
-            },
-            &render_finding(&f),
-        )
-        .into_response(),
+        Ok(Some(f)) => {
+            let notes = match st
+                .store
+                .annotations("finding".into(), vec![f.id.clone()])
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => return unavailable(e),
+            };
+            let body = render_finding(&f) + &super::annotations::card("finding", &f.id, &notes);
+            page(
+                if f.title.is_empty() {
+                    &f.rule_id
+                } else {
+                    &f.title
+                },
+                &body,
+            )
+            .into_response()
+        }
         Ok(None) => {
             let body = format!(
                 r#"<section class="card"><h1>No such finding</h1><p>No finding has the id <span class="mono">{}</span>.</p><p><a href="/">Back to the fleet</a></p></section>"#,

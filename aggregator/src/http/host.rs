@@ -275,6 +275,14 @@ pub(crate) async fn run(State(st): State<AppState>, Path(id): Path<String>) -> R
         Err(e) => return unavailable(e),
     };
     sort_run_findings(&mut findings);
+    let notes = match st
+        .store
+        .annotations("run".into(), vec![run.run_id.clone()])
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => return unavailable(e),
+    };
     let mut cards = String::new();
     for f in &findings {
         let r = &f.detail.remediation;
@@ -372,8 +380,10 @@ pub(crate) async fn run(State(st): State<AppState>, Path(id): Path<String>) -> R
   <p class="mono muted">{id}</p>
   <dl class="meta">{meta}</dl>
 </section>
+{triage}
 <h2 class="section">Findings ({n})</h2>
 {cards}"#,
+        triage = super::annotations::card("run", &run.run_id, &notes),
         host_href = esc(&percent_encode(&run.host)),
         host = esc(&run.host),
         outcome = outcome_badge(&run.outcome),

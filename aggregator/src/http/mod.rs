@@ -22,7 +22,9 @@ use crate::config::Scope;
 use crate::events::EventBus;
 use crate::store::Store;
 
+mod annotations;
 mod api;
+mod board_pages;
 mod dashboard;
 mod fleet;
 mod guard;
@@ -66,6 +68,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/hosts/{host}", get(host::host))
         .route("/runs/{run_id}", get(host::run))
         .route("/findings", get(triage::findings))
+        .route("/windows", get(board_pages::windows))
+        .route("/windows/{id}", get(board_pages::window))
+        .route("/silences", get(board_pages::silences))
         .route("/findings/{id}", get(dashboard::finding))
         .route("/login", get(dashboard::login_form).post(dashboard::login))
         .route("/assets/dashboard.css", get(dashboard::css))
@@ -86,6 +91,10 @@ pub(crate) fn router(state: AppState) -> Router {
             get(silences::list).post(silences::create),
         )
         .route("/api/v1/silences/{id}/expire", post(silences::expire))
+        .route(
+            "/api/v1/annotations",
+            get(annotations::list).post(annotations::create),
+        )
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .fallback(not_found)
@@ -119,16 +128,15 @@ fn is_public(path: &str) -> bool {
 }
 
 /// The token a request presents: the bearer header, else the sign-in cookie.
-pub(crate) fn presented_token(req: &Request) -> Option<String> {
-    if let Some(t) = req
-        .headers()
+pub(crate) fn presented_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(t) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer)
     {
         return Some(t.to_owned());
     }
-    req.headers()
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -142,7 +150,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     if state.tokens.is_empty() || is_public(req.uri().path()) {
         return next.run(req).await;
     }
-    let presented = presented_token(&req);
+    let presented = presented_token(req.headers());
     if let Some((id, scopes)) = presented
         .as_deref()
         .and_then(|t| state.tokens.lookup_scoped(t))

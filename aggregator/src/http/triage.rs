@@ -298,11 +298,18 @@ pub(crate) async fn findings(State(st): State<AppState>, Query(q): Query<TriageQ
             ""
         ),
     );
+    let ids: Vec<String> = items.iter().map(|f| f.id.clone()).collect();
+    let notes = match st.store.annotations("finding".into(), ids).await {
+        Ok(n) => n,
+        Err(e) => return unavailable(e),
+    };
     let mut rows = String::new();
     for f in &items {
+        let mine: Vec<&crate::model::AnnotationRecord> =
+            notes.iter().filter(|n| n.id == f.id).collect();
         let _ = write!(
             rows,
-            r#"<tr data-finding="{id}"><td>{time}</td><td>{sev}</td><td><a href="/hosts/{hhref}">{host}</a></td><td class="mono">{rule}</td><td><a href="/findings/{href}">{title}</a>{primary}<small class="sub">{file} line {line}</small></td><td>{run}</td></tr>"#,
+            r#"<tr data-finding="{id}"><td>{time}</td><td>{sev}</td><td><a href="/hosts/{hhref}">{host}</a></td><td class="mono">{rule}</td><td><a href="/findings/{href}">{title}</a>{primary}{triage}<small class="sub">{file} line {line}</small></td><td>{run}</td></tr>"#,
             id = esc(&f.id),
             time = time_cell(f.observed_time.as_deref()),
             sev = severity_badge(&f.severity),
@@ -322,6 +329,7 @@ pub(crate) async fn findings(State(st): State<AppState>, Query(q): Query<TriageQ
             },
             file = esc(file_name(&f.source_path)),
             line = f.line_number,
+            triage = super::annotations::summary(&mine),
             run = if f.run_id.is_empty() {
                 "—".to_owned()
             } else {

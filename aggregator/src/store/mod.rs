@@ -18,9 +18,11 @@ pub use silences::StoredSilence;
 
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::model::{
-    FindingFilter, FindingRecord, HostRecord, Page, RunFilter, RunRecord, ValidBatch, WriteOutcome,
+    AnnotationRecord, FindingFilter, FindingRecord, HostRecord, Page, RunFilter, RunRecord,
+    ValidBatch, WriteOutcome,
 };
 
+mod annotations;
 mod forward;
 pub mod postgres;
 mod rollup;
@@ -162,6 +164,19 @@ pub trait Store: Send + Sync + 'static {
     /// Clears `host`'s collector binding (its row's `collector_id`), so the next collector
     /// that reports it owns it. A host not stored is not an error.
     fn release_host(&self, host: String) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Stores a triage note (already validated by the caller) and returns it as stored.
+    fn annotate(
+        &self,
+        note: AnnotationRecord,
+    ) -> BoxFuture<'_, Result<AnnotationRecord, StoreError>>;
+
+    /// The triage notes of the `target` kind (`finding` or `run`) on `ids`, oldest first.
+    fn annotations(
+        &self,
+        target: String,
+        ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<AnnotationRecord>, StoreError>>;
 
     /// Checks the database answers (for `/healthz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

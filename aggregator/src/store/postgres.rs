@@ -30,6 +30,7 @@ use crate::model::{
     RunRecord, ValidBatch, WriteOutcome,
 };
 
+mod annotations;
 mod silences;
 
 use super::schema::POSTGRES_MIGRATIONS as MIGRATIONS;
@@ -637,6 +638,21 @@ impl Store for PostgresStore {
             Ok(())
         }
         .boxed()
+    }
+
+    fn annotate(
+        &self,
+        note: crate::model::AnnotationRecord,
+    ) -> BoxFuture<'_, Result<crate::model::AnnotationRecord, StoreError>> {
+        self.write_annotation(note).boxed()
+    }
+
+    fn annotations(
+        &self,
+        target: String,
+        ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<crate::model::AnnotationRecord>, StoreError>> {
+        self.read_annotations(target, ids).boxed()
     }
 
     fn release_host(&self, host: String) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -110,6 +110,22 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     CREATE INDEX silences_by_start ON silences (starts_ns);",
     ),
+    (
+        5,
+        "triage notes",
+        // Acknowledgements, assignments and notes on findings and runs, kept as a log: the
+        // latest of each action is its current value, and nothing is ever overwritten.
+        "CREATE TABLE annotations (
+        seq INTEGER PRIMARY KEY,
+        target_kind TEXT NOT NULL,
+        target_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        value TEXT NOT NULL,
+        author TEXT NOT NULL,
+        created_ns INTEGER NOT NULL
+    );
+    CREATE INDEX annotations_by_target ON annotations (target_kind, target_id);",
+    ),
 ];
 
 /// PostgreSQL's versioned migrations, applied in order under an advisory lock so that aggregators
@@ -226,5 +242,21 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         created_ns BIGINT NOT NULL
     );
     CREATE INDEX silences_by_start ON silences (starts_ns);",
+    ),
+    (
+        5,
+        "triage notes",
+        // Acknowledgements, assignments and notes on findings and runs, kept as a log: the
+        // latest of each action is its current value, and nothing is ever overwritten.
+        "CREATE TABLE annotations (
+        seq BIGSERIAL PRIMARY KEY,
+        target_kind TEXT NOT NULL,
+        target_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        value TEXT NOT NULL,
+        author TEXT NOT NULL,
+        created_ns BIGINT NOT NULL
+    );
+    CREATE INDEX annotations_by_target ON annotations (target_kind, target_id);",
     ),
 ];

@@ -34,6 +34,7 @@ use crate::model::{
     RunRecord, ValidBatch, WriteOutcome,
 };
 
+mod annotations;
 mod silences;
 mod windows;
 
@@ -423,6 +424,21 @@ impl Store for SqliteStore {
                 .map(|_| ())
                 .map_err(StoreError::from)
         })
+    }
+
+    fn annotate(
+        &self,
+        note: crate::model::AnnotationRecord,
+    ) -> BoxFuture<'_, Result<crate::model::AnnotationRecord, StoreError>> {
+        self.write_annotation(note)
+    }
+
+    fn annotations(
+        &self,
+        target: String,
+        ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<crate::model::AnnotationRecord>, StoreError>> {
+        self.read_annotations(target, ids)
     }
 
     fn release_host(&self, host: String) -> BoxFuture<'_, Result<(), StoreError>> {

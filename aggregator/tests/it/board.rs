@@ -255,6 +255,7 @@ async fn rollup(backend: Backend) {
     assert!(fleet_row(&page, "EX02").contains(r#"<a href="/windows/cu15">CU15 wave 1</a>"#));
 
     triage(agg.http_addr()).await;
+    notes_and_pages(agg.http_addr()).await;
 
     drop(stream);
     shutdown.cancel();
@@ -325,6 +326,127 @@ async fn triage(http: SocketAddr) {
         page.contains(r#"href="/findings?min_severity=high&amp;host=EX%2A&amp;format=csv""#),
         "{page}"
     );
+}
+
+async fn post(
+    http: SocketAddr,
+    path: &str,
+    body: &str,
+    origin: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{http}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Triage notes through the API (who and when, errors naming the field, the write guard) and
+/// the window and silence pages.
+async fn notes_and_pages(http: SocketAddr) {
+    let origin = format!("http://{http}");
+    let (status, body) = post(
+        http,
+        "/api/v1/annotations",
+        r#"{"target":"finding","id":"ex01-cause","action":"ack","by":"alice"}"#,
+        Some(&origin),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["by"], "alice");
+    assert!(
+        body["at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{body}"
+    );
+    let (status, _) = post(
+        http,
+        "/api/v1/annotations",
+        r#"{"target":"run","id":"ex01-setup","action":"assign","value":"bob","by":"alice"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = post(
+        http,
+        "/api/v1/annotations",
+        r#"{"target":"finding","id":"ex01-cause","action":"note"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("value:"),
+        "{body}"
+    );
+    let (status, body) = post(
+        http,
+        "/api/v1/annotations",
+        r#"{"target":"finding","id":"nope","action":"ack","by":"a"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = post(
+        http,
+        "/api/v1/annotations",
+        r#"{"target":"finding","id":"ex01-cause","action":"ack","by":"mallory"}"#,
+        Some("http://evil.example"),
+    )
+    .await;
+    assert_eq!(status, 403, "a cross-site note is refused");
+    let form = reqwest::Client::new()
+        .post(format!("http://{http}/api/v1/annotations"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("target=finding&id=ex01-cause&action=ack&by=mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 415, "only JSON writes");
+
+    let notes = get_json(http, "/api/v1/annotations?target=finding&id=ex01-cause").await;
+    assert_eq!(notes["items"].as_array().unwrap().len(), 1, "{notes}");
+    let (_, _, page) = get_text(http, "/findings/ex01-cause").await;
+    assert!(
+        page.contains("<strong>alice</strong> acknowledged"),
+        "{page}"
+    );
+    let (_, _, page) = get_text(http, "/runs/ex01-setup").await;
+    assert!(page.contains("assigned to <strong>bob</strong>"));
+    let (_, _, page) = get_text(http, "/findings").await;
+    assert!(page.contains("ack · alice"));
+
+    // Window pages: the list with its end button, the window with its hosts.
+    let (status, _, page) = get_text(http, "/windows").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"data-post="/api/v1/windows/cu15/end""#),
+        "{page}"
+    );
+    assert!(page.contains(r#"data-api="/api/v1/windows""#));
+    let (status, _, page) = get_text(http, "/windows/cu15").await;
+    assert_eq!(status, 200);
+    for h in ["EX01", "EX02", "EX03"] {
+        assert!(page.contains(&format!(r#"<tr data-host="{h}""#)), "{h}");
+    }
+    let (status, _, _) = get_text(http, "/windows/nope").await;
+    assert_eq!(status, 404);
+    let (status, body) = post(
+        http,
+        "/api/v1/silences",
+        r#"{"comment":"CHG-1 known","created_by":"alice","hosts":"EX02","duration":"1h"}"#,
+        Some(&origin),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, page) = get_text(http, "/silences").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("CHG-1 known"));
+    assert!(page.contains(r#"/expire">Expire now"#));
 }
 
 async fn stall_ends(backend: Backend) {

@@ -135,7 +135,14 @@
       var body = {};
       new FormData(form).forEach(function (v, k) {
         v = String(v).trim();
-        if (v !== "") body[k] = v;
+        if (v === "") return;
+        var input = form.querySelector('[name="' + k + '"]');
+        // A datetime-local input is the reader's local time; the API takes RFC 3339.
+        if (input && input.type === "datetime-local") {
+          var d = new Date(v);
+          if (!isNaN(d)) v = d.toISOString();
+        }
+        body[k] = v;
       });
       showError(form, "");
       var button = form.querySelector("button[type=submit]");
