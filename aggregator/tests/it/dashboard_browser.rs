@@ -1,7 +1,10 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium` + `chromium-driver`, set up by
-//! `.ci/setup-chromium.sh`): findings sent over gRPC appear in the fleet view without a reload,
-//! the finding page shows evidence and fix, and screenshots are saved (to `docs/` with
-//! `PATCHWATCH_UPDATE_SCREENSHOTS=1`).
+//! `.ci/setup-chromium.sh`), one browser and one aggregator for every page and action: the
+//! fleet view updates without a reload and highlights only rows that changed, each page
+//! renders (host, run, finding, findings, windows, window, silences), a window and a silence
+//! are created through their forms and a window is ended, a finding is acknowledged, a filter
+//! is applied. Screenshots of each page go to `target/screenshots/` (CI keeps them), and to
+//! `docs/` with `PATCHWATCH_UPDATE_SCREENSHOTS=1`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,9 +118,8 @@ fn host_info(name: &str) -> patchwatch_proto::HostInfo {
     host(name)
 }
 
-/// Where screenshots go: `docs/` (committed, linked from the README) when
-/// `PATCHWATCH_UPDATE_SCREENSHOTS=1`, else cargo's scratch directory so a test run leaves the
-/// work tree clean.
+/// Where screenshots go: `target/screenshots/` (kept by CI), or `docs/` (committed, linked
+/// from the README) with `PATCHWATCH_UPDATE_SCREENSHOTS=1`.
 fn screenshot_dir() -> PathBuf {
     let dir = if std::env::var("PATCHWATCH_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -125,13 +127,79 @@ fn screenshot_dir() -> PathBuf {
             .join("docs")
     } else {
         PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("the target tmpdir is inside the target dir")
+            .join("screenshots")
     };
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
+async fn screenshot(browser: &fantoccini::Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join(name), &png).unwrap();
+}
+
+/// Runs `script` (a JS expression) in the page and returns its value.
+async fn js(browser: &fantoccini::Client, script: &str) -> serde_json::Value {
+    browser
+        .execute(&format!("return ({script});"), vec![])
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until `script` is true in the page.
+async fn until(browser: &fantoccini::Client, what: &str, script: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if js(browser, script).await == serde_json::json!(true) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks what every page must have: no resource from another origin (offline networks),
+/// and a label for every visible form field (keyboard and screen-reader use).
+async fn page_basics(browser: &fantoccini::Client, page: &str) {
+    let foreign = js(
+        browser,
+        "performance.getEntriesByType('resource').map(e => e.name)\
+         .filter(n => !n.startsWith(location.origin))",
+    )
+    .await;
+    assert_eq!(
+        foreign,
+        serde_json::json!([]),
+        "{page} loads only its own resources"
+    );
+    let unlabelled = js(
+        browser,
+        "[...document.querySelectorAll('input:not([type=hidden]), select')]\
+         .filter(e => !e.id || !document.querySelector('label[for=\"' + e.id + '\"]'))\
+         .map(e => e.name)",
+    )
+    .await;
+    assert_eq!(
+        unlabelled,
+        serde_json::json!([]),
+        "{page}: every field has a label"
+    );
+}
+
+/// Fills a form field by its id.
+async fn fill(browser: &fantoccini::Client, id: &str, value: &str) {
+    let field = browser.find(Locator::Id(id)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fleet_view_updates_live_and_finding_page_shows_the_fix() {
+async fn every_page_and_action_in_chromium() {
     let Some(driver_path) = chromedriver() else {
         return;
     };
@@ -219,6 +287,23 @@ async fn fleet_view_updates_live_and_finding_page_shows_the_fix() {
         .find(Locator::Css(r#"tr[data-host="EXCH05"]"#))
         .await
         .is_err());
+    page_basics(&browser, "/").await;
+    // Loading the page (and its catch-up fetch on connecting) highlights nothing.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        js(&browser, "document.querySelectorAll('tr.flash').length").await,
+        serde_json::json!(0),
+        "no row flashes on page load"
+    );
+    // Failed and stalled rows come first.
+    assert_eq!(
+        js(
+            &browser,
+            "[...document.querySelectorAll('#fleet tbody tr')].map(r => r.dataset.host)"
+        )
+        .await,
+        serde_json::json!(["EXCH03", "EXCH02", "EXCH01"])
+    );
     // A marker that a reload would wipe.
     browser
         .execute("window.__noReload = 42; return null;", vec![])
@@ -242,10 +327,10 @@ async fn fleet_view_updates_live_and_finding_page_shows_the_fix() {
                     5,
                     "Service MSExchangeTransport failed to start",
                     &[
-                        "[11/21/2025 06:01:12.0456] [2] [ERROR] The following error was generated when \"$error.Clear(); Start-SetupService -ServiceName MSExchangeTransport\" was run:",
-                        "[11/21/2025 06:01:12.0457] [2] [ERROR] Service 'MSExchangeTransport' failed to reach status 'Running' on this server.",
+                        "76: [11/21/2025 06:01:12.0456] [2] [ERROR] The following error was generated when \"$error.Clear(); Start-SetupService -ServiceName MSExchangeTransport\" was run:",
+                        "77: [11/21/2025 06:01:12.0457] [2] [ERROR] Service 'MSExchangeTransport' failed to reach status 'Running' on this server.",
                     ],
-                    "The Transport service did not start; it usually depends on a disabled or stopped service.",
+                    "The Transport service did not start; check it with `Get-Service MSExchangeTransport`.",
                     &[
                         "Open services.msc and check that Microsoft Exchange Transport and its dependencies are set to Automatic.",
                         "Start the service by hand and read the System event log for the reason it stops.",
@@ -299,10 +384,10 @@ async fn fleet_view_updates_live_and_finding_page_shows_the_fix() {
         .wait()
         .at_most(WAIT)
         .for_element(Locator::Css(
-            r#"#findings tr[data-finding="ex05-transport"]"#,
+            r#"tr[data-host="EXCH05"] a.cause[href="/findings/ex05-transport"]"#,
         ))
         .await
-        .expect("the new finding is listed");
+        .expect("the row names the failure's cause");
     let marker = browser
         .execute("return window.__noReload;", vec![])
         .await
@@ -331,10 +416,26 @@ async fn fleet_view_updates_live_and_finding_page_shows_the_fix() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 4, "one row per host");
+    assert_eq!(
+        js(
+            &browser,
+            "[...document.querySelectorAll('tr.flash')].map(r => r.dataset.host).sort()"
+        )
+        .await,
+        serde_json::json!(["EXCH03", "EXCH05"]),
+        "only the rows that changed are highlighted"
+    );
+    assert_eq!(
+        js(
+            &browser,
+            "document.getElementById('stat-failed').textContent"
+        )
+        .await,
+        serde_json::json!("1")
+    );
 
     tokio::time::sleep(Duration::from_millis(1800)).await; // let the highlight fade
-    let png = browser.screenshot().await.unwrap();
-    std::fs::write(screenshot_dir().join("dashboard.png"), &png).unwrap();
+    screenshot(&browser, "fleet.png").await;
 
     // The finding page: evidence lines and the fix.
     browser
@@ -362,8 +463,275 @@ async fn fleet_view_updates_live_and_finding_page_shows_the_fix() {
         .await
         .unwrap();
     assert!(fix.contains("Transport service did not start"), "{fix}");
-    let png = browser.screenshot().await.unwrap();
-    std::fs::write(screenshot_dir().join("finding.png"), &png).unwrap();
+    assert_eq!(
+        js(
+            &browser,
+            "document.querySelector('.fix-summary code').textContent"
+        )
+        .await,
+        serde_json::json!("Get-Service MSExchangeTransport"),
+        "the fix's inline code is code"
+    );
+    page_basics(&browser, "/findings/{id}").await;
+
+    // Acknowledge the finding through its form.
+    fill(&browser, "note-by", "alice").await;
+    browser
+        .find(Locator::Css("#note-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let notes = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#notes li[data-action=ack]"))
+        .await
+        .expect("the acknowledgement is listed after saving")
+        .text()
+        .await
+        .unwrap();
+    assert!(notes.starts_with("alice acknowledged"), "{notes}");
+    screenshot(&browser, "finding.png").await;
+
+    // The host page: the failed run first with its cause; the run page: primary first, the
+    // matched line highlighted.
+    browser.goto(&format!("{base}/hosts/EXCH05")).await.unwrap();
+    let why = browser
+        .find(Locator::Css("#why"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        why.contains("Service MSExchangeTransport failed to start"),
+        "{why}"
+    );
+    page_basics(&browser, "/hosts/{host}").await;
+    screenshot(&browser, "host.png").await;
+    browser
+        .goto(&format!("{base}/runs/EXCH05-run-1"))
+        .await
+        .unwrap();
+    let hit = browser
+        .find(Locator::Css("section.finding pre.evidence .hit"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(hit.starts_with("77"), "{hit}");
+    assert!(hit.contains("failed to reach status 'Running'"), "{hit}");
+    screenshot(&browser, "run.png").await;
+
+    // A filter applied on the findings page.
+    browser.goto(&format!("{base}/findings")).await.unwrap();
+    page_basics(&browser, "/findings").await;
+    let before = browser
+        .find_all(Locator::Css("#triage tbody tr"))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, 4, "every finding but info");
+    browser
+        .find(Locator::Css("#f-min_severity option[value=critical]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#filters button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the filtered view",
+        "location.search.includes('min_severity=critical')",
+    )
+    .await;
+    let ids = js(
+        &browser,
+        "[...document.querySelectorAll('#triage tbody tr')].map(r => r.dataset.finding)",
+    )
+    .await;
+    assert_eq!(ids, serde_json::json!(["ex05-transport"]));
+    let csv = js(
+        &browser,
+        "document.getElementById('export-csv').getAttribute('href')",
+    )
+    .await;
+    assert!(
+        csv.as_str().unwrap().contains("min_severity=critical"),
+        "{csv}"
+    );
+    screenshot(&browser, "findings.png").await;
+
+    // A window created through its form (and a refused one showing the API's error), then
+    // listed, shown on the fleet in local time, and ended.
+    browser.goto(&format!("{base}/windows")).await.unwrap();
+    page_basics(&browser, "/windows").await;
+    fill(&browser, "name", "CU15 wave 1").await;
+    fill(&browser, "hosts", "EXCH0*").await;
+    fill(&browser, "duration", "forever").await;
+    browser
+        .find(Locator::Css("#window-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the form's error",
+        "!document.querySelector('#window-form .form-error').hidden",
+    )
+    .await;
+    let err = js(
+        &browser,
+        "document.querySelector('#window-form .form-error').textContent",
+    )
+    .await;
+    assert!(err.as_str().unwrap().starts_with("duration:"), "{err}");
+    fill(&browser, "duration", "2h").await;
+    browser
+        .find(Locator::Css("#window-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let row = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#windows tbody tr"))
+        .await
+        .expect("the new window is listed")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        row.contains("CU15 wave 1") && row.contains("active"),
+        "{row}"
+    );
+    screenshot(&browser, "windows.png").await;
+    browser
+        .find(Locator::Css("#windows tbody a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#window-hosts"))
+        .await
+        .unwrap();
+    let in_scope = js(
+        &browser,
+        "[...document.querySelectorAll('#window-hosts tbody tr')].map(r => r.dataset.host).sort()",
+    )
+    .await;
+    assert_eq!(
+        in_scope,
+        serde_json::json!(["EXCH01", "EXCH02", "EXCH03", "EXCH05"])
+    );
+    screenshot(&browser, "window.png").await;
+    browser.goto(&format!("{base}/")).await.unwrap();
+    let banner = browser
+        .find(Locator::Css("#maintenance"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(banner.contains("CU15 wave 1"), "{banner}");
+    assert!(
+        !banner
+            .split(|c: char| !c.is_ascii_digit())
+            .any(|d| d.len() >= 12),
+        "no raw timestamps: {banner}"
+    );
+    let shown = js(
+        &browser,
+        "document.querySelector('#maintenance time.local').textContent",
+    )
+    .await;
+    assert!(
+        !shown.as_str().unwrap().contains('T'),
+        "local time, not RFC 3339: {shown}"
+    );
+    let cell = browser
+        .find(Locator::Css(
+            r#"tr[data-host="EXCH05"] a[href="/windows/"]"#,
+        ))
+        .await;
+    assert!(cell.is_err(), "links name the window id");
+    assert!(browser
+        .find(Locator::Css(
+            r#"tr[data-host="EXCH05"] a[href^="/windows/cu15-wave-1-"]"#
+        ))
+        .await
+        .is_ok());
+    browser.goto(&format!("{base}/windows")).await.unwrap();
+    browser
+        .find(Locator::Css("#windows button[data-post]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the window to end",
+        "document.querySelector('#windows tbody tr').textContent.includes('ended')",
+    )
+    .await;
+
+    // A silence created through its form, then expired.
+    browser.goto(&format!("{base}/silences")).await.unwrap();
+    page_basics(&browser, "/silences").await;
+    fill(&browser, "comment", "CHG-1234 known Transport issue").await;
+    fill(&browser, "created_by", "alice").await;
+    fill(&browser, "hosts", "EXCH05").await;
+    fill(&browser, "duration", "1h").await;
+    browser
+        .find(Locator::Css("#silence-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let row = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#silences tbody tr"))
+        .await
+        .expect("the new silence is listed")
+        .text()
+        .await
+        .unwrap();
+    assert!(row.contains("CHG-1234") && row.contains("active"), "{row}");
+    screenshot(&browser, "silences.png").await;
+    browser
+        .find(Locator::Css("#silences button[data-post]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the silence to expire",
+        "document.querySelector('#silences tbody tr').textContent.includes('expired')",
+    )
+    .await;
 
     browser.close().await.unwrap();
     drop(stream);
