@@ -115,7 +115,7 @@ fn text(out: &mut dyn Write, pass: &Pass) -> Result<()> {
     for r in &pass.results {
         let c = r.check;
         match &r.status {
-            Status::Clean => writeln!(out, "  {:<8} {}", "ok".green(), c.condition)?,
+            Status::Clean => writeln!(out, "  {:<8} {}", "absent".green(), c.condition)?,
             Status::Skipped(why) => {
                 writeln!(out, "  {:<8} {} ({why})", "skipped".dimmed(), c.condition)?
             }

@@ -69,6 +69,11 @@ impl TestAggregator {
         }
     }
 
+    /// The store, for what the helpers below do not show.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
     /// The agent endpoint URL.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.grpc)

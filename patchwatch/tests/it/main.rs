@@ -12,9 +12,11 @@ mod e2e_files;
 mod e2e_sinks_crash;
 mod e2e_stall;
 mod metrics;
+mod preflight;
 // SIGHUP: Unix only (the Windows service reloads through its own control).
 #[cfg(unix)]
 mod reload;
 mod status;
 mod window_cli;
 mod wine;
+mod wine_preflight;
