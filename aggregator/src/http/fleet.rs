@@ -132,11 +132,12 @@ fn cause_cell(h: &HostRecord) -> String {
 }
 
 /// The run the row's "where" and "last line" describe: the first active run (a running setup
-/// is what people watch), else the worst.
+/// is what people watch), else the run of the leading cause, else the worst.
 fn focus(h: &HostRecord) -> Option<&RunRecord> {
     h.current_runs
         .iter()
         .find(|r| matches!(r.outcome.as_str(), "in_progress" | "stalled"))
+        .or_else(|| h.causes.first().and_then(|c| run_of(h, &c.run_id)))
         .or_else(|| h.current_runs.first())
 }
 
