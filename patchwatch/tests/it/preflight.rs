@@ -100,3 +100,22 @@ async fn snapshots_are_stored_as_preflight_findings_and_runs() {
     // The latest preflight run is the host's state: the board reads it first.
     assert!(clean.started_time > failed.started_time, "{runs:#?}");
 }
+
+/// Elsewhere than Windows there is no registry to read: the command says so and where to run
+/// it, with the error status, instead of reporting a clean server.
+#[cfg(not(windows))]
+#[test]
+fn preflight_off_windows_is_an_error_not_a_clean_report() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+        .args(["preflight", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Windows registry"), "{err}");
+}
