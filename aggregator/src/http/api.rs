@@ -149,7 +149,13 @@ struct Items<T> {
 
 pub(crate) async fn hosts(State(st): State<AppState>) -> Response {
     match st.store.hosts(None).await {
-        Ok(items) => Json(Items { items }).into_response(),
+        Ok(mut items) => {
+            super::fleet::add_windows(
+                &mut items,
+                &st.routing.windows().active(time::OffsetDateTime::now_utc()),
+            );
+            Json(Items { items }).into_response()
+        }
         Err(e) => store_error(e),
     }
 }

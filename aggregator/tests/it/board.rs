@@ -253,6 +253,8 @@ async fn rollup(backend: Backend) {
         "no raw timestamps: {banner}"
     );
     assert!(fleet_row(&page, "EX02").contains(r#"<a href="/windows/cu15">CU15 wave 1</a>"#));
+    let hosts = get_json(agg.http_addr(), "/api/v1/hosts").await;
+    assert_eq!(hosts["items"][1]["windows"][0]["id"], "cu15", "{hosts}");
 
     triage(agg.http_addr()).await;
     notes_and_pages(agg.http_addr()).await;
