@@ -473,7 +473,7 @@ async fn up_without_watch_tails_the_default_locations() {
 }
 
 /// An agent config for the Windows side: `sources` is a `[sources]` table or empty.
-fn windows_agent_toml(host: &str, endpoint: &str, sources: &str) -> String {
+pub(crate) fn windows_agent_toml(host: &str, endpoint: &str, sources: &str) -> String {
     format!(
         "host_name = \"{host}\"\ndata_dir = 'C:\\pwdata'\n{sources}\n[aggregator]\n\
          endpoint = \"{endpoint}\"\nconnect_timeout = \"2s\"\ninitial_backoff = \"50ms\"\n\

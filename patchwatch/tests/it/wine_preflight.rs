@@ -4,13 +4,17 @@
 //! predicted rule and its fix from the catalog.
 //!
 //! One prefix, five Wine process starts: a clean run, `reg add` twice and `sc create`, a run
-//! that reports them.
+//! that reports them. A second prefix runs the agent, whose snapshot at start reaches an
+//! in-process aggregator.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use patchwatch_aggregator::model::{FindingFilter, RunFilter};
 use patchwatch_pipeline::Catalog;
 
-use crate::wine::Wine;
+use crate::common::TestAggregator;
+use crate::wine::{windows_agent_toml, Wine};
 
 /// `preflight --format json` (plus `extra`): exit code, `check` objects by check id and
 /// `finding` objects by rule id.
@@ -159,4 +163,78 @@ fn preflight_reports_policy_restart_and_disabled_services_from_the_real_registry
             "{rule_id}: no evidence ending in {fact}: {evidence:#?}"
         );
     }
+}
+
+/// The Windows agent takes a snapshot at start and delivers it like any finding: the
+/// aggregator stores the predicted failure (category `preflight`) and the snapshot's run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_delivers_a_snapshot_at_start() {
+    let Some(w) = Wine::new() else { return };
+    let host = "WINE-PREFLIGHT";
+    let agg = TestAggregator::start(&w.scratch().join("aggregator")).await;
+    tokio::task::block_in_place(|| {
+        w.run_ok(w.command(
+            "reg",
+            &[
+                "add",
+                r"HKLM\SOFTWARE\Policies\Microsoft\Windows\PowerShell",
+                "/v",
+                "ExecutionPolicy",
+                "/d",
+                "RemoteSigned",
+                "/f",
+            ],
+        ))
+    });
+    w.mkdir(r"C:\logs");
+    let sources = "[sources]\ninclude = ['C:\\logs\\*.log']\n[preflight]\ninterval = \"1h\"\n";
+    std::fs::write(
+        w.unix(r"C:\agent.toml"),
+        windows_agent_toml(host, &agg.endpoint(), sources),
+    )
+    .unwrap();
+    let log = w.scratch().join("agent.log");
+    let mut agent = w.spawn(&["agent", "--config", r"C:\agent.toml"], &log);
+    let store = agg.store();
+    let (finding, run) = patchwatch_testkit::eventually(
+        Duration::from_secs(45),
+        "the preflight finding and run stored",
+        async || {
+            let f = store
+                .findings(FindingFilter {
+                    host: Some(host.into()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|f| f.category == "preflight")?;
+            let r = store
+                .runs(RunFilter {
+                    host: Some(host.into()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_iter()
+                .find(|r| r.run_id == f.run_id)?;
+            Some((f, r))
+        },
+    )
+    .await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(
+        finding.rule_id,
+        "exchange.su.servicecontrol-execution-policy"
+    );
+    assert!(finding.primary);
+    assert_eq!(
+        (run.mode.as_str(), run.outcome.as_str()),
+        ("preflight", "failed")
+    );
+    assert_eq!(run.primary_finding_id, finding.id);
 }
