@@ -1,7 +1,6 @@
 //! Folders the tailer cannot walk: a deleted watched folder and a symbolic link loop are
 //! each warned about once per state, again when the state changes, never on every scan.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -154,6 +153,6 @@ fn symlink_loop_warns_once_and_linked_logs_are_read() {
 }
 
 #[cfg(unix)]
-fn same(a: &Path, b: &Path) -> bool {
+fn same(a: &std::path::Path, b: &std::path::Path) -> bool {
     std::fs::canonicalize(a).unwrap() == std::fs::canonicalize(b).unwrap()
 }
