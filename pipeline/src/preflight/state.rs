@@ -79,16 +79,26 @@ impl RegValue {
             RegValue::Dword(n) => n.to_string(),
             RegValue::Qword(n) => n.to_string(),
             RegValue::String(s) => s.clone(),
-            RegValue::MultiString(v) => v
-                .iter()
-                .filter(|s| !s.is_empty())
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; "),
+            RegValue::MultiString(v) => {
+                // A server can have hundreds of pending renames: the first few say enough.
+                let set: Vec<&str> = v
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                let mut text = set[..set.len().min(SHOWN_ENTRIES)].join("; ");
+                if set.len() > SHOWN_ENTRIES {
+                    text.push_str(&format!("; and {} more", set.len() - SHOWN_ENTRIES));
+                }
+                text
+            }
             RegValue::Binary(b) => format!("{} bytes", b.len()),
         }
     }
 }
+
+/// Entries of a `REG_MULTI_SZ` shown in evidence.
+const SHOWN_ENTRIES: usize = 5;
 
 /// A read that failed for a reason other than "not there" (access denied, an IO error): the
 /// check that needed it is reported as not run, never as clean.
@@ -337,5 +347,18 @@ mod tests {
         assert!(!RegValue::MultiString(vec![String::new()]).is_set());
         assert!(RegValue::MultiString(vec![r"\??\C:\a".into(), String::new()]).is_set());
         assert!(!RegValue::String("  ".into()).is_set());
+    }
+
+    #[test]
+    fn long_lists_show_their_first_entries_and_a_count() {
+        let v = RegValue::MultiString(
+            (0..8)
+                .map(|i| format!("f{i}"))
+                .chain([String::new()])
+                .collect(),
+        );
+        assert_eq!(v.display(), "f0; f1; f2; f3; f4; and 3 more");
+        let v = RegValue::MultiString(vec!["a".into(), String::new(), "b".into()]);
+        assert_eq!(v.display(), "a; b");
     }
 }
