@@ -6,6 +6,9 @@
 //! and the Windows reader ([`WindowsState`], `cfg(windows)`). Each snapshot is a run of its
 //! own (`mode = "preflight"`), so a host's latest preflight run is its current state and a
 //! condition that went away is simply absent from it.
+//!
+//! Snapshots have no replay point: records lost to spool damage are not rebuilt, the next
+//! snapshot replaces them.
 
 #[cfg(windows)]
 mod windows;

@@ -133,6 +133,13 @@ impl SystemState for WindowsState {
         }
     }
 
+    fn system_drive(&self) -> String {
+        std::env::var("SystemDrive")
+            .ok()
+            .filter(|d| d.len() == 2 && d.ends_with(':'))
+            .unwrap_or_else(|| "C:".to_string())
+    }
+
     fn account_name(&self) -> Option<String> {
         let user = std::env::var("USERNAME").ok()?;
         let computer = std::env::var("COMPUTERNAME").unwrap_or_default();

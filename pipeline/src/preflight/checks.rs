@@ -351,7 +351,7 @@ fn probe(
             Ok(Some(facts))
         }
         Probe::FreeSpace { min_gib } => {
-            let mut drives = vec!["C:".to_string()];
+            let mut drives = vec![state.system_drive()];
             if let Some(d) = exchange.and_then(|e| e.get(..2)) {
                 if !drives.iter().any(|x| x.eq_ignore_ascii_case(d)) {
                     drives.push(d.to_string());

@@ -136,6 +136,11 @@ pub trait SystemState {
     /// volume.
     fn free_bytes(&self, path: &str) -> Result<Option<u64>, StateError>;
 
+    /// The system drive, e.g. `C:` (`%SystemDrive%`).
+    fn system_drive(&self) -> String {
+        "C:".to_string()
+    }
+
     /// The user name the command runs as, without its domain; `None` when it runs as a service
     /// account (LocalSystem), whose name says nothing about the installing admin.
     fn account_name(&self) -> Option<String>;
