@@ -437,6 +437,10 @@ pub struct HostRecord {
     pub current_runs: Vec<RunRecord>,
     /// The primary cause of each failed or stalled current run, in `current_runs` order.
     pub causes: Vec<CauseRecord>,
+    /// The host's latest preflight run (a prediction from its state, kept out of `state`),
+    /// for a fleet column of its own.
+    #[serde(default)]
+    pub preflight: Option<RunRecord>,
     /// Maintenance windows active now whose globs name the host (filled in by the HTTP API).
     #[serde(default)]
     pub windows: Vec<WindowRef>,

@@ -3,7 +3,8 @@
 //! fragment that `dashboard.js` swaps in when the event stream says a host changed, so the rows
 //! have one renderer.
 //!
-//! A row is a list of [`COLUMNS`]: a new per-host status is one more entry there.
+//! A row is a list of [`COLUMNS`]: a new per-host status is one more entry there (a preflight
+//! column, say, reads `HostRecord::preflight`, which the rollup keeps out of the state).
 
 use std::fmt::Write as _;
 

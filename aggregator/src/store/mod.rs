@@ -402,6 +402,7 @@ pub(crate) struct HostParts {
     pub findings_total: u64,
     pub current_runs: Vec<RunRecord>,
     pub causes: Vec<crate::model::CauseRecord>,
+    pub preflight: Option<RunRecord>,
 }
 
 impl HostRow {
@@ -413,6 +414,7 @@ impl HostRow {
             findings_total,
             current_runs,
             causes,
+            preflight,
         } = parts;
         let state = current_runs
             .first()
@@ -433,6 +435,7 @@ impl HostRow {
             state,
             current_runs,
             causes,
+            preflight,
             windows: Vec::new(),
         }
     }

@@ -415,7 +415,7 @@ impl Store for PostgresStore {
                 .iter()
                 .map(run_row)
                 .collect();
-            let current = super::rollup::current_by_host(file_runs);
+            let (current, preflight) = super::rollup::current_by_host(file_runs);
             let (ids, runs) = super::rollup::cause_keys(current.values().flatten());
             let causes = match sql::POSTGRES.select_causes(ids.len(), runs.len()) {
                 Some(q) => {
@@ -434,6 +434,7 @@ impl Store for PostgresStore {
                 latest,
                 counts,
                 current,
+                preflight,
                 causes,
             }))
         }

@@ -30,16 +30,30 @@ pub(crate) fn current_runs(mut runs: Vec<RunRow>) -> Vec<RunRow> {
     runs
 }
 
-/// The current runs of every host, from the latest run of each (host, file).
-pub(crate) fn current_by_host(file_runs: Vec<RunRow>) -> HashMap<String, Vec<RunRow>> {
+/// The path the agent's preflight task records for its runs (`pipeline::preflight::SOURCE`):
+/// a prediction from the server's state, not a setup run, so it has a place of its own on the
+/// row ([`crate::model::HostRecord::preflight`]) and no say in the host's state.
+pub(crate) const PREFLIGHT_SOURCE: &str = "preflight";
+
+/// The current runs of every host, from the latest run of each (host, file), and each host's
+/// latest preflight run.
+pub(crate) fn current_by_host(
+    file_runs: Vec<RunRow>,
+) -> (HashMap<String, Vec<RunRow>>, HashMap<String, RunRow>) {
     let mut by_host: HashMap<String, Vec<RunRow>> = HashMap::new();
+    let mut preflight = HashMap::new();
     for r in file_runs {
+        if r.source_path == PREFLIGHT_SOURCE {
+            preflight.insert(r.host.clone(), r);
+            continue;
+        }
         by_host.entry(r.host.clone()).or_default().push(r);
     }
-    by_host
+    let current = by_host
         .into_iter()
         .map(|(h, runs)| (h, current_runs(runs)))
-        .collect()
+        .collect();
+    (current, preflight)
 }
 
 /// Whether a run needs a cause shown: it failed or stalled.

@@ -387,6 +387,8 @@ pub(crate) struct HostRows {
     pub counts: Vec<(String, String, i32, i64)>,
     /// Each host's current runs (see [`super::rollup::current_by_host`]).
     pub current: std::collections::HashMap<String, Vec<super::RunRow>>,
+    /// Each host's latest preflight run.
+    pub preflight: std::collections::HashMap<String, super::RunRow>,
     /// The cause query's rows.
     pub causes: Vec<super::rollup::CauseRow>,
 }
@@ -402,6 +404,7 @@ pub(crate) fn assemble_hosts(rows: HostRows) -> Vec<crate::model::HostRecord> {
         latest,
         counts,
         mut current,
+        mut preflight,
         causes,
     } = rows;
     let mut latest_by_host: HashMap<String, crate::model::RunRecord> =
@@ -445,12 +448,14 @@ pub(crate) fn assemble_hosts(rows: HostRows) -> Vec<crate::model::HostRecord> {
             };
             let total = all.total();
             let causes = super::rollup::causes(&current, &causes);
+            let pre = preflight.remove(&h.hostname).map(Into::into);
             h.into_record(super::HostParts {
                 latest_run: run,
                 findings: counts,
                 findings_total: total,
                 current_runs: current,
                 causes,
+                preflight: pre,
             })
         })
         .collect()

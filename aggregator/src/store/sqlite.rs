@@ -285,7 +285,7 @@ impl Store for SqliteStore {
                 .prepare_cached(&sql::SQLITE.select_file_runs(only.len()))?
                 .query_map(rusqlite::params_from_iter(only.iter()), run_row)?
                 .collect::<Result<Vec<_>, _>>()?;
-            let current = super::rollup::current_by_host(file_runs);
+            let (current, preflight) = super::rollup::current_by_host(file_runs);
             let (ids, runs) = super::rollup::cause_keys(current.values().flatten());
             let causes = match sql::SQLITE.select_causes(ids.len(), runs.len()) {
                 Some(q) => c
@@ -308,6 +308,7 @@ impl Store for SqliteStore {
                 latest,
                 counts,
                 current,
+                preflight,
                 causes,
             }))
         })

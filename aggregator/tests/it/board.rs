@@ -105,6 +105,11 @@ async fn rollup(backend: Backend) {
     setup.started_unix_nano = now - 3 * HOUR;
     let mut svc = run_of("EX01", "ex01-svc", "ServiceControl.log", 2, now - HOUR);
     svc.started_unix_nano = now - HOUR;
+    // A preflight prediction is not a setup run: it does not make the host failed.
+    let preflight = RunUpdate {
+        source_path: "preflight".into(),
+        ..run_of("EX03", "preflight-EX03-1", "x", 3, now)
+    };
     let mut old_run = run_of(
         "EX01",
         "ex01-old-msi",
@@ -136,7 +141,10 @@ async fn rollup(backend: Backend) {
             3,
             "EX03",
             vec![],
-            vec![run_of("EX03", "ex03", "ExchangeSetup.log", 2, now)],
+            vec![
+                run_of("EX03", "ex03", "ExchangeSetup.log", 2, now),
+                preflight,
+            ],
         ))
         .await;
 
@@ -165,6 +173,9 @@ async fn rollup(backend: Backend) {
     assert_eq!(ex01["causes"][0]["finding_id"], "ex01-cause", "{ex01}");
     assert_eq!(ex01["causes"][0]["primary"], true);
     assert_eq!(ex01["findings_total"], 4, "each finding counted once");
+    let ex03 = &hosts["items"][2];
+    assert_eq!(ex03["state"], "succeeded", "{ex03}");
+    assert_eq!(ex03["preflight"]["run_id"], "preflight-EX03-1");
 
     // The fleet page: worst first, the cause's title linked to its finding.
     let (status, _, page) = get_text(agg.http_addr(), "/").await;
