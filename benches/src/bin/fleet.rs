@@ -77,10 +77,13 @@ async fn run() -> Result<()> {
                 .context("--store postgres needs PATCHWATCH_PG_URL (.ci/setup-postgres.sh)")?;
             let name = format!("pw_fleet_{}", std::process::id());
             let admin = pg_admin(&base).await?;
+            // Two statements: DROP DATABASE refuses to run inside the implicit transaction
+            // of a multi-statement query.
             admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-                ))
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await?;
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
                 .await?;
             let url = format!(
                 "{}/{name}",

@@ -264,7 +264,8 @@ pub async fn run(
         Duration::from_secs_f64(streams.len() as f64 * opts.batch as f64 / opts.rate as f64)
     };
 
-    let sampler = tokio::spawn(sample(target.pid, end + Duration::from_secs(3600)));
+    let stop_sampling = tokio_util::sync::CancellationToken::new();
+    let sampler = tokio::spawn(sample(target.pid, stop_sampling.clone()));
     let prober = tokio::spawn(probe(target.http, warm, end, opts.probe_pause));
     let mut tasks = Vec::with_capacity(streams.len());
     for (c, (tx, acks)) in streams {
@@ -312,11 +313,8 @@ pub async fn run(
     report.client_cpu = server::cpu_seconds(std::process::id()) - client_cpu0;
     report.window = end.saturating_duration_since(warm);
     report.ack = Latency::of(latencies);
-    sampler.abort();
-    if let Ok(Ok((rss, fds))) = tokio::time::timeout(Duration::from_millis(10), sampler).await {
-        report.rss_peak = rss;
-        report.fds_peak = fds;
-    }
+    stop_sampling.cancel();
+    (report.rss_peak, report.fds_peak) = sampler.await?;
     let (pages, errors) = prober.await?;
     report.pages = pages
         .into_iter()
@@ -414,17 +412,19 @@ async fn stream_load(
     Ok(())
 }
 
-/// Largest resident set and descriptor count of `pid`, sampled every 250 ms until `until`.
-async fn sample(pid: u32, until: Instant) -> (u64, usize) {
+/// Largest resident set and descriptor count of `pid`, sampled every 250 ms until `stop`.
+async fn sample(pid: u32, stop: tokio_util::sync::CancellationToken) -> (u64, usize) {
     let (mut rss, mut fds) = (0, 0);
-    while Instant::now() < until {
+    loop {
         if let Some((now, _)) = server::rss(pid) {
             rss = rss.max(now);
         }
         fds = fds.max(server::open_fds(pid));
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::select! {
+            () = stop.cancelled() => return (rss, fds),
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
     }
-    (rss, fds)
 }
 
 /// The pages a reader of the dashboard loads, in turn.
@@ -534,6 +534,7 @@ mod tests {
         assert_eq!(report.acked_findings, report.sent_findings);
         assert_eq!(report.rejected_items, 0);
         assert!(report.page_errors.is_empty(), "{:?}", report.page_errors);
+        assert!(report.rss_peak > 0 && report.fds_peak > 0, "{report:?}");
 
         let store = agg.store().unwrap();
         let (mut stored, mut before) = (0u64, None);
