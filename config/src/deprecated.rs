@@ -255,13 +255,15 @@ impl Walk<'_> {
         own_key: &str,
         free_form: bool,
     ) -> Result<(), ParseError> {
-        let line = self.line(value.span().start);
+        // The line is counted from the start of the text, so only for an error: counted for
+        // every value it made loading 10,000 collector tokens take 23 s.
+        let start = value.span().start;
         match value.get_mut() {
             DeValue::String(s) if s.contains('$') => {
                 let expanded =
                     crate::expand::expand(s, |var| std::env::var(var).ok()).map_err(|message| {
                         ParseError::Key {
-                            line,
+                            line: self.line(start),
                             key: path.to_owned(),
                             message,
                         }
