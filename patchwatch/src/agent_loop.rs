@@ -12,35 +12,37 @@ use patchwatch_collector::endpoint;
 use patchwatch_pipeline::Catalog;
 use tokio_util::sync::CancellationToken;
 
+use crate::logging::event_id;
+
 /// How long shutdown waits for the spool to drain to the aggregator before checkpointing.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// Reads the configuration and rules again, for a reload: an error refuses the reload.
+pub type Reload = Box<dyn Fn() -> Result<(AgentConfig, Arc<Catalog>)> + Send>;
+
+/// What asks for a reload.
+pub enum Trigger {
+    /// SIGHUP (Unix; never elsewhere).
+    Hangup,
+    /// A message on this channel (the Windows service's `paramchange` control).
+    #[cfg_attr(not(windows), allow(dead_code))]
+    Channel(tokio::sync::mpsc::UnboundedReceiver<()>),
+}
 
 /// Runs the agent on its own runtime until `stop` completes, or until a part of the agent
 /// fails for good (then the agent is shut down and the error returned, so that the process
 /// exits and a service manager restarts it). With `metrics_listen`, serves `/metrics` and
 /// `/healthz` there.
-// The Windows service runs without reloads; console mode calls `run_reloading`.
-#[cfg_attr(not(windows), allow(dead_code))]
-pub fn run_until(
-    config: &AgentConfig,
-    catalog: Arc<Catalog>,
-    stop: impl Future<Output = ()> + Send,
-) -> Result<()> {
-    run_reloading(config, catalog, stop, None)
-}
-
-/// Reads the configuration and rules again, for a reload: an error refuses the reload.
-pub type Reload = Box<dyn Fn() -> Result<(AgentConfig, Arc<Catalog>)> + Send>;
-
-/// [`run_until`], and with `reload` on SIGHUP (Unix): the configuration and rules are read
-/// again; a bad one is refused with a log line and the running agent goes on untouched; a
-/// good one replaces the agent (drained and checkpointed first, so nothing is lost or read
-/// twice). `metrics_listen` keeps its first address until the process restarts.
+///
+/// With `reload`, each trigger reads the configuration and rules again: a bad one is refused
+/// with a log line and the running agent goes on untouched; a good one replaces the agent
+/// (drained and checkpointed first, so nothing is lost or read twice). `metrics_listen` keeps
+/// its first address until the process restarts.
 pub fn run_reloading(
     config: &AgentConfig,
     catalog: Arc<Catalog>,
     stop: impl Future<Output = ()> + Send,
-    reload: Option<Reload>,
+    reload: Option<(Reload, Trigger)>,
 ) -> Result<()> {
     let rt = patchwatch_collector::agent::runtime()?;
     rt.block_on(async move {
@@ -62,21 +64,32 @@ pub fn run_reloading(
         let rt = tokio::runtime::Handle::current();
         let mut agent = Agent::start(config, Arc::clone(&catalog), &rt)?;
         health_tx.send_replace(Some(agent.health()));
-        tracing::info!(message = "Agent started.", host = %agent.host().hostname);
+        tracing::info!(
+            event_id = event_id::STARTED,
+            message = "Agent started.",
+            host = %agent.host().hostname,
+            version = env!("CARGO_PKG_VERSION")
+        );
         let mut current = (config.clone(), catalog);
-        let mut hangup = hangups(reload.is_some());
+        let (reload, mut trigger) = match reload {
+            Some((r, t)) => (Some(r), Some(t)),
+            None => (None, None),
+        };
+        let mut hangup = hangups(matches!(trigger, Some(Trigger::Hangup)));
         tokio::pin!(stop);
         let failure = loop {
             tokio::select! {
                 () = &mut stop => break None,
                 reason = agent.failed() => break Some(reason),
                 () = next_hangup(&mut hangup) => {}
+                () = next_message(&mut trigger) => {}
             }
             let Some(reload) = &reload else { continue };
             let (config, catalog) = match reload() {
                 Ok(next) => next,
                 Err(error) => {
                     tracing::error!(
+                        event_id = event_id::RELOAD_REFUSED,
                         message = "Reload refused; the running configuration stays.",
                         error = format!("{error:#}")
                     );
@@ -90,7 +103,10 @@ pub fn run_reloading(
             agent.shutdown(DRAIN).await;
             agent = match Agent::start(&config, Arc::clone(&catalog), &rt) {
                 Ok(a) => {
-                    tracing::info!(message = "Configuration and rules reloaded.");
+                    tracing::info!(
+                        event_id = event_id::RELOADED,
+                        message = "Configuration and rules reloaded."
+                    );
                     current = (config, catalog);
                     a
                 }
@@ -107,6 +123,7 @@ pub fn run_reloading(
         tracing::info!(message = "Shutting down: draining and checkpointing.");
         agent.shutdown(DRAIN).await;
         endpoint.cancel();
+        tracing::info!(event_id = event_id::STOPPED, message = "Agent stopped.");
         match failure {
             Some(reason) => Err(anyhow!("the agent stopped: {reason}")),
             None => Ok(()),
@@ -148,6 +165,18 @@ async fn next_hangup(h: &mut Option<tokio::signal::unix::Signal>) {
 #[cfg(not(unix))]
 async fn next_hangup(_h: &mut Option<()>) {
     std::future::pending::<()>().await
+}
+
+/// The next message on a reload channel; never without one (or once it is closed).
+async fn next_message(trigger: &mut Option<Trigger>) {
+    match trigger {
+        Some(Trigger::Channel(rx)) => {
+            if rx.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
 }
 
 /// A future that completes on Ctrl-C or SIGTERM.

@@ -2,6 +2,7 @@
 
 mod agent_loop;
 mod cli;
+mod logging;
 #[cfg(windows)]
 mod winsvc;
 
@@ -25,19 +26,14 @@ struct Cli {
     log: String,
     /// Shape of patchwatch's own diagnostics on stderr: `text` for people, `json` (one object
     /// per line) for log collectors.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PATCHWATCH_LOG_FORMAT")]
-    log_format: LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text, env = "PATCHWATCH_LOG_FORMAT")]
+    log_format: logging::LogFormat,
+    /// Also write diagnostics to this file, cut at 10 MiB with 5 older files kept. The Windows
+    /// service always writes `logs\patchwatch.log` under its data directory.
+    #[arg(long, global = true, value_name = "FILE", env = "PATCHWATCH_LOG_FILE")]
+    log_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
-}
-
-/// The `--log-format` choices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines; coloured only on a terminal and when `NO_COLOR` is unset.
-    Text,
-    /// One JSON object per line with `timestamp`, `level`, `target` and `fields`.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +84,11 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    init_logging(&cli.log, cli.log_format);
+    logging::init(logging::Options {
+        filter: &cli.log,
+        format: cli.log_format,
+        file: cli.log_file.clone(),
+    });
     let result = match cli.command {
         #[cfg(feature = "aggregator")]
         Command::Demo(a) => cli::demo::run(a),
@@ -113,27 +113,6 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("patchwatch: error: {e:#}");
             std::process::ExitCode::from(2)
-        }
-    }
-}
-
-/// Sends patchwatch's own diagnostics to stderr in the chosen shape.
-fn init_logging(filter: &str, format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(false).init(),
-        LogFormat::Text => {
-            // https://no-color.org: any non-empty NO_COLOR turns colour off; escapes in a file
-            // or a service's captured output are noise.
-            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-            builder
-                .with_ansi(std::io::stderr().is_terminal() && !no_color)
-                .init()
         }
     }
 }

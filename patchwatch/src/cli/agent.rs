@@ -74,27 +74,9 @@ pub fn run(args: AgentArgs) -> Result<i32> {
     if args.check {
         return check(&args);
     }
-    let config = match &args.config {
-        Some(p) => AgentConfig::load(p)?,
-        None => AgentConfig::default_for_platform(),
-    };
-    config.validate()?;
-    let catalog = Arc::new(super::load_catalog(true, &args.rule_files)?);
-    patchwatch_collector::telemetry::set_build_info(
-        env!("CARGO_PKG_VERSION"),
-        env!("PATCHWATCH_COMMIT"),
-    );
-    // Before any thread starts: the agent's threads share two malloc arenas instead of one
-    // each (glibc only; see `memory`).
-    patchwatch_collector::memory::limit_malloc_arenas(2);
-    #[cfg(windows)]
-    if crate::winsvc::may_be_service() {
-        if let Some(code) = crate::winsvc::run(config.clone(), Arc::clone(&catalog))? {
-            return Ok(code);
-        }
-    }
     let (path, rules) = (args.config.clone(), args.rule_files.clone());
-    let reload: crate::agent_loop::Reload = Box::new(move || {
+    // Read again on every reload (SIGHUP, or the service's `paramchange`).
+    let load: crate::agent_loop::Reload = Box::new(move || {
         let config = match &path {
             Some(p) => AgentConfig::load(p)?,
             None => AgentConfig::default_for_platform(),
@@ -102,11 +84,30 @@ pub fn run(args: AgentArgs) -> Result<i32> {
         config.validate()?;
         Ok((config, Arc::new(super::load_catalog(true, &rules)?)))
     });
+    let first = load();
+    patchwatch_collector::telemetry::set_build_info(
+        env!("CARGO_PKG_VERSION"),
+        env!("PATCHWATCH_COMMIT"),
+    );
+    // Before any thread starts: the agent's threads share two malloc arenas instead of one
+    // each (glibc only; see `memory`).
+    patchwatch_collector::memory::limit_malloc_arenas(2);
+    // A service reports a bad configuration to the SCM and the Event Log, not to a console.
+    #[cfg(windows)]
+    let (first, load) = if crate::winsvc::may_be_service() {
+        match crate::winsvc::run(first, load)? {
+            crate::winsvc::Dispatch::Ran(code) => return Ok(code),
+            crate::winsvc::Dispatch::Console(start) => *start,
+        }
+    } else {
+        (first, load)
+    };
+    let (config, catalog) = first?;
     crate::agent_loop::run_reloading(
         &config,
         catalog,
         crate::agent_loop::shutdown_signal(),
-        Some(reload),
+        Some((load, crate::agent_loop::Trigger::Hangup)),
     )?;
     Ok(0)
 }

@@ -38,6 +38,20 @@ pub enum ServiceCommand {
     Stop,
     /// Print the service's state: exit 0 running, 3 not running, 4 not installed.
     Status,
+    /// Check the configuration, then tell the running service to read it and its rules again
+    /// (the `paramchange` control); an invalid configuration is not sent.
+    Reload(ReloadArgs),
+}
+
+/// Options of `service reload`.
+#[derive(Debug, clap::Args)]
+pub struct ReloadArgs {
+    /// The configuration the service runs with.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Extra rule files the service was installed with; repeatable.
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rule_files: Vec<PathBuf>,
 }
 
 /// Options of `service install`.
@@ -174,8 +188,8 @@ mod scm {
     use anyhow::{bail, Context, Result};
     use windows_service::service::{
         Service, ServiceAccess, ServiceAction, ServiceActionType, ServiceErrorControl,
-        ServiceFailureActions, ServiceFailureResetPeriod, ServiceInfo, ServiceStartType,
-        ServiceState, ServiceType,
+        ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod, ServiceInfo,
+        ServiceStartType, ServiceState, ServiceType,
     };
     use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
@@ -195,7 +209,29 @@ mod scm {
             ServiceCommand::Start => start(),
             ServiceCommand::Stop => stop(),
             ServiceCommand::Status => status(),
+            ServiceCommand::Reload(a) => reload(&a),
         }
+    }
+
+    fn reload(a: &super::ReloadArgs) -> Result<i32> {
+        // A refused reload shows only in the service's log: refuse here, where it is seen.
+        let config = patchwatch_collector::config::AgentConfig::load(&a.config)
+            .with_context(|| format!("not reloaded: {}", a.config.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("not reloaded: {}", a.config.display()))?;
+        crate::cli::load_catalog(true, &a.rule_files).context("not reloaded")?;
+        let Some(s) = open(ServiceAccess::QUERY_STATUS | ServiceAccess::PAUSE_CONTINUE)? else {
+            bail!("service {NAME} is not installed");
+        };
+        if state(&s)? != ServiceState::Running {
+            bail!(
+                "service {NAME} is not running; `patchwatch service start` reads the configuration"
+            );
+        }
+        paramchange(&s).map_err(|e| explain(e, "sending paramchange to the patchwatch service"))?;
+        println!("service {NAME} reloads {}", a.config.display());
+        Ok(0)
     }
 
     fn os_error(e: &windows_service::Error) -> Option<i32> {
@@ -297,6 +333,7 @@ mod scm {
             service.set_failure_actions_on_non_crash_failures(true),
             "restart after an error exit",
         )?;
+        register_event_source(&exe);
         println!(
             "service {NAME} {verb}: \"{}\" agent --config \"{}\" (automatic, delayed start; {})",
             exe.display(),
@@ -304,6 +341,54 @@ mod scm {
             a.account.as_deref().unwrap_or("LocalSystem")
         );
         Ok(0)
+    }
+
+    /// Sends `SERVICE_CONTROL_PARAMCHANGE` (what `sc control patchwatch paramchange` sends;
+    /// `windows-service` sends only user-defined codes).
+    fn paramchange(s: &Service) -> windows_service::Result<()> {
+        use windows_sys::Win32::System::Services::{
+            ControlService, SERVICE_CONTROL_PARAMCHANGE, SERVICE_STATUS,
+        };
+        // SAFETY: a handle `s` owns, opened with PAUSE_CONTINUE; the status is written into a
+        // zeroed local.
+        let ok = unsafe {
+            let mut status: SERVICE_STATUS = std::mem::zeroed();
+            ControlService(s.raw_handle(), SERVICE_CONTROL_PARAMCHANGE, &mut status)
+        };
+        if ok == 0 {
+            return Err(windows_service::Error::Winapi(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Registers `patchwatch` as a source of the Application event log, so that Event Viewer
+    /// shows its messages as written, then reports the installation there. The message file
+    /// is .NET Framework's, whose every id is "%1" (what .NET's own `EventLog` sources use;
+    /// Exchange servers all have .NET Framework 4.8). Best effort: without it events are
+    /// still logged, with a "description cannot be found" preamble.
+    fn register_event_source(exe: &std::path::Path) {
+        let root = std::env::var("SystemRoot").unwrap_or_else(|_| r"C:\Windows".into());
+        let messages = format!(r"{root}\Microsoft.NET\Framework64\v4.0.30319\EventLogMessages.dll");
+        let key = windows_registry::LOCAL_MACHINE
+            .create(r"SYSTEM\CurrentControlSet\Services\EventLog\Application\patchwatch")
+            .and_then(|k| {
+                k.set_string("EventMessageFile", &messages)?;
+                // Errors, warnings and information.
+                k.set_u32("TypesSupported", 7)
+            });
+        if let Err(error) = key {
+            eprintln!("patchwatch: note: the Event Log source was not registered: {error}");
+        }
+        match crate::logging::eventlog::start() {
+            Ok(()) => tracing::info!(
+                event_id = crate::logging::event_id::INSTALLED,
+                message = "Service installed.",
+                exe = %exe.display()
+            ),
+            Err(error) => eprintln!("patchwatch: note: cannot report to the Event Log: {error}"),
+        }
     }
 
     /// A service setting Windows supports but this SCM may not (Wine's answers "invalid
@@ -408,6 +493,15 @@ mod scm {
                 return Ok(());
             }
             if want == ServiceState::Running && now == ServiceState::Stopped {
+                let exit = s.query_status().ok().map(|st| st.exit_code);
+                if exit == Some(ServiceExitCode::ServiceSpecific(2)) {
+                    bail!(
+                        "service {NAME} did not start: its configuration is invalid (the reason \
+                         is in the Event Log, source patchwatch, id 3, and in logs\\patchwatch.log \
+                         under the data directory; `patchwatch agent --check --config ...` \
+                         shows it too)"
+                    );
+                }
                 bail!(
                     "service {NAME} stopped right after starting: see the Event Log \
                      (source patchwatch) and `patchwatch agent --check --config ...`"

@@ -342,6 +342,22 @@ fn deprecated_keys_warn_on_stderr_as_text_and_as_json() {
     // stderr is a pipe here, not a terminal: no colour escapes.
     assert!(!text.contains('\u{1b}'), "{text:?}");
 
+    // --log-file: the same warning in a file (its folder created), with no colour either.
+    let file = f.path("logs-out").join("patchwatch.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+        .args(["agent", "--check", "--config"])
+        .arg(&config)
+        .arg("--log-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let logged = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        logged.contains("`stall_threshold_secs` is deprecated") && !logged.contains('\u{1b}'),
+        "{logged:?}"
+    );
+
     let json = run("json");
     let line = json
         .lines()

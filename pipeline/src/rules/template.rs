@@ -128,6 +128,10 @@ fn split_alternative(body: &str) -> (&str, Option<&str>) {
 
 /// Renders a template (see the module doc) with values from `lookup`.
 pub fn fill(t: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    // Most steps and links name no value: no need to walk them character by character.
+    if !t.contains('{') {
+        return t.to_owned();
+    }
     let mut out = String::with_capacity(t.len());
     let full = |name: &str| lookup(name).or_else(|| code_value(name, &lookup));
     render(t, &full, &mut out, false);
@@ -173,9 +177,14 @@ fn render(
                 continue;
             }
         }
-        let c = rest.chars().next().expect("i < t.len()");
-        out.push(c);
-        i += c.len_utf8();
+        // Literal text up to the next bracket or brace, in one piece; a bracket or brace that
+        // opened nothing is literal too.
+        let skip = usize::from(rest.starts_with(['[', '{']));
+        let run = rest[skip..]
+            .find(['[', '{'])
+            .map_or(rest.len(), |n| n + skip);
+        out.push_str(&rest[..run]);
+        i += run;
     }
     true
 }
