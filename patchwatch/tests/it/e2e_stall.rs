@@ -1,12 +1,13 @@
 //! A setup run that stops writing (the NGen/CRL time-out of known-issues B12) is reported as
-//! stalled: one `collector.run-stalled` finding and a run update with the STALLED outcome.
+//! stalled: one `collector.run-stalled` finding and a run update with the STALLED outcome; when
+//! it writes again it is in progress again.
 
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quiet_in_progress_run_is_reported_stalled_once() {
+async fn a_quiet_in_progress_run_is_reported_stalled_once_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("ExchangeSetupLogs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -56,5 +57,23 @@ async fn a_quiet_in_progress_run_is_reported_stalled_once() {
         runs.iter().any(|o| o == "stalled"),
         "run outcomes: {runs:?}"
     );
+
+    // The run writes again (no new phase): the stall ends by itself.
+    append(
+        &log,
+        b"[11/21/2026 09:20:00.0001] [1] Native images for .Net assemblies were created.\r\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let runs = agg.store_runs(host).await;
+        if runs.iter().all(|o| o == "in_progress") && !runs.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {runs:?} after the run wrote again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     agent.shutdown(Duration::from_secs(2)).await;
 }
