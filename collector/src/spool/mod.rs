@@ -14,7 +14,10 @@
 //! * The total size is bounded by [`SpoolOptions::max_bytes`]; when full, `append` returns
 //!   [`SpoolError::Full`] (or `append_timeout` waits) and the caller stops reading its
 //!   input. Nothing is dropped silently.
-//! * Record ids strictly increase and are never reused within one spool directory.
+//! * Record ids strictly increase and are never reused below any consumer's cursor. The ids
+//!   of a damaged tail that no consumer had passed are given again, to the records that
+//!   replace them: the damage is reported, and the checkpoints rewound to re-read those
+//!   records (`CheckpointStore::rewind_lost`), so nobody ever saw the old ones acknowledged.
 //! * A consumer's cursor never moves past a record it did not acknowledge, and survives a
 //!   restart (a lost cursor write means records are sent again, never skipped).
 
