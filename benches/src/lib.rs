@@ -1,7 +1,8 @@
 //! Corpora for benchmarks: realistic ExchangeSetup.log text (the committed CSS-Exchange samples,
 //! run after run, as setup appends) and Windows Installer verbose logs (the pipeline's
 //! generator, UTF-16LE as msiexec writes), to any size. True failures are mixed in so that
-//! matching, verification and finding construction are all exercised.
+//! matching, verification and finding construction are all exercised. [`fleet`] drives an
+//! aggregator with thousands of simulated collectors.
 
 pub mod fleet;
 
