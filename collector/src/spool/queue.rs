@@ -462,7 +462,9 @@ impl Spool {
             let mut id = from.max(st.acked);
             let mut budget_recs = max_records;
             for seg in &st.segments {
-                if budget_recs == 0 || seg.end() <= id {
+                // A segment whose records were all cut off by damage recovery holds nothing
+                // to read; indexing its first offset would panic.
+                if budget_recs == 0 || seg.offsets.is_empty() || seg.end() <= id {
                     continue;
                 }
                 id = id.max(seg.base);
