@@ -164,7 +164,8 @@ async fn until(browser: &fantoccini::Client, what: &str, script: &str) {
 }
 
 /// Checks what every page must have: no resource from another origin (offline networks),
-/// and a label for every visible form field (keyboard and screen-reader use).
+/// readable contrast, and a label for every visible form field (keyboard and screen-reader
+/// use).
 async fn page_basics(browser: &fantoccini::Client, page: &str) {
     let foreign = js(
         browser,
@@ -185,11 +186,37 @@ async fn page_basics(browser: &fantoccini::Client, page: &str) {
     )
     .await;
     assert_eq!(
+        js(browser, LOW_CONTRAST).await,
+        serde_json::json!([]),
+        "{page}: readable contrast"
+    );
+    assert_eq!(
         unlabelled,
         serde_json::json!([]),
         "{page}: every field has a label"
     );
 }
+
+/// Text whose contrast with its background is below WCAG AA (4.5:1; 3:1 for large text),
+/// as `"text: ratio"`.
+const LOW_CONTRAST: &str = r#"(() => {
+  const rgb = s => (s.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); })
+    .reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const bg = el => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor); if (c.length === 3 || c[3] >= 0.5) return c; } return [255, 255, 255]; };
+  const bad = [];
+  document.querySelectorAll('body *').forEach(el => {
+    const text = [...el.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent.trim()).join('');
+    if (!text || el.closest('[hidden]') || !el.offsetParent) return;
+    const st = getComputedStyle(el);
+    const a = lum(rgb(st.color)), b = lum(bg(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(st.fontSize), bold = parseInt(st.fontWeight, 10) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need) bad.push(text.slice(0, 40) + ': ' + ratio.toFixed(2));
+  });
+  return bad;
+})()"#;
 
 /// Fills a form field by its id.
 async fn fill(browser: &fantoccini::Client, id: &str, value: &str) {
