@@ -603,6 +603,26 @@ async fn every_page_and_action_in_chromium() {
     // listed, shown on the fleet in local time, and ended.
     browser.goto(&format!("{base}/windows")).await.unwrap();
     page_basics(&browser, "/windows").await;
+    // Keyboard: Tab reaches the form's first field, and the focus is visible.
+    let mut reached = false;
+    for _ in 0..40 {
+        let el = browser.active_element().await.unwrap();
+        el.send_keys("\u{E004}").await.unwrap();
+        if js(&browser, "document.activeElement.id").await == serde_json::json!("name") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab reaches the window form");
+    assert_ne!(
+        js(
+            &browser,
+            "getComputedStyle(document.activeElement).outlineStyle"
+        )
+        .await,
+        serde_json::json!("none"),
+        "the focused field shows its focus"
+    );
     fill(&browser, "name", "CU15 wave 1").await;
     fill(&browser, "hosts", "EXCH0*").await;
     fill(&browser, "duration", "forever").await;
