@@ -170,11 +170,34 @@ fn progress_cell(h: &HostRecord) -> String {
 }
 
 fn last_line_cell(h: &HostRecord) -> String {
-    time_cell(
-        focus(h)
-            .and_then(|r| r.last_line_time.as_deref().or(r.updated_time.as_deref()))
+    let run = focus(h);
+    let cell = time_cell(
+        run.and_then(|r| r.last_line_time.as_deref().or(r.updated_time.as_deref()))
             .or(h.last_seen.as_deref()),
-    )
+    );
+    // A log whose own clock is far behind when the agent read it (an old log read late, a
+    // server clock off) would read as "2000d ago" alone: say when it was read as well.
+    let parse = |t: Option<&str>| {
+        t.and_then(|t| {
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+    };
+    match run.map(|r| {
+        (
+            parse(r.last_line_time.as_deref()),
+            r.updated_time.as_deref(),
+        )
+    }) {
+        Some((Some(line), Some(read)))
+            if parse(Some(read)).is_some_and(|t| t - line > time::Duration::DAY) =>
+        {
+            format!(
+                r#"{cell}<small class="sub">read {}</small>"#,
+                time_cell(Some(read))
+            )
+        }
+        _ => cell,
+    }
 }
 
 fn window_cell(h: &HostRecord) -> String {

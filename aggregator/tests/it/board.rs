@@ -133,7 +133,11 @@ async fn rollup(backend: Backend) {
             2,
             "EX02",
             vec![],
-            vec![run_of("EX02", "ex02", "ExchangeSetup.log", 1, now)],
+            vec![RunUpdate {
+                // A log from a server whose clock is a month behind.
+                last_line_unix_nano: now - 30 * 24 * HOUR,
+                ..run_of("EX02", "ex02", "ExchangeSetup.log", 1, now)
+            }],
         ))
         .await;
     stream
@@ -195,6 +199,12 @@ async fn rollup(backend: Backend) {
     );
     assert!(row.contains(r#"href="/hosts/EX01""#), "{row}");
     assert!(!row.contains("msi.install-failed"), "{row}");
+    assert!(!row.contains(r#"read <time"#), "{row}");
+    let ex02 = fleet_row(&page, "EX02");
+    assert!(
+        ex02.contains(r#"<small class="sub">read <time"#),
+        "when it was read: {ex02}"
+    );
     // The row fragment the live view swaps in is the same row.
     let (_, _, fragment) = get_text(agg.http_addr(), "/fleet/rows?host=EX01").await;
     assert_eq!(fragment, row.to_owned() + "</tr>");
