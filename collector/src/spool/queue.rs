@@ -215,6 +215,27 @@ impl Spool {
                 size,
             });
         }
+        // A segment cut exactly at a record boundary scans clean, but its records then end
+        // before the next segment begins: that gap is lost records too.
+        for (seg, next) in segments.iter().zip(segments.iter().skip(1)) {
+            let end = seg.end();
+            if end < next.base && !report.damage.iter().any(|d| d.path == seg.path) {
+                let reason = format!(
+                    "records {end}..{} missing: the segment ends before the next one starts",
+                    next.base
+                );
+                tracing::warn!(message = "Spool segment lost records at its end.", path = %seg.path.display(), first_lost_id = end, next_id = next.base);
+                telemetry::count(telemetry::SPOOL_CORRUPT, 1);
+                report.damage.push(Damage {
+                    path: seg.path.clone(),
+                    offset: seg.size,
+                    dropped_bytes: 0,
+                    reason,
+                    first_lost_id: end,
+                    lost_until: next.base,
+                });
+            }
+        }
         for d in &mut report.damage {
             d.lost_until = segments
                 .iter()

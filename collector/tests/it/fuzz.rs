@@ -212,15 +212,15 @@ proptest! {
             prop_assert!(last.is_none_or(|l| l < r.id), "ids not increasing");
             last = Some(r.id);
         }
-        if got.len() < ids.len() {
-            prop_assert!(!report.damage.is_empty(), "{} records lost silently", ids.len() - got.len());
+        // A loss is reported, except the newest records cut off exactly at a record boundary:
+        // the spool alone cannot tell that from fewer appends.
+        if report.damage.is_empty() {
+            let read: Vec<u64> = got.iter().map(|r| r.id).collect();
+            prop_assert_eq!(&read[..], &ids[..read.len()], "records lost silently, not at the end");
         }
         // Ids of a lost tail that no consumer passed are given again (found by this test;
         // see the spool's module doc); an id that was read back never is.
         let next = spool.append(b"after").unwrap();
         prop_assert!(last.is_none_or(|l| next > l), "id {next} reused");
-        if report.damage.is_empty() {
-            prop_assert!(next > *ids.last().unwrap(), "id {next} reused without damage");
-        }
     }
 }

@@ -341,3 +341,45 @@ fn a_segment_emptied_by_damage_behind_a_cut_one_reads_without_panicking() {
     }
     assert!(got.windows(2).all(|w| w[0].id < w[1].id));
 }
+
+/// Found by the spool property test: an older segment cut exactly at a record boundary scans
+/// clean, so its lost records went unreported and the checkpoints were never rewound. The gap
+/// before the next segment is now reported as damage.
+#[test]
+fn an_older_segment_cut_at_a_record_boundary_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(opts(dir.path())).unwrap();
+    for i in 0..120 {
+        spool.append(&payload(i)).unwrap();
+    }
+    spool.sync().unwrap();
+    drop(spool);
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 2, "{segs:?}");
+    // Drop the first segment's last record whole: 8 header bytes, then "record-NNNNN-…".
+    let bytes = fs::read(&segs[0]).unwrap();
+    let last = bytes
+        .windows(7)
+        .rposition(|w| w == b"record-")
+        .expect("a record")
+        - 8;
+    OpenOptions::new()
+        .write(true)
+        .open(&segs[0])
+        .unwrap()
+        .set_len(last as u64)
+        .unwrap();
+
+    let (spool, report) = Spool::open(opts(dir.path())).unwrap();
+    assert_eq!(report.damage.len(), 1, "{report:?}");
+    let d = &report.damage[0];
+    assert_eq!(d.path, segs[0]);
+    assert_eq!(
+        d.lost_until,
+        d.first_lost_id + 1,
+        "exactly one record lost: {d:?}"
+    );
+    let got = spool.read(0, usize::MAX, usize::MAX).unwrap();
+    assert_eq!(got.len(), 119);
+    assert!(got.iter().all(|r| r.id != d.first_lost_id));
+}
