@@ -131,7 +131,14 @@ impl Agent {
             fsync: cfg.spool_fsync(),
             consumers: spool_consumers(cfg),
         })?;
-        if let Some(first_lost) = report.damage.iter().map(|d| d.first_lost_id).min() {
+        // Newest records cut off at a record boundary leave a spool that scans clean; only
+        // the checkpoints, which point past them, show the loss.
+        let tail_lost = store
+            .replay_until()
+            .is_some_and(|until| until > spool.next_id())
+            .then(|| spool.next_id());
+        let first_damaged = report.damage.iter().map(|d| d.first_lost_id).min();
+        if let Some(first_lost) = first_damaged.into_iter().chain(tail_lost).min() {
             // The lost records cannot be read back, but each file's replay point says where
             // its unacknowledged records came from: read those bytes again.
             let rewound = store.rewind_lost(first_lost)?;

@@ -299,6 +299,17 @@ impl CheckpointStore {
         self.lock().entries.get(key)?.disk.replay.clone()
     }
 
+    /// One past the highest spool record id any file's [`Replay`] point covers: the spool
+    /// must still hold records up to here, or it lost some that only the checkpoints know of.
+    pub fn replay_until(&self) -> Option<u64> {
+        let inner = self.lock();
+        inner
+            .entries
+            .values()
+            .filter_map(|e| e.disk.replay.as_ref().map(|r| r.until_id))
+            .max()
+    }
+
     /// After the spool lost records with ids from `first_lost` on: moves
     /// the checkpoint of every file that had records in that range back to its [`Replay`]
     /// point, so that the tailer reads those bytes again, and writes the store. Returns the

@@ -12,8 +12,9 @@
 //! * A torn last record (crash mid-write) is detected by its CRC32 at open, cut off and
 //!   reported in [`RecoveryReport::damage`] (plus a warning and a metric).
 //!   So is an older segment that ends before the next one starts (cut at a record
-//!   boundary). Only the newest segment cut exactly at a record boundary cannot be told
-//!   from a spool that received fewer records.
+//!   boundary). The newest segment cut exactly at a record boundary cannot be told from
+//!   a spool that received fewer records; the agent learns it from the checkpoints, whose
+//!   replay points cover ids beyond [`Spool::next_id`].
 //! * The total size is bounded by [`SpoolOptions::max_bytes`]; when full, `append` returns
 //!   [`SpoolError::Full`] (or `append_timeout` waits) and the caller stops reading its
 //!   input. Nothing is dropped silently.

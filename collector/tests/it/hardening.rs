@@ -188,6 +188,57 @@ fn full_disk_pauses_reading_and_loses_nothing_when_space_returns() {
 
 #[test]
 fn damaged_spool_rewinds_checkpoints_and_rereads_the_lost_findings() {
+    damaged_spool_case(|spool| {
+        // Cut the unacknowledged segment in half.
+        let seg = newest_segment(spool);
+        let len = std::fs::metadata(&seg).unwrap().len();
+        cut(&seg, len / 2);
+    });
+}
+
+/// The newest segment cut exactly between two records scans clean: only the checkpoints
+/// know that records are missing.
+#[test]
+fn newest_segment_cut_at_a_record_boundary_rewinds_checkpoints_too() {
+    damaged_spool_case(|spool| {
+        let seg = newest_segment(spool);
+        let bytes = std::fs::read(&seg).unwrap();
+        // Records: 8-byte magic, then per record a u32 length, a CRC32 and the payload.
+        let mut ends = Vec::new();
+        let mut pos = 8;
+        while pos + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+            pos += 8 + len;
+            ends.push(pos);
+        }
+        assert!(ends.len() >= 4, "records in the segment: {}", ends.len());
+        cut(&seg, ends[ends.len() / 2] as u64);
+    });
+}
+
+fn newest_segment(spool: &Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().expect("a spool segment")
+}
+
+fn cut(seg: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Spools every finding with nobody acknowledging, stops the agent, applies `damage` to the
+/// spool directory, restarts with a sink that receives: every finding must arrive.
+fn damaged_spool_case(damage: impl Fn(&Path)) {
     let tmp = tempfile::tempdir().unwrap();
     let (logs, data) = (tmp.path().join("logs"), tmp.path().join("data"));
     std::fs::create_dir_all(&logs).unwrap();
@@ -211,20 +262,8 @@ fn damaged_spool_rewinds_checkpoints_and_rereads_the_lost_findings() {
     });
     rt.block_on(agent.shutdown(Duration::ZERO));
 
-    // Cut the unacknowledged segment in half while the agent is down.
-    let seg = std::fs::read_dir(data.join("spool"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .expect("a spool segment");
-    let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    // Damage the unacknowledged spool while the agent is down.
+    damage(&data.join("spool"));
 
     // Restart with a sink that does receive: it starts at the oldest record on disk.
     let out = tmp.path().join("findings.jsonl");
