@@ -425,6 +425,11 @@ mod scm {
         };
         if state(&s)? != ServiceState::Running {
             if let Err(e) = s.start::<&str>(&[]) {
+                // A service that stops at once may fail the start itself (Wine's SCM answers
+                // "request timeout"): its exit code says why.
+                if refused_config(&s) {
+                    bail!(CONFIG_INVALID);
+                }
                 // Started by someone else meanwhile (ERROR_SERVICE_ALREADY_RUNNING).
                 if os_error(&e) != Some(1056) {
                     return Err(explain(e, "starting the patchwatch service"));
@@ -485,6 +490,19 @@ mod scm {
         wait_for(s, ServiceState::Stopped)
     }
 
+    /// What `start` says when the service stopped on its configuration.
+    const CONFIG_INVALID: &str = "service patchwatch did not start: its configuration is invalid \
+         (the reason is in the Event Log, source patchwatch, id 3, and in logs\\patchwatch.log \
+         under the data directory; `patchwatch agent --check --config ...` shows it too)";
+
+    /// True when the service stopped with the exit code of a bad configuration.
+    fn refused_config(s: &Service) -> bool {
+        s.query_status().is_ok_and(|st| {
+            st.current_state == ServiceState::Stopped
+                && st.exit_code == ServiceExitCode::ServiceSpecific(2)
+        })
+    }
+
     fn wait_for(s: &Service, want: ServiceState) -> Result<()> {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -493,14 +511,8 @@ mod scm {
                 return Ok(());
             }
             if want == ServiceState::Running && now == ServiceState::Stopped {
-                let exit = s.query_status().ok().map(|st| st.exit_code);
-                if exit == Some(ServiceExitCode::ServiceSpecific(2)) {
-                    bail!(
-                        "service {NAME} did not start: its configuration is invalid (the reason \
-                         is in the Event Log, source patchwatch, id 3, and in logs\\patchwatch.log \
-                         under the data directory; `patchwatch agent --check --config ...` \
-                         shows it too)"
-                    );
+                if refused_config(s) {
+                    bail!(CONFIG_INVALID);
                 }
                 bail!(
                     "service {NAME} stopped right after starting: see the Event Log \

@@ -18,6 +18,8 @@ use patchwatch_testkit::env_or_skip;
 
 /// How long the findings of a test may take to arrive (a Wine process starts in ~1 s).
 const SETTLE: Duration = Duration::from_secs(45);
+/// The Windows service's own log file.
+const SERVICE_LOG: &str = r"C:\ProgramData\patchwatch\logs\patchwatch.log";
 /// Upper bound for one short Windows command (`cmd /c move`, `scan`, `sc`).
 const COMMAND: Duration = Duration::from_secs(60);
 
@@ -230,7 +232,7 @@ impl Drop for Wine {
                 .filter(|p| p.extension().is_some_and(|e| e == "txt"))
                 .collect();
             logs.sort();
-            logs.push(self.unix(r"C:\ProgramData\patchwatch\service-errors.log"));
+            logs.push(self.unix(SERVICE_LOG));
             for l in logs {
                 let tail = log_tail(&l);
                 if !tail.trim().is_empty() {
@@ -621,9 +623,21 @@ async fn service_install_start_kill_restart_uninstall() {
             image.contains(r"agent --config") && image.contains(config),
             "the config path is in the service's command line:\n{image}"
         );
+        let source = w.cmd(
+            r"reg query HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\patchwatch /v EventMessageFile",
+        );
+        assert!(
+            source.contains("EventLogMessages.dll"),
+            "install registers the Event Log source:\n{source}"
+        );
         service_ok(&w, &["start"]);
         service_ok(&w, &["start"]);
         assert_eq!(service(&w, &["status"]).0, 0);
+        // No console: the service logs to a file under its data directory.
+        patchwatch_testkit::eventually_blocking(COMMAND, "the service's log file", || {
+            let log = std::fs::read_to_string(w.unix(SERVICE_LOG)).unwrap_or_default();
+            log.contains("Agent started.").then_some(())
+        });
     });
 
     let first = dir.join("ExchangeSetup.log");
@@ -662,6 +676,57 @@ async fn service_install_start_kill_restart_uninstall() {
     blocking(|| service_ok(&w, &["start"]));
     agg.assert_settles(host, &expected_files(host, &files), SETTLE)
         .await;
+
+    // Reload (paramchange): a second folder is watched without a restart. A broken
+    // configuration is refused before it is sent, and the running one stays.
+    let other = w.mkdir(r"C:\OtherLogs");
+    let config_path = w.unix(config);
+    let good = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, "[sources]\nno_such_key = 1\n").unwrap();
+    blocking(|| {
+        let (code, text) = service(&w, &["reload", "--config", config]);
+        assert_ne!(code, 0, "{text}");
+        assert!(
+            text.contains("not reloaded") && text.contains("no_such_key"),
+            "{text}"
+        );
+    });
+    let both = good.replace(
+        "include = ['C:\\ExchangeSetupLogs\\*.log']",
+        "include = ['C:\\ExchangeSetupLogs\\*.log', 'C:\\OtherLogs\\*.log']",
+    );
+    assert_ne!(both, good, "the test edits the include list");
+    std::fs::write(&config_path, &both).unwrap();
+    blocking(|| {
+        service_ok(&w, &["reload", "--config", config]);
+        patchwatch_testkit::eventually_blocking(COMMAND, "the reload in the log file", || {
+            let log = std::fs::read_to_string(w.unix(SERVICE_LOG)).unwrap_or_default();
+            log.contains("Configuration and rules reloaded.")
+                .then_some(())
+        });
+    });
+    let fourth = other.join("ExchangeSetup.log");
+    append_lines(&fourth, &exchange_sample(SAMPLES[3])).await;
+    files.push(fourth);
+    agg.assert_settles(host, &expected_files(host, &files), SETTLE)
+        .await;
+
+    // A configuration broken while the service was stopped: the start fails at once, says
+    // why, and the log file has the reason.
+    std::fs::write(&config_path, "[sources]\nno_such_key = 1\n").unwrap();
+    blocking(|| {
+        service_ok(&w, &["stop"]);
+        std::thread::sleep(Duration::from_secs(3));
+        let (code, text) = service(&w, &["start"]);
+        assert_ne!(code, 0, "{text}");
+        assert!(text.contains("configuration is invalid"), "{text}");
+        let log = std::fs::read_to_string(w.unix(SERVICE_LOG)).unwrap_or_default();
+        assert!(
+            log.contains("The configuration is invalid") && log.contains("no_such_key"),
+            "{log}"
+        );
+    });
+    std::fs::write(&config_path, &both).unwrap();
 
     blocking(|| {
         service_ok(&w, &["uninstall"]);
