@@ -120,7 +120,11 @@ fn main() -> std::process::ExitCode {
 /// True when `e` comes from writing to a pipe whose reader has gone.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            // Windows (and Wine) may say ERROR_PIPE_NOT_CONNECTED (233), which std does not
+            // map to BrokenPipe.
+            io.kind() == std::io::ErrorKind::BrokenPipe
+                || (cfg!(windows) && matches!(io.raw_os_error(), Some(109 | 232 | 233)))
+        })
     })
 }

@@ -213,6 +213,90 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// What `aggregator --check --connect` learns of the configured database, without creating
+/// or migrating anything: the server, and the schema version it holds next to the one this
+/// build writes.
+///
+/// # Errors
+/// The URL is missing or unresolvable, the server does not answer or refuses, or the SQLite
+/// file is not a database.
+pub async fn probe(config: &Config) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    match config.store.backend {
+        StoreBackend::Sqlite => {
+            let supported = schema::SQLITE_MIGRATIONS.last().map_or(0, |m| m.0);
+            let path = config.sqlite_path();
+            if !path.exists() {
+                return Ok(format!(
+                    "SQLite {} will be created (schema version {supported})",
+                    path.display()
+                ));
+            }
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .with_context(|| format!("opening {}", path.display()))?;
+            let version: i64 = conn
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )
+                .with_context(|| format!("{} is not a patchwatch store", path.display()))?;
+            newer(version, supported)?;
+            Ok(format!(
+                "SQLite {}: schema version {version} (this build: {supported})",
+                path.display()
+            ))
+        }
+        StoreBackend::Postgres => {
+            let supported = schema::POSTGRES_MIGRATIONS.last().map_or(0, |m| m.0);
+            let url = config
+                .postgres_url()
+                .map_err(|e: ConfigError| anyhow::anyhow!(e))?;
+            let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
+                .await
+                .context("connecting to PostgreSQL")?;
+            let task = tokio::spawn(connection);
+            let server: String = client
+                .query_one("SHOW server_version", &[])
+                .await
+                .context("asking PostgreSQL its version")?
+                .get(0);
+            let version: i64 = match client
+                .query_opt(
+                    "SELECT COALESCE(MAX(version), 0)::int8 FROM schema_migrations",
+                    &[],
+                )
+                .await
+            {
+                Ok(row) => row.map_or(0, |r| r.get(0)),
+                // A new database: the aggregator creates the table at its first start.
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+                Err(e) => return Err(e).context("reading schema_migrations"),
+            };
+            drop(client);
+            let _ = task.await;
+            newer(version, supported)?;
+            Ok(format!(
+                "PostgreSQL {server}: schema version {version} (this build: {supported})"
+            ))
+        }
+    }
+}
+
+/// A store written by a newer build is refused at start; say so before.
+fn newer(version: i64, supported: i64) -> anyhow::Result<()> {
+    if version > supported {
+        anyhow::bail!(
+            "schema version {version} was written by a newer patchwatch (this build knows \
+             {supported}): upgrade the aggregator"
+        );
+    }
+    Ok(())
+}
+
 /// Column list of window queries, in [`WindowRow`] order.
 pub(crate) const WINDOW_COLUMNS: &str = "id, name, hosts, starts_ns, ends_ns";
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use super::check::Checks;
@@ -24,6 +26,10 @@ pub struct AggregatorArgs {
     /// problem).
     #[arg(long)]
     pub check: bool,
+    /// With `--check`: also ask the database (server version, schema version, nothing
+    /// created) and each sink whether they answer.
+    #[arg(long, requires = "check")]
+    pub connect: bool,
 }
 
 /// Runs `aggregator`.
@@ -36,7 +42,7 @@ pub fn run(args: AggregatorArgs) -> Result<i32> {
         anyhow::bail!("--config FILE is required");
     };
     if args.check {
-        return check(&path);
+        return check(&path, args.connect);
     }
     let config = patchwatch_aggregator::Config::load(&path)?;
     patchwatch_aggregator::telemetry::set_build_info(
@@ -58,7 +64,7 @@ pub fn run(args: AggregatorArgs) -> Result<i32> {
 
 /// `--check`: the configuration, its files (TLS, token files, secrets), the data directory and
 /// the listen addresses, without starting.
-fn check(path: &std::path::Path) -> Result<i32> {
+fn check(path: &std::path::Path, connect: bool) -> Result<i32> {
     let mut checks = Checks::default();
     let mut out = std::io::stdout().lock();
     let config = match patchwatch_aggregator::Config::load(path) {
@@ -95,5 +101,23 @@ fn check(path: &std::path::Path) -> Result<i32> {
     }
     checks.sinks("sinks", &config.sinks);
     checks.writable_dir("data_dir", &config.data_dir);
+    if connect {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                patchwatch_aggregator::store::probe(&config),
+            )
+            .await
+            {
+                Ok(Ok(what)) => writeln!(out, "connect: store: {what}")?,
+                Ok(Err(e)) => checks.problem("store", format!("{e:#}")),
+                Err(_) => checks.problem("store", "no answer within 10s".to_owned()),
+            }
+            super::connect::sinks(&config.sinks, &mut checks, &mut out).await
+        })?;
+    }
     Ok(checks.finish(&mut out)?)
 }

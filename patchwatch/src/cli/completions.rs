@@ -15,8 +15,12 @@ pub struct CompletionsArgs {
 
 /// Writes the completion script for `shell` to stdout.
 pub fn completions(args: CompletionsArgs, mut cmd: clap::Command) -> Result<i32> {
+    // clap_complete panics on a write error: generate into memory, then write, so that a
+    // reader that stops early (`| head`) ends the command quietly like any other.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "patchwatch", &mut script);
     let mut out = std::io::stdout().lock();
-    clap_complete::generate(args.shell, &mut cmd, "patchwatch", &mut out);
+    out.write_all(&script)?;
     out.flush()?;
     Ok(0)
 }

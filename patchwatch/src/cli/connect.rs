@@ -28,27 +28,36 @@ pub fn agent(
         if config.aggregator_enabled() {
             aggregator(config, checks, out).await?;
         }
-        for (name, sink) in &config.sinks {
-            let setting = format!("sinks.{name}");
-            let probe = match patchwatch_sinks::build(name, sink) {
-                Ok((handle, healthcheck)) => {
-                    let r = tokio::time::timeout(PROBE, healthcheck).await;
-                    drop(handle);
-                    r
-                }
-                Err(e) => {
-                    checks.problem(&setting, e.to_string());
-                    continue;
-                }
-            };
-            match probe {
-                Ok(Ok(())) => writeln!(out, "connect: sink {name} answered")?,
-                Ok(Err(e)) => checks.problem(&setting, format!("does not answer: {e}")),
-                Err(_) => checks.problem(&setting, format!("no answer within {PROBE:?}")),
-            }
-        }
-        Ok(())
+        sinks(&config.sinks, checks, out).await
     })
+}
+
+/// Probes each sink of `sinks` (its own health check: an HTTP request, a TCP connect).
+pub async fn sinks(
+    sinks: &std::collections::BTreeMap<String, patchwatch_sinks::SinkConfig>,
+    checks: &mut Checks,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    for (name, sink) in sinks {
+        let setting = format!("sinks.{name}");
+        let probe = match patchwatch_sinks::build(name, sink) {
+            Ok((handle, healthcheck)) => {
+                let r = tokio::time::timeout(PROBE, healthcheck).await;
+                drop(handle);
+                r
+            }
+            Err(e) => {
+                checks.problem(&setting, e.to_string());
+                continue;
+            }
+        };
+        match probe {
+            Ok(Ok(())) => writeln!(out, "connect: sink {name} answered")?,
+            Ok(Err(e)) => checks.problem(&setting, format!("does not answer: {e}")),
+            Err(_) => checks.problem(&setting, format!("no answer within {PROBE:?}")),
+        }
+    }
+    Ok(())
 }
 
 async fn aggregator(

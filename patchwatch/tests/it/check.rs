@@ -368,3 +368,64 @@ fn deprecated_keys_warn_on_stderr_as_text_and_as_json() {
     assert_eq!(v["fields"]["key"], "stall_threshold_secs", "{line}");
     assert_eq!(v["fields"]["line"], 3, "{line}");
 }
+
+/// `aggregator --check --connect`: the database is asked, nothing created; an unreachable one
+/// is a problem naming `store`.
+#[test]
+fn aggregator_connect_asks_the_database() {
+    let f = Fixture::new();
+    let connect = |config: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+            .args(["aggregator", "--check", "--connect", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let config = f.aggregator_config(|t| t);
+    let (code, text) = connect(&config);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("connect: store: SQLite") && text.contains("will be created"),
+        "{text}"
+    );
+    assert!(!f.path("agg-data").exists(), "--connect created the store");
+
+    // Nothing listens on this port: the check says so instead of starting.
+    let port = patchwatch_testkit::free_port();
+    let unreachable = format!(
+        "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"postgres://nobody@127.0.0.1:{port}/none\"\n"
+    );
+    let config = f.aggregator_config(|t| t + &unreachable);
+    let (code, text) = connect(&config);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("problem: store: ") && text.contains("connecting to PostgreSQL"),
+        "{text}"
+    );
+    assert!(!text.contains("nobody@"), "the URL is a secret: {text}");
+
+    let Some(url) = patchwatch_testkit::env_or_skip("PATCHWATCH_PG_URL", "setup-postgres") else {
+        return;
+    };
+    let config = f.aggregator_config(|t| {
+        t + "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = { env = \"PATCHWATCH_PG_URL\" }\n"
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+        .args(["aggregator", "--check", "--connect", "--config"])
+        .arg(&config)
+        .env("PATCHWATCH_PG_URL", &url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("connect: store: PostgreSQL ") && text.contains("schema version"),
+        "{text}"
+    );
+}

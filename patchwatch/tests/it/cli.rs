@@ -155,23 +155,27 @@ fn scan_json_carries_host_offset_times_and_ends_many_files_with_a_summary() {
 #[test]
 fn a_closed_pipe_ends_quietly_with_status_0() {
     use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_patchwatch"))
-        .args(["rules", "list"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("runs");
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut first = [0u8; 16];
-    stdout.read_exact(&mut first).expect("some output");
-    drop(stdout); // like `| head -c 16`: the reader goes away mid-listing
-    let out = child.wait_with_output().expect("exits");
-    assert_eq!(out.status.code(), Some(0));
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The completions (73 KB) overflow the pipe's buffer, so their writes do meet the closed
+    // pipe (clap_complete used to panic there).
+    for args in [&["rules", "list"][..], &["completions", "zsh"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_patchwatch"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut first = [0u8; 16];
+        stdout.read_exact(&mut first).expect("some output");
+        drop(stdout); // like `| head -c 16`: the reader goes away mid-listing
+        let out = child.wait_with_output().expect("exits");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
