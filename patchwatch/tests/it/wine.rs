@@ -334,6 +334,22 @@ fn scan_matches_the_linux_build() {
         first.contains(r#""path":"C:\\corpus\\"#),
         "Windows path form expected: {first}"
     );
+
+    // A reader that stops early (`| more`, `| Select-Object -First 1`) ends the exe quietly:
+    // 73 KB of completions overflow the pipe, so the exe writes into a closed pipe.
+    let mut child = w
+        .patchwatch(&["completions", "zsh"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 64];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "closed pipe: {stderr}");
+    assert!(!stderr.contains("error"), "closed pipe: {stderr}");
 }
 
 /// Writes `bytes` to `path` in bursts of `burst` bytes, like msiexec and Exchange setup.
