@@ -57,11 +57,8 @@ pub(crate) fn describe() {
     );
     describe_counter!(
         "patchwatch_aggregator_items_rejected_total",
-        "Items of received batches rejected in their ack"
-    );
-    describe_counter!(
-        "patchwatch_aggregator_rejected_items_total",
-        "Items refused by ingest validation, by reason"
+        "Items of received batches rejected in their ack, by reason (invalid, host_not_owned, \
+         time_out_of_range)"
     );
     describe_counter!(
         "patchwatch_aggregator_findings_stored_total",
@@ -92,11 +89,6 @@ pub(crate) fn describe() {
     describe_counter!(
         "patchwatch_aggregator_auth_failures_total",
         "Requests refused for a missing or wrong credential, by listener"
-    );
-    describe_counter!(
-        "patchwatch_aggregator_rejected_items_total",
-        "Items rejected by policy (reason: host_not_owned, time_out_of_range); also counted in \
-         patchwatch_aggregator_items_rejected_total"
     );
     describe_counter!(
         "patchwatch_aggregator_scope_refusals_total",

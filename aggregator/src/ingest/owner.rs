@@ -108,7 +108,7 @@ impl HostOwnership {
     pub fn check(&self, collector: &str, host: &str) -> Result<(), String> {
         let verdict = self.decide(collector, host);
         if let Err(reason) = &verdict {
-            metrics::counter!("patchwatch_aggregator_rejected_items_total", "reason" => "host_not_owned")
+            metrics::counter!("patchwatch_aggregator_items_rejected_total", "reason" => "host_not_owned")
                 .increment(1);
             let first = self
                 .inner

@@ -349,10 +349,6 @@ impl IngestService {
         let rejected = validated.rejected;
         let valid = validated.batch;
         metrics::counter!("patchwatch_aggregator_batches_received_total").increment(1);
-        if !rejected.is_empty() {
-            metrics::counter!("patchwatch_aggregator_items_rejected_total")
-                .increment(rejected.len() as u64);
-        }
         let ack = Ack {
             sequence,
             accepted,

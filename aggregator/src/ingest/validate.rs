@@ -73,7 +73,7 @@ impl TimeBounds {
         let latest = received_ns.saturating_add(self.max_future_ns);
         let earliest = received_ns.saturating_sub(self.max_past_ns);
         if value > latest {
-            metrics::counter!("patchwatch_aggregator_rejected_items_total", "reason" => "time_out_of_range")
+            metrics::counter!("patchwatch_aggregator_items_rejected_total", "reason" => "time_out_of_range")
                 .increment(1);
             return Err(format!(
                 "{field} {} is {}s ahead of the aggregator's clock; at most grpc.max_clock_skew \
@@ -84,7 +84,7 @@ impl TimeBounds {
             ));
         }
         if value < earliest {
-            metrics::counter!("patchwatch_aggregator_rejected_items_total", "reason" => "time_out_of_range")
+            metrics::counter!("patchwatch_aggregator_items_rejected_total", "reason" => "time_out_of_range")
                 .increment(1);
             return Err(format!(
                 "{field} {} is older than grpc.max_item_age ({}s)",
@@ -148,8 +148,11 @@ pub fn validate_with(
             .times
             .check("last_line_unix_nano", nr.last_line_ns, received_ns)
     };
+    // Malformed items; the policy checks (`owns`, `times`) count their own refusals by reason.
+    let mut malformed = 0u64;
     for (i, f) in batch.findings.into_iter().enumerate() {
-        match finding(f, &batch_host).and_then(|(nf, info)| finding_ok(&nf).map(|()| (nf, info))) {
+        let f = finding(f, &batch_host).inspect_err(|_| malformed += 1);
+        match f.and_then(|(nf, info)| finding_ok(&nf).map(|()| (nf, info))) {
             Ok((nf, info)) => {
                 hosts.entry(nf.host.clone()).or_insert(info);
                 findings.push(nf);
@@ -163,7 +166,8 @@ pub fn validate_with(
     }
     let mut runs = Vec::with_capacity(batch.run_updates.len());
     for (i, r) in batch.run_updates.into_iter().enumerate() {
-        match run(r, &batch_host).and_then(|nr| run_ok(&nr).map(|()| nr)) {
+        let r = run(r, &batch_host).inspect_err(|_| malformed += 1);
+        match r.and_then(|nr| run_ok(&nr).map(|()| nr)) {
             Ok(nr) => {
                 hosts
                     .entry(nr.host.clone())
@@ -179,6 +183,10 @@ pub fn validate_with(
                 reason,
             }),
         }
+    }
+    if malformed > 0 {
+        metrics::counter!("patchwatch_aggregator_items_rejected_total", "reason" => "invalid")
+            .increment(malformed);
     }
     Validated {
         batch: ValidBatch {

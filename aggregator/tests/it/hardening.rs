@@ -124,7 +124,7 @@ async fn a_collector_writes_only_its_hosts(backend: Backend) {
         .unwrap();
     assert!(
         metrics.lines().any(
-            |l| l.starts_with("patchwatch_aggregator_rejected_items_total")
+            |l| l.starts_with("patchwatch_aggregator_items_rejected_total")
                 && l.contains("host_not_owned")
         ),
         "{metrics}"
