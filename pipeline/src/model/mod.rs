@@ -84,6 +84,9 @@ pub const STRUCTURAL_ANCHORS: &[&str] = &[
     // A product message (a launch condition's text, an error dialog, the outcome).
     "]: Product: ",
     "製品: ",
+    // The top-level action's end, the outcome when no status line follows (a cut log, Wine's
+    // msiexec).
+    ": INSTALL. Return value ",
     // `phrases::PHRASES`, in its order.
     "。 戻り値 ",
     "インストールの成功またはエラーの状態: ",
@@ -138,8 +141,9 @@ pub(crate) mod s {
     pub const MSI_ERROR_DIALOG: usize = 54;
     pub const MSI_PRODUCT: usize = 55;
     pub const MSI_PRODUCT_JA: usize = 56;
+    pub const MSI_TOP_LEVEL_END: usize = 57;
     /// First of `phrases::PHRASES`.
-    pub const MSI_PHRASE: usize = 57;
+    pub const MSI_PHRASE: usize = 58;
 }
 
 /// The log kind whose model handles structural anchor `i`.
@@ -271,6 +275,7 @@ pub(crate) fn detect_kind(first_line: &[u8], path: &str) -> LogKind {
         || l.starts_with(b"MSI (")
         || l.starts_with(b"Property(")
         || l.starts_with(b"Action ")
+        || is_message_record(l)
     {
         return LogKind::Msi;
     }
@@ -309,6 +314,12 @@ pub(crate) fn detect_kind(first_line: &[u8], path: &str) -> LogKind {
     } else {
         LogKind::Plain
     }
+}
+
+/// A Windows Installer message record (`1: 0 2: 1033 3: 0 `), the first line Wine's msiexec
+/// writes before `=== Logging started`.
+fn is_message_record(l: &[u8]) -> bool {
+    l.starts_with(b"1: ") && memchr::memmem::find(l, b" 2: ").is_some()
 }
 
 /// Text between `start` and the next `end` after it.

@@ -40,6 +40,8 @@ pub(crate) struct MsiRun {
     ca_block: Option<(Vec<EvidenceLine>, BTreeMap<String, String>)>,
     /// The first `Error NNNN.` dialog (any language): number, message, line, offset.
     first_error: Option<(i64, String, EvidenceLine, u64)>,
+    /// `Return value N` of the last `Action ended ...: INSTALL.` line.
+    top_level: Option<i64>,
 }
 
 impl LogModel for MsiRun {
@@ -243,6 +245,11 @@ fn on_line(m: &mut MsiRun, anchor: usize, line: &Line, sum: &mut RunSummary) -> 
                 m.failed_action = Some(name.to_string());
                 sum.fields.insert("failed_action".into(), name.to_string());
             }
+        }
+        s::MSI_TOP_LEVEL_END if t.starts_with("Action ended") => {
+            m.top_level = t
+                .rsplit_once("Return value ")
+                .and_then(|(_, v)| v.trim_end_matches(['.', ' ']).parse().ok());
         }
         s::MSI_PROPERTY => {
             for (prop, field) in [
@@ -458,8 +465,15 @@ fn finalize(m: &MsiRun, sum: &mut RunSummary) -> Vec<Derived> {
     if sum.outcome == Outcome::InProgress {
         sum.outcome = match m.exit_code {
             Some(_) => outcome(m),
-            // A client-side tail may have no status line, only what the user was told.
-            None => product_outcome(m).unwrap_or(Outcome::InProgress),
+            // A client-side tail may have no status line, only what the user was told; a log
+            // cut before it (or Wine's, which writes none) may still end its top-level action.
+            None => product_outcome(m)
+                .or(match m.top_level {
+                    Some(1) => Some(Outcome::Succeeded),
+                    Some(3) => Some(Outcome::Failed),
+                    _ => None,
+                })
+                .unwrap_or(Outcome::InProgress),
         };
     }
     let Some((code, ev, off)) = &m.exit_code else {

@@ -57,3 +57,29 @@ fn a_servicecontrol_run_across_midnight() {
     assert_eq!(run.last_time.as_deref(), Some("2022-11-22T00:01:10.000"));
     assert_eq!(run.duration_seconds, Some(190));
 }
+
+/// A log cut before its status line, like the one Wine's msiexec writes (a message record
+/// first, no `MainEngineThread` line): read as a Windows Installer log, the top-level action's
+/// `Return value` is the outcome; `0` (nothing done) decides nothing.
+#[test]
+fn top_level_action_end_gives_the_outcome_without_a_status_line() {
+    let log = |value: u8| {
+        format!(
+            "1: 0 2: 1033 3: 0 \r\n=== Logging started: 12/5/2026  7:09:42 ===\r\n\
+             Action start 7:09:42: INSTALL.\r\n\
+             Action ended 7:09:42: LaunchConditions. Return value 1.\r\n\
+             Action ended 7:09:43: INSTALL. Return value {value}.\r\n"
+        )
+    };
+    for (value, want) in [
+        (1, Outcome::Succeeded),
+        (3, Outcome::Failed),
+        (0, Outcome::InProgress),
+    ] {
+        let out = scan("install.log", utf16le_bom(&log(value)).as_slice());
+        assert_eq!(out.runs.len(), 1, "{value}: {:?}", out.runs);
+        let run = &out.runs[0];
+        assert_eq!(run.log_kind.as_str(), "msi", "{value}");
+        assert_eq!(run.outcome, want, "Return value {value}");
+    }
+}
