@@ -31,6 +31,23 @@ struct Cost {
 /// Runs `cmd` with stdout discarded (as a pipe into a consumer would cost) and returns its
 /// wall time and peak RSS. Status 0 and 1 (rg: no match; patchwatch: `--fail-on`) are fine.
 fn run(cmd: &mut Command) -> Result<Cost> {
+    // The child's own peak: run it under GNU time, whose fresh fork starts from time's small
+    // footprint. `wait4` on a direct child reports this bench's high-water mark (gigabytes of
+    // corpus), which Linux carries across fork and exec.
+    let rss_file = std::env::temp_dir().join(format!("pw-commands-rss-{}", std::process::id()));
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(&rss_file)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let cmd = &mut timed;
     let t = Instant::now();
     let child = cmd
         .stdout(Stdio::null())
@@ -39,10 +56,8 @@ fn run(cmd: &mut Command) -> Result<Cost> {
         .with_context(|| format!("starting {cmd:?}"))?;
     let pid = libc::pid_t::try_from(child.id())?;
     let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, status and usage point to live locals.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    // SAFETY: pid is our child and status points to a live local; no rusage is asked for.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, std::ptr::null_mut()) };
     let wall = t.elapsed();
     if r != pid {
         bail!("wait4 failed for {cmd:?}");
@@ -51,10 +66,12 @@ fn run(cmd: &mut Command) -> Result<Cost> {
     if !libc::WIFEXITED(status) || code > 1 {
         bail!("{cmd:?} exited with status {code}");
     }
-    Ok(Cost {
-        wall,
-        max_rss_kib: usage.ru_maxrss,
-    })
+    let max_rss_kib = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
+        .with_context(|| "GNU time (Debian package `time`) did not report the peak RSS")?;
+    let _ = std::fs::remove_file(&rss_file);
+    Ok(Cost { wall, max_rss_kib })
 }
 
 fn best(runs: usize, mut f: impl FnMut() -> Result<Cost>) -> Result<Cost> {
