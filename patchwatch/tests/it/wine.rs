@@ -714,12 +714,25 @@ async fn service_install_start_kill_restart_uninstall() {
     assert_ne!(both, good, "the test edits the include list");
     std::fs::write(&config_path, &both).unwrap();
     blocking(|| {
-        service_ok(&w, &["reload", "--config", config]);
-        patchwatch_testkit::eventually_blocking(COMMAND, "the reload in the log file", || {
-            let log = std::fs::read_to_string(w.unix(SERVICE_LOG)).unwrap_or_default();
-            log.contains("Configuration and rules reloaded.")
-                .then_some(())
-        });
+        // Wine's SCM may hand a control right after a stop and start to the process that is
+        // still exiting, where it is lost (Windows starts a new process and routes to it):
+        // ask again, a few times, as an admin would.
+        let reloaded = || {
+            std::fs::read_to_string(w.unix(SERVICE_LOG))
+                .unwrap_or_default()
+                .contains("Configuration and rules reloaded.")
+        };
+        for _ in 0..4 {
+            service_ok(&w, &["reload", "--config", config]);
+            let asked = std::time::Instant::now();
+            while !reloaded() && asked.elapsed() < Duration::from_secs(15) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if reloaded() {
+                break;
+            }
+        }
+        assert!(reloaded(), "the service never logged the reload");
     });
     let fourth = other.join("ExchangeSetup.log");
     append_lines(&fourth, &exchange_sample(SAMPLES[3])).await;
