@@ -121,6 +121,19 @@ fn service_filter(filter: &str) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new("warn,patchwatch=info"))
 }
 
+/// One formatted layer writing to `writer`, in the chosen shape (`ansi` for text only).
+fn fmt_layer<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    match format {
+        LogFormat::Text => layer.with_ansi(ansi).boxed(),
+        LogFormat::Json => layer.json().with_current_span(false).boxed(),
+    }
+}
+
 /// Installs the global subscriber. An unwritable `--log-file` is reported on stderr and
 /// logging goes on without it.
 pub fn init(opts: Options<'_>) {
@@ -130,30 +143,8 @@ pub fn init(opts: Options<'_>) {
     // service's captured output are noise.
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let ansi = io::stderr().is_terminal() && !no_color;
-    let (stderr, file) = match opts.format {
-        LogFormat::Text => (
-            tracing_subscriber::fmt::layer()
-                .with_writer(io::stderr)
-                .with_ansi(ansi)
-                .boxed(),
-            tracing_subscriber::fmt::layer()
-                .with_writer(|| FileWriter)
-                .with_ansi(false)
-                .boxed(),
-        ),
-        LogFormat::Json => (
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(false)
-                .with_writer(io::stderr)
-                .boxed(),
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(false)
-                .with_writer(|| FileWriter)
-                .boxed(),
-        ),
-    };
+    let stderr = fmt_layer(opts.format, io::stderr, ansi);
+    let file = fmt_layer(opts.format, || FileWriter, false);
     let quiet = file
         .and_then(eventlog::Layer)
         .with_filter(service_filter(opts.filter));
