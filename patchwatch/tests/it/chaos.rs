@@ -8,7 +8,7 @@
 //! while the switch file exists, which needs neither root nor a small file system.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,19 +49,8 @@ fn slow_writer(files: Vec<PathBuf>, stop: Arc<AtomicBool>) {
 
 /// The real agent, its stderr appended to `log`, with the disk-full switch at `switch`.
 fn spawn(config: &Path, log: &Path, switch: &Path) -> Child {
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_patchwatch"))
-        .args(["agent", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
+    agent_command(config, log)
         .env(DISK_FULL_SWITCH_ENV, switch)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
         .spawn()
         .expect("spawning patchwatch agent")
 }

@@ -352,20 +352,26 @@ pub fn start_agent(cfg: &AgentConfig) -> Agent {
 /// Spawns the real `patchwatch agent --config <config>`, its stderr appended to `log` (see
 /// [`log_tail`]) so that a failed test can show what the agent said.
 pub fn spawn_agent(config: &Path, log: &Path) -> Child {
+    agent_command(config, log)
+        .spawn()
+        .expect("spawning patchwatch agent")
+}
+
+/// The command [`spawn_agent`] runs, for a test that adds to its environment.
+pub fn agent_command(config: &Path, log: &Path) -> Command {
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_patchwatch"))
-        .args(["agent", "--config"])
+    let mut c = Command::new(env!("CARGO_BIN_EXE_patchwatch"));
+    c.args(["agent", "--config"])
         .arg(config)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("spawning patchwatch agent")
+        .stderr(err);
+    c
 }
 
 /// The last 40 lines of the file at `p` (empty when it cannot be read), for panic messages.
