@@ -111,21 +111,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// User + system CPU seconds of this process so far.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields after the command name: utime is the 12th, stime the 13th (0-based 11, 12).
-    (ticks(11) + ticks(12)) / 100.0
+    patchwatch_testkit::cpu_seconds(std::process::id())
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -90,6 +90,26 @@ pub fn now_ns() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
+/// User + system CPU seconds of process `pid` so far, from `/proc/<pid>/stat` (Linux; 0 where
+/// it cannot be read), for benches that report what the client and the server cost.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name, utime and stime are the 12th and 13th fields (USER_HZ = 100).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -288,24 +288,8 @@ pub fn rss(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// User + system CPU seconds of a process so far, from `/proc/<pid>/stat`.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // After the command name, utime and stime are the 12th and 13th fields (USER_HZ = 100).
-    (ticks(11) + ticks(12)) / 100.0
-}
+/// User + system CPU seconds of a process so far.
+pub use patchwatch_testkit::cpu_seconds;
 
 /// Open file descriptors of a process.
 pub fn open_fds(pid: u32) -> usize {
