@@ -80,18 +80,7 @@ fn preflight_reports_policy_restart_and_disabled_services_from_the_real_registry
     }
 
     // The three conditions, made with the Windows tools.
-    w.run_ok(w.command(
-        "reg",
-        &[
-            "add",
-            r"HKLM\SOFTWARE\Policies\Microsoft\Windows\PowerShell",
-            "/v",
-            "ExecutionPolicy",
-            "/d",
-            "AllSigned",
-            "/f",
-        ],
-    ));
+    set_execution_policy(&w, "AllSigned");
     w.run_ok(w.command(
         "reg",
         &[
@@ -172,20 +161,7 @@ async fn the_agent_delivers_a_snapshot_at_start() {
     let Some(w) = Wine::new() else { return };
     let host = "WINE-PREFLIGHT";
     let agg = TestAggregator::start(&w.scratch().join("aggregator")).await;
-    tokio::task::block_in_place(|| {
-        w.run_ok(w.command(
-            "reg",
-            &[
-                "add",
-                r"HKLM\SOFTWARE\Policies\Microsoft\Windows\PowerShell",
-                "/v",
-                "ExecutionPolicy",
-                "/d",
-                "RemoteSigned",
-                "/f",
-            ],
-        ))
-    });
+    tokio::task::block_in_place(|| set_execution_policy(&w, "RemoteSigned"));
     w.mkdir(r"C:\logs");
     let sources = "[sources]\ninclude = ['C:\\logs\\*.log']\n[preflight]\ninterval = \"1h\"\n";
     std::fs::write(
@@ -237,4 +213,20 @@ async fn the_agent_delivers_a_snapshot_at_start() {
         ("preflight", "failed")
     );
     assert_eq!(run.primary_finding_id, finding.id);
+}
+
+/// `reg add` of the Group Policy ExecutionPolicy, as an admin's GPO would set it.
+fn set_execution_policy(w: &Wine, policy: &str) {
+    w.run_ok(w.command(
+        "reg",
+        &[
+            "add",
+            r"HKLM\SOFTWARE\Policies\Microsoft\Windows\PowerShell",
+            "/v",
+            "ExecutionPolicy",
+            "/d",
+            policy,
+            "/f",
+        ],
+    ));
 }
