@@ -20,6 +20,25 @@ fn payload(i: u64) -> Vec<u8> {
     format!("record-{i:05}-{}", "x".repeat((i % 37) as usize)).into_bytes()
 }
 
+/// Appends records `0..n` to a new spool in `dir`, syncs and closes it.
+fn fill_and_close(dir: &Path, n: u64) {
+    let (spool, _) = Spool::open(opts(dir)).unwrap();
+    for i in 0..n {
+        spool.append(&payload(i)).unwrap();
+    }
+    spool.sync().unwrap();
+}
+
+/// Cuts the file at `path` to `len` bytes, as a crash or a full disk leaves it.
+fn cut_to(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -77,21 +96,11 @@ fn replay_after_restart_and_ack_deletes_whole_segments() {
 #[test]
 fn torn_last_record_is_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(opts(dir.path())).unwrap();
-    for i in 0..10 {
-        spool.append(&payload(i)).unwrap();
-    }
-    spool.sync().unwrap();
-    drop(spool);
+    fill_and_close(dir.path(), 10);
     // Simulate a crash mid-write: the last record loses its last 3 bytes.
     let last = segments(dir.path()).pop().unwrap();
     let len = fs::metadata(&last).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&last)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    cut_to(&last, len - 3);
 
     let (spool, report) = Spool::open(opts(dir.path())).unwrap();
     assert_eq!(report.damage.len(), 1, "{report:?}");
@@ -311,22 +320,12 @@ async fn every_waiting_consumer_is_woken_by_an_append() {
 #[test]
 fn a_segment_emptied_by_damage_behind_a_cut_one_reads_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(opts(dir.path())).unwrap();
-    for i in 0..120 {
-        spool.append(&payload(i)).unwrap();
-    }
-    spool.sync().unwrap();
-    drop(spool);
+    fill_and_close(dir.path(), 120);
     let segs = segments(dir.path());
     assert!(segs.len() >= 3, "{segs:?}");
     // The first segment loses its last record's last bytes; the second its first record.
     let len = fs::metadata(&segs[0]).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&segs[0])
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    cut_to(&segs[0], len - 3);
     let mut second = fs::read(&segs[1]).unwrap();
     let at = second.windows(7).position(|w| w == b"record-").unwrap();
     second[at] ^= 0x20;
@@ -348,12 +347,7 @@ fn a_segment_emptied_by_damage_behind_a_cut_one_reads_without_panicking() {
 #[test]
 fn an_older_segment_cut_at_a_record_boundary_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, _) = Spool::open(opts(dir.path())).unwrap();
-    for i in 0..120 {
-        spool.append(&payload(i)).unwrap();
-    }
-    spool.sync().unwrap();
-    drop(spool);
+    fill_and_close(dir.path(), 120);
     let segs = segments(dir.path());
     assert!(segs.len() >= 2, "{segs:?}");
     // Drop the first segment's last record whole: 8 header bytes, then "record-NNNNN-…".
@@ -363,12 +357,7 @@ fn an_older_segment_cut_at_a_record_boundary_is_reported() {
         .rposition(|w| w == b"record-")
         .expect("a record")
         - 8;
-    OpenOptions::new()
-        .write(true)
-        .open(&segs[0])
-        .unwrap()
-        .set_len(last as u64)
-        .unwrap();
+    cut_to(&segs[0], last as u64);
 
     let (spool, report) = Spool::open(opts(dir.path())).unwrap();
     assert_eq!(report.damage.len(), 1, "{report:?}");
