@@ -219,6 +219,30 @@ const LOW_CONTRAST: &str = r#"(() => {
 })()"#;
 
 /// Fills a form field by its id.
+/// Submits the form `form` (a CSS id selector) with its submit button.
+async fn submit(browser: &fantoccini::Client, form: &str) {
+    browser
+        .find(Locator::Css(&format!("{form} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The text of the element `css` once it is shown, within [`WAIT`]; `what` names it on failure.
+async fn shown_text(browser: &fantoccini::Client, css: &str, what: &str) -> String {
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .expect(what)
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn fill(browser: &fantoccini::Client, id: &str, value: &str) {
     let field = browser.find(Locator::Id(id)).await.unwrap();
     field.clear().await.unwrap();
@@ -503,22 +527,13 @@ async fn every_page_and_action_in_chromium() {
 
     // Acknowledge the finding through its form.
     fill(&browser, "note-by", "alice").await;
-    browser
-        .find(Locator::Css("#note-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let notes = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#notes li[data-action=ack]"))
-        .await
-        .expect("the acknowledgement is listed after saving")
-        .text()
-        .await
-        .unwrap();
+    submit(&browser, "#note-form").await;
+    let notes = shown_text(
+        &browser,
+        "#notes li[data-action=ack]",
+        "the acknowledgement is listed after saving",
+    )
+    .await;
     assert!(notes.starts_with("alice acknowledged"), "{notes}");
     screenshot(&browser, "finding.png").await;
 
@@ -569,13 +584,7 @@ async fn every_page_and_action_in_chromium() {
         .click()
         .await
         .unwrap();
-    browser
-        .find(Locator::Css("#filters button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(&browser, "#filters").await;
     until(
         &browser,
         "the filtered view",
@@ -626,13 +635,7 @@ async fn every_page_and_action_in_chromium() {
     fill(&browser, "name", "CU15 wave 1").await;
     fill(&browser, "hosts", "EXCH0*").await;
     fill(&browser, "duration", "forever").await;
-    browser
-        .find(Locator::Css("#window-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(&browser, "#window-form").await;
     until(
         &browser,
         "the form's error",
@@ -646,22 +649,8 @@ async fn every_page_and_action_in_chromium() {
     .await;
     assert!(err.as_str().unwrap().starts_with("duration:"), "{err}");
     fill(&browser, "duration", "2h").await;
-    browser
-        .find(Locator::Css("#window-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let row = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#windows tbody tr"))
-        .await
-        .expect("the new window is listed")
-        .text()
-        .await
-        .unwrap();
+    submit(&browser, "#window-form").await;
+    let row = shown_text(&browser, "#windows tbody tr", "the new window is listed").await;
     assert!(
         row.contains("CU15 wave 1") && row.contains("active"),
         "{row}"
@@ -748,22 +737,8 @@ async fn every_page_and_action_in_chromium() {
     fill(&browser, "created_by", "alice").await;
     fill(&browser, "hosts", "EXCH05").await;
     fill(&browser, "duration", "1h").await;
-    browser
-        .find(Locator::Css("#silence-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let row = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#silences tbody tr"))
-        .await
-        .expect("the new silence is listed")
-        .text()
-        .await
-        .unwrap();
+    submit(&browser, "#silence-form").await;
+    let row = shown_text(&browser, "#silences tbody tr", "the new silence is listed").await;
     assert!(row.contains("CHG-1234") && row.contains("active"), "{row}");
     screenshot(&browser, "silences.png").await;
     browser
