@@ -16,22 +16,25 @@ fn s(v: &str) -> RegValue {
     RegValue::String(v.into())
 }
 
+/// An installed product as the installer cache check reads it: its name and cached package
+/// under `InstallProperties`.
+trait Installed {
+    fn installed(self, squid: &str, name: &str, package: &str) -> FakeState;
+}
+
+impl Installed for FakeState {
+    fn installed(self, squid: &str, name: &str, package: &str) -> FakeState {
+        let key = format!(r"{PRODUCTS}\{squid}\InstallProperties");
+        self.value(LM, &key, "DisplayName", s(name))
+            .value(LM, &key, "LocalPackage", s(package))
+    }
+}
+
 /// A healthy Exchange server: every check clean.
 fn healthy() -> FakeState {
     FakeState::new()
         .value(LM, EXSETUP, "MsiInstallPath", s(&format!(r"{INSTALL}\")))
-        .value(
-            LM,
-            &format!(r"{PRODUCTS}\AE1D439464EB1B8488741FFA028E291C\InstallProperties"),
-            "DisplayName",
-            s("Microsoft Exchange Server"),
-        )
-        .value(
-            LM,
-            &format!(r"{PRODUCTS}\AE1D439464EB1B8488741FFA028E291C\InstallProperties"),
-            "LocalPackage",
-            s(r"C:\Windows\Installer\2b1c6b.msi"),
-        )
+        .installed("AE1D439464EB1B8488741FFA028E291C", "Microsoft Exchange Server", r"C:\Windows\Installer\2b1c6b.msi")
         .path(r"C:\Windows\Installer\2b1c6b.msi")
         .key(
             LM,
@@ -44,18 +47,7 @@ fn healthy() -> FakeState {
             s(r"C:\Windows\Installer\5d2e.msp"),
         )
         .path(r"C:\Windows\Installer\5d2e.msp")
-        .value(
-            LM,
-            &format!(r"{PRODUCTS}\00000000000000000000000000000001\InstallProperties"),
-            "DisplayName",
-            s("Some Other Product"),
-        )
-        .value(
-            LM,
-            &format!(r"{PRODUCTS}\00000000000000000000000000000001\InstallProperties"),
-            "LocalPackage",
-            s(r"C:\Windows\Installer\gone.msi"),
-        )
+        .installed("00000000000000000000000000000001", "Some Other Product", r"C:\Windows\Installer\gone.msi")
         .value(
             LM,
             &format!(r"{}\MSExchangeIS", checks::SERVICES),
@@ -243,19 +235,11 @@ fn disabled_exchange_services_but_not_the_ones_off_by_default() {
 
 #[test]
 fn installer_cache_missing_product_or_patch_package() {
-    let st = FakeState::new()
-        .value(
-            LM,
-            &format!(r"{PRODUCTS}\AE1D439464EB1B8488741FFA028E291C\InstallProperties"),
-            "DisplayName",
-            s("Microsoft Exchange Server"),
-        )
-        .value(
-            LM,
-            &format!(r"{PRODUCTS}\AE1D439464EB1B8488741FFA028E291C\InstallProperties"),
-            "LocalPackage",
-            s(r"C:\Windows\Installer\2b1c6b.msi"),
-        );
+    let st = FakeState::new().installed(
+        "AE1D439464EB1B8488741FFA028E291C",
+        "Microsoft Exchange Server",
+        r"C:\Windows\Installer\2b1c6b.msi",
+    );
     let Status::Found {
         facts: found,
         fields,
@@ -273,17 +257,10 @@ fn installer_cache_missing_product_or_patch_package() {
     // The patch's package, on a server whose product package is present.
     let st = FakeState::new()
         .path(r"C:\Windows\Installer\2b1c6b.msi")
-        .value(
-            LM,
-            &format!(r"{PRODUCTS}\AE1D439464EB1B8488741FFA028E291C\InstallProperties"),
-            "DisplayName",
-            s("Microsoft Exchange Server"),
-        )
-        .value(
-            LM,
-            &format!(r"{PRODUCTS}\AE1D439464EB1B8488741FFA028E291C\InstallProperties"),
-            "LocalPackage",
-            s(r"C:\Windows\Installer\2b1c6b.msi"),
+        .installed(
+            "AE1D439464EB1B8488741FFA028E291C",
+            "Microsoft Exchange Server",
+            r"C:\Windows\Installer\2b1c6b.msi",
         )
         .key(
             LM,
