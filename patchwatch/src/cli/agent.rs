@@ -76,14 +76,7 @@ pub fn run(args: AgentArgs) -> Result<i32> {
     }
     let (path, rules) = (args.config.clone(), args.rule_files.clone());
     // Read again on every reload (SIGHUP, or the service's `paramchange`).
-    let load: crate::agent_loop::Reload = Box::new(move || {
-        let config = match &path {
-            Some(p) => AgentConfig::load(p)?,
-            None => AgentConfig::default_for_platform(),
-        };
-        config.validate()?;
-        Ok((config, Arc::new(super::load_catalog(true, &rules)?)))
-    });
+    let load: crate::agent_loop::Reload = Box::new(move || load(path.as_deref(), &rules));
     let first = load();
     patchwatch_collector::telemetry::set_build_info(
         env!("CARGO_PKG_VERSION"),
@@ -110,6 +103,20 @@ pub fn run(args: AgentArgs) -> Result<i32> {
         Some((load, crate::agent_loop::Trigger::Hangup)),
     )?;
     Ok(0)
+}
+
+/// The agent's configuration (`config`, or the platform's defaults) and rules, validated: what
+/// a start, a reload and `service reload` read.
+pub fn load(
+    config: Option<&std::path::Path>,
+    rules: &[PathBuf],
+) -> Result<(AgentConfig, Arc<patchwatch_pipeline::Catalog>)> {
+    let config = match config {
+        Some(p) => AgentConfig::load(p)?,
+        None => AgentConfig::default_for_platform(),
+    };
+    config.validate()?;
+    Ok((config, Arc::new(super::load_catalog(true, rules)?)))
 }
 
 /// `--check`: every file and address the configuration names, and what would be watched,

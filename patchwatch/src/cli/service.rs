@@ -215,12 +215,8 @@ mod scm {
 
     fn reload(a: &super::ReloadArgs) -> Result<i32> {
         // A refused reload shows only in the service's log: refuse here, where it is seen.
-        let config = patchwatch_collector::config::AgentConfig::load(&a.config)
+        crate::cli::agent::load(Some(&a.config), &a.rule_files)
             .with_context(|| format!("not reloaded: {}", a.config.display()))?;
-        config
-            .validate()
-            .with_context(|| format!("not reloaded: {}", a.config.display()))?;
-        crate::cli::load_catalog(true, &a.rule_files).context("not reloaded")?;
         let Some(s) = open(ServiceAccess::QUERY_STATUS | ServiceAccess::PAUSE_CONTINUE)? else {
             bail!("service {NAME} is not installed");
         };
