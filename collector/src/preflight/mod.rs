@@ -11,6 +11,8 @@
 //! snapshot replaces them.
 
 #[cfg(windows)]
+mod certs;
+#[cfg(windows)]
 mod windows;
 
 use std::sync::Arc;

@@ -1,10 +1,10 @@
 //! The [`SystemState`] of the Windows server the agent runs on: the registry through
-//! `windows-registry` (64-bit view, read-only), files through std, free space through
-//! `GetDiskFreeSpaceExW`.
+//! `windows-registry` (64-bit view, read-only), files and their times through std, free space
+//! through `GetDiskFreeSpaceExW`, certificate stores through crypt32 ([`super::certs`]).
 
 use std::os::windows::ffi::OsStrExt;
 
-use patchwatch_pipeline::preflight::{Hive, RegValue, StateError, SystemState};
+use patchwatch_pipeline::preflight::{Certificate, Hive, RegValue, StateError, SystemState};
 use windows_registry::{Key, Type, LOCAL_MACHINE, USERS};
 
 /// This machine, read live at each call.
@@ -133,6 +133,27 @@ impl SystemState for WindowsState {
         }
     }
 
+    fn modified_unix(&self, path: &str) -> Result<Option<i64>, StateError> {
+        let failed = |e: std::io::Error| StateError {
+            what: format!("modification time of {path}"),
+            reason: e.to_string(),
+        };
+        let modified = match std::fs::metadata(path) {
+            Ok(m) => m.modified().map_err(failed)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(failed(e)),
+        };
+        Ok(Some(unix_seconds(modified)))
+    }
+
+    fn certificates(&self, store: &str) -> Result<Vec<Certificate>, StateError> {
+        super::certs::local_machine(store)
+    }
+
+    fn now_unix(&self) -> i64 {
+        unix_seconds(std::time::SystemTime::now())
+    }
+
     fn system_drive(&self) -> String {
         std::env::var("SystemDrive")
             .ok()
@@ -149,5 +170,13 @@ impl SystemState for WindowsState {
             return None;
         }
         Some(user)
+    }
+}
+
+/// Seconds since 1970 (negative before it).
+fn unix_seconds(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
     }
 }

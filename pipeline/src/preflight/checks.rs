@@ -87,6 +87,32 @@ pub enum Probe {
     },
     /// The account name ends with `$`.
     AccountEndsWithDollar,
+    /// The Exchange OAuth (Auth) certificate: the newest certificate of the local machine's
+    /// `My` store whose subject is `subject`. Exchange keeps the Auth configuration's
+    /// thumbprint in Active Directory, not in the registry, so the store is read by subject;
+    /// the newest one stands for the current certificate (a renewal leaves the old one
+    /// behind until it is removed).
+    AuthCertificate {
+        /// Subject of the certificate Exchange setup creates.
+        subject: &'static str,
+        /// Found when it expires within this many days but has not expired yet; `0` means
+        /// found when it has expired.
+        within_days: u32,
+    },
+    /// A double-byte (DBCS) Windows Server 2012 or 2012 R2: OS version 6.2 or 6.3 (and no
+    /// Windows 10 major version) with one of `code_pages` as the system ANSI code page.
+    DbcsServer2012 {
+        /// The DBCS ANSI code pages.
+        code_pages: &'static [u32],
+    },
+    /// Files below the Exchange install path modified more than `grace_days` after the last
+    /// Exchange update was installed: customizations the next update overwrites.
+    ModifiedSinceUpdate {
+        /// Paths relative to the install path; absent ones are not reported.
+        files: &'static [&'static str],
+        /// Days after the install date during which setup's own writes are expected.
+        grace_days: u32,
+    },
 }
 
 const SESSION_MANAGER: &str = r"SYSTEM\CurrentControlSet\Control\Session Manager";
@@ -102,6 +128,9 @@ const DOTNET: &str = r"SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full";
 /// Exchange 2013, 2016, 2019 and SE record their install folder here.
 const EXCHANGE_SETUP: &str = r"SOFTWARE\Microsoft\ExchangeServer\v15\Setup";
 const GIB: u64 = 1 << 30;
+const CURRENT_VERSION: &str = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion";
+const CODE_PAGE: &str = r"SYSTEM\CurrentControlSet\Control\Nls\CodePage";
+const DAY: i64 = 86_400;
 
 /// The checks, in report order.
 pub const CHECKS: &[Check] = &[
@@ -238,6 +267,62 @@ pub const CHECKS: &[Check] = &[
         probe: Probe::FreeSpace { min_gib: 30 },
     },
     Check {
+        id: "oauth-certificate-expired",
+        rule_id: "explain.owa-login-loop-oauth-expired",
+        condition: "The Exchange OAuth certificate has expired",
+        severity: Severity::High,
+        exchange_only: true,
+        probe: Probe::AuthCertificate {
+            subject: AUTH_CERTIFICATE,
+            within_days: 0,
+        },
+    },
+    Check {
+        id: "oauth-certificate-expiring",
+        rule_id: "explain.owa-login-loop-oauth-expired",
+        condition: "The Exchange OAuth certificate expires soon",
+        severity: Severity::Medium,
+        exchange_only: true,
+        // HealthChecker warns below 60 days of lifetime left.
+        probe: Probe::AuthCertificate {
+            subject: AUTH_CERTIFICATE,
+            within_days: 60,
+        },
+    },
+    Check {
+        id: "dbcs-server-2012",
+        rule_id: "explain.dbcs-system-locale",
+        condition: "A double-byte (DBCS) Windows Server 2012",
+        severity: Severity::Medium,
+        // Exchange 2010 (the UR32 case) records no v15 install path: check every server.
+        exchange_only: false,
+        // Japanese, Simplified Chinese, Korean, Traditional Chinese.
+        probe: Probe::DbcsServer2012 {
+            code_pages: &[932, 936, 949, 950],
+        },
+    },
+    Check {
+        id: "customized-config",
+        rule_id: "exchange.setup.customizations-overwritten",
+        condition: "Customized OWA or .config files the update overwrites",
+        severity: Severity::Low,
+        exchange_only: true,
+        // The files known issue B21 names that a cumulative update replaces. Modified after
+        // the last update (its Windows Installer date, plus setup's own later writes) means
+        // someone changed them since: a heuristic, hence low severity.
+        probe: Probe::ModifiedSinceUpdate {
+            files: &[
+                r"ClientAccess\Owa\web.config",
+                r"ClientAccess\ecp\web.config",
+                r"FrontEnd\HttpProxy\owa\web.config",
+                r"FrontEnd\HttpProxy\owa\auth\logon.aspx",
+                r"FrontEnd\HttpProxy\ecp\web.config",
+                r"Bin\EdgeTransport.exe.config",
+            ],
+            grace_days: 2,
+        },
+    },
+    Check {
         id: "account-name-dollar",
         rule_id: "exchange.setup.admin-name-ends-with-dollar",
         condition: "The admin account's name ends with '$'",
@@ -246,6 +331,9 @@ pub const CHECKS: &[Check] = &[
         probe: Probe::AccountEndsWithDollar,
     },
 ];
+
+/// Subject of the self-signed OAuth certificate Exchange setup creates.
+const AUTH_CERTIFICATE: &str = "CN=Microsoft Exchange Server Auth Certificate";
 
 /// What a check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,6 +471,15 @@ fn probe(
                     ".NET Framework 4.5 or later is not installed (no HKLM\\{DOTNET}\\Release); {name} is needed"
                 )],
             }))
+        }
+        Probe::AuthCertificate {
+            subject,
+            within_days,
+        } => auth_certificate(state, subject, within_days),
+        Probe::DbcsServer2012 { code_pages } => dbcs_server_2012(state, code_pages),
+        Probe::ModifiedSinceUpdate { files, grace_days } => {
+            let root = exchange.ok_or(Outcome::Skip("Exchange Server is not installed"))?;
+            modified_since_update(state, root, files, grace_days)
         }
         Probe::AccountEndsWithDollar => {
             let Some(name) = state.account_name() else {
@@ -535,4 +632,197 @@ fn installed_update(state: &dyn SystemState, fragments: &[&str]) -> Facts {
         }
     }
     Ok(Some(facts))
+}
+
+fn auth_certificate(state: &dyn SystemState, subject: &str, within_days: u32) -> Facts {
+    let newest = state
+        .certificates("My")?
+        .into_iter()
+        .filter(|c| c.subject.trim().eq_ignore_ascii_case(subject))
+        .max_by_key(|c| c.not_after_unix);
+    let Some(cert) = newest else {
+        return Err(Outcome::Skip(
+            "no Exchange OAuth certificate in LocalMachine\\My",
+        ));
+    };
+    let now = state.now_unix();
+    let left = cert.not_after_unix - now;
+    let expired = left <= 0;
+    let found = if within_days == 0 {
+        expired
+    } else {
+        !expired && left < i64::from(within_days) * DAY
+    };
+    if !found {
+        return Ok(None);
+    }
+    let when = date(cert.not_after_unix);
+    Ok(Some(vec![if expired {
+        format!(
+            "LocalMachine\\My {} ({}) expired on {when}, {} day(s) ago",
+            cert.subject,
+            cert.thumbprint,
+            (-left) / DAY
+        )
+    } else {
+        format!(
+            "LocalMachine\\My {} ({}) expires on {when}, in {} day(s)",
+            cert.subject,
+            cert.thumbprint,
+            left / DAY
+        )
+    }]))
+}
+
+fn dbcs_server_2012(state: &dyn SystemState, code_pages: &[u32]) -> Facts {
+    let read = |key: &str, name: &str| state.registry_value(Hive::LocalMachine, key, name);
+    let version = read(CURRENT_VERSION, "CurrentVersion")?
+        .and_then(|v| v.as_str().map(|s| s.trim().to_string()))
+        .unwrap_or_default();
+    // Windows 10 and Server 2016 and later still say 6.3 in CurrentVersion for old
+    // programs; they are told apart by CurrentMajorVersionNumber, which 2012 does not have.
+    let major = read(CURRENT_VERSION, "CurrentMajorVersionNumber")?.and_then(|v| v.as_u64());
+    let client = read(CURRENT_VERSION, "InstallationType")?
+        .and_then(|v| v.as_str().map(|s| s.trim().eq_ignore_ascii_case("Client")))
+        .unwrap_or(false);
+    if !matches!(version.as_str(), "6.2" | "6.3") || major.is_some_and(|m| m >= 10) || client {
+        return Ok(None);
+    }
+    let acp = read(CODE_PAGE, "ACP")?.and_then(|v| v.as_u64());
+    match acp {
+        Some(cp) if code_pages.iter().any(|&c| u64::from(c) == cp) => {
+            let product = read(CURRENT_VERSION, "ProductName")?
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("Windows {version}"));
+            Ok(Some(vec![
+                format!(r"HKLM\{CURRENT_VERSION}\CurrentVersion = {version} ({product})"),
+                format!(r"HKLM\{CODE_PAGE}\ACP = {cp} (a double-byte code page)"),
+            ]))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn modified_since_update(
+    state: &dyn SystemState,
+    root: &str,
+    files: &[&str],
+    grace_days: u32,
+) -> Facts {
+    let Some((installed, day)) = last_exchange_update(state)? else {
+        return Err(Outcome::Skip(
+            "the date of the last Exchange update is unknown",
+        ));
+    };
+    let after = installed + i64::from(grace_days) * DAY;
+    let mut facts = Vec::new();
+    for rel in files {
+        let path = format!(r"{root}\{rel}");
+        if let Some(modified) = state.modified_unix(&path)? {
+            if modified > after {
+                facts.push(format!(
+                    "{path} modified on {}, after the last update ({day})",
+                    date(modified)
+                ));
+            }
+        }
+    }
+    Ok(Some(facts))
+}
+
+/// The day the installed Exchange build or its latest patch was installed: Unix seconds of
+/// its start (UTC) and the day as written (`YYYYMMDD`). Windows Installer records the product's
+/// `InstallDate` and each patch's `Installed`, in days.
+fn last_exchange_update(state: &dyn SystemState) -> Result<Option<(i64, String)>, StateError> {
+    let mut latest: Option<(i64, String)> = None;
+    let mut consider = |v: Option<super::state::RegValue>| {
+        let Some(text) = v.and_then(|v| v.as_str().map(|s| s.trim().to_string())) else {
+            return;
+        };
+        if let Some(t) = parse_day(&text) {
+            if latest.as_ref().is_none_or(|(l, _)| t > *l) {
+                latest = Some((t, text));
+            }
+        }
+    };
+    for code in state.registry_subkeys(Hive::LocalMachine, INSTALLER_PRODUCTS)? {
+        let product = format!(r"{INSTALLER_PRODUCTS}\{code}");
+        let props = format!(r"{product}\InstallProperties");
+        let name = state
+            .registry_value(Hive::LocalMachine, &props, "DisplayName")?
+            .and_then(|v| v.as_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        if !name.contains("exchange") {
+            continue;
+        }
+        consider(state.registry_value(Hive::LocalMachine, &props, "InstallDate")?);
+        let patches = format!(r"{product}\Patches");
+        for patch in state.registry_subkeys(Hive::LocalMachine, &patches)? {
+            consider(state.registry_value(
+                Hive::LocalMachine,
+                &format!(r"{patches}\{patch}"),
+                "Installed",
+            )?);
+        }
+    }
+    Ok(latest)
+}
+
+/// `YYYYMMDD` as Unix seconds at 00:00 UTC.
+fn parse_day(text: &str) -> Option<i64> {
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (y, m, d) = (
+        text[..4].parse::<i64>().ok()?,
+        text[4..6].parse::<i64>().ok()?,
+        text[6..].parse::<i64>().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) * DAY)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix seconds as `YYYY-MM-DD` (UTC).
+fn date(unix: i64) -> String {
+    let z = unix.div_euclid(DAY) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_and_dates_round_trip() {
+        assert_eq!(parse_day("19700101"), Some(0));
+        assert_eq!(parse_day("20260101"), Some(1_767_225_600));
+        assert_eq!(
+            parse_day("20240229").map(date).as_deref(),
+            Some("2024-02-29")
+        );
+        assert_eq!(date(1_767_225_600 - 1), "2025-12-31");
+        for bad in ["2026011", "2026-01-01", "20261301", "20260100", ""] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
+    }
 }

@@ -22,7 +22,7 @@ mod state;
 use std::collections::BTreeMap;
 
 pub use checks::{Check, Probe, RegProbe, RegTest, Status, CHECKS};
-pub use state::{FakeState, Hive, RegValue, StateError, SystemState};
+pub use state::{Certificate, FakeState, Hive, RegValue, StateError, SystemState};
 
 use crate::{Catalog, EvidenceLine, Finding, LogKind, Outcome, RunSummary, Severity};
 

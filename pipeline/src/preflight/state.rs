@@ -1,5 +1,6 @@
 //! What the preflight checks read from a server, behind one trait: registry keys and values,
-//! files, free space and the account the command runs as.
+//! files and their times, free space, the certificates of the machine's stores, the clock and
+//! the account the command runs as.
 //!
 //! Service start types are read from the registry (`SYSTEM\CurrentControlSet\Services\<name>`,
 //! value `Start`), where the Service Control Manager keeps them: one reader for everything,
@@ -100,6 +101,17 @@ impl RegValue {
 /// Entries of a `REG_MULTI_SZ` shown in evidence.
 const SHOWN_ENTRIES: usize = 5;
 
+/// A certificate of one of the machine's stores, as the checks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The subject as an X.500 string, e.g. `CN=Microsoft Exchange Server Auth Certificate`.
+    pub subject: String,
+    /// SHA-1 thumbprint, upper-case hex (what `Get-ExchangeCertificate` shows).
+    pub thumbprint: String,
+    /// End of validity (`NotAfter`), Unix seconds.
+    pub not_after_unix: i64,
+}
+
 /// A read that failed for a reason other than "not there" (access denied, an IO error): the
 /// check that needed it is reported as not run, never as clean.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +148,17 @@ pub trait SystemState {
     /// volume.
     fn free_bytes(&self, path: &str) -> Result<Option<u64>, StateError>;
 
+    /// Last-modified time of the file at the Windows path `path`, Unix seconds; `None` when
+    /// there is no such file.
+    fn modified_unix(&self, path: &str) -> Result<Option<i64>, StateError>;
+
+    /// The certificates of the local machine's system store `store` (e.g. `My`); empty when
+    /// the store does not exist.
+    fn certificates(&self, store: &str) -> Result<Vec<Certificate>, StateError>;
+
+    /// The server's clock, Unix seconds (certificate lifetimes are measured against it).
+    fn now_unix(&self) -> i64;
+
     /// The system drive, e.g. `C:` (`%SystemDrive%`).
     fn system_drive(&self) -> String {
         "C:".to_string()
@@ -148,14 +171,31 @@ pub trait SystemState {
 
 /// A [`SystemState`] made of plain data: tests, and `preflight` of a recorded state.
 ///
-/// Key paths and names compare case-insensitively, like the registry and NTFS.
-#[derive(Debug, Clone, Default)]
+/// Key paths and names compare case-insensitively, like the registry and NTFS. Its clock
+/// stands at [`FakeState::DEFAULT_NOW`] unless set.
+#[derive(Debug, Clone)]
 pub struct FakeState {
     keys: BTreeMap<(Hive, String), BTreeMap<String, RegValue>>,
-    paths: BTreeMap<String, ()>,
+    paths: BTreeMap<String, Option<i64>>,
     free: BTreeMap<String, u64>,
     failing: BTreeMap<(Hive, String), String>,
     account: Option<String>,
+    stores: BTreeMap<String, Vec<Certificate>>,
+    now: i64,
+}
+
+impl Default for FakeState {
+    fn default() -> Self {
+        FakeState {
+            keys: BTreeMap::new(),
+            paths: BTreeMap::new(),
+            free: BTreeMap::new(),
+            failing: BTreeMap::new(),
+            account: None,
+            stores: BTreeMap::new(),
+            now: FakeState::DEFAULT_NOW,
+        }
+    }
 }
 
 fn norm(s: &str) -> String {
@@ -163,6 +203,9 @@ fn norm(s: &str) -> String {
 }
 
 impl FakeState {
+    /// The fake clock's default: 2026-01-01T00:00:00Z.
+    pub const DEFAULT_NOW: i64 = 1_767_225_600;
+
     /// An empty server: no keys, no files, no volumes.
     pub fn new() -> FakeState {
         FakeState::default()
@@ -202,7 +245,28 @@ impl FakeState {
 
     /// Adds a file or folder at the Windows path `path`.
     pub fn path(mut self, path: &str) -> FakeState {
-        self.paths.insert(norm(path), ());
+        self.paths.entry(norm(path)).or_insert(None);
+        self
+    }
+
+    /// Adds a file at `path` last modified at `unix` seconds.
+    pub fn file(mut self, path: &str, unix: i64) -> FakeState {
+        self.paths.insert(norm(path), Some(unix));
+        self
+    }
+
+    /// Adds a certificate to the local machine's store `store`.
+    pub fn certificate(mut self, store: &str, cert: Certificate) -> FakeState {
+        self.stores
+            .entry(store.to_ascii_lowercase())
+            .or_default()
+            .push(cert);
+        self
+    }
+
+    /// Sets the clock, Unix seconds.
+    pub fn now(mut self, unix: i64) -> FakeState {
+        self.now = unix;
         self
     }
 
@@ -291,6 +355,22 @@ impl SystemState for FakeState {
     fn free_bytes(&self, path: &str) -> Result<Option<u64>, StateError> {
         let drive = norm(path.get(..2).unwrap_or(path));
         Ok(self.free.get(&drive).copied())
+    }
+
+    fn modified_unix(&self, path: &str) -> Result<Option<i64>, StateError> {
+        Ok(self.paths.get(&norm(path)).copied().flatten())
+    }
+
+    fn certificates(&self, store: &str) -> Result<Vec<Certificate>, StateError> {
+        Ok(self
+            .stores
+            .get(&store.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn now_unix(&self) -> i64 {
+        self.now
     }
 
     fn account_name(&self) -> Option<String> {

@@ -87,6 +87,50 @@ fn healthy() -> FakeState {
         .free("C:", 200 << 30)
         .key(Hive::Users, r"S-1-5-21-1-500\Software\Policies\Microsoft")
         .account("Administrator")
+        // Renewed: the old certificate is still in the store, expired.
+        .certificate("My", auth_cert("AAAA", NOW - 30 * DAY))
+        .certificate("My", auth_cert("BBBB", NOW + 1_000 * DAY))
+        .certificate("My", cert("CN=mail.contoso.com", "CCCC", NOW - DAY))
+        .value(LM, CV, "CurrentVersion", s("6.3"))
+        .value(LM, CV, "CurrentMajorVersionNumber", RegValue::Dword(10))
+        .value(LM, CV, "ProductName", s("Windows Server 2019 Datacenter"))
+        .value(LM, NLS, "ACP", s("1252"))
+        .value(
+            LM,
+            &format!(r"{PRODUCTS}\AE1D439464EB1B8488741FFA028E291C\InstallProperties"),
+            "InstallDate",
+            s("20251110"),
+        )
+        .value(
+            LM,
+            &format!(r"{PRODUCTS}\AE1D439464EB1B8488741FFA028E291C\Patches\11111111111111111111111111111111"),
+            "Installed",
+            s("20251201"),
+        )
+        // Written by the update's own setup, the day after it was installed.
+        .file(&format!(r"{INSTALL}\ClientAccess\Owa\web.config"), DEC_1 + DAY + 3_600)
+        .file(&format!(r"{INSTALL}\FrontEnd\HttpProxy\owa\auth\logon.aspx"), DEC_1 - 30 * DAY)
+        .now(NOW)
+}
+
+const NOW: i64 = FakeState::DEFAULT_NOW;
+const DAY: i64 = 86_400;
+/// 2025-12-01T00:00:00Z, the day the healthy server's latest patch was installed.
+const DEC_1: i64 = NOW - 31 * DAY;
+const CV: &str = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion";
+const NLS: &str = r"SYSTEM\CurrentControlSet\Control\Nls\CodePage";
+const AUTH: &str = "CN=Microsoft Exchange Server Auth Certificate";
+
+fn cert(subject: &str, thumbprint: &str, not_after_unix: i64) -> Certificate {
+    Certificate {
+        subject: subject.into(),
+        thumbprint: thumbprint.into(),
+        not_after_unix,
+    }
+}
+
+fn auth_cert(thumbprint: &str, not_after_unix: i64) -> Certificate {
+    cert(AUTH, thumbprint, not_after_unix)
 }
 
 fn check(id: &str) -> &'static Check {
@@ -362,6 +406,122 @@ fn account_name_with_a_dollar() {
 }
 
 #[test]
+fn oauth_certificate_expired_or_expiring_by_the_newest_in_the_store() {
+    let expired_only = |st: FakeState| {
+        // A server whose only Auth certificate expired two days ago.
+        st.now(NOW + 1_002 * DAY)
+    };
+    let st = expired_only(healthy());
+    let f = facts(&st, "oauth-certificate-expired");
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].contains("(BBBB) expired on 2028-09-27, 2 day(s) ago"),
+        "{f:?}"
+    );
+    // Expired is not also reported as expiring.
+    assert_eq!(status(&st, "oauth-certificate-expiring"), Status::Clean);
+    // 59 days left: expiring (HealthChecker's 60-day warning), not expired.
+    let st = healthy().now(NOW + 941 * DAY);
+    assert_eq!(status(&st, "oauth-certificate-expired"), Status::Clean);
+    let f = facts(&st, "oauth-certificate-expiring");
+    assert!(
+        f[0].contains("(BBBB) expires on 2028-09-27, in 59 day(s)"),
+        "{f:?}"
+    );
+    // 61 days left: clean.
+    let st = healthy().now(NOW + 939 * DAY);
+    assert_eq!(status(&st, "oauth-certificate-expiring"), Status::Clean);
+    // No Auth certificate at all (another certificate does not count): not known, not clean.
+    let st = FakeState::new()
+        .value(LM, EXSETUP, "MsiInstallPath", s(INSTALL))
+        .certificate("My", cert("CN=mail.contoso.com", "CCCC", NOW - DAY));
+    assert!(matches!(
+        status(&st, "oauth-certificate-expired"),
+        Status::Skipped(_)
+    ));
+    // The subject compares case-insensitively, like Windows.
+    let st = FakeState::new()
+        .value(LM, EXSETUP, "MsiInstallPath", s(INSTALL))
+        .certificate("My", cert(&AUTH.to_uppercase(), "DDDD", NOW - DAY));
+    assert_eq!(facts(&st, "oauth-certificate-expired").len(), 1);
+}
+
+#[test]
+fn dbcs_code_page_on_windows_server_2012_only() {
+    let server_2012 = |acp: &str| {
+        FakeState::new()
+            .value(LM, CV, "CurrentVersion", s("6.2"))
+            .value(LM, CV, "ProductName", s("Windows Server 2012 Standard"))
+            .value(LM, CV, "InstallationType", s("Server"))
+            .value(LM, NLS, "ACP", s(acp))
+    };
+    let f = facts(&server_2012("932"), "dbcs-server-2012");
+    assert_eq!(
+        f,
+        vec![
+            format!(r"HKLM\{CV}\CurrentVersion = 6.2 (Windows Server 2012 Standard)"),
+            format!(r"HKLM\{NLS}\ACP = 932 (a double-byte code page)"),
+        ]
+    );
+    for acp in ["936", "949", "950"] {
+        assert_eq!(
+            facts(&server_2012(acp), "dbcs-server-2012").len(),
+            2,
+            "{acp}"
+        );
+    }
+    // 2012 R2 too.
+    let st = server_2012("949").value(LM, CV, "CurrentVersion", s("6.3"));
+    assert_eq!(facts(&st, "dbcs-server-2012").len(), 2);
+    // A single-byte code page; Windows Server 2016+ (6.3 with a major version of 10);
+    // Windows 8 (a client); 2008 R2 (6.1).
+    for st in [
+        server_2012("1252"),
+        server_2012("932")
+            .value(LM, CV, "CurrentVersion", s("6.3"))
+            .value(LM, CV, "CurrentMajorVersionNumber", RegValue::Dword(10)),
+        server_2012("932").value(LM, CV, "InstallationType", s("Client")),
+        server_2012("932").value(LM, CV, "CurrentVersion", s("6.1")),
+    ] {
+        assert_eq!(status(&st, "dbcs-server-2012"), Status::Clean);
+    }
+}
+
+#[test]
+fn config_files_modified_after_the_last_update() {
+    let owa = format!(r"{INSTALL}\FrontEnd\HttpProxy\owa\auth\logon.aspx");
+    let edge = format!(r"{INSTALL}\Bin\EdgeTransport.exe.config");
+    // Customized a week after the December patch.
+    let st = healthy()
+        .file(&owa, DEC_1 + 7 * DAY)
+        .file(&edge, DEC_1 + 10 * DAY);
+    assert_eq!(
+        facts(&st, "customized-config"),
+        vec![
+            format!("{owa} modified on 2025-12-08, after the last update (20251201)"),
+            format!("{edge} modified on 2025-12-11, after the last update (20251201)"),
+        ]
+    );
+    // A later patch installed after the customization: nothing to lose now that could
+    // not be seen before (the files predate it).
+    let st = st.value(
+        LM,
+        &format!(r"{PRODUCTS}\AE1D439464EB1B8488741FFA028E291C\Patches\33"),
+        "Installed",
+        s("20251215"),
+    );
+    assert_eq!(status(&st, "customized-config"), Status::Clean);
+    // No install date to compare with: unknown, not clean.
+    let st = FakeState::new()
+        .value(LM, EXSETUP, "MsiInstallPath", s(INSTALL))
+        .file(&owa, NOW);
+    assert!(matches!(
+        status(&st, "customized-config"),
+        Status::Skipped(_)
+    ));
+}
+
+#[test]
 fn exchange_only_checks_skip_other_servers_and_a_failed_read_is_no_clean() {
     let st = FakeState::new();
     for id in [
@@ -369,6 +529,9 @@ fn exchange_only_checks_skip_other_servers_and_a_failed_read_is_no_clean() {
         "shared-web-config",
         "dotnet-release",
         "free-space",
+        "oauth-certificate-expired",
+        "oauth-certificate-expiring",
+        "customized-config",
     ] {
         assert!(matches!(status(&st, id), Status::Skipped(_)), "{id}");
     }
