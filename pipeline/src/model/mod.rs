@@ -92,6 +92,7 @@ pub const STRUCTURAL_ANCHORS: &[&str] = &[
     "インストールの成功またはエラーの状態: ",
     "インストールを正しく完了しました",
     "安裝成功或錯誤狀態: ",
+    "安装成功或错误状态: ",
     "ou état d’erreur : ",
     " -- Erreur ",
     "Eine andere Version des Produkts ist bereits installiert.",

@@ -70,6 +70,14 @@ pub(crate) const PHRASES: &[Phrase] = &[
         code: None,
         source: "https://github.com/Franiac/TwitchLeecher/issues/469",
     },
+    // `Windows Installer 已安装产品。产品名称: WinFsp 2022+ARM64 Beta2。...安装成功或错误状态: 1603。`
+    Phrase {
+        lang: "zh-CN",
+        key: Key::FinalStatus,
+        text: "安装成功或错误状态: ",
+        code: None,
+        source: "https://github.com/winfsp/winfsp/issues/560",
+    },
     // `... Fabricant : Nextcloud GmbH. Réussite de l’installation ou état d’erreur : 1603.`
     Phrase {
         lang: "fr",
@@ -127,7 +135,7 @@ mod tests {
             assert_eq!(anchors[first + i], p.text, "{} {:?}", p.lang, p.key);
             assert!(!p.source.is_empty());
         }
-        assert_eq!(languages(), ["ja", "zh-TW", "fr", "de"]);
+        assert_eq!(languages(), ["ja", "zh-TW", "zh-CN", "fr", "de"]);
     }
 
     #[test]
@@ -138,6 +146,13 @@ mod tests {
                 "。 戻り値 "
             ),
             Some(3)
+        );
+        assert_eq!(
+            number_after(
+                "制造商: Navimatics LLC。安装成功或错误状态: 1603。",
+                "安装成功或错误状态: "
+            ),
+            Some(1603)
         );
         assert_eq!(
             number_after(

@@ -68,6 +68,38 @@ MSI (s) (90:18) [21:12:04:881]: Windows Installer 已安裝該產品。產品名
 }
 
 #[test]
+fn simplified_chinese_final_status_gives_the_outcome() {
+    // winfsp/winfsp#560, verbatim (zh-CN system, English product line).
+    let log = format!(
+        "{HEADER}MSI (s) (54:F0) [11:02:23:343]: Product: WinFsp 2022+ARM64 Beta2 -- Installation failed.\r\n\
+MSI (s) (54:F0) [11:02:23:344]: Windows Installer 已安装产品。产品名称: WinFsp 2022+ARM64 Beta2。产品版本: 1.11.22103。产品语言: 1033。制造商: Navimatics LLC。安装成功或错误状态: 1603。\r\n"
+    );
+    let out = scan_msi(derived_only("msi.toml"), &log);
+    assert_eq!(out.runs[0].exit_code, Some(1603));
+    assert_eq!(out.runs[0].outcome, Outcome::Failed);
+    let f = primary(&out);
+    assert_eq!(f.rule_id, "msi.install-failed");
+    // The Chinese status line is the evidence, not only the English product line.
+    assert!(
+        f.evidence
+            .iter()
+            .any(|e| e.text.contains("安装成功或错误状态: 1603")),
+        "{:#?}",
+        f.evidence
+    );
+    // Without the English product line the Chinese status line alone settles it; 0 succeeds.
+    let zh_only: String = log
+        .lines()
+        .filter(|l| !l.contains("Product:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let ok = zh_only.replace("错误状态: 1603", "错误状态: 0");
+    let out = scan_msi(derived_only("msi.toml"), &ok);
+    assert_eq!(out.runs[0].exit_code, Some(0));
+    assert_eq!(out.runs[0].outcome, Outcome::Succeeded);
+}
+
+#[test]
 fn french_error_and_status_title_the_failure_by_what_it_says() {
     // [NC], verbatim: `Erreur 1714.` inside the product line, `état d’erreur : 1603.`.
     let log = format!(
