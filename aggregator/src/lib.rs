@@ -16,6 +16,8 @@
 //!   with the maintenance window covering their host and stored; the alert router
 //!   (`[routing]`) and each SIEM sink (`[sinks.<name>]`) of `patchwatch-sinks` then read them from the store through
 //!   their own durable cursor, which advances only when the destination confirmed them.
+//!   A window may require a clean preflight ([`gate`]): hosts in its scope that are not clean
+//!   are marked on the board and alerted on through the router.
 //!
 //! Architecture invariants: the aggregator never writes a finding it has not validated, never
 //! acks a batch before its transaction committed, and (SQLite) one thread owns the only
@@ -56,6 +58,7 @@ pub mod auth;
 pub mod config;
 pub mod events;
 pub mod forward;
+pub mod gate;
 pub mod http;
 pub mod ingest;
 pub mod model;

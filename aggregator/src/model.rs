@@ -441,6 +441,10 @@ pub struct HostRecord {
     /// for a fleet column of its own.
     #[serde(default)]
     pub preflight: Option<RunRecord>,
+    /// Why the latest preflight run predicts a failure (its primary finding, else its most
+    /// severe one); `None` when it predicts none or there is no preflight run.
+    #[serde(default)]
+    pub preflight_cause: Option<CauseRecord>,
     /// Maintenance windows active now whose globs name the host (filled in by the HTTP API).
     #[serde(default)]
     pub windows: Vec<WindowRef>,
@@ -565,6 +569,21 @@ pub struct RunFilter {
     pub limit: u32,
     /// Rows to skip.
     pub offset: u32,
+}
+
+/// One phase of a run's history: a phase the run reported, from the log line that showed it.
+/// A phase lasts until the next one starts (the last one until the run's last log line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    /// The run.
+    pub run_id: String,
+    /// 1 for the run's first phase, counting on; earlier phases of a run that had more than
+    /// the store keeps are gone, so the first kept one may be higher than 1.
+    pub ordinal: i64,
+    /// The phase, e.g. the Exchange component or the Windows Installer action.
+    pub phase: String,
+    /// When it started (RFC 3339): the time of the log line of the update that reported it.
+    pub started_time: Option<String>,
 }
 
 /// A triage note on a finding or run: acknowledged, assigned or noted, by whom and when.

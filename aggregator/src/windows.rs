@@ -11,6 +11,10 @@
 //! Tagging happens at ingest, before validation, so the label `maintenance_window = <id>` is
 //! stored with the finding (the dashboard and API show it) and carried to the router and the
 //! sinks. The router tags again with the same set, so both agree.
+//!
+//! After each reload the windows that require a clean preflight are checked
+//! ([`RoutingState::check_gates`]), so a gate alert fires within one [`RELOAD_INTERVAL`] of
+//! a window starting or a host's preflight changing, and keeps firing while it holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +102,25 @@ impl RoutingState {
         }
     }
 
+    /// Routes an alert for every host that is not clean in an active window requiring a clean
+    /// preflight ([`crate::gate`]); nothing without a router or such a window. Returns how many
+    /// alerts were queued.
+    ///
+    /// # Errors
+    /// The store could not be read.
+    pub async fn check_gates(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let Some(router) = &self.router else {
+            return Ok(0);
+        };
+        let now = OffsetDateTime::now_utc();
+        let active = self.windows.active(now);
+        if !active.iter().any(|w| w.require_clean_preflight) {
+            return Ok(0);
+        }
+        let hosts = store.hosts(None).await?;
+        Ok(crate::gate::route(router, &active, &hosts, now))
+    }
+
     /// The silences of `[[routing.silences]]` (read-only through the API); empty without
     /// `[routing]`.
     pub fn config_silences(&self) -> Vec<SilenceConfig> {
@@ -117,6 +140,9 @@ impl RoutingState {
             if let Err(error) = self.reload(store.as_ref()).await {
                 tracing::warn!(message = "Reloading maintenance windows and silences failed.", %error);
             }
+            if let Err(error) = self.check_gates(store.as_ref()).await {
+                tracing::warn!(message = "Checking preflight gates failed.", %error);
+            }
         }
     }
 }
@@ -134,6 +160,7 @@ mod tests {
             hosts: vec![host.into()],
             starts_at: now - time::Duration::minutes(1),
             ends_at: now + time::Duration::hours(1),
+            require_clean_preflight: false,
         }
     }
 

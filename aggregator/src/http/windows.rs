@@ -63,6 +63,8 @@ struct NewWindow {
     ends_at: Option<String>,
     /// e.g. `2h`, `90m`, `1h30m`, `1d`.
     duration: Option<String>,
+    /// Whether hosts in scope must have a clean preflight (default false).
+    require_clean_preflight: Option<bool>,
 }
 
 pub(crate) async fn list(State(st): State<AppState>) -> Response {
@@ -158,6 +160,7 @@ fn build(req: NewWindow, now: OffsetDateTime) -> Result<MaintenanceWindow, Refus
         hosts,
         starts_at,
         ends_at,
+        require_clean_preflight: req.require_clean_preflight.unwrap_or(false),
     };
     window.validate().map_err(|e| {
         let field = match &e {
@@ -209,6 +212,7 @@ mod tests {
                 hosts: vec!["h".into()],
                 starts_at: now,
                 ends_at: now + time::Duration::HOUR,
+                require_clean_preflight: false,
             }
             .validate()
             .unwrap();

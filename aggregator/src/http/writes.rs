@@ -96,6 +96,10 @@ pub(super) async fn reload(st: &AppState) {
         // The periodic reload picks the change up later.
         tracing::warn!(message = "Reloading maintenance windows and silences failed.", %error);
     }
+    // A window created active that requires a clean preflight alerts at once.
+    if let Err(error) = st.routing.check_gates(st.store.as_ref()).await {
+        tracing::warn!(message = "Checking preflight gates failed.", %error);
+    }
 }
 
 /// Strings in a request body: a list, or one comma-separated string.

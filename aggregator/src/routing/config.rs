@@ -268,4 +268,10 @@ pub struct MaintenanceWindow {
     /// End (RFC 3339), after `starts_at`.
     #[serde(with = "time::serde::rfc3339")]
     pub ends_at: OffsetDateTime,
+    /// Whether every host in scope must have a clean preflight while the window is active
+    /// (no finding at high severity or worse in its latest preflight run, and a preflight run
+    /// at all). A host that is not clean is marked on the board and alerted on
+    /// (`patchwatch.preflight-gate`).
+    #[serde(default)]
+    pub require_clean_preflight: bool,
 }

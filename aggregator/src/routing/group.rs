@@ -193,10 +193,14 @@ impl Groups {
         st.last_seen = now;
         st.last_seen_wall = wall;
         st.resolved = false;
-        st.count += 1;
-        st.ids.push_back(f.id.clone());
-        while st.ids.len() > MAX_IDS {
-            st.ids.pop_front();
+        // A finding sent again to keep its alert firing (a preflight gate) is counted and
+        // listed once.
+        if st.ids.back() != Some(&f.id) {
+            st.count += 1;
+            st.ids.push_back(f.id.clone());
+            while st.ids.len() > MAX_IDS {
+                st.ids.pop_front();
+            }
         }
         st.annotations = annotations(f, &st.ids, st.count);
         if matches!(notifier.receivers.get(receiver), Some(Receiver::Sink(_))) {

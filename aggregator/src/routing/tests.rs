@@ -92,6 +92,7 @@ async fn decisions_follow_routes_silences_windows_and_continue() {
             hosts: vec!["EXCH0*".into()],
             starts_at: now - time::Duration::minutes(5),
             ends_at: now + time::Duration::minutes(5),
+            require_clean_preflight: false,
         }])
         .unwrap();
     let mut x = f("5", "EXCH-1", Severity::Critical, "EXCH01");
@@ -103,6 +104,7 @@ async fn decisions_follow_routes_silences_windows_and_continue() {
         hosts: vec![],
         starts_at: now,
         ends_at: now,
+        require_clean_preflight: false,
     };
     assert!(router.windows().replace(vec![bad]).is_err());
     assert_eq!(
@@ -312,6 +314,7 @@ fn window_over(hosts: &[&str]) -> MaintenanceWindow {
         hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
         starts_at: now - time::Duration::minutes(5),
         ends_at: now + time::Duration::minutes(5),
+        require_clean_preflight: false,
     }
 }
 

@@ -286,6 +286,7 @@ mod tests {
             hosts: vec!["exch0*".into(), "*.dag2.corp".into()],
             starts_at: datetime!(2026-11-21 02:00 UTC),
             ends_at: datetime!(2026-11-21 06:00 UTC),
+            require_clean_preflight: false,
         }
     }
 
@@ -298,6 +299,7 @@ mod tests {
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
             starts_at: now + time::Duration::seconds(from_now_s),
             ends_at: now + time::Duration::seconds(from_now_s + len_s),
+            require_clean_preflight: false,
         }
     }
 

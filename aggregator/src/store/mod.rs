@@ -14,12 +14,13 @@ use crate::routing::MaintenanceWindow;
 use futures::future::BoxFuture;
 
 pub use forward::{ForwardCursor, ForwardItem, ForwardPosition};
+pub(crate) use rollup::PREFLIGHT_SOURCE;
 pub use silences::StoredSilence;
 
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::model::{
-    AnnotationRecord, FindingFilter, FindingRecord, HostRecord, Page, RunFilter, RunRecord,
-    ValidBatch, WriteOutcome,
+    AnnotationRecord, FindingFilter, FindingRecord, HostRecord, Page, PhaseRecord, RunFilter,
+    RunRecord, ValidBatch, WriteOutcome,
 };
 
 mod annotations;
@@ -30,6 +31,30 @@ mod schema;
 mod silences;
 mod sql;
 pub mod sqlite;
+
+/// Phases kept per run. An Exchange setup reports a few dozen components; a Windows Installer
+/// session can report hundreds of actions, of which the latest (where it stopped) matter most,
+/// so past this many the oldest are dropped.
+pub const MAX_PHASES: i64 = 256;
+
+/// The time a run update's phase started: its last log line, else the update's own time.
+pub(crate) fn phase_time(r: &crate::model::NewRun) -> i64 {
+    if r.last_line_ns > 0 {
+        r.last_line_ns
+    } else {
+        r.updated_ns
+    }
+}
+
+/// A phase row as both backends read it: run, ordinal, phase, started_ns.
+pub(crate) fn phase_record(run_id: String, ordinal: i64, phase: String, ns: i64) -> PhaseRecord {
+    PhaseRecord {
+        run_id,
+        ordinal,
+        phase,
+        started_time: crate::model::rfc3339(ns),
+    }
+}
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +119,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs matching `filter`, most recently updated first.
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
+
+    /// The phase history of `run_ids`, by run and then in order (see [`MAX_PHASES`]).
+    fn run_phases(
+        &self,
+        run_ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<PhaseRecord>, StoreError>>;
 
     /// Every stored maintenance window, latest start first.
     fn windows(&self) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>, StoreError>>;
@@ -298,7 +329,8 @@ fn newer(version: i64, supported: i64) -> anyhow::Result<()> {
 }
 
 /// Column list of window queries, in [`WindowRow`] order.
-pub(crate) const WINDOW_COLUMNS: &str = "id, name, hosts, starts_ns, ends_ns";
+pub(crate) const WINDOW_COLUMNS: &str =
+    "id, name, hosts, starts_ns, ends_ns, require_clean_preflight";
 
 /// A maintenance window row as both backends read it; `hosts` is a JSON array.
 pub(crate) struct WindowRow {
@@ -307,6 +339,7 @@ pub(crate) struct WindowRow {
     pub hosts: String,
     pub starts_ns: i64,
     pub ends_ns: i64,
+    pub require_clean_preflight: bool,
 }
 
 impl TryFrom<WindowRow> for MaintenanceWindow {
@@ -321,6 +354,7 @@ impl TryFrom<WindowRow> for MaintenanceWindow {
                 .map_err(|e| StoreError::Corrupt(format!("window {}: hosts: {e}", r.id)))?,
             starts_at: time("starts_ns", r.starts_ns)?,
             ends_at: time("ends_ns", r.ends_ns)?,
+            require_clean_preflight: r.require_clean_preflight,
             id: r.id,
             name: r.name,
         })
@@ -487,6 +521,7 @@ pub(crate) struct HostParts {
     pub current_runs: Vec<RunRecord>,
     pub causes: Vec<crate::model::CauseRecord>,
     pub preflight: Option<RunRecord>,
+    pub preflight_cause: Option<crate::model::CauseRecord>,
 }
 
 impl HostRow {
@@ -499,6 +534,7 @@ impl HostRow {
             current_runs,
             causes,
             preflight,
+            preflight_cause,
         } = parts;
         let state = current_runs
             .first()
@@ -520,6 +556,7 @@ impl HostRow {
             current_runs,
             causes,
             preflight,
+            preflight_cause,
             windows: Vec::new(),
         }
     }

@@ -26,8 +26,8 @@ use super::{
     RunRow, Store, StoreError, StoredSilence, WindowRow, FINDING_COLUMNS, WINDOW_COLUMNS,
 };
 use crate::model::{
-    severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, RunFilter,
-    RunRecord, ValidBatch, WriteOutcome,
+    severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, PhaseRecord,
+    RunFilter, RunRecord, ValidBatch, WriteOutcome,
 };
 
 mod annotations;
@@ -60,6 +60,8 @@ pub struct PostgresStore {
     upsert_host: String,
     upsert_run: String,
     add_count: String,
+    record_phase: String,
+    prune_phases: String,
 }
 
 impl PostgresStore {
@@ -79,6 +81,8 @@ impl PostgresStore {
             upsert_host: sql::POSTGRES.upsert_host(),
             upsert_run: sql::POSTGRES.upsert_run(),
             add_count: sql::POSTGRES.add_finding_count(),
+            record_phase: sql::POSTGRES.record_phase(),
+            prune_phases: sql::POSTGRES.prune_phases(),
         };
         store.migrate().await?;
         Ok(store)
@@ -247,6 +251,7 @@ impl PostgresStore {
         }
 
         let upsert_run = tx.prepare_cached(&self.upsert_run).await?;
+        let record_phase = tx.prepare_cached(&self.record_phase).await?;
         for r in &b.runs {
             let row = tx
                 .query_opt(
@@ -271,8 +276,21 @@ impl PostgresStore {
                     ],
                 )
                 .await?;
+            // Only an update the run took (not an older one) can change its phase.
             if let Some(row) = row {
-                outcome.runs.push(run_row(&row).into());
+                let run = run_row(&row);
+                let ordinal: Option<i64> = tx
+                    .query_opt(
+                        &record_phase,
+                        &[&run.run_id, &run.phase, &super::phase_time(r)],
+                    )
+                    .await?
+                    .map(|x| x.get(0));
+                if let Some(n) = ordinal.filter(|n| *n > super::MAX_PHASES) {
+                    tx.execute(&self.prune_phases, &[&run.run_id, &(n - super::MAX_PHASES)])
+                        .await?;
+                }
+                outcome.runs.push(run.into());
             }
         }
         tx.commit().await?;
@@ -416,7 +434,8 @@ impl Store for PostgresStore {
                 .map(run_row)
                 .collect();
             let (current, preflight) = super::rollup::current_by_host(file_runs);
-            let (ids, runs) = super::rollup::cause_keys(current.values().flatten());
+            let (ids, runs) =
+                super::rollup::cause_keys(current.values().flatten().chain(preflight.values()));
             let causes = match sql::POSTGRES.select_causes(ids.len(), runs.len()) {
                 Some(q) => {
                     let params: Vec<SqlParam> =
@@ -454,6 +473,25 @@ impl Store for PostgresStore {
         .boxed()
     }
 
+    fn run_phases(
+        &self,
+        run_ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<PhaseRecord>, StoreError>> {
+        async move {
+            if run_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let params: Vec<SqlParam> = run_ids.into_iter().map(SqlParam::Text).collect();
+            Ok(self
+                .query(&sql::POSTGRES.select_phases(params.len()), &params)
+                .await?
+                .iter()
+                .map(|r| super::phase_record(r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect())
+        }
+        .boxed()
+    }
+
     fn windows(&self) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>, StoreError>> {
         async move {
             let rows = self
@@ -477,8 +515,9 @@ impl Store for PostgresStore {
             let client = self.client().await?;
             let inserted = client
                 .execute(
-                    "INSERT INTO maintenance_windows (id, name, hosts, starts_ns, ends_ns, created_ns) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO maintenance_windows (id, name, hosts, starts_ns, ends_ns, created_ns, \
+                     require_clean_preflight) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (id) DO NOTHING",
                     &[
                         &window.id,
                         &window.name,
@@ -486,6 +525,7 @@ impl Store for PostgresStore {
                         &starts_ns,
                         &ends_ns,
                         &crate::model::now_unix_nano(),
+                        &window.require_clean_preflight,
                     ],
                 )
                 .await?;
@@ -691,6 +731,7 @@ fn window_row(r: &Row) -> WindowRow {
         hosts: r.get(2),
         starts_ns: r.get(3),
         ends_ns: r.get(4),
+        require_clean_preflight: r.get(5),
     }
 }
 

@@ -126,6 +126,20 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     CREATE INDEX annotations_by_target ON annotations (target_kind, target_id);",
     ),
+    (
+        6,
+        "run phase history; windows that require a clean preflight",
+        // Each phase a run reported, in order, with the time of the log line that showed it;
+        // bounded per run by `store::MAX_PHASES` (the oldest go first, `ordinal` keeps counting).
+        "CREATE TABLE run_phases (
+        run_id TEXT NOT NULL,
+        ordinal INTEGER NOT NULL,
+        phase TEXT NOT NULL,
+        started_ns INTEGER NOT NULL,
+        PRIMARY KEY (run_id, ordinal)
+    );
+    ALTER TABLE maintenance_windows ADD COLUMN require_clean_preflight INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// PostgreSQL's versioned migrations, applied in order under an advisory lock so that aggregators
@@ -258,5 +272,19 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         created_ns BIGINT NOT NULL
     );
     CREATE INDEX annotations_by_target ON annotations (target_kind, target_id);",
+    ),
+    (
+        6,
+        "run phase history; windows that require a clean preflight",
+        // Each phase a run reported, in order, with the time of the log line that showed it;
+        // bounded per run by `store::MAX_PHASES` (the oldest go first, `ordinal` keeps counting).
+        "CREATE TABLE run_phases (
+        run_id TEXT NOT NULL,
+        ordinal BIGINT NOT NULL,
+        phase TEXT NOT NULL,
+        started_ns BIGINT NOT NULL,
+        PRIMARY KEY (run_id, ordinal)
+    );
+    ALTER TABLE maintenance_windows ADD COLUMN require_clean_preflight BOOLEAN NOT NULL DEFAULT FALSE;",
     ),
 ];

@@ -120,6 +120,53 @@ impl Dialect {
         )
     }
 
+    /// Placeholder `n` cast to `ty` where the dialect wants casts (a parameter used twice, or
+    /// in a select list, has no column to take its type from).
+    fn cast(&self, n: usize, ty: &str) -> String {
+        if self.casts {
+            format!("{}::{ty}", self.p(n))
+        } else {
+            self.p(n)
+        }
+    }
+
+    /// Records a run's phase when it differs from the last one recorded, returning its
+    /// ordinal (no row when the phase is empty or unchanged). Parameters: run_id, phase,
+    /// started_ns.
+    pub fn record_phase(&self) -> String {
+        let (run, phase, at) = (
+            self.cast(1, "text"),
+            self.cast(2, "text"),
+            self.cast(3, "int8"),
+        );
+        format!(
+            "INSERT INTO run_phases (run_id, ordinal, phase, started_ns) \
+             SELECT {run}, COALESCE((SELECT MAX(ordinal) FROM run_phases WHERE run_id = {run}), 0) + 1, \
+             {phase}, {at} \
+             WHERE {phase} <> '' AND {phase} <> COALESCE((SELECT p.phase FROM run_phases p \
+             WHERE p.run_id = {run} ORDER BY p.ordinal DESC LIMIT 1), '') \
+             RETURNING ordinal"
+        )
+    }
+
+    /// Drops a run's phases up to an ordinal. Parameters: run_id, ordinal.
+    pub fn prune_phases(&self) -> String {
+        format!(
+            "DELETE FROM run_phases WHERE run_id = {} AND ordinal <= {}",
+            self.cast(1, "text"),
+            self.cast(2, "int8")
+        )
+    }
+
+    /// The phases of the runs given as parameters `1..=n`, by run and ordinal.
+    pub fn select_phases(&self, n: usize) -> String {
+        format!(
+            "SELECT run_id, ordinal, phase, started_ns FROM run_phases WHERE run_id IN ({}) \
+             ORDER BY run_id, ordinal",
+            self.params(n)
+        )
+    }
+
     /// Adds to a (host, run, severity) finding count. Parameters: host, run_id, severity_num, n.
     pub fn add_finding_count(&self) -> String {
         format!(
@@ -447,8 +494,12 @@ pub(crate) fn assemble_hosts(rows: HostRows) -> Vec<crate::model::HostRecord> {
                 sum
             };
             let total = all.total();
+            let pre: Option<crate::model::RunRecord> =
+                preflight.remove(&h.hostname).map(Into::into);
+            let preflight_cause = pre
+                .as_ref()
+                .and_then(|p| super::rollup::causes(std::slice::from_ref(p), &causes).pop());
             let causes = super::rollup::causes(&current, &causes);
-            let pre = preflight.remove(&h.hostname).map(Into::into);
             h.into_record(super::HostParts {
                 latest_run: run,
                 findings: counts,
@@ -456,6 +507,7 @@ pub(crate) fn assemble_hosts(rows: HostRows) -> Vec<crate::model::HostRecord> {
                 current_runs: current,
                 causes,
                 preflight: pre,
+                preflight_cause,
             })
         })
         .collect()

@@ -30,8 +30,8 @@ use super::{
 };
 use crate::config::{SqliteConfig, SqliteSync};
 use crate::model::{
-    severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, RunFilter,
-    RunRecord, ValidBatch, WriteOutcome,
+    severity_name, FindingFilter, FindingRecord, FindingSummary, HostRecord, Page, PhaseRecord,
+    RunFilter, RunRecord, ValidBatch, WriteOutcome,
 };
 
 mod annotations;
@@ -83,6 +83,8 @@ struct Statements {
     upsert_host: String,
     upsert_run: String,
     add_count: String,
+    record_phase: String,
+    prune_phases: String,
 }
 
 impl SqliteStore {
@@ -128,6 +130,8 @@ impl SqliteStore {
             upsert_host: sql::SQLITE.upsert_host(),
             upsert_run: sql::SQLITE.upsert_run(),
             add_count: sql::SQLITE.add_finding_count(),
+            record_phase: sql::SQLITE.record_phase(),
+            prune_phases: sql::SQLITE.prune_phases(),
         };
         let (tx, rx) = mpsc::channel(1024);
         let max_idle = config.read_connections;
@@ -286,7 +290,8 @@ impl Store for SqliteStore {
                 .query_map(rusqlite::params_from_iter(only.iter()), run_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             let (current, preflight) = super::rollup::current_by_host(file_runs);
-            let (ids, runs) = super::rollup::cause_keys(current.values().flatten());
+            let (ids, runs) =
+                super::rollup::cause_keys(current.values().flatten().chain(preflight.values()));
             let causes = match sql::SQLITE.select_causes(ids.len(), runs.len()) {
                 Some(q) => c
                     .prepare_cached(&q)?
@@ -324,6 +329,29 @@ impl Store for SqliteStore {
                     run_row,
                 )?
                 .map(|r| r.map(RunRecord::from))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn run_phases(
+        &self,
+        run_ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<PhaseRecord>, StoreError>> {
+        self.read(move |c| {
+            if run_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows = c
+                .prepare_cached(&sql::SQLITE.select_phases(run_ids.len()))?
+                .query_map(rusqlite::params_from_iter(run_ids.iter()), |r| {
+                    Ok(super::phase_record(
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                    ))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -759,7 +787,18 @@ fn write_batch(
                     run_row,
                 )
                 .optional()?;
+            // Only an update the run took (not an older one) can change its phase.
             if let Some(row) = row {
+                let ordinal: Option<i64> = tx
+                    .prepare_cached(&sql.record_phase)?
+                    .query_row(params![row.run_id, row.phase, super::phase_time(r)], |x| {
+                        x.get(0)
+                    })
+                    .optional()?;
+                if let Some(n) = ordinal.filter(|n| *n > super::MAX_PHASES) {
+                    tx.prepare_cached(&sql.prune_phases)?
+                        .execute(params![row.run_id, n - super::MAX_PHASES])?;
+                }
                 outcome.runs.push(row.into());
             }
         }

@@ -46,6 +46,7 @@ fn active_window(id: &str, host: &str) -> MaintenanceWindow {
         hosts: vec![host.into()],
         starts_at: now - time::Duration::minutes(1),
         ends_at: now + time::Duration::hours(1),
+        require_clean_preflight: false,
     }
 }
 

@@ -16,6 +16,7 @@ fn window_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WindowRow> {
         hosts: r.get(2)?,
         starts_ns: r.get(3)?,
         ends_ns: r.get(4)?,
+        require_clean_preflight: r.get(5)?,
     })
 }
 
@@ -42,9 +43,18 @@ impl SqliteStore {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let (hosts, starts_ns, ends_ns) = window_values(&w);
             let inserted = tx.execute(
-                "INSERT INTO maintenance_windows (id, name, hosts, starts_ns, ends_ns, created_ns) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
-                params![w.id, w.name, hosts, starts_ns, ends_ns, crate::model::now_unix_nano()],
+                "INSERT INTO maintenance_windows (id, name, hosts, starts_ns, ends_ns, created_ns, \
+                 require_clean_preflight) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (id) DO NOTHING",
+                params![
+                    w.id,
+                    w.name,
+                    hosts,
+                    starts_ns,
+                    ends_ns,
+                    crate::model::now_unix_nano(),
+                    w.require_clean_preflight
+                ],
             )?;
             if inserted == 0 {
                 return Err(StoreError::Conflict(format!("window `{}`", w.id)));
