@@ -90,10 +90,15 @@ pub(crate) async fn windows(State(st): State<AppState>) -> Response {
         };
         let _ = write!(
             rows,
-            r#"<tr data-window="{id}"><td><a href="/windows/{href}"><strong>{name}</strong></a><small class="sub mono">{id}</small></td><td class="mono">{hosts}</td><td>{starts}</td><td>{ends}</td><td>{state}</td><td>{action}</td></tr>"#,
+            r#"<tr data-window="{id}"><td><a href="/windows/{href}"><strong>{name}</strong></a><small class="sub mono">{id}</small>{gate}</td><td class="mono">{hosts}</td><td>{starts}</td><td>{ends}</td><td>{state}</td><td>{action}</td></tr>"#,
             id = esc(&w.id),
             href = esc(&percent_encode(&w.id)),
             name = esc(&w.name),
+            gate = if w.require_clean_preflight {
+                r#"<small class="sub" data-gate="required">requires a clean preflight</small>"#
+            } else {
+                ""
+            },
             hosts = esc(&w.hosts.join(", ")),
             starts = local_time(w.starts_at),
             ends = local_time(w.ends_at),
@@ -109,10 +114,11 @@ pub(crate) async fn windows(State(st): State<AppState>) -> Response {
 <section class="card"><h2>New window</h2>
 <form class="board" id="window-form" data-api="/api/v1/windows">
 {name}{hosts}{starts}{duration}{ends}
+<div class="check"><input id="require_clean_preflight" name="require_clean_preflight" type="checkbox"><label for="require_clean_preflight">Require a clean preflight</label></div>
 <div><button type="submit">Create window</button></div>
 <p class="form-error" role="alert" hidden></p>
 </form>
-<p class="muted small">Give a duration or an end. Start and end are in your local time; an empty start means now.</p>
+<p class="muted small">Give a duration or an end. Start and end are in your local time; an empty start means now. A window that requires a clean preflight marks and alerts on each host in it whose latest preflight predicts a failure or that has none.</p>
 </section>"#,
         empty = if windows.is_empty() {
             r#"<p class="empty">No maintenance windows yet.</p>"#
@@ -166,6 +172,7 @@ pub(crate) async fn window(State(st): State<AppState>, Path(id): Path<String>) -
         })
         .collect();
     let count = |s: &str| hosts.iter().filter(|h| h.state == s).count();
+    let gate = gate_card(&w, &hosts);
     let state = span_state(
         now,
         Some(w.starts_at),
@@ -176,7 +183,7 @@ pub(crate) async fn window(State(st): State<AppState>, Path(id): Path<String>) -
         r#"<p class="crumbs"><a href="/windows">Windows</a> / window</p>
 <section class="card">
   <div class="title-row">{badge}<h1>{name}</h1></div>
-  <dl class="meta"><dt>Id</dt><dd class="mono">{id}</dd><dt>Hosts</dt><dd class="mono">{globs}</dd><dt>From</dt><dd>{starts}</dd><dt>Until</dt><dd>{ends}</dd><dt>Source</dt><dd>{source}</dd></dl>
+  <dl class="meta"><dt>Id</dt><dd class="mono">{id}</dd><dt>Hosts</dt><dd class="mono">{globs}</dd><dt>From</dt><dd>{starts}</dd><dt>Until</dt><dd>{ends}</dd><dt>Source</dt><dd>{source}</dd><dt>Preflight</dt><dd>{requires}</dd></dl>
 </section>
 <section class="summary">
   <div class="stat"><span class="label">Hosts in scope</span><span class="value" id="stat-hosts">{n}</span></div>
@@ -185,6 +192,7 @@ pub(crate) async fn window(State(st): State<AppState>, Path(id): Path<String>) -
   <div class="stat" data-state="in_progress"><span class="label">In progress</span><span class="value">{running}</span></div>
   <div class="stat" data-state="succeeded"><span class="label">Succeeded</span><span class="value">{ok}</span></div>
 </section>
+{gate}
 <section class="card"><h2>Hosts</h2>{table}{empty}
 <p><a href="/findings?window={qid}">Findings in this window</a></p></section>"#,
         badge = state_badge(state),
@@ -199,6 +207,11 @@ pub(crate) async fn window(State(st): State<AppState>, Path(id): Path<String>) -
         } else {
             "created here or with the API"
         },
+        requires = if w.require_clean_preflight {
+            "required clean"
+        } else {
+            "not required"
+        },
         n = hosts.len(),
         failed = count("failed"),
         stalled = count("stalled"),
@@ -212,6 +225,34 @@ pub(crate) async fn window(State(st): State<AppState>, Path(id): Path<String>) -
         },
     );
     page(&w.name, &body).into_response()
+}
+
+/// For a window that requires a clean preflight: the hosts in scope that are not clean, each
+/// with why (see [`crate::gate`]), or a line saying all are clean.
+fn gate_card(w: &MaintenanceWindow, hosts: &[crate::model::HostRecord]) -> String {
+    if !w.require_clean_preflight {
+        return String::new();
+    }
+    let blocked = crate::gate::blocked(w, hosts);
+    if blocked.is_empty() {
+        return r#"<section class="card" id="gate"><h2>Preflight gate</h2><p data-gate="clean">Every host in scope has a clean preflight.</p></section>"#.to_owned();
+    }
+    let items: String = blocked
+        .iter()
+        .map(|(h, _)| {
+            format!(
+                r#"<li data-host="{host}" data-gate="blocked"><a href="/hosts/{href}"><strong>{host}</strong></a> {cell}</li>"#,
+                host = esc(&h.hostname),
+                href = esc(&percent_encode(&h.hostname)),
+                cell = super::fleet::preflight_cell(h),
+            )
+        })
+        .collect();
+    format!(
+        r#"<section class="card gate" id="gate"><h2>Preflight gate: {n} host{s} not clean</h2><p class="muted">This window requires a clean preflight; while it is active each host below is alerted on.</p><ul class="causes">{items}</ul></section>"#,
+        n = blocked.len(),
+        s = if blocked.len() == 1 { "" } else { "s" },
+    )
 }
 
 /// `/silences`.

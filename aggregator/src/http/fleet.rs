@@ -3,8 +3,9 @@
 //! fragment that `dashboard.js` swaps in when the event stream says a host changed, so the rows
 //! have one renderer.
 //!
-//! A row is a list of [`COLUMNS`]: a new per-host status is one more entry there (a preflight
-//! column, say, reads `HostRecord::preflight`, which the rollup keeps out of the state).
+//! A row is a list of [`COLUMNS`]: a new per-host status is one more entry there. The preflight
+//! column reads `HostRecord::preflight`, which the rollup keeps out of the state: a prediction
+//! is shown beside the host's state, never as it.
 
 use std::fmt::Write as _;
 
@@ -46,6 +47,10 @@ const COLUMNS: &[Column] = &[
     Column {
         header: "Last log line",
         cell: last_line_cell,
+    },
+    Column {
+        header: "Preflight",
+        cell: preflight_cell,
     },
     Column {
         header: "Window",
@@ -198,6 +203,45 @@ fn last_line_cell(h: &HostRecord) -> String {
         }
         _ => cell,
     }
+}
+
+/// The host's latest preflight: what it will fail with (linked to the finding that says so),
+/// "clean", or "no preflight yet"; and when it was taken.
+pub(crate) fn preflight_cell(h: &HostRecord) -> String {
+    use crate::gate::Preflight;
+    let verdict = Preflight::of(h);
+    let main = match &verdict {
+        Preflight::Missing => {
+            return r#"<span class="muted preflight" data-preflight="missing">no preflight yet</span>"#
+                .to_owned()
+        }
+        Preflight::Clean => {
+            r#"<span class="badge outcome-succeeded preflight" data-preflight="clean">clean</span>"#
+                .to_owned()
+        }
+        Preflight::WillFail { title, finding_id } => {
+            let text = format!("{} will fail: {title}", h.hostname);
+            match finding_id {
+                Some(id) => format!(
+                    r#"<a class="preflight will-fail" data-preflight="will-fail" href="/findings/{}">{}</a>"#,
+                    esc(&super::percent_encode(id)),
+                    esc(&text)
+                ),
+                None => format!(
+                    r#"<span class="preflight will-fail" data-preflight="will-fail">{}</span>"#,
+                    esc(&text)
+                ),
+            }
+        }
+    };
+    let when = h
+        .preflight
+        .as_ref()
+        .and_then(|r| r.updated_time.as_deref().or(r.started_time.as_deref()));
+    format!(
+        r#"{main}<small class="sub">checked {}</small>"#,
+        time_cell(when)
+    )
 }
 
 fn window_cell(h: &HostRecord) -> String {

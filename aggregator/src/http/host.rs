@@ -1,4 +1,5 @@
-//! The host page (`/hosts/{host}`: the host's current runs worst first with their causes, then
+//! The host page (`/hosts/{host}`: the host's current runs worst first with their causes, its
+//! preflight, a timeline of its runs' phases with their durations and where each stopped, then
 //! its earlier attempts) and the run page (`/runs/{run_id}`: every finding of the run, primary
 //! first, with its evidence and fix).
 
@@ -17,7 +18,8 @@ use super::dashboard::{
 };
 use super::fleet::{board_hosts, file_name};
 use super::{percent_encode, AppState};
-use crate::model::{FindingFilter, FindingRecord, RunFilter, RunRecord};
+use crate::model::{FindingFilter, FindingRecord, PhaseRecord, RunFilter, RunRecord};
+use crate::store::PREFLIGHT_SOURCE;
 
 /// Runs and findings a host or run page reads at most.
 const PAGE_ROWS: u32 = 1000;
@@ -30,11 +32,14 @@ fn not_found(what: &str, id: &str) -> Response {
     (StatusCode::NOT_FOUND, page("Not found", &body)).into_response()
 }
 
-/// How long a run ran, from its start to its last log line ("1h 05m", "42s").
-pub(crate) fn duration(r: &RunRecord) -> Option<String> {
-    let parse = |t: Option<&str>| t.and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
-    let d = parse(r.last_line_time.as_deref())? - parse(r.started_time.as_deref())?;
-    let s = d.whole_seconds();
+fn parse(t: Option<&str>) -> Option<OffsetDateTime> {
+    t.and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+}
+
+/// The span from `from` to `to` ("1h 05m", "42s"); `None` when either is unknown or the span
+/// is negative.
+fn span(from: Option<&str>, to: Option<&str>) -> Option<String> {
+    let s = (parse(to)? - parse(from)?).whole_seconds();
     if s < 0 {
         return None;
     }
@@ -43,6 +48,103 @@ pub(crate) fn duration(r: &RunRecord) -> Option<String> {
         60..3600 => format!("{}m {:02}s", s / 60, s % 60),
         _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
     })
+}
+
+/// How long a run ran, from its start to its last log line ("1h 05m", "42s").
+pub(crate) fn duration(r: &RunRecord) -> Option<String> {
+    span(r.started_time.as_deref(), r.last_line_time.as_deref())
+}
+
+/// Runs the host page's timeline shows at most: the current ones, then the latest earlier.
+const TIMELINE_RUNS: usize = 20;
+
+/// One run's phases in order with how long each lasted (until the next, the last until the
+/// run's last log line) and where the run stopped.
+fn run_timeline(r: &RunRecord, phases: &[&PhaseRecord], open: bool) -> String {
+    let mut items = String::new();
+    if let Some(first) = phases.first().filter(|p| p.ordinal > 1) {
+        let _ = write!(
+            items,
+            r#"<li class="muted">{} earlier phase{} not kept</li>"#,
+            first.ordinal - 1,
+            if first.ordinal == 2 { "" } else { "s" }
+        );
+    }
+    for (i, p) in phases.iter().enumerate() {
+        let next = phases.get(i + 1);
+        let last = next.is_none();
+        let end = next.map_or(r.last_line_time.as_deref(), |n| n.started_time.as_deref());
+        let (class, mark) = match (last, r.outcome.as_str()) {
+            (true, "failed") => ("stopped", " · stopped here"),
+            (true, "stalled") => ("stalled", " · stalled here"),
+            (true, "in_progress") => ("current", " · running"),
+            _ => ("", ""),
+        };
+        let _ = write!(
+            items,
+            r#"<li value="{ordinal}" class="{class}" data-phase="{name}">{name} <small class="muted">{start}</small><span class="dur">{dur}{mark}</span></li>"#,
+            ordinal = p.ordinal,
+            name = esc(&p.phase),
+            start = full_time_cell(p.started_time.as_deref()),
+            dur = span(p.started_time.as_deref(), end).unwrap_or_else(|| "—".into()),
+        );
+    }
+    let body = if items.is_empty() {
+        r#"<p class="muted">No phases reported.</p>"#.to_owned()
+    } else {
+        format!(r#"<ol class="phases">{items}</ol>"#)
+    };
+    format!(
+        r#"<details data-timeline="{id}"{open}><summary>{outcome} <span class="mono">{file}</span> <small class="muted">{kind}{index} · started {started} · ran for {dur}</small></summary>{body}</details>"#,
+        id = esc(&r.run_id),
+        open = if open { " open" } else { "" },
+        outcome = outcome_badge(&r.outcome),
+        file = esc(file_name(&r.source_path)),
+        kind = esc(&r.log_kind.replace('_', " ")),
+        index = if r.run_index > 0 {
+            format!(" · attempt {}", r.run_index + 1)
+        } else {
+            String::new()
+        },
+        started = full_time_cell(r.started_time.as_deref()),
+        dur = duration(r).unwrap_or_else(|| "—".into()),
+    )
+}
+
+/// The host's preflight: its verdict and the findings of its latest preflight run.
+fn preflight_card(host: &crate::model::HostRecord, findings: &[FindingRecord]) -> String {
+    let mut items = String::new();
+    for f in findings {
+        let _ = write!(
+            items,
+            r#"<li data-finding="{id}">{sev} <a href="/findings/{href}">{title}</a>{fix}</li>"#,
+            id = esc(&f.id),
+            sev = severity_badge(&f.severity),
+            href = esc(&percent_encode(&f.id)),
+            title = esc(title_of(f)),
+            fix = if f.detail.remediation.summary.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    r#"<p class="fix-summary">{}</p>"#,
+                    inline_code(&f.detail.remediation.summary)
+                )
+            },
+        );
+    }
+    let list = if items.is_empty() {
+        if host.preflight.is_some() {
+            r#"<p class="muted">The latest preflight found nothing.</p>"#.to_owned()
+        } else {
+            String::new()
+        }
+    } else {
+        format!(r#"<ul class="why">{items}</ul>"#)
+    };
+    format!(
+        r#"<section class="card" id="preflight"><h2>Preflight</h2><p>{}</p>{list}</section>"#,
+        super::fleet::preflight_cell(host)
+    )
 }
 
 fn title_of(f: &FindingRecord) -> &str {
@@ -156,11 +258,68 @@ pub(crate) async fn host(State(st): State<AppState>, Path(name): Path<String>) -
         *counts.entry(f.run_id.as_str()).or_default() += 1;
     }
     let current: Vec<&RunRecord> = host.current_runs.iter().collect();
+    // Preflight snapshots are not setup runs: they have a card of their own.
     let mut earlier: Vec<&RunRecord> = runs
         .iter()
+        .filter(|r| r.source_path != PREFLIGHT_SOURCE)
         .filter(|r| !host.current_runs.iter().any(|c| c.run_id == r.run_id))
         .collect();
     earlier.sort_by(|a, b| b.started_time.cmp(&a.started_time));
+    let shown: Vec<&RunRecord> = current
+        .iter()
+        .chain(&earlier)
+        .take(TIMELINE_RUNS)
+        .copied()
+        .collect();
+    let phases = match st
+        .store
+        .run_phases(shown.iter().map(|r| r.run_id.clone()).collect())
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return unavailable(e),
+    };
+    let timeline: String = shown
+        .iter()
+        .map(|r| {
+            let mine: Vec<&PhaseRecord> = phases.iter().filter(|p| p.run_id == r.run_id).collect();
+            let is_current = host.current_runs.iter().any(|c| c.run_id == r.run_id);
+            run_timeline(r, &mine, is_current)
+        })
+        .collect();
+    let hidden = (current.len() + earlier.len()).saturating_sub(shown.len());
+    let timeline = format!(
+        r#"<section class="card timeline" id="timeline"><h2>Timeline</h2><p class="muted">Each run's phases in order, how long each lasted and where the run stopped.</p>{}{}</section>"#,
+        if timeline.is_empty() {
+            r#"<p class="muted">No runs yet.</p>"#.to_owned()
+        } else {
+            timeline
+        },
+        if hidden > 0 {
+            format!(r#"<p class="muted">{hidden} older runs not shown.</p>"#)
+        } else {
+            String::new()
+        }
+    );
+    let preflight_findings = match &host.preflight {
+        Some(p) => match st
+            .store
+            .findings(FindingFilter {
+                run: Some(p.run_id.clone()),
+                limit: PAGE_ROWS,
+                ..FindingFilter::default()
+            })
+            .await
+        {
+            Ok(mut page) => {
+                sort_run_findings(&mut page.items);
+                page.items
+            }
+            Err(e) => return unavailable(e),
+        },
+        None => Vec::new(),
+    };
+    let preflight = preflight_card(&host, &preflight_findings);
 
     let mut why = String::new();
     for c in &host.causes {
@@ -216,7 +375,9 @@ pub(crate) async fn host(State(st): State<AppState>, Path(name): Path<String>) -
   <dl class="meta"><dt>Name</dt><dd>{fqdn}</dd><dt>System</dt><dd>{os}</dd><dt>Agent</dt><dd>{agent} <span class="muted">via {collector}</span></dd><dt>Last report</dt><dd>{seen}</dd><dt>Window</dt><dd>{windows}</dd></dl>
 </section>
 {why}
+{preflight}
 <section class="card"><h2>Runs now</h2><p class="muted">The latest run of each log, worst first.</p>{current}</section>
+{timeline}
 <section class="card"><h2>Earlier attempts</h2>{earlier}</section>
 <p><a href="/findings?host={qhost}">All findings of {name}</a></p>"#,
         state = outcome_badge(&host.state),

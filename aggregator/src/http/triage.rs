@@ -1,22 +1,26 @@
 //! `/findings`: triage. Filters (minimum severity, host glob, rule, run outcome, maintenance
 //! window), text search over titles and evidence, a time range, and the same view exported as
-//! CSV or JSON (`format=csv|json`). Info findings are hidden unless asked for.
+//! CSV or JSON (`format=csv|json`) with each finding's triage: its acknowledgement, assignee
+//! and notes, each with who and when. Info findings are hidden unless asked for.
 //!
 //! Filters come from a GET form, so a filtered view is a link that can be shared.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::dashboard::{esc, page, severity_badge, time_cell, unavailable};
 use super::fleet::file_name;
 use super::{percent_encode, AppState};
-use crate::model::{outcome_number, severity_number, FindingFilter, FindingRecord};
+use crate::model::{
+    outcome_number, severity_number, AnnotationRecord, FindingFilter, FindingRecord,
+};
 
 /// Rows shown on the page; exports take up to `http.max_page_size`.
 const SHOWN: u32 = 200;
@@ -151,12 +155,78 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv(items: &[FindingRecord]) -> String {
+/// One triage action as an export shows it.
+#[derive(Debug, Serialize)]
+struct Mark {
+    /// Assignee, note text, or the remark of an acknowledgement.
+    value: String,
+    by: String,
+    at: Option<String>,
+}
+
+/// A finding's triage state in an export: the current acknowledgement and assignment (the
+/// latest of each) and every note, oldest first.
+#[derive(Debug, Default, Serialize)]
+struct Triage {
+    acknowledged: Option<Mark>,
+    assigned: Option<Mark>,
+    notes: Vec<Mark>,
+}
+
+impl Triage {
+    /// From a finding's notes, oldest first.
+    fn of(notes: &[&AnnotationRecord]) -> Self {
+        let mark = |n: &AnnotationRecord| Mark {
+            value: n.value.clone(),
+            by: n.by.clone(),
+            at: n.at.clone(),
+        };
+        let mut t = Triage::default();
+        for n in notes {
+            match n.action.as_str() {
+                "ack" => t.acknowledged = Some(mark(n)),
+                "assign" => t.assigned = Some(mark(n)),
+                _ => t.notes.push(mark(n)),
+            }
+        }
+        t
+    }
+}
+
+/// Each finding's triage, by finding id.
+fn triage_by_id(notes: &[AnnotationRecord]) -> HashMap<&str, Triage> {
+    let mut by: HashMap<&str, Vec<&AnnotationRecord>> = HashMap::new();
+    for n in notes {
+        by.entry(n.id.as_str()).or_default().push(n);
+    }
+    by.into_iter().map(|(k, v)| (k, Triage::of(&v))).collect()
+}
+
+fn csv(items: &[FindingRecord], notes: &[AnnotationRecord]) -> String {
+    let triage = triage_by_id(notes);
+    let none = Triage::default();
     let mut out = String::from(
-        "observed_time,severity,host,rule_id,title,primary,run_id,source_path,line_number,id\r\n",
+        "observed_time,severity,host,rule_id,title,primary,run_id,source_path,line_number,id,\
+         acknowledged_by,acknowledged_at,assignee,assigned_by,assigned_at,notes\r\n",
     );
     for f in items {
         let line_number = f.line_number.to_string();
+        let t = triage.get(f.id.as_str()).unwrap_or(&none);
+        let part = |m: &Option<Mark>, which: fn(&Mark) -> &str| -> String {
+            m.as_ref().map(which).unwrap_or("").to_owned()
+        };
+        // One cell for all notes: "<time> <who>: <text>", oldest first.
+        let notes = t
+            .notes
+            .iter()
+            .map(|n| format!("{} {}: {}", n.at.as_deref().unwrap_or(""), n.by, n.value))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let ack_by = part(&t.acknowledged, |m| &m.by);
+        let ack_at = part(&t.acknowledged, |m| m.at.as_deref().unwrap_or(""));
+        let assignee = part(&t.assigned, |m| &m.value);
+        let assigned_by = part(&t.assigned, |m| &m.by);
+        let assigned_at = part(&t.assigned, |m| m.at.as_deref().unwrap_or(""));
         let fields = [
             f.observed_time.as_deref().unwrap_or(""),
             f.severity.as_str(),
@@ -168,6 +238,12 @@ fn csv(items: &[FindingRecord]) -> String {
             f.source_path.as_str(),
             line_number.as_str(),
             f.id.as_str(),
+            ack_by.as_str(),
+            ack_at.as_str(),
+            assignee.as_str(),
+            assigned_by.as_str(),
+            assigned_at.as_str(),
+            notes.as_str(),
         ];
         let row: Vec<String> = fields.iter().map(|s| csv_field(s)).collect();
         out.push_str(&row.join(","));
@@ -224,9 +300,26 @@ pub(crate) async fn findings(State(st): State<AppState>, Query(q): Query<TriageQ
         },
         Err(e) => (Vec::new(), Some(e)),
     };
+    let ids: Vec<String> = items.iter().map(|f| f.id.clone()).collect();
+    let notes = match st.store.annotations("finding".into(), ids).await {
+        Ok(n) => n,
+        Err(e) => return unavailable(e),
+    };
     match (export.as_deref(), &error) {
         (Some(_), Some(e)) => return super::api::error(StatusCode::BAD_REQUEST, e.clone()),
         (Some("json"), None) => {
+            let mut triage = triage_by_id(&notes);
+            let items: Vec<serde_json::Value> = items
+                .iter()
+                .map(|f| {
+                    let mut v = serde_json::to_value(f).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        let t = triage.remove(f.id.as_str()).unwrap_or_default();
+                        o.insert("triage".into(), serde_json::to_value(t).unwrap_or_default());
+                    }
+                    v
+                })
+                .collect();
             return Json(serde_json::json!({ "items": items })).into_response();
         }
         (Some("csv"), None) => {
@@ -238,7 +331,7 @@ pub(crate) async fn findings(State(st): State<AppState>, Query(q): Query<TriageQ
                         "attachment; filename=\"patchwatch-findings.csv\"",
                     ),
                 ],
-                csv(&items),
+                csv(&items, &notes),
             )
                 .into_response();
         }
@@ -298,11 +391,6 @@ pub(crate) async fn findings(State(st): State<AppState>, Query(q): Query<TriageQ
             ""
         ),
     );
-    let ids: Vec<String> = items.iter().map(|f| f.id.clone()).collect();
-    let notes = match st.store.annotations("finding".into(), ids).await {
-        Ok(n) => n,
-        Err(e) => return unavailable(e),
-    };
     let mut rows = String::new();
     for f in &items {
         let mine: Vec<&crate::model::AnnotationRecord> =

@@ -137,6 +137,8 @@
         v = String(v).trim();
         if (v === "") return;
         var input = form.querySelector('[name="' + k + '"]');
+        // A ticked checkbox is a yes (an unticked one is not in the form data at all).
+        if (input && input.type === "checkbox") { body[k] = true; return; }
         // A datetime-local input is the reader's local time; the API takes RFC 3339.
         if (input && input.type === "datetime-local") {
           var d = new Date(v);
