@@ -343,3 +343,52 @@ fn readme_figure() -> (usize, usize, usize) {
     );
     (claim[1], claim[0], opening[0])
 }
+
+/// Scans one committed real log as the scoreboard does.
+fn scan_real(file: &str) -> ScanOutput {
+    let bytes = std::fs::read(data_dir().join(file)).expect("real log is committed");
+    let mut ctx = ScanContext::new("HOST", file);
+    ctx.kind = Some(LogKind::Msi);
+    scan_bytes(Arc::new(Catalog::builtin()), ctx, &bytes)
+}
+
+/// The primary finding of the run, which must exist.
+fn primary(out: &ScanOutput) -> &Finding {
+    let id = out.runs[0].primary_finding_id.as_deref().expect("a primary cause");
+    out.findings.iter().find(|f| f.id == id).expect("emitted")
+}
+
+#[test]
+fn another_install_in_progress_1618_from_the_execution_mutex() {
+    let out = scan_real("msi/powertoys-15191-1618-execution-mutex.excerpt.log");
+    assert_eq!(out.runs[0].outcome, Outcome::Failed);
+    assert_eq!(out.runs[0].exit_code, Some(1618));
+    let f = primary(&out);
+    assert_eq!(f.rule_id, "msi.another-install-in-progress");
+    assert_eq!(f.line, 1, "the mutex line is the cause, not the exit line");
+}
+
+#[test]
+fn powershell_custom_action_refused_by_the_execution_policy() {
+    let out = scan_real("msi/lithnet-108-powershell-not-digitally-signed.excerpt.log");
+    assert_eq!(out.runs[0].outcome, Outcome::Failed);
+    let f = primary(&out);
+    assert_eq!(cause_class(&f.rule_id), "policy", "{}", f.rule_id);
+    let text = finding_text(f, true);
+    assert!(text.contains("is not digitally signed"), "{text}");
+    // The failed custom action is named by the run, whatever rule titles the cause.
+    assert_eq!(out.runs[0].fields["failed_action"], "CreateEventSource");
+}
+
+#[test]
+fn a_wrapper_reporting_3010_is_a_success_that_needs_a_restart() {
+    let out = scan_real("success/owncloud-winget-3010-status-0.excerpt.log");
+    assert!(out.runs.iter().all(|r| r.outcome == Outcome::Succeeded));
+    assert!(out.findings.iter().all(|f| f.severity == Severity::Info));
+    let note = out
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "msi.wrapper-exit-reboot")
+        .expect("the 3010 is explained");
+    assert!(note.remediation.summary.contains("restart"));
+}
