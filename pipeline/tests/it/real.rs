@@ -354,7 +354,10 @@ fn scan_real(file: &str) -> ScanOutput {
 
 /// The primary finding of the run, which must exist.
 fn primary(out: &ScanOutput) -> &Finding {
-    let id = out.runs[0].primary_finding_id.as_deref().expect("a primary cause");
+    let id = out.runs[0]
+        .primary_finding_id
+        .as_deref()
+        .expect("a primary cause");
     out.findings.iter().find(|f| f.id == id).expect("emitted")
 }
 
