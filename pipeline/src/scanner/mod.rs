@@ -217,8 +217,7 @@ impl FileScanner {
             let bom = b.starts_with(&[0xFF, 0xFE])
                 || b.starts_with(&[0xFE, 0xFF])
                 || b.starts_with(&[0xEF, 0xBB, 0xBF]);
-            let first_line = b.len() >= 16 && memchr::memchr(b'\n', b).is_some();
-            if bom || first_line || b.len() >= 128.min(SNIFF_LEN) {
+            if bom || sniff_len(b).is_some() {
                 self.start_decoding();
             }
             return;
@@ -361,7 +360,8 @@ impl FileScanner {
     }
 
     fn start_decoding(&mut self) {
-        let d = sniff(&self.decoding.sniff_buf);
+        let b = &self.decoding.sniff_buf;
+        let d = sniff(&b[..sniff_len(b).unwrap_or(b.len())]);
         self.decoding.detected = Some(d);
         let mut dec = TextDecoder::new(d.encoding);
         let buf = std::mem::take(&mut self.decoding.sniff_buf);
@@ -483,4 +483,14 @@ impl FileScanner {
             b.pos = b.pos.saturating_sub(keep);
         }
     }
+}
+
+/// How much of a file's start decides its encoding, once that much is there: its first line
+/// (at least 16 bytes), at most 128 bytes. The same prefix decides however the file arrives,
+/// whole or a few bytes at a time, so the encoding never depends on how reads were cut.
+fn sniff_len(b: &[u8]) -> Option<usize> {
+    const MIN: usize = 16;
+    let max = 128.min(SNIFF_LEN);
+    let k = memchr::memchr(b'\n', &b[..b.len().min(max)]).map_or(max, |i| (i + 1).max(MIN));
+    (b.len() >= k).then_some(k)
 }

@@ -206,10 +206,7 @@ proptest! {
     }
 
     /// Real logs of each model, damaged: no panic, and the same result in pieces.
-    // Ignored: a found divergence not yet fixed. Minimal input: sample 2 with
-    // `[Delete(18322731649948224, 19), Flip(0, 0)]` gives 29 runs whole and 5 in pieces.
     #[test]
-    #[ignore = "found divergence between whole and pieced scans of a damaged log, not yet fixed"]
     fn damaged_real_logs_scan_the_same_in_any_pieces(
         which in 0usize..4,
         edits in prop::collection::vec(edit(), 1..6),
@@ -390,4 +387,27 @@ summary = "Odd [text] here."
         .iter()
         .filter(|f| f.rule_id == "fuzz.odd")
         .all(|f| f.remediation.summary == "Odd [text] here."));
+}
+
+/// Found case: a broken BOM (`FF 0D 0D 0A FE`) before misaligned UTF-16. The encoding was
+/// sniffed from the first 16 bytes when they came alone but from 4 KiB when the file came
+/// whole: 4 lines and a failed run in pieces, 32 lines and no run whole.
+#[test]
+fn a_broken_bom_decodes_the_same_whole_and_in_pieces() {
+    let (_, path, base) = seeds().swap_remove(2);
+    let bytes = apply(
+        base,
+        &[
+            Edit::Insert(468, vec![b'\r']),
+            Edit::Insert(1, b"\r\r\n".to_vec()),
+        ],
+    );
+    let whole = scan(None, path, &bytes, &[]);
+    for cut in [1, 5, 16, 17, 100, 127, 128, 129] {
+        assert_eq!(
+            essence(&scan(None, path, &bytes, &[cut])),
+            essence(&whole),
+            "cut at {cut}"
+        );
+    }
 }
