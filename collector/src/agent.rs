@@ -159,7 +159,7 @@ impl Agent {
         let fallback = patchwatch_pipeline::decode::code_page(&cfg.sources.encoding_fallback)
             .ok_or_else(|| StartError::Encoding(cfg.sources.encoding_fallback.clone()))?;
         let collector_id = collector_id(&cfg.data_dir, &host.hostname)?;
-        let opts = if cfg.aggregator_enabled() {
+        let mut opts = if cfg.aggregator_enabled() {
             Some(DeliveryOptions::from_config(
                 cfg,
                 collector_id,
@@ -185,7 +185,7 @@ impl Agent {
             move || sp.sync().map_err(std::io::Error::other),
             health.clone(),
         );
-        let preflight = start_preflight(cfg, &catalog, &spool, &host)?;
+        let preflight = start_preflight(cfg, &catalog, &spool, &host, opts.as_mut())?;
         let matcher = Matcher::new(MatcherSetup {
             catalog,
             store,
@@ -321,12 +321,14 @@ fn supervised(
 }
 
 /// Starts the periodic preflight when `[preflight]` is enabled and this OS has a state to
-/// read (Windows).
+/// read (Windows); `delivery`, when there is an aggregator, then asks it for a snapshot when
+/// a maintenance window covering this host starts.
 fn start_preflight(
     cfg: &AgentConfig,
     catalog: &Arc<Catalog>,
     spool: &Spool,
     host: &pb::HostInfo,
+    delivery: Option<&mut DeliveryOptions>,
 ) -> Result<Option<crate::preflight::PreflightTask>, StartError> {
     if !cfg.preflight.enabled {
         return Ok(None);
@@ -340,6 +342,11 @@ fn start_preflight(
         spool: spool.clone(),
         host: host.clone(),
         interval: cfg.preflight.interval.get(),
+        requests: delivery.map(|d| {
+            let (tx, rx) = delivery::snapshot_requests();
+            d.preflight = Some(tx);
+            rx
+        }),
     };
     crate::preflight::PreflightTask::spawn(state, setup)
         .map(Some)

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod owner;
+mod preflight;
 pub mod service;
 pub mod status;
 pub mod validate;

@@ -340,6 +340,17 @@ impl IngestService {
             Some(id) => ownership.check(id, host),
             None => Ok(()),
         };
+        // Only for a host the sender owns: a collector learns nothing of others' windows.
+        let preflight_window = match (&self.windows, &batch.host) {
+            (Some(windows), Some(host)) if owns(&host.hostname).is_ok() => {
+                super::preflight::window_key(
+                    windows,
+                    &host.hostname,
+                    time::OffsetDateTime::now_utc(),
+                )
+            }
+            _ => String::new(),
+        };
         let rules = ItemRules {
             owns: &owns,
             times: self.times,
@@ -353,6 +364,7 @@ impl IngestService {
             sequence,
             accepted,
             rejected,
+            preflight_window,
         };
         if valid.rows() == 0 && valid.hosts.is_empty() {
             return Ok(futures::future::ready(Ok(ack)).boxed());

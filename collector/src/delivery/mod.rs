@@ -7,11 +7,17 @@
 //! never logged) and gzip compression come from [`DeliveryOptions`].
 //!
 //! Delivery is at-least-once: a batch whose ack was lost is sent again after reconnecting.
+//!
+//! An idle connection sends an empty batch (its host set) every `heartbeat`, so that acks,
+//! and with them the aggregator's preflight requests ([`SnapshotRequests`]), reach a
+//! collector with nothing to deliver.
 
 mod item;
 mod options;
+mod request;
 mod stream;
 
 pub use item::{ItemError, SpoolItem};
 pub use options::{BearerToken, DeliveryError, DeliveryOptions, TlsMaterial};
+pub use request::{snapshot_requests, SnapshotRequests};
 pub use stream::run;

@@ -7,6 +7,10 @@
 //! of the sent ranges, so a record is deleted only after its own batch *and* every earlier
 //! batch were acknowledged. When the stream breaks, whatever was not acknowledged is sent
 //! again on the next session (the aggregator deduplicates findings by id).
+//!
+//! With nothing in flight for `heartbeat`, the session sends an empty batch; its ack, like
+//! every ack, may name a maintenance window, which [`WindowWatch`] turns into a preflight
+//! snapshot request.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -20,6 +24,7 @@ use tonic::codec::CompressionEncoding;
 
 use super::item::SpoolItem;
 use super::options::{DeliveryError, DeliveryOptions};
+use super::request::WindowWatch;
 use crate::spool::{Spool, SpoolError, DEFAULT_CONSUMER};
 use crate::telemetry;
 
@@ -31,7 +36,8 @@ enum SessionEnd {
 
 /// A sent batch waiting for its ack.
 struct InFlight {
-    first: u64,
+    /// First spool id of its range; `None` for a heartbeat, which has no records.
+    first: Option<u64>,
     sent_at: Instant,
 }
 
@@ -55,11 +61,17 @@ pub async fn run(
     }
     let mut sequence = initial_sequence();
     let mut attempt: u32 = 0;
+    let mut windows = WindowWatch::default();
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let end = session(&opts, &spool, &shutdown, &mut sequence, &mut attempt).await;
+        let state = SessionState {
+            sequence: &mut sequence,
+            attempt: &mut attempt,
+            windows: &mut windows,
+        };
+        let end = session(&opts, &spool, &shutdown, state).await;
         telemetry::connected(false);
         match end {
             Ok(SessionEnd::Shutdown) => return Ok(()),
@@ -95,13 +107,25 @@ fn initial_sequence() -> u64 {
     u64::try_from(now).unwrap_or(1)
 }
 
+/// What outlives a session: the batch sequence, the failed-attempt count and the last
+/// maintenance window an ack named.
+struct SessionState<'a> {
+    sequence: &'a mut u64,
+    attempt: &'a mut u32,
+    windows: &'a mut WindowWatch,
+}
+
 async fn session(
     opts: &DeliveryOptions,
     spool: &Spool,
     shutdown: &CancellationToken,
-    sequence: &mut u64,
-    attempt: &mut u32,
+    state: SessionState<'_>,
 ) -> Result<SessionEnd, DeliveryError> {
+    let SessionState {
+        sequence,
+        attempt,
+        windows,
+    } = state;
     let channel = tokio::select! {
         _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
         c = opts.connect() => c?,
@@ -133,6 +157,7 @@ async fn session(
     // Sent ranges by first id: (end id, acknowledged?).
     let mut ranges: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
     let mut linger_deadline: Option<tokio::time::Instant> = None;
+    let mut last_sent = tokio::time::Instant::now();
     tracing::info!(message = "Connected to aggregator.", endpoint = %opts.endpoint, replay_from = cursor);
 
     loop {
@@ -156,11 +181,12 @@ async fn session(
                         in_flight.insert(
                             *sequence,
                             InFlight {
-                                first,
+                                first: Some(first),
                                 sent_at: Instant::now(),
                             },
                         );
                         *sequence += 1;
+                        last_sent = tokio::time::Instant::now();
                         telemetry::count(telemetry::BATCHES_SENT, 1);
                         if tx.send(batch).await.is_err() {
                             return Ok(SessionEnd::Closed);
@@ -187,23 +213,44 @@ async fn session(
                     tracing::warn!(message = "Ack for an unknown batch sequence; ignored.", sequence = ack.sequence);
                     continue;
                 };
+                windows.ack(&ack.preflight_window, opts.preflight.as_ref());
+                telemetry::acked();
+                *attempt = 0;
+                let Some(first) = done.first else {
+                    continue; // a heartbeat: nothing spooled to acknowledge
+                };
                 telemetry::ack_latency(done.sent_at.elapsed().as_secs_f64());
                 telemetry::count(telemetry::BATCHES_ACKED, 1);
-                telemetry::acked();
                 if !ack.rejected.is_empty() {
                     telemetry::count(telemetry::ITEMS_REJECTED, ack.rejected.len() as u64);
                     for r in &ack.rejected {
                         tracing::warn!(message = "Aggregator rejected an item.", sequence = ack.sequence, index = r.index, run_update = r.run_update, reason = %r.reason);
                     }
                 }
-                if let Some(range) = ranges.get_mut(&done.first) {
+                if let Some(range) = ranges.get_mut(&first) {
                     range.1 = true;
                 }
                 ack_prefix(spool, &mut ranges)?;
-                *attempt = 0;
             }
             _ = spool.wait_for(waiting_for), if can_send => {}
             _ = sleep_until(linger_deadline), if can_send && linger_deadline.is_some() => {}
+            _ = tokio::time::sleep_until(last_sent + opts.heartbeat),
+                if acks.is_some() && in_flight.is_empty() =>
+            {
+                in_flight.insert(
+                    *sequence,
+                    InFlight {
+                        first: None,
+                        sent_at: Instant::now(),
+                    },
+                );
+                let batch = heartbeat(opts, *sequence);
+                *sequence += 1;
+                last_sent = tokio::time::Instant::now();
+                if tx.send(batch).await.is_err() {
+                    return Ok(SessionEnd::Closed);
+                }
+            }
         }
     }
 }
@@ -235,6 +282,17 @@ fn ack_prefix(spool: &Spool, ranges: &mut BTreeMap<u64, (u64, bool)>) -> Result<
         spool.ack(up_to)?;
     }
     Ok(())
+}
+
+/// An empty batch with this collector's host: the aggregator stores the host as seen and
+/// answers with an ack.
+fn heartbeat(opts: &DeliveryOptions, sequence: u64) -> Batch {
+    Batch {
+        collector_id: opts.collector_id.clone(),
+        sequence,
+        host: Some(opts.host.clone()),
+        ..Default::default()
+    }
 }
 
 fn build_batch(opts: &DeliveryOptions, sequence: u64, records: &[crate::spool::Record]) -> Batch {

@@ -1,6 +1,9 @@
 //! Preflight on the agent: a thread that takes a snapshot of the server's state every
-//! `preflight.interval` (and once at start) and appends its findings and run to the spool,
-//! where they travel like every other finding (aggregator, direct sinks).
+//! `preflight.interval`, once at start, and when the aggregator says a maintenance window
+//! covering this host has started (an ack's `preflight_window`, turned into a request by the
+//! delivery loop: [`crate::delivery::SnapshotRequests`]). It appends the snapshot's findings
+//! and run to the spool, where they travel like every other finding (aggregator, direct
+//! sinks).
 //!
 //! The checks are `patchwatch_pipeline::preflight`; this module adds the clock, the schedule
 //! and the Windows reader ([`WindowsState`], `cfg(windows)`). Each snapshot is a run of its
@@ -18,7 +21,7 @@ mod windows;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use patchwatch_pipeline::preflight::{self, CheckResult, Snapshot, SystemState, CHECKS};
 use patchwatch_pipeline::{Catalog, Finding, RunSummary};
 use patchwatch_proto as pb;
@@ -106,6 +109,9 @@ pub struct TaskSetup {
     pub host: pb::HostInfo,
     /// Time between snapshots.
     pub interval: Duration,
+    /// Requests for a snapshot now (a maintenance window started), from
+    /// [`crate::delivery::snapshot_requests`]; `None` without an aggregator.
+    pub requests: Option<Receiver<()>>,
 }
 
 /// The running preflight thread; [`PreflightTask::stop`] ends it.
@@ -115,7 +121,8 @@ pub struct PreflightTask {
 }
 
 impl PreflightTask {
-    /// Starts the thread: a snapshot now, then one every `setup.interval`.
+    /// Starts the thread: a snapshot now, then one every `setup.interval` and one at each
+    /// request.
     ///
     /// # Errors
     /// The OS refused a thread.
@@ -142,12 +149,26 @@ impl PreflightTask {
     }
 }
 
+/// Why a snapshot is taken, for the log.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Start,
+    Interval,
+    Window,
+}
+
 fn run(state: &dyn SystemState, setup: &TaskSetup, stop: &Receiver<()>) {
+    let mut requests = setup
+        .requests
+        .clone()
+        .unwrap_or_else(crossbeam_channel::never);
+    let mut trigger = Trigger::Start;
     loop {
         let pass = take(state, &setup.catalog, &setup.host.hostname);
         match append(&setup.spool, &items(&pass, &setup.host)) {
             Ok(()) => tracing::info!(
                 message = "Preflight snapshot taken.",
+                ?trigger,
                 run_id = %pass.snapshot.run_id(),
                 findings = pass.findings.len(),
                 not_run = pass.results.iter().filter(|r| matches!(r.status, preflight::Status::Failed(_))).count()
@@ -162,11 +183,18 @@ fn run(state: &dyn SystemState, setup: &TaskSetup, stop: &Receiver<()>) {
                 tracing::warn!(message = "A preflight check could not run.", check = r.check.id, error = %e);
             }
         }
-        // The sender is dropped to stop; nothing is ever sent.
-        match stop.recv_timeout(setup.interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
+        // The stop sender is dropped to stop; nothing is ever sent on it.
+        trigger = loop {
+            crossbeam_channel::select! {
+                recv(stop) -> _ => return,
+                recv(requests) -> msg => match msg {
+                    Ok(()) => break Trigger::Window,
+                    // Delivery ended: only the schedule is left.
+                    Err(_) => requests = crossbeam_channel::never(),
+                },
+                default(setup.interval) => break Trigger::Interval,
+            }
+        };
     }
 }
 
@@ -213,6 +241,7 @@ mod tests {
                 spool: spool.clone(),
                 host: host.clone(),
                 interval: Duration::from_secs(3600),
+                requests: None,
             },
         )
         .unwrap();
@@ -243,6 +272,52 @@ mod tests {
         assert_eq!(r.outcome, pb::RunOutcome::Failed as i32);
         assert_eq!(r.primary_finding_id, f.id);
         assert!(r.started_unix_nano > 0);
+    }
+
+    #[test]
+    fn a_request_takes_a_snapshot_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(SpoolOptions::new(dir.path())).unwrap();
+        let (requests, rx) = crate::delivery::snapshot_requests();
+        let task = PreflightTask::spawn(
+            Box::new(policy_set()),
+            TaskSetup {
+                catalog: Arc::new(Catalog::builtin()),
+                spool: spool.clone(),
+                host: convert::host_info(Some("EX03"), 0),
+                interval: Duration::from_secs(3600),
+                requests: Some(rx),
+            },
+        )
+        .unwrap();
+        let wait_for = |records: u64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while spool.next_id() < records {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} records spooled, waiting for {records}",
+                    spool.next_id()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_for(2); // the snapshot at start: a finding and its run
+        assert!(requests.request());
+        wait_for(4); // one more, long before the hour-long interval
+        let before = spool.next_id();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(spool.next_id(), before, "no snapshot without a request");
+        task.stop();
+        assert!(!requests.request(), "the thread is gone");
+        let runs: Vec<String> = spooled(&spool)
+            .into_iter()
+            .filter_map(|i| match i {
+                SpoolItem::RunUpdate(r) => Some(r.run_id),
+                SpoolItem::Finding(_) => None,
+            })
+            .collect();
+        assert_eq!(runs.len(), 2);
+        assert_ne!(runs[0], runs[1], "each snapshot is a run of its own");
     }
 
     #[test]

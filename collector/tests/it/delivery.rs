@@ -88,6 +88,7 @@ impl Ingest for TestIngest {
                     sequence: batch.sequence,
                     accepted: (batch.findings.len() + batch.run_updates.len()) as u32,
                     rejected: vec![],
+                    preflight_window: String::new(),
                 };
                 if tx.send(Ok(ack)).await.is_err() {
                     return;

@@ -1,10 +1,13 @@
 //! Preflight snapshots through the agent's delivery path to a real aggregator: stored like
 //! other findings, with category `preflight`, and each snapshot a run of mode `preflight`, the
-//! latest of which is the host's current state.
+//! latest of which is the host's current state. A maintenance window covering the host brings
+//! one more snapshot at its start, even to an idle collector.
 
 use std::time::{Duration, Instant};
 
 use patchwatch_aggregator::model::{FindingFilter, RunFilter};
+use patchwatch_aggregator::routing::MaintenanceWindow;
+use patchwatch_aggregator::store::Store;
 use patchwatch_collector::delivery::{self, DeliveryOptions};
 use patchwatch_collector::spool::{Spool, SpoolOptions};
 use patchwatch_collector::{convert, preflight};
@@ -99,6 +102,109 @@ async fn snapshots_are_stored_as_preflight_findings_and_runs() {
     );
     // The latest preflight run is the host's state: the board reads it first.
     assert!(clean.started_time > failed.started_time, "{runs:#?}");
+}
+
+/// The preflight runs stored for `host`, oldest first.
+async fn preflight_runs(store: &dyn Store, host: &str) -> Vec<String> {
+    let mut runs = store
+        .runs(RunFilter {
+            host: Some(host.into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    runs.retain(|r| r.mode == "preflight");
+    runs.sort_by_key(|r| r.started_time.clone());
+    runs.into_iter().map(|r| r.run_id).collect()
+}
+
+/// An idle collector (nothing to deliver after its first snapshot) learns from its heartbeat's
+/// ack that a maintenance window covering its host has started, and takes one snapshot, which
+/// reaches the store; it takes no more for the same window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_start_brings_a_snapshot_to_an_idle_collector() {
+    let host_name = "EX07";
+    let tmp = tempfile::tempdir().unwrap();
+    let agg = TestAggregator::start(&tmp.path().join("aggregator")).await;
+    let cfg = agent_config(&[], &tmp.path().join("agent"), &agg.endpoint(), host_name);
+    let host = convert::host_info(Some(host_name), 0);
+    let (spool, _) = Spool::open(SpoolOptions::new(tmp.path().join("spool"))).unwrap();
+    let (requests, rx) = delivery::snapshot_requests();
+    let mut opts = DeliveryOptions::from_config(&cfg, "window-test", host.clone()).unwrap();
+    opts.heartbeat = Duration::from_millis(200);
+    opts.preflight = Some(requests);
+    let state = FakeState::new().value(
+        Hive::LocalMachine,
+        r"SOFTWARE\Policies\Microsoft\Windows\PowerShell",
+        "ExecutionPolicy",
+        RegValue::String("AllSigned".into()),
+    );
+    let task = preflight::PreflightTask::spawn(
+        Box::new(state),
+        preflight::TaskSetup {
+            catalog: std::sync::Arc::new(Catalog::builtin()),
+            spool: spool.clone(),
+            host: host.clone(),
+            interval: Duration::from_secs(3600),
+            requests: Some(rx),
+        },
+    )
+    .unwrap();
+    let cancel = CancellationToken::new();
+    let sender = tokio::spawn(delivery::run(opts, spool.clone(), cancel.clone()));
+    let store = agg.store();
+
+    // The snapshot at start, then idle heartbeats: no window, no second snapshot.
+    let first = patchwatch_testkit::eventually(
+        Duration::from_secs(20),
+        "the snapshot at start stored",
+        async || {
+            let runs = preflight_runs(store.as_ref(), host_name).await;
+            (!runs.is_empty()).then_some(runs)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(preflight_runs(store.as_ref(), host_name).await, first);
+    assert_eq!(
+        spool.first_unacked(),
+        spool.next_id(),
+        "nothing left to send"
+    );
+
+    // A window over the host, stored as another aggregator sharing the database would: the
+    // window set reloads it within its reload interval.
+    let now = time::OffsetDateTime::now_utc();
+    store
+        .insert_window(MaintenanceWindow {
+            id: "cu15-wave-1".into(),
+            name: "CU15 wave 1".into(),
+            hosts: vec!["ex0*".into()],
+            starts_at: now - time::Duration::minutes(1),
+            ends_at: now + time::Duration::hours(2),
+            require_clean_preflight: false,
+        })
+        .await
+        .unwrap();
+    let bound = patchwatch_aggregator::windows::RELOAD_INTERVAL + Duration::from_secs(10);
+    let runs =
+        patchwatch_testkit::eventually(bound, "a snapshot at the window's start", async || {
+            let runs = preflight_runs(store.as_ref(), host_name).await;
+            (runs.len() > first.len()).then_some(runs)
+        })
+        .await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0], first[0]);
+    // Later heartbeats name the same window: no more snapshots for it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(preflight_runs(store.as_ref(), host_name).await, runs);
+
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), sender).await;
+    tokio::task::spawn_blocking(move || task.stop())
+        .await
+        .unwrap();
 }
 
 /// Elsewhere than Windows there is no registry to read: the command says so and where to run
