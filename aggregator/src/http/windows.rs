@@ -63,8 +63,9 @@ struct NewWindow {
     ends_at: Option<String>,
     /// e.g. `2h`, `90m`, `1h30m`, `1d`.
     duration: Option<String>,
-    /// Whether hosts in scope must have a clean preflight (default false).
-    require_clean_preflight: Option<bool>,
+    /// Whether hosts in scope must have a clean preflight: `true` or `false` (the default).
+    /// Read as any JSON value so that a wrong one is refused naming this field.
+    require_clean_preflight: Option<serde_json::Value>,
 }
 
 pub(crate) async fn list(State(st): State<AppState>) -> Response {
@@ -150,6 +151,16 @@ fn build(req: NewWindow, now: OffsetDateTime) -> Result<MaintenanceWindow, Refus
         req.duration.as_deref(),
         now,
     )?;
+    let require_clean_preflight = match req.require_clean_preflight {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(bad(
+                "require_clean_preflight",
+                format!("{other} is not true or false"),
+            ))
+        }
+    };
     let id = match req.id {
         Some(id) => id.trim().to_owned(),
         None => generated_id(&name, now),
@@ -160,7 +171,7 @@ fn build(req: NewWindow, now: OffsetDateTime) -> Result<MaintenanceWindow, Refus
         hosts,
         starts_at,
         ends_at,
-        require_clean_preflight: req.require_clean_preflight.unwrap_or(false),
+        require_clean_preflight,
     };
     window.validate().map_err(|e| {
         let field = match &e {

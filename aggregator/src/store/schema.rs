@@ -288,3 +288,128 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     ALTER TABLE maintenance_windows ADD COLUMN require_clean_preflight BOOLEAN NOT NULL DEFAULT FALSE;",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    //! A database the previous release wrote (schema version 5) opens with this build: it
+    //! gains the phase history and the window flag, keeps its windows (not gated), and records
+    //! phases from then on.
+
+    use super::*;
+    use crate::model::{NewRun, ValidBatch};
+    use crate::store::Store;
+
+    fn run(phase: &str, at: i64) -> ValidBatch {
+        ValidBatch {
+            runs: vec![NewRun {
+                run_id: "r1".into(),
+                host: "EX01".into(),
+                source_path: "ExchangeSetup.log".into(),
+                log_kind: 1,
+                outcome: 1,
+                phase: phase.into(),
+                updated_ns: at,
+                last_line_ns: at,
+                ..NewRun::default()
+            }],
+            ..ValidBatch::default()
+        }
+    }
+
+    /// Checks a store opened over a version 5 database holding window `w5` and run `r1`.
+    async fn check_migrated(store: &dyn Store) {
+        let windows = store.windows().await.unwrap();
+        assert_eq!(windows.len(), 1);
+        assert_eq!(windows[0].id, "w5");
+        assert!(!windows[0].require_clean_preflight);
+        // The run's phase from before the upgrade is not history; changes from now on are.
+        store.write_batch(run("Language Files", 20)).await.unwrap();
+        store.write_batch(run("Language Files", 21)).await.unwrap();
+        store.write_batch(run("Mailbox role", 30)).await.unwrap();
+        let phases: Vec<(i64, String)> = store
+            .run_phases(vec!["r1".into()])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.ordinal, p.phase))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                (1, "Language Files".to_owned()),
+                (2, "Mailbox role".to_owned())
+            ]
+        );
+    }
+
+    const V5_ROWS: &str = "INSERT INTO maintenance_windows (id, name, hosts, starts_ns, ends_ns, \
+        created_ns) VALUES ('w5', 'old', '[\"EX*\"]', 1, 2000000000000000000, 1); \
+        INSERT INTO runs (run_id, host, source_path, log_kind, run_index, outcome, mode, product, \
+        target_build, installed_build, phase, exit_code, primary_finding_id, started_ns, \
+        updated_ns, last_line_ns) VALUES ('r1', 'EX01', 'ExchangeSetup.log', 1, 0, 1, '', '', \
+        '', '', 'Prerequisites', NULL, '', 1, 10, 10);";
+
+    #[tokio::test]
+    async fn a_version_5_sqlite_database_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
+                 description TEXT NOT NULL, applied_ns INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (v, d, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 <= 5) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                    rusqlite::params![v, d],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(V5_ROWS).unwrap();
+        }
+        let store = crate::store::sqlite::SqliteStore::open(&path, &Default::default())
+            .await
+            .unwrap();
+        check_migrated(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_version_5_postgres_database_migrates() {
+        let Some(url) = patchwatch_testkit::postgres::database().await else {
+            return;
+        };
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, \
+                 description TEXT NOT NULL, applied_ns BIGINT NOT NULL)",
+            )
+            .await
+            .unwrap();
+        for (v, d, sql) in POSTGRES_MIGRATIONS.iter().filter(|m| m.0 <= 5) {
+            client.batch_execute(sql).await.unwrap();
+            client
+                .execute(
+                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
+                    &[v, &d.to_string()],
+                )
+                .await
+                .unwrap();
+        }
+        client.batch_execute(V5_ROWS).await.unwrap();
+        drop(client);
+        let _ = task.await;
+        let store = crate::store::postgres::PostgresStore::open(&url, 2)
+            .await
+            .unwrap();
+        check_migrated(&store).await;
+        store.close().await;
+    }
+}

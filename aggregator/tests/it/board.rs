@@ -1,7 +1,10 @@
 //! The maintenance-window board over real HTTP on loopback, on SQLite and PostgreSQL: fleet
 //! rows roll up every log of a host (worst first, each failure's cause linked), a stall ends
 //! when its run writes again, the window banner shows readable times, and the host and run
-//! pages are pages (not JSON errors) with the primary cause first.
+//! pages are pages (not JSON errors) with the primary cause first. The host page's timeline
+//! shows each run's phases from the stored history (bounded per run); the preflight column
+//! and a window that requires a clean preflight mark hosts that are not clean; exports carry
+//! the triage notes.
 
 use std::net::SocketAddr;
 
@@ -11,6 +14,8 @@ use patchwatch_proto::{Batch, RunUpdate};
 backend_tests! {
     a_fleet_row_rolls_up_every_log_of_its_host => rollup;
     a_stall_ends_when_the_run_writes_again => stall_ends;
+    the_host_page_shows_each_runs_phases_and_where_it_stopped => phase_timeline;
+    the_board_shows_preflight_and_a_gated_window_marks_hosts_not_clean => preflight_board;
 }
 
 const HOUR: i64 = 3_600_000_000_000;
@@ -443,6 +448,43 @@ async fn notes_and_pages(http: SocketAddr) {
     let (_, _, page) = get_text(http, "/findings").await;
     assert!(page.contains("ack · alice"));
 
+    // Exports carry each finding's triage: acknowledged, assigned, noted, with who and when.
+    for body in [
+        r#"{"target":"finding","id":"ex01-cause","action":"assign","value":"bob","by":"carol"}"#,
+        r#"{"target":"finding","id":"ex01-cause","action":"note","value":"waiting on CHG-7, then rerun","by":"bob"}"#,
+    ] {
+        let (status, _) = post(http, "/api/v1/annotations", body, None).await;
+        assert_eq!(status, 201);
+    }
+    let json = get_json(http, "/findings?q=disabled&format=json").await;
+    let t = &json["items"][0]["triage"];
+    assert_eq!(t["acknowledged"]["by"], "alice", "{json}");
+    assert!(t["acknowledged"]["at"]
+        .as_str()
+        .is_some_and(|a| a.ends_with('Z')));
+    assert_eq!(t["assigned"]["value"], "bob");
+    assert_eq!(t["assigned"]["by"], "carol");
+    assert_eq!(t["notes"][0]["value"], "waiting on CHG-7, then rerun");
+    assert_eq!(t["notes"][0]["by"], "bob");
+    let json = get_json(http, "/findings?rule=msi.install-failed&format=json").await;
+    assert!(
+        json["items"][0]["triage"]["acknowledged"].is_null(),
+        "{json}"
+    );
+    let (_, _, body) = get_text(http, "/findings?q=disabled&format=csv").await;
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(
+        lines[0]
+            .ends_with(",acknowledged_by,acknowledged_at,assignee,assigned_by,assigned_at,notes"),
+        "{body}"
+    );
+    assert!(lines[1].contains(",alice,"), "{body}");
+    assert!(lines[1].contains(",bob,carol,"), "{body}");
+    assert!(
+        lines[1].ends_with(r#" bob: waiting on CHG-7, then rerun""#),
+        "a note with a comma is quoted: {body}"
+    );
+
     // Window pages: the list with its end button, the window with its hosts.
     let (status, _, page) = get_text(http, "/windows").await;
     assert_eq!(status, 200);
@@ -504,6 +546,265 @@ async fn stall_ends(backend: Backend) {
     let (_, _, page) = get_text(agg.http_addr(), "/").await;
     assert!(fleet_row(&page, "EX04").contains(r#"data-state="in_progress""#));
     assert!(!page.contains("badge outcome-stalled"));
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+/// The `<li>` phases of run `run` in the host page's timeline: (name, duration text).
+fn timeline_phases(page: &str, run: &str) -> Vec<(String, String)> {
+    let start = page
+        .find(&format!(r#"<details data-timeline="{run}""#))
+        .unwrap_or_else(|| panic!("no timeline for {run}"));
+    let end = page[start..].find("</details>").unwrap() + start;
+    page[start..end]
+        .split(r#"data-phase=""#)
+        .skip(1)
+        .map(|li| {
+            let name = li.split('"').next().unwrap().to_owned();
+            let dur = li
+                .split(r#"<span class="dur">"#)
+                .nth(1)
+                .and_then(|d| d.split("</span>").next())
+                .unwrap()
+                .to_owned();
+            (name, dur)
+        })
+        .collect()
+}
+
+async fn phase_timeline(backend: Backend) {
+    let Some((config, _dir)) = config(backend).await else {
+        return;
+    };
+    let (agg, shutdown) = start(config).await;
+    let mut grpc = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut grpc).await.unwrap();
+    let now = now_ns();
+    let minute = 60_000_000_000;
+    let t0 = now - HOUR;
+    // Phases arrive one value per update, as the agent sends them: each change with the time
+    // of its log line. A repeat, a delta without a phase, and an older update change nothing.
+    let update = |phase: &str, at: i64, outcome: i32| RunUpdate {
+        started_unix_nano: t0,
+        phase: phase.into(),
+        ..run_of("EX05", "ex05-setup", "ExchangeSetup.log", outcome, at)
+    };
+    let runs = vec![
+        update("Language Files", t0, 1),
+        update("Mailbox role: Transport service", t0 + 2 * minute, 1),
+        update("Mailbox role: Transport service", t0 + 3 * minute, 1),
+        RunUpdate {
+            run_id: "ex05-setup".into(),
+            host: "EX05".into(),
+            updated_unix_nano: t0 + 4 * minute,
+            last_line_unix_nano: t0 + 4 * minute,
+            ..RunUpdate::default()
+        },
+        update("Mailbox role: Client Access service", t0 + 5 * minute, 1),
+    ];
+    let ack = stream.roundtrip(batch_with(1, "EX05", vec![], runs)).await;
+    assert!(ack.rejected.is_empty(), "{ack:?}");
+    let stale = update("Stale phase", t0 + minute, 1);
+    let mut failed = update("Mailbox role: Client Access service", t0 + 35 * minute, 3);
+    failed.exit_code = Some(1);
+    stream
+        .roundtrip(batch_with(2, "EX05", vec![], vec![stale, failed]))
+        .await;
+
+    let (status, _, page) = get_text(agg.http_addr(), "/hosts/EX05").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(r#"id="timeline""#), "{page}");
+    assert_eq!(
+        timeline_phases(&page, "ex05-setup"),
+        [
+            ("Language Files".to_owned(), "2m 00s".to_owned()),
+            (
+                "Mailbox role: Transport service".to_owned(),
+                "3m 00s".to_owned()
+            ),
+            (
+                "Mailbox role: Client Access service".to_owned(),
+                "30m 00s · stopped here".to_owned()
+            ),
+        ],
+        "phases in order, each until the next, the last until the run's last line"
+    );
+
+    // A run that reports more phases than the store keeps: the latest stay, and the page
+    // says how many earlier ones were dropped.
+    let n = 256 + 5;
+    let many: Vec<RunUpdate> = (0..n)
+        .map(|i| RunUpdate {
+            source_path: r"C:\Windows\Temp\MSI5a.LOG".into(),
+            started_unix_nano: t0,
+            ..run_of(
+                "EX05",
+                "ex05-msi",
+                "MSI5a.LOG",
+                1,
+                t0 + i64::from(i) * 1_000_000_000,
+            )
+        })
+        .enumerate()
+        .map(|(i, mut u)| {
+            u.phase = format!("Action{i:03}");
+            u
+        })
+        .collect();
+    stream.roundtrip(batch_with(3, "EX05", vec![], many)).await;
+    let (_, _, page) = get_text(agg.http_addr(), "/hosts/EX05").await;
+    let phases = timeline_phases(&page, "ex05-msi");
+    assert_eq!(phases.len(), 256, "bounded per run");
+    assert_eq!(phases[0].0, "Action005");
+    assert_eq!(phases[255].0, format!("Action{:03}", n - 1));
+    assert!(phases[255].1.ends_with("running"), "{:?}", phases[255]);
+    assert!(page.contains("5 earlier phases not kept"));
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+/// A preflight run of `host` (the agent's `preflight` source), its primary finding `primary`.
+fn preflight_run(host: &str, run: &str, outcome: i32, primary: &str, at: i64) -> RunUpdate {
+    RunUpdate {
+        run_id: run.into(),
+        host: host.into(),
+        source_path: "preflight".into(),
+        log_kind: 4,
+        outcome,
+        mode: "preflight".into(),
+        primary_finding_id: primary.into(),
+        updated_unix_nano: at,
+        ..RunUpdate::default()
+    }
+}
+
+async fn preflight_board(backend: Backend) {
+    let Some((config, _dir)) = config(backend).await else {
+        return;
+    };
+    let (agg, shutdown) = start(config).await;
+    let http = agg.http_addr();
+    let mut grpc = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut grpc).await.unwrap();
+    let now = now_ns();
+    // EX06 will fail (a high preflight finding), EX07 is clean (a medium one only), EX08 has
+    // no preflight; each also has a running setup.
+    let mut will_fail = finding(
+        "ex06-pf",
+        "EX06",
+        "exchange.su.servicecontrol-execution-policy",
+        4,
+        "preflight-EX06-1",
+    );
+    will_fail.title = "Will fail with: ExecutionPolicy defined by Group Policy".into();
+    will_fail.category = "preflight".into();
+    will_fail.source_path = "preflight".into();
+    let mut medium = finding(
+        "ex07-pf",
+        "EX07",
+        "exchange.setup.low-disk",
+        3,
+        "preflight-EX07-1",
+    );
+    medium.category = "preflight".into();
+    medium.source_path = "preflight".into();
+    for (seq, host, findings, pre) in [
+        (
+            1,
+            "EX06",
+            vec![will_fail],
+            Some(preflight_run("EX06", "preflight-EX06-1", 3, "ex06-pf", now)),
+        ),
+        (
+            2,
+            "EX07",
+            vec![medium],
+            Some(preflight_run("EX07", "preflight-EX07-1", 2, "", now)),
+        ),
+        (3, "EX08", vec![], None),
+    ] {
+        let mut runs = vec![run_of(
+            host,
+            &format!("{host}-setup"),
+            "ExchangeSetup.log",
+            1,
+            now,
+        )];
+        runs.extend(pre);
+        let ack = stream
+            .roundtrip(batch_with(seq, host, findings, runs))
+            .await;
+        assert!(ack.rejected.is_empty(), "{ack:?}");
+    }
+
+    // The fleet column: what it will fail with, linked; clean; none yet.
+    let (_, _, page) = get_text(http, "/").await;
+    assert!(page.contains(r#"<th scope="col">Preflight</th>"#));
+    let row = fleet_row(&page, "EX06");
+    assert!(
+        row.contains(r#"href="/findings/ex06-pf">EX06 will fail: ExecutionPolicy defined by Group Policy</a>"#),
+        "{row}"
+    );
+    assert!(
+        row.contains(r#"data-state="in_progress""#),
+        "a prediction is not the host's state: {row}"
+    );
+    assert!(fleet_row(&page, "EX07").contains(r#"data-preflight="clean""#));
+    assert!(fleet_row(&page, "EX08").contains("no preflight yet"));
+    // The host page lists the preflight findings.
+    let (_, _, page) = get_text(http, "/hosts/EX07").await;
+    let card = &page[page.find(r#"id="preflight""#).expect("a preflight card")..];
+    assert!(card.contains(r#"data-finding="ex07-pf""#), "{card}");
+    assert!(
+        !page.contains(r#"data-run="preflight-EX07-1""#),
+        "a preflight snapshot is not an earlier attempt"
+    );
+
+    // A window that requires a clean preflight: the same validation as any other field.
+    let (status, body) = post(
+        http,
+        "/api/v1/windows",
+        r#"{"id":"gated","name":"CU16","hosts":"EX0*","duration":"2h","require_clean_preflight":"yes"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("require_clean_preflight"),
+        "{body}"
+    );
+    let (status, body) = post(
+        http,
+        "/api/v1/windows",
+        r#"{"id":"gated","name":"CU16","hosts":"EX0*","duration":"2h","require_clean_preflight":true}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["require_clean_preflight"], true);
+    let listed = get_json(http, "/api/v1/windows").await;
+    assert_eq!(
+        listed["items"][0]["require_clean_preflight"], true,
+        "{listed}"
+    );
+    let (_, _, page) = get_text(http, "/windows/gated").await;
+    let gate = &page[page.find(r#"id="gate""#).expect("a gate card")..];
+    let gate = &gate[..gate.find("</section>").unwrap()];
+    let blocked: Vec<&str> = gate
+        .split(r#"<li data-host=""#)
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap())
+        .collect();
+    assert_eq!(blocked, ["EX06", "EX08"], "{gate}");
+    let (_, _, page) = get_text(http, "/windows").await;
+    assert!(page.contains(r#"data-gate="required""#));
 
     drop(stream);
     shutdown.cancel();

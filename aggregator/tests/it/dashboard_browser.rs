@@ -3,7 +3,9 @@
 //! fleet view updates without a reload and highlights only rows that changed, each page
 //! renders (host, run, finding, findings, windows, window, silences), a window and a silence
 //! are created through their forms and a window is ended, a finding is acknowledged, a filter
-//! is applied. Screenshots of each page go to `target/screenshots/` (CI keeps them), and to
+//! is applied. The fleet shows each host's preflight, the host page the timeline of a run's
+//! phases (`host-timeline.png`), and a window created through its form to require a clean preflight lists the hosts
+//! that are not clean. Screenshots of each page go to `target/screenshots/` (CI keeps them), and to
 //! `docs/` with `PATCHWATCH_UPDATE_SCREENSHOTS=1`.
 
 use std::net::SocketAddr;
@@ -303,6 +305,54 @@ async fn every_page_and_action_in_chromium() {
         ))
         .await;
 
+    // Preflights: EXCH02 will fail, EXCH01 is clean, the others have none.
+    let now = i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap();
+    for (seq, host, outcome, findings) in [
+        (100, "EXCH01", 2, vec![]),
+        (
+            101,
+            "EXCH02",
+            3,
+            vec![Finding {
+                category: "preflight".into(),
+                source_path: "preflight".into(),
+                run_id: "preflight-EXCH02-1".into(),
+                ..issue(
+                    "ex02-preflight",
+                    "EXCH02",
+                    "preflight-EXCH02-1",
+                    "exchange.su.servicecontrol-execution-policy",
+                    4,
+                    "Will fail with: ExecutionPolicy defined by Group Policy",
+                    &["PowerShell ExecutionPolicy defined by Group Policy", "HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows\\PowerShell ExecutionPolicy = AllSigned"],
+                    "Remove the ExecutionPolicy setting from Group Policy before the update.",
+                    &["Run `gpresult /h gp.html` to find the policy that sets it."],
+                )
+            }],
+        ),
+    ] {
+        let primary = findings.first().map(|f: &Finding| f.id.clone()).unwrap_or_default();
+        stream
+            .roundtrip(Batch {
+                collector_id: format!("{host}-collector"),
+                sequence: seq,
+                findings,
+                run_updates: vec![patchwatch_proto::RunUpdate {
+                    run_id: format!("preflight-{host}-1"),
+                    host: host.into(),
+                    source_path: "preflight".into(),
+                    log_kind: 4,
+                    outcome,
+                    mode: "preflight".into(),
+                    primary_finding_id: primary,
+                    updated_unix_nano: now - 3_600_000_000_000,
+                    ..Default::default()
+                }],
+                host: Some(host_info(host)),
+            })
+            .await;
+    }
+
     let (_driver, webdriver) = start_driver(&driver_path).await;
     let profile = tempfile::tempdir().unwrap();
     let chromium =
@@ -355,15 +405,32 @@ async fn every_page_and_action_in_chromium() {
         .await,
         serde_json::json!(["EXCH03", "EXCH02", "EXCH01"])
     );
+    // The preflight column: what EXCH02 will fail with, linked to the finding.
+    assert_eq!(
+        js(
+            &browser,
+            "document.querySelector('tr[data-host=\"EXCH02\"] a.will-fail').textContent"
+        )
+        .await,
+        serde_json::json!("EXCH02 will fail: ExecutionPolicy defined by Group Policy")
+    );
+    assert_eq!(
+        js(
+            &browser,
+            "[...document.querySelectorAll('#fleet tbody tr')].map(r => r.dataset.host + ':' + r.querySelector('[data-preflight]').dataset.preflight)"
+        )
+        .await,
+        serde_json::json!(["EXCH03:missing", "EXCH02:will-fail", "EXCH01:clean"])
+    );
     // A marker that a reload would wipe.
     browser
         .execute("window.__noReload = 42; return null;", vec![])
         .await
         .unwrap();
 
-    // New findings and run updates arrive over gRPC while the page is open.
-    stream
-        .roundtrip(fleet_batch(
+    // New findings and run updates arrive over gRPC while the page is open; the setup went
+    // through two phases before the one it stopped at.
+    let mut batch = fleet_batch(
             4,
             "EXCH05",
             3,
@@ -411,8 +478,28 @@ async fn every_page_and_action_in_chromium() {
                     &["Check the ACL on the path."],
                 ),
             ],
-        ))
-        .await;
+        );
+    let stopped = batch.run_updates[0].clone();
+    let minute = 60_000_000_000;
+    for (i, phase) in ["Language Files", "Mailbox role: Client Access service"]
+        .into_iter()
+        .enumerate()
+    {
+        let at = stopped.last_line_unix_nano - (40 - 15 * i as i64) * minute;
+        batch.run_updates.insert(
+            i,
+            patchwatch_proto::RunUpdate {
+                outcome: 1,
+                phase: phase.into(),
+                updated_unix_nano: stopped.updated_unix_nano - 10 + i as i64,
+                last_line_unix_nano: at,
+                started_unix_nano: stopped.last_line_unix_nano - 40 * minute,
+                ..stopped.clone()
+            },
+        );
+    }
+    batch.run_updates[2].started_unix_nano = stopped.last_line_unix_nano - 40 * minute;
+    stream.roundtrip(batch).await;
     let row = browser
         .wait()
         .at_most(WAIT)
@@ -551,8 +638,39 @@ async fn every_page_and_action_in_chromium() {
         why.contains("Service MSExchangeTransport failed to start"),
         "{why}"
     );
+    // Its timeline: each phase with how long it lasted, and where the run stopped.
+    let phases = js(
+        &browser,
+        "[...document.querySelectorAll('details[data-timeline=\"EXCH05-run-1\"] li[data-phase]')]\
+         .map(li => li.dataset.phase + ' | ' + li.querySelector('.dur').textContent)",
+    )
+    .await;
+    assert_eq!(
+        phases,
+        serde_json::json!([
+            "Language Files | 15m 00s",
+            "Mailbox role: Client Access service | 25m 00s",
+            "Mailbox role: Transport service | 0s · stopped here"
+        ])
+    );
+    assert!(
+        shown_text(&browser, "#timeline li.stopped", "the phase it stopped at")
+            .await
+            .contains("Mailbox role: Transport service"),
+    );
+    assert!(shown_text(&browser, "#preflight", "the preflight card")
+        .await
+        .contains("no preflight yet"));
     page_basics(&browser, "/hosts/{host}").await;
     screenshot(&browser, "host.png").await;
+    browser
+        .execute(
+            "document.getElementById('preflight').scrollIntoView(); return null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    screenshot(&browser, "host-timeline.png").await;
     browser
         .goto(&format!("{base}/runs/EXCH05-run-1"))
         .await
@@ -576,7 +694,7 @@ async fn every_page_and_action_in_chromium() {
         .await
         .unwrap()
         .len();
-    assert_eq!(before, 4, "every finding but info");
+    assert_eq!(before, 5, "every finding but info");
     browser
         .find(Locator::Css("#f-min_severity option[value=critical]"))
         .await
@@ -635,6 +753,13 @@ async fn every_page_and_action_in_chromium() {
     fill(&browser, "name", "CU15 wave 1").await;
     fill(&browser, "hosts", "EXCH0*").await;
     fill(&browser, "duration", "forever").await;
+    browser
+        .find(Locator::Id("require_clean_preflight"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     submit(&browser, "#window-form").await;
     until(
         &browser,
@@ -655,6 +780,7 @@ async fn every_page_and_action_in_chromium() {
         row.contains("CU15 wave 1") && row.contains("active"),
         "{row}"
     );
+    assert!(row.contains("requires a clean preflight"), "{row}");
     screenshot(&browser, "windows.png").await;
     browser
         .find(Locator::Css("#windows tbody a"))
@@ -677,6 +803,15 @@ async fn every_page_and_action_in_chromium() {
     assert_eq!(
         in_scope,
         serde_json::json!(["EXCH01", "EXCH02", "EXCH03", "EXCH05"])
+    );
+    // The window requires a clean preflight: every host in it but the clean EXCH01 is marked.
+    assert_eq!(
+        js(
+            &browser,
+            "[...document.querySelectorAll('#gate li[data-gate=blocked]')].map(l => l.dataset.host).sort()",
+        )
+        .await,
+        serde_json::json!(["EXCH02", "EXCH03", "EXCH05"])
     );
     screenshot(&browser, "window.png").await;
     browser.goto(&format!("{base}/")).await.unwrap();

@@ -2,7 +2,8 @@
 //! reach a real Prometheus Alertmanager (`.ci/setup-alertmanager.sh`, read back through
 //! `GET /api/v2/alerts`) and a real rsyslog (`.ci/setup-rsyslog.sh`); maintenance windows
 //! created through the HTTP API mute, re-route and tag findings of their hosts; destinations
-//! that are down never hold up an ack or another destination. Restarts and outages are in
+//! that are down never hold up an ack or another destination; a window that requires a clean
+//! preflight alerts on each host in it that is not clean. Restarts and outages are in
 //! `forwarding.rs`.
 
 use std::net::SocketAddr;
@@ -473,4 +474,146 @@ timeout_ms = 20
     shutdown.cancel();
     agg.wait().await.unwrap();
     server.abort();
+}
+
+/// A preflight run update of `host`: failed (a high finding `primary`) or clean.
+fn preflight(host: &str, outcome: i32, primary: &str) -> patchwatch_proto::RunUpdate {
+    patchwatch_proto::RunUpdate {
+        run_id: format!("preflight-{host}-1"),
+        host: host.into(),
+        source_path: "preflight".into(),
+        log_kind: 4,
+        outcome,
+        mode: "preflight".into(),
+        primary_finding_id: primary.into(),
+        updated_unix_nano: now_ns(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_requiring_a_clean_preflight_alerts_on_hosts_not_clean() {
+    let Some(am) = env_or_skip("PATCHWATCH_ALERTMANAGER_URL", "setup-alertmanager.sh") else {
+        return;
+    };
+    let token = run_token();
+    let (fails, clean, none) = (
+        format!("PF{token}A"),
+        format!("PF{token}B"),
+        format!("PF{token}C"),
+    );
+    let (config, _data) = sqlite_config(&format!(
+        r#"
+[routing]
+dashboard_url = "http://dashboard.test/"
+
+[[routing.route]]
+name = "preflight-gate"
+rule_ids = ["{rule}"]
+receivers = ["am"]
+group_by = ["rule_id", "host"]
+group_wait = "100ms"
+group_interval = "200ms"
+
+[routing.receivers.am]
+type = "alertmanager"
+url = "{am}"
+"#,
+        rule = patchwatch_aggregator::gate::GATE_RULE
+    ))
+    .await;
+    let (agg, shutdown) = start(config).await;
+    let http = agg.http_addr();
+    let mut client = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut client).await.unwrap();
+    let mut will_fail = fresh(
+        &format!("pf-{token}"),
+        &fails,
+        "exchange.su.servicecontrol-execution-policy",
+        4,
+    );
+    will_fail.title = "Will fail with: ExecutionPolicy defined by Group Policy".into();
+    will_fail.run_id = format!("preflight-{fails}-1");
+    will_fail.category = "preflight".into();
+    let batch = patchwatch_proto::Batch {
+        collector_id: format!("pf-{token}"),
+        sequence: 1,
+        host: None,
+        findings: vec![will_fail],
+        run_updates: vec![
+            preflight(&fails, 3, &format!("pf-{token}")),
+            preflight(&clean, 2, ""),
+            // A host known only from a setup run: it never reported a preflight.
+            patchwatch_proto::RunUpdate {
+                source_path: r"C:\ExchangeSetupLogs\ExchangeSetup.log".into(),
+                ..preflight(&none, 1, "")
+            },
+        ],
+    };
+    let ack = stream.roundtrip(batch).await;
+    assert!(ack.rejected.is_empty(), "{ack:?}");
+
+    // A window without the requirement raises nothing; one with it, created through the API,
+    // alerts on the failing host and the one without a preflight at once.
+    let (status, body) = post_json(
+        http,
+        "/api/v1/windows",
+        json!({ "name": "ungated", "hosts": format!("PF{token}*"), "duration": "1h" }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post_json(
+        http,
+        "/api/v1/windows",
+        json!({ "id": format!("gate-{token}"), "name": "CU16 wave 1", "hosts": format!("PF{token}*"),
+                "duration": "1h", "require_clean_preflight": true }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let mine = || async {
+        am_alerts(&am, patchwatch_aggregator::gate::GATE_RULE)
+            .await
+            .into_iter()
+            .filter(|a| {
+                a["labels"]["host"]
+                    .as_str()
+                    .is_some_and(|h| h.starts_with(&format!("PF{token}")))
+            })
+            .collect::<Vec<_>>()
+    };
+    let got = eventually(
+        Duration::from_secs(15),
+        "two preflight gate alerts",
+        || async {
+            let a = mine().await;
+            (a.len() == 2).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(hosts_of(&got), [fails.clone(), none.clone()]);
+    let f = got
+        .iter()
+        .find(|a| a["labels"]["host"] == fails.as_str())
+        .unwrap();
+    assert_eq!(f["labels"]["severity"], "high");
+    assert_eq!(f["labels"]["category"], "preflight");
+    assert!(f["labels"]["maintenance_window"].is_string(), "{f}");
+    assert_eq!(
+        f["generatorURL"],
+        format!("http://dashboard.test/findings/pf-{token}"),
+        "the alert links to the finding that predicts the failure"
+    );
+    let summary = f["annotations"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("CU16 wave 1")
+            && summary.contains("ExecutionPolicy defined by Group Policy"),
+        "{summary}"
+    );
+    // The clean host never alerts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hosts_of(&mine().await), [fails, none]);
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
 }
