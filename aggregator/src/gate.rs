@@ -29,7 +29,7 @@ pub enum Preflight {
     /// Its latest preflight run predicts no failure.
     Clean,
     /// Its latest preflight run predicts a failure; the title of the finding that says so
-    /// (without the "Will fail with: " prefix) and its id, when stored.
+    /// (without the "Will fail with: " prefix) and its id, when stored (else both empty).
     WillFail {
         /// What it will fail with.
         title: String,
@@ -57,8 +57,9 @@ impl Preflight {
                 .to_owned(),
                 finding_id: Some(c.finding_id.clone()),
             },
+            // The run names a finding this aggregator has not stored (yet).
             None => Self::WillFail {
-                title: "a finding not stored yet".to_owned(),
+                title: String::new(),
                 finding_id: None,
             },
         }
@@ -74,6 +75,7 @@ impl Preflight {
         match self {
             Self::Missing => "no preflight yet".to_owned(),
             Self::Clean => "clean".to_owned(),
+            Self::WillFail { title, .. } if title.is_empty() => "will fail".to_owned(),
             Self::WillFail { title, .. } => format!("will fail: {title}"),
         }
     }

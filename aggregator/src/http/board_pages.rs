@@ -239,12 +239,25 @@ fn gate_card(w: &MaintenanceWindow, hosts: &[crate::model::HostRecord]) -> Strin
     }
     let items: String = blocked
         .iter()
-        .map(|(h, _)| {
+        .map(|(h, verdict)| {
+            let reason = esc(&verdict.reason());
+            let reason = match verdict {
+                crate::gate::Preflight::WillFail {
+                    finding_id: Some(id),
+                    ..
+                } => format!(
+                    r#"<a class="preflight will-fail" href="/findings/{}">{reason}</a>"#,
+                    esc(&percent_encode(id))
+                ),
+                crate::gate::Preflight::WillFail { .. } => {
+                    format!(r#"<span class="preflight will-fail">{reason}</span>"#)
+                }
+                _ => format!(r#"<span class="muted">{reason}</span>"#),
+            };
             format!(
-                r#"<li data-host="{host}" data-gate="blocked"><a href="/hosts/{href}"><strong>{host}</strong></a> {cell}</li>"#,
+                r#"<li data-host="{host}" data-gate="blocked"><a href="/hosts/{href}"><strong>{host}</strong></a> {reason}</li>"#,
                 host = esc(&h.hostname),
                 href = esc(&percent_encode(&h.hostname)),
-                cell = super::fleet::preflight_cell(h),
             )
         })
         .collect();

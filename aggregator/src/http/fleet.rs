@@ -219,8 +219,8 @@ pub(crate) fn preflight_cell(h: &HostRecord) -> String {
             r#"<span class="badge outcome-succeeded preflight" data-preflight="clean">clean</span>"#
                 .to_owned()
         }
-        Preflight::WillFail { title, finding_id } => {
-            let text = format!("{} will fail: {title}", h.hostname);
+        Preflight::WillFail { finding_id, .. } => {
+            let text = format!("{} {}", h.hostname, verdict.reason());
             match finding_id {
                 Some(id) => format!(
                     r#"<a class="preflight will-fail" data-preflight="will-fail" href="/findings/{}">{}</a>"#,
