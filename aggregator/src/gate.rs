@@ -143,7 +143,6 @@ pub(crate) fn alert(
             fqdn: host.fqdn.clone(),
             ..HostInfo::default()
         }),
-        source_path: "preflight".to_owned(),
         run_id: host
             .preflight
             .as_ref()

@@ -213,8 +213,8 @@ impl WindowSet {
     }
 
     /// Adds the label `maintenance_window = <id>` to `finding` when a window covers its host
-    /// (`host.hostname`, else `host.fqdn`) at its observed time (or now, when it has none).
-    /// Returns whether it was tagged.
+    /// (`host.hostname`, else `host.fqdn`) at its observed time (or now, when it has none); a
+    /// label that already names a window covering it stays. Returns whether it was tagged.
     pub fn tag(&self, finding: &mut Finding) -> bool {
         let windows = self.read();
         tag_with(&windows, finding, "", OffsetDateTime::now_utc())
@@ -264,6 +264,16 @@ fn tag_with(
     } else {
         now
     };
+    // A label that already names a window covering the host stays: when windows overlap, a
+    // finding about one of them (a preflight gate alert) keeps naming it.
+    if let Some(current) = f.labels.get(MAINTENANCE_WINDOW_LABEL) {
+        if windows
+            .iter()
+            .any(|w| w.window.id == *current && w.covers(host, at))
+        {
+            return true;
+        }
+    }
     let Some(w) = windows.iter().find(|w| w.covers(host, at)) else {
         return false;
     };
@@ -388,6 +398,25 @@ mod tests {
         assert_eq!(set.tag_batch(&mut batch), 1);
         assert!(set.tag(&mut single));
         assert_eq!(batch.findings[0].labels, single.labels);
+    }
+
+    #[test]
+    fn a_label_naming_a_covering_window_stays_and_any_other_is_replaced() {
+        let set = WindowSet::new(vec![
+            window("first", &["ex*"], -60, 3600),
+            window("second", &["ex*"], -60, 3600),
+        ])
+        .unwrap();
+        let mut f = finding("EX01");
+        f.labels
+            .insert(MAINTENANCE_WINDOW_LABEL.into(), "second".into());
+        assert!(set.tag(&mut f));
+        assert_eq!(f.labels[MAINTENANCE_WINDOW_LABEL], "second");
+        // A label naming a window that does not cover the host (or none at all) is not kept.
+        f.labels
+            .insert(MAINTENANCE_WINDOW_LABEL.into(), "elsewhere".into());
+        assert!(set.tag(&mut f));
+        assert_eq!(f.labels[MAINTENANCE_WINDOW_LABEL], "first");
     }
 
     #[test]

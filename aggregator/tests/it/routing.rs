@@ -554,7 +554,11 @@ url = "{am}"
     assert!(ack.rejected.is_empty(), "{ack:?}");
 
     // A window without the requirement raises nothing; one with it, created through the API,
-    // alerts on the failing host and the one without a preflight at once.
+    // alerts on the failing host and the one without a preflight at once. The gated one
+    // started earlier, so the other comes first among the windows over these hosts.
+    let started = (time::OffsetDateTime::now_utc() - time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     let (status, body) = post_json(
         http,
         "/api/v1/windows",
@@ -566,7 +570,7 @@ url = "{am}"
         http,
         "/api/v1/windows",
         json!({ "id": format!("gate-{token}"), "name": "CU16 wave 1", "hosts": format!("PF{token}*"),
-                "duration": "1h", "require_clean_preflight": true }),
+                "starts_at": started, "duration": "1h", "require_clean_preflight": true }),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -597,7 +601,11 @@ url = "{am}"
         .unwrap();
     assert_eq!(f["labels"]["severity"], "high");
     assert_eq!(f["labels"]["category"], "preflight");
-    assert!(f["labels"]["maintenance_window"].is_string(), "{f}");
+    assert_eq!(
+        f["labels"]["maintenance_window"],
+        format!("gate-{token}"),
+        "labelled with the window that requires it, not the other one over the host: {f}"
+    );
     assert_eq!(
         f["generatorURL"],
         format!("http://dashboard.test/findings/pf-{token}"),
