@@ -1,7 +1,7 @@
 //! The host page (`/hosts/{host}`: the host's current runs worst first with their causes, its
 //! preflight, a timeline of its runs' phases with their durations and where each stopped, then
-//! its earlier attempts) and the run page (`/runs/{run_id}`: every finding of the run, primary
-//! first, with its evidence and fix).
+//! its earlier attempts) and the run page (`/runs/{run_id}`: the run's phases, then every
+//! finding of the run, primary first, with its evidence and fix).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -444,6 +444,19 @@ pub(crate) async fn run(State(st): State<AppState>, Path(id): Path<String>) -> R
         Ok(n) => n,
         Err(e) => return unavailable(e),
     };
+    let phases = match st.store.run_phases(vec![run.run_id.clone()]).await {
+        Ok(p) => p,
+        Err(e) => return unavailable(e),
+    };
+    let phases = if phases.is_empty() {
+        String::new()
+    } else {
+        let mine: Vec<&PhaseRecord> = phases.iter().collect();
+        format!(
+            r#"<section class="card timeline" id="timeline"><h2>Phases</h2>{}</section>"#,
+            run_timeline(&run, &mine, true)
+        )
+    };
     let mut cards = String::new();
     for f in &findings {
         let r = &f.detail.remediation;
@@ -541,6 +554,7 @@ pub(crate) async fn run(State(st): State<AppState>, Path(id): Path<String>) -> R
   <p class="mono muted">{id}</p>
   <dl class="meta">{meta}</dl>
 </section>
+{phases}
 {triage}
 <h2 class="section">Findings ({n})</h2>
 {cards}"#,

@@ -632,6 +632,10 @@ async fn phase_timeline(backend: Backend) {
         "phases in order, each until the next, the last until the run's last line"
     );
 
+    // The run page shows the same phases.
+    let (_, _, page) = get_text(agg.http_addr(), "/runs/ex05-setup").await;
+    assert_eq!(timeline_phases(&page, "ex05-setup").len(), 3, "{page}");
+
     // A run that reports more phases than the store keeps: the latest stay, and the page
     // says how many earlier ones were dropped.
     let n = 256 + 5;
