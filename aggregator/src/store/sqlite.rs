@@ -35,6 +35,7 @@ use crate::model::{
 };
 
 mod annotations;
+mod phases;
 mod silences;
 mod windows;
 
@@ -338,23 +339,7 @@ impl Store for SqliteStore {
         &self,
         run_ids: Vec<String>,
     ) -> BoxFuture<'_, Result<Vec<PhaseRecord>, StoreError>> {
-        self.read(move |c| {
-            if run_ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let rows = c
-                .prepare_cached(&sql::SQLITE.select_phases(run_ids.len()))?
-                .query_map(rusqlite::params_from_iter(run_ids.iter()), |r| {
-                    Ok(super::phase_record(
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.read_phases(run_ids)
     }
 
     fn windows(&self) -> BoxFuture<'_, Result<Vec<MaintenanceWindow>, StoreError>> {
@@ -789,16 +774,7 @@ fn write_batch(
                 .optional()?;
             // Only an update the run took (not an older one) can change its phase.
             if let Some(row) = row {
-                let ordinal: Option<i64> = tx
-                    .prepare_cached(&sql.record_phase)?
-                    .query_row(params![row.run_id, row.phase, super::phase_time(r)], |x| {
-                        x.get(0)
-                    })
-                    .optional()?;
-                if let Some(n) = ordinal.filter(|n| *n > super::MAX_PHASES) {
-                    tx.prepare_cached(&sql.prune_phases)?
-                        .execute(params![row.run_id, n - super::MAX_PHASES])?;
-                }
+                phases::record(tx, sql, &row, super::phase_time(r))?;
                 outcome.runs.push(row.into());
             }
         }
