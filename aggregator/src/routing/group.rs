@@ -193,9 +193,12 @@ impl Groups {
         st.last_seen = now;
         st.last_seen_wall = wall;
         st.resolved = false;
-        // A finding sent again to keep its alert firing (a preflight gate) is counted and
-        // listed once.
-        if st.ids.back() != Some(&f.id) {
+        // A finding sent again is counted and listed once. One submitted again without a
+        // receipt to keep its alert firing (a preflight gate) reaches a sink receiver once: the
+        // alert's next flush only extends its end at Alertmanager. One sent again with a
+        // receipt (a forwarding cursor retrying) is delivered again, so the receipt settles.
+        let again = st.ids.back() == Some(&f.id);
+        if !again {
             st.count += 1;
             st.ids.push_back(f.id.clone());
             while st.ids.len() > MAX_IDS {
@@ -203,7 +206,9 @@ impl Groups {
             }
         }
         st.annotations = annotations(f, &st.ids, st.count);
-        if matches!(notifier.receivers.get(receiver), Some(Receiver::Sink(_))) {
+        if !(again && ack.is_none())
+            && matches!(notifier.receivers.get(receiver), Some(Receiver::Sink(_)))
+        {
             g.pending.push(f.clone());
         }
         if let Some(a) = ack {

@@ -188,6 +188,39 @@ async fn groups_wait_then_post_to_alertmanager_and_sinks() {
     ));
 }
 
+/// A finding sent again to keep its alert firing (the preflight gate does so) is one finding:
+/// listed and counted once in the alert, and written once to a sink receiver.
+#[tokio::test]
+async fn a_finding_sent_again_is_listed_and_delivered_once() {
+    let am = MockHttp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("r.jsonl");
+    let router = Router::new(config(&am.url, jsonl.to_str().unwrap())).unwrap();
+    let r = router.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(async move {
+        r.run(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    for _ in 0..3 {
+        router
+            .submit(f("k1", "EXCH-9", Severity::Critical, "EXCH01"))
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let posts = am.requests_to("/api/v2/alerts");
+    assert_eq!(posts.len(), 1);
+    let alerts: Vec<PostableAlert> = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(alerts[0].annotations["finding_ids"], "k1");
+    assert_eq!(alerts[0].annotations["finding_count"], "1");
+    let lines = std::fs::read_to_string(&jsonl).unwrap();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    stop.send(()).unwrap();
+    driver.await.unwrap().unwrap();
+}
+
 #[test]
 fn new_outside_runtime_is_an_error() {
     assert!(matches!(
