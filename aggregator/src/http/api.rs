@@ -207,6 +207,15 @@ pub(crate) async fn runs(
     }
 }
 
+/// `/api/v1/runs/{run_id}/phases`: the run's phase history in order (empty for a run that
+/// reported none or is unknown).
+pub(crate) async fn run_phases(State(st): State<AppState>, Path(run): Path<String>) -> Response {
+    match st.store.run_phases(vec![run]).await {
+        Ok(items) => Json(serde_json::json!({ "items": items })).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
 /// `/api/v1/events`: a `ready` event, then `finding`, `run` and `host` events as batches
 /// become durable. A subscriber that falls behind gets `lagged` (data: events missed) and
 /// should reload its view. The stream ends when the aggregator shuts down.

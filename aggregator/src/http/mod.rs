@@ -83,6 +83,7 @@ pub(crate) fn router(state: AppState) -> Router {
             axum::routing::delete(writes::release_binding),
         )
         .route("/api/v1/runs", get(api::runs))
+        .route("/api/v1/runs/{run_id}/phases", get(api::run_phases))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/windows", get(windows::list).post(windows::create))
         .route("/api/v1/windows/{id}/end", post(windows::end))

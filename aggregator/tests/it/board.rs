@@ -632,6 +632,25 @@ async fn phase_timeline(backend: Backend) {
         "phases in order, each until the next, the last until the run's last line"
     );
 
+    // The API lists the same history, each phase with its start.
+    let api = get_json(agg.http_addr(), "/api/v1/runs/ex05-setup/phases").await;
+    let listed: Vec<(i64, &str)> = api["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["ordinal"].as_i64().unwrap(), p["phase"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (1, "Language Files"),
+            (2, "Mailbox role: Transport service"),
+            (3, "Mailbox role: Client Access service")
+        ]
+    );
+    assert!(api["items"][0]["started_time"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
     // The run page shows the same phases.
     let (_, _, page) = get_text(agg.http_addr(), "/runs/ex05-setup").await;
     assert_eq!(timeline_phases(&page, "ex05-setup").len(), 3, "{page}");
