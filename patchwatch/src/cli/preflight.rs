@@ -16,6 +16,7 @@ use super::scan::{parse_severity, Format};
 
 /// Options of `preflight`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = checks_help())]
 pub struct PreflightArgs {
     /// Output format: a report (`text`) or JSON Lines (`json`: one `check` object per check,
     /// one `finding` object per condition found, a `summary`).
@@ -27,6 +28,28 @@ pub struct PreflightArgs {
     /// Host name recorded in findings (default: this machine's).
     #[arg(long)]
     pub host: Option<String>,
+}
+
+/// The checks, for `--help`: each condition, its severity and the rule of the failure it
+/// predicts, and when the agent runs them.
+fn checks_help() -> String {
+    let mut text = String::from("Checks (condition [severity] -> predicted rule):\n");
+    for c in patchwatch_pipeline::preflight::CHECKS {
+        text.push_str(&format!(
+            "  {:<28} {} [{}] -> {}\n",
+            c.id,
+            c.condition,
+            c.severity.as_str(),
+            c.rule_id
+        ));
+    }
+    text.push_str(
+        "\nA check that cannot tell (a read refused, no Exchange install date, no OAuth \
+         certificate in LocalMachine\\My) is reported as skipped or not run, never as absent.\n\
+         The agent runs the same checks at start, every [preflight] interval (default 6h) and at \
+         the start of each maintenance window that covers its host.",
+    );
+    text
 }
 
 /// Runs `preflight`; returns the process exit code (as `scan`: 1 when `--fail-on` is met,

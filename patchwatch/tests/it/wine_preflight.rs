@@ -5,7 +5,8 @@
 //!
 //! One prefix, five Wine process starts: a clean run, `reg add` twice and `sc create`, a run
 //! that reports them. A second prefix runs the agent, whose snapshot at start reaches an
-//! in-process aggregator.
+//! in-process aggregator. A third reports a DBCS Windows Server 2012, an expired Exchange
+//! OAuth certificate read through crypt32, and an OWA page changed after the last update.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -213,6 +214,181 @@ async fn the_agent_delivers_a_snapshot_at_start() {
         ("preflight", "failed")
     );
     assert_eq!(run.primary_finding_id, finding.id);
+}
+
+/// A DBCS Windows Server 2012 made with `reg add`, an expired Exchange Auth certificate in
+/// `LocalMachine\My` (where the registry certificate store keeps it, read back through
+/// `CertOpenStore`), and an OWA logon page changed after the Exchange install date: each
+/// reported with its rule; a `web.config` older than that date is not.
+#[test]
+fn preflight_reports_dbcs_an_expired_auth_certificate_and_customized_files() {
+    let Some(w) = Wine::new() else { return };
+    let catalog = Catalog::builtin();
+    let (_, checks, _) = preflight(&w, &[]);
+    assert_eq!(
+        checks["dbcs-server-2012"]["status"], "clean",
+        "Wine says Windows 7"
+    );
+    for id in ["oauth-certificate-expired", "customized-config"] {
+        assert_eq!(checks[id]["status"], "skipped", "{id}: no Exchange yet");
+    }
+
+    let nt = r"HKLM\SOFTWARE\Microsoft\Windows NT\CurrentVersion";
+    reg_add(&w, nt, "CurrentVersion", "REG_SZ", "6.2");
+    reg_add(
+        &w,
+        nt,
+        "ProductName",
+        "REG_SZ",
+        "Windows Server 2012 Standard",
+    );
+    reg_add(
+        &w,
+        r"HKLM\SYSTEM\CurrentControlSet\Control\Nls\CodePage",
+        "ACP",
+        "REG_SZ",
+        "932",
+    );
+    // Exchange, installed on 2025-01-10.
+    let install = r"C:\Program Files\Microsoft\Exchange Server\V15";
+    reg_add(
+        &w,
+        r"HKLM\SOFTWARE\Microsoft\ExchangeServer\v15\Setup",
+        "MsiInstallPath",
+        "REG_SZ",
+        install,
+    );
+    let product = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Installer\UserData\S-1-5-18\Products\AE1D439464EB1B8488741FFA028E291C\InstallProperties";
+    reg_add(
+        &w,
+        product,
+        "DisplayName",
+        "REG_SZ",
+        "Microsoft Exchange Server",
+    );
+    reg_add(&w, product, "InstallDate", "REG_SZ", "20250110");
+    let jan_5 = std::time::UNIX_EPOCH + Duration::from_secs(1_736_035_200);
+    let logon = format!(r"{install}\FrontEnd\HttpProxy\owa\auth\logon.aspx");
+    let web_config = format!(r"{install}\ClientAccess\Owa\web.config");
+    for (file, modified) in [(&logon, None), (&web_config, Some(jan_5))] {
+        let path = w.unix(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&path).unwrap();
+        if let Some(t) = modified {
+            f.set_modified(t).unwrap();
+        }
+    }
+    // The Auth certificate, valid 2020 to 2024.
+    let thumbprint = add_machine_certificate(
+        &w,
+        "Microsoft Exchange Server Auth Certificate",
+        (2020, 2024),
+    );
+
+    let (_, checks, findings) = preflight(&w, &[]);
+    let facts = |id: &str| -> Vec<String> {
+        assert_eq!(checks[id]["status"], "found", "{id}: {:#}", checks[id]);
+        checks[id]["facts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect()
+    };
+    let dbcs = facts("dbcs-server-2012");
+    assert!(
+        dbcs.iter()
+            .any(|f| f.ends_with(r"Nls\CodePage\ACP = 932 (a double-byte code page)")),
+        "{dbcs:?}"
+    );
+    let cert = facts("oauth-certificate-expired");
+    assert_eq!(cert.len(), 1, "{cert:?}");
+    assert!(
+        cert[0].contains(&format!(
+            "CN=Microsoft Exchange Server Auth Certificate ({thumbprint}) expired on 2024-01-01"
+        )),
+        "{cert:?}"
+    );
+    assert_eq!(checks["oauth-certificate-expiring"]["status"], "clean");
+    let custom = facts("customized-config");
+    assert_eq!(custom.len(), 1, "only the page changed since: {custom:?}");
+    assert!(
+        custom[0].starts_with(&logon) && custom[0].ends_with("after the last update (20250110)"),
+        "{custom:?}"
+    );
+    for rule_id in [
+        "explain.dbcs-system-locale",
+        "explain.owa-login-loop-oauth-expired",
+        "exchange.setup.customizations-overwritten",
+    ] {
+        let f = findings
+            .get(rule_id)
+            .unwrap_or_else(|| panic!("no finding of {rule_id}: {findings:#?}"));
+        let rule = catalog.get(rule_id).expect("the rule is in the catalog");
+        assert_eq!(f["title"], format!("Will fail with: {}", rule.title));
+        assert_eq!(
+            f["remediation"]["summary"],
+            rule.remediation.summary.as_str()
+        );
+    }
+}
+
+/// `reg add key /v name /t kind /d data /f`.
+fn reg_add(w: &Wine, key: &str, name: &str, kind: &str, data: &str) {
+    w.run_ok(w.command(
+        "reg",
+        &["add", key, "/v", name, "/t", kind, "/d", data, "/f"],
+    ));
+}
+
+/// Adds a self-signed certificate for `cn`, valid from January 1 of the first year to January
+/// 1 of the second, to `LocalMachine\My` as the registry certificate store keeps it (value
+/// `Blob` of `Certificates\<SHA-1 thumbprint>`, the DER in a serialized-property element);
+/// returns the thumbprint.
+fn add_machine_certificate(w: &Wine, cn: &str, (from, to): (i32, i32)) -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.not_before = rcgen::date_time_ymd(from, 1, 1);
+    params.not_after = rcgen::date_time_ymd(to, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let der = params.self_signed(&key).unwrap().der().to_vec();
+    let thumbprint = sha1_hex(&der);
+    // CERT_CERT_PROP_ID (32), a reserved 1, the length, then the encoded certificate.
+    let mut blob = Vec::new();
+    for n in [32u32, 1, der.len() as u32] {
+        blob.extend_from_slice(&n.to_le_bytes());
+    }
+    blob.extend_from_slice(&der);
+    let hex: String = blob.iter().map(|b| format!("{b:02X}")).collect();
+    // The key is named after the thumbprint: the store ignores a blob whose hash differs.
+    reg_add(
+        w,
+        &format!(r"HKLM\SOFTWARE\Microsoft\SystemCertificates\My\Certificates\{thumbprint}"),
+        "Blob",
+        "REG_BINARY",
+        &hex,
+    );
+    thumbprint
+}
+
+/// SHA-1 of `bytes` in upper-case hex, by coreutils' `sha1sum` (no SHA-1 crate for one test).
+fn sha1_hex(bytes: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("sha1sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha1sum (coreutils)");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha1sum prints the hash")
+        .to_ascii_uppercase()
 }
 
 /// `reg add` of the Group Policy ExecutionPolicy, as an admin's GPO would set it.
