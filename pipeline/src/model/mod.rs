@@ -87,6 +87,9 @@ pub const STRUCTURAL_ANCHORS: &[&str] = &[
     // The top-level action's end, the outcome when no status line follows (a cut log, Wine's
     // msiexec).
     ": INSTALL. Return value ",
+    // A deferred custom action about to run (`Executing op: CustomActionSchedule(Action=X,...`):
+    // its output follows, without an `Action start` line of its own.
+    "CustomActionSchedule(Action=",
     // `phrases::PHRASES`, in its order.
     "。 戻り値 ",
     "インストールの成功またはエラーの状態: ",
@@ -143,8 +146,9 @@ pub(crate) mod s {
     pub const MSI_PRODUCT: usize = 55;
     pub const MSI_PRODUCT_JA: usize = 56;
     pub const MSI_TOP_LEVEL_END: usize = 57;
+    pub const MSI_CA_SCHEDULE: usize = 58;
     /// First of `phrases::PHRASES`.
-    pub const MSI_PHRASE: usize = 58;
+    pub const MSI_PHRASE: usize = 59;
 }
 
 /// The log kind whose model handles structural anchor `i`.

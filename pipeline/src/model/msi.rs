@@ -233,6 +233,15 @@ fn on_line(m: &mut MsiRun, anchor: usize, line: &Line, sum: &mut RunSummary) -> 
                         }
                         None => sum.phase = Some(name.to_string()),
                     }
+                    set_running_action(sum, name);
+                }
+            }
+        }
+        // A deferred custom action runs inside InstallFinalize: its schedule line names it.
+        s::MSI_CA_SCHEDULE => {
+            if let Some(name) = between(t, "CustomActionSchedule(Action=", ",") {
+                if !name.is_empty() {
+                    set_running_action(sum, name);
                 }
             }
         }
@@ -361,6 +370,20 @@ fn on_phrase(m: &mut MsiRun, p: &phrases::Phrase, line: &Line, sum: &mut RunSumm
             }
         }
         Key::ProductSuccess => {}
+    }
+}
+
+/// Records the action that started last (`running_action`): the output that follows is its
+/// own, so a rule about that output can name it.
+fn set_running_action(sum: &mut RunSummary, name: &str) {
+    match sum.fields.get_mut("running_action") {
+        Some(v) => {
+            v.clear();
+            v.push_str(name);
+        }
+        None => {
+            sum.fields.insert("running_action".into(), name.to_string());
+        }
     }
 }
 
