@@ -235,38 +235,7 @@ pub struct Catalog {
     rules: Vec<Rule>,
     by_id: HashMap<String, usize>,
     /// Indexed by [`kind_index`].
-    matchers: Vec<LazyMatcher>,
-}
-
-/// A kind's anchors, compiled on first use: a process that reads one kind of log (most
-/// `scan`s) builds one matcher, not four, and starts that much sooner.
-#[derive(Debug, Clone)]
-struct LazyMatcher {
-    kind: LogKind,
-    anchors: Vec<String>,
-    targets: Vec<Vec<Target>>,
-    built: std::sync::OnceLock<KindMatcher>,
-}
-
-impl LazyMatcher {
-    fn get(&self) -> &KindMatcher {
-        self.built.get_or_init(|| {
-            // Built for this matcher and dropped after it (a few MiB).
-            let reference = crate::matcher::Reference::builtin();
-            let matcher = AnchorMatcher::with_reference(&self.anchors, &reference);
-            tracing::debug!(
-                kind = self.kind.as_str(),
-                anchors = self.anchors.len(),
-                automata = matcher.stage_count(),
-                "Anchor matcher built."
-            );
-            KindMatcher {
-                matcher,
-                targets: self.targets.clone(),
-                tuning: Tuning::default(),
-            }
-        })
-    }
+    matchers: Vec<KindMatcher>,
 }
 
 /// Kinds that get a matcher, in the order of [`Catalog::matchers`].
@@ -316,29 +285,17 @@ impl Catalog {
     /// scanners switch to one tuned to the logs they read ([`AnchorMatcher::tuned_to`]) after
     /// a few MiB.
     pub fn matcher(&self, kind: LogKind) -> &AnchorMatcher {
-        &self.matchers[kind_index(kind)].get().matcher
+        &self.matchers[kind_index(kind)].matcher
     }
 
     /// Whether scanners of this catalog have tuned the matcher of `kind` to the logs they
     /// read (for tests and diagnostics).
     pub fn is_tuned(&self, kind: LogKind) -> bool {
-        self.matchers[kind_index(kind)]
-            .built
-            .get()
-            .is_some_and(|m| m.tuning.tuned.get().is_some())
+        self.matchers[kind_index(kind)].tuning.tuned.get().is_some()
     }
 
     pub(crate) fn kind_matcher(&self, kind: LogKind) -> &KindMatcher {
-        self.matchers[kind_index(kind)].get()
-    }
-
-    /// The kinds whose matcher has been built so far (for tests: building is lazy).
-    pub fn built_kinds(&self) -> Vec<LogKind> {
-        self.matchers
-            .iter()
-            .filter(|m| m.built.get().is_some())
-            .map(|m| m.kind)
-            .collect()
+        &self.matchers[kind_index(kind)]
     }
 
     /// Every distinct literal the matcher searches for (for comparisons such as `rg -F -f`).
@@ -424,7 +381,12 @@ impl CatalogBuilder {
         for (file, spec) in &self.specs {
             rules.push(validate(file, spec, &by_id)?);
         }
-        let matchers = KINDS.iter().map(|&k| kind_anchors(&rules, k)).collect();
+        // Built for these matchers and dropped with this function (a few MiB).
+        let reference = crate::matcher::Reference::builtin();
+        let matchers = KINDS
+            .iter()
+            .map(|&k| kind_matcher(&rules, k, &reference))
+            .collect();
         Ok(Catalog {
             rules,
             by_id,
@@ -433,9 +395,12 @@ impl CatalogBuilder {
     }
 }
 
-/// The anchors of the rules (and structural anchors) that apply to `kind`, and what each
-/// leads to; compiled when a log of that kind is first matched.
-fn kind_anchors(rules: &[Rule], kind: LogKind) -> LazyMatcher {
+/// Compiles the anchors of the rules (and structural anchors) that apply to `kind`.
+fn kind_matcher(
+    rules: &[Rule],
+    kind: LogKind,
+    reference: &crate::matcher::Reference,
+) -> KindMatcher {
     let mut anchors: Vec<String> = Vec::new();
     let mut targets: Vec<Vec<Target>> = Vec::new();
     let mut push = |anchor: &str, t: Target| {
@@ -456,11 +421,17 @@ fn kind_anchors(rules: &[Rule], kind: LogKind) -> LazyMatcher {
             push(a, Target::Rule(i));
         }
     }
-    LazyMatcher {
-        kind,
-        anchors,
+    let matcher = AnchorMatcher::with_reference(&anchors, reference);
+    tracing::debug!(
+        kind = kind.as_str(),
+        anchors = anchors.len(),
+        automata = matcher.stage_count(),
+        "Anchor matcher built."
+    );
+    KindMatcher {
+        matcher,
         targets,
-        built: std::sync::OnceLock::new(),
+        tuning: Tuning::default(),
     }
 }
 
