@@ -477,6 +477,9 @@ pub struct WindowRef {
     pub name: String,
     /// End (RFC 3339).
     pub ends_at: Option<String>,
+    /// Whether the window requires a clean preflight of its hosts.
+    #[serde(default)]
+    pub require_clean_preflight: bool,
 }
 
 /// The order of run states on the board: failed, stalled, in progress, succeeded, then the

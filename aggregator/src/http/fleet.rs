@@ -248,7 +248,8 @@ fn window_cell(h: &HostRecord) -> String {
     if h.windows.is_empty() {
         return DASH.to_owned();
     }
-    h.windows
+    let links = h
+        .windows
         .iter()
         .map(|w| {
             format!(
@@ -258,7 +259,16 @@ fn window_cell(h: &HostRecord) -> String {
             )
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    // A window that requires a clean preflight marks the hosts it is waiting on.
+    let gated = h.windows.iter().any(|w| w.require_clean_preflight);
+    if gated && !crate::gate::Preflight::of(h).is_clean() {
+        format!(
+            r#"{links}<small class="sub gate-blocked" data-gate="blocked">needs a clean preflight</small>"#
+        )
+    } else {
+        links
+    }
 }
 
 /// FNV-1a of a row's markup: the script replaces (and highlights) a row only when it changed.
@@ -315,6 +325,7 @@ pub(crate) fn add_windows(hosts: &mut [HostRecord], active: &[MaintenanceWindow]
             .map(|(w, _)| WindowRef {
                 id: w.id.clone(),
                 name: w.name.clone(),
+                require_clean_preflight: w.require_clean_preflight,
                 ends_at: crate::model::rfc3339(
                     i64::try_from(w.ends_at.unix_timestamp_nanos()).unwrap_or(i64::MAX),
                 ),

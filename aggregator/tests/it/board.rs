@@ -828,6 +828,15 @@ async fn preflight_board(backend: Backend) {
     assert_eq!(blocked, ["EX06", "EX08"], "{gate}");
     let (_, _, page) = get_text(http, "/windows").await;
     assert!(page.contains(r#"data-gate="required""#));
+    // The fleet marks the hosts the active window is waiting on, in its window column.
+    let (_, _, page) = get_text(http, "/").await;
+    for (host, blocked) in [("EX06", true), ("EX07", false), ("EX08", true)] {
+        assert_eq!(
+            fleet_row(&page, host).contains("needs a clean preflight"),
+            blocked,
+            "{host}"
+        );
+    }
 
     drop(stream);
     shutdown.cancel();
