@@ -18,6 +18,6 @@ mod request;
 mod stream;
 
 pub use item::{ItemError, SpoolItem};
-pub use options::{BearerToken, DeliveryError, DeliveryOptions, TlsMaterial};
+pub use options::{BearerToken, DeliveryError, DeliveryOptions, TlsMaterial, DEFAULT_HEARTBEAT};
 pub use request::{snapshot_requests, SnapshotRequests};
 pub use stream::run;

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use patchwatch_aggregator::model::{FindingFilter, RunFilter};
+use patchwatch_aggregator::routing::MaintenanceWindow;
+use patchwatch_aggregator::windows::RELOAD_INTERVAL;
+use patchwatch_collector::delivery::DEFAULT_HEARTBEAT;
 use patchwatch_pipeline::Catalog;
 
 use crate::common::TestAggregator;
@@ -157,8 +160,10 @@ fn preflight_reports_policy_restart_and_disabled_services_from_the_real_registry
 
 /// The Windows agent takes a snapshot at start and delivers it like any finding: the
 /// aggregator stores the predicted failure (category `preflight`) and the snapshot's run.
+/// Then, idle, it takes another when a maintenance window covering its host starts (its
+/// heartbeat's ack names the window).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_delivers_a_snapshot_at_start() {
+async fn the_agent_delivers_a_snapshot_at_start_and_at_a_window_start() {
     let Some(w) = Wine::new() else { return };
     let host = "WINE-PREFLIGHT";
     let agg = TestAggregator::start(&w.scratch().join("aggregator")).await;
@@ -202,8 +207,40 @@ async fn the_agent_delivers_a_snapshot_at_start() {
         },
     )
     .await;
+
+    // A window over the host, stored as another aggregator would: loaded within the window
+    // reload interval, heard within the agent's heartbeat.
+    let now = time::OffsetDateTime::now_utc();
+    store
+        .insert_window(MaintenanceWindow {
+            id: "wine-wave".into(),
+            name: "Wine wave".into(),
+            hosts: vec!["wine-pre*".into()],
+            starts_at: now - time::Duration::minutes(1),
+            ends_at: now + time::Duration::hours(1),
+            require_clean_preflight: false,
+        })
+        .await
+        .unwrap();
+    let bound = RELOAD_INTERVAL + DEFAULT_HEARTBEAT + Duration::from_secs(30);
+    let second =
+        patchwatch_testkit::eventually(bound, "a snapshot at the window's start", async || {
+            store
+                .runs(RunFilter {
+                    host: Some(host.into()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_iter()
+                .find(|r| r.mode == "preflight" && r.run_id != run.run_id)
+        })
+        .await;
     let _ = agent.kill();
     let _ = agent.wait();
+    assert_eq!(second.outcome, "failed", "the policy is still set");
+    assert!(second.started_time > run.started_time);
     assert_eq!(
         finding.rule_id,
         "exchange.su.servicecontrol-execution-policy"
