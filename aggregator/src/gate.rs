@@ -167,23 +167,32 @@ pub(crate) fn alert(
     f
 }
 
-/// Routes an alert for every host that is not clean in an active window requiring a clean
-/// preflight. `hosts` are the stored hosts; returns how many alerts were queued.
+/// Every (window, host, verdict) where `host` is not clean in `window`, over the windows of
+/// `active` that require a clean preflight.
+pub(crate) fn all_blocked<'a>(
+    active: &'a [MaintenanceWindow],
+    hosts: &'a [HostRecord],
+) -> Vec<(&'a MaintenanceWindow, &'a HostRecord, Preflight)> {
+    active
+        .iter()
+        .filter(|w| w.require_clean_preflight)
+        .flat_map(|w| blocked(w, hosts).into_iter().map(move |(h, p)| (w, h, p)))
+        .collect()
+}
+
+/// Routes an alert for each of `blocked` (see [`all_blocked`]); returns how many were queued.
 pub(crate) fn route(
     router: &Router,
-    active: &[MaintenanceWindow],
-    hosts: &[HostRecord],
+    blocked: &[(&MaintenanceWindow, &HostRecord, Preflight)],
     now: OffsetDateTime,
 ) -> usize {
     let mut queued = 0;
-    for w in active.iter().filter(|w| w.require_clean_preflight) {
-        for (h, verdict) in blocked(w, hosts) {
-            match router.submit(alert(w, h, &verdict, now)) {
-                Ok(()) => queued += 1,
-                Err(error) => {
-                    // The next check sends it again.
-                    tracing::warn!(message = "Preflight gate alert not queued.", window = %w.id, host = %h.hostname, %error);
-                }
+    for (w, h, verdict) in blocked {
+        match router.submit(alert(w, h, verdict, now)) {
+            Ok(()) => queued += 1,
+            Err(error) => {
+                // The next check sends it again.
+                tracing::warn!(message = "Preflight gate alert not queued.", window = %w.id, host = %h.hostname, %error);
             }
         }
     }

@@ -51,6 +51,11 @@ pub(crate) fn describe() {
         "patchwatch_aggregator_streams",
         "Collector streams open now"
     );
+    describe_gauge!(
+        "patchwatch_aggregator_preflight_gate_hosts",
+        "Hosts not clean in active maintenance windows that require a clean preflight, \
+         counted per window (set at each check)"
+    );
     describe_counter!(
         "patchwatch_aggregator_batches_received_total",
         "Batches received from collectors"

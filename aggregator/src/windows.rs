@@ -103,22 +103,26 @@ impl RoutingState {
     }
 
     /// Routes an alert for every host that is not clean in an active window requiring a clean
-    /// preflight ([`crate::gate`]); nothing without a router or such a window. Returns how many
-    /// alerts were queued.
+    /// preflight ([`crate::gate`]), and sets the gauge of how many there are; no alert without
+    /// a router. Returns how many alerts were queued.
     ///
     /// # Errors
     /// The store could not be read.
     pub async fn check_gates(&self, store: &dyn Store) -> Result<usize, StoreError> {
-        let Some(router) = &self.router else {
-            return Ok(0);
-        };
         let now = OffsetDateTime::now_utc();
         let active = self.windows.active(now);
+        let gauge = metrics::gauge!("patchwatch_aggregator_preflight_gate_hosts");
         if !active.iter().any(|w| w.require_clean_preflight) {
+            gauge.set(0.0);
             return Ok(0);
         }
         let hosts = store.hosts(None).await?;
-        Ok(crate::gate::route(router, &active, &hosts, now))
+        let blocked = crate::gate::all_blocked(&active, &hosts);
+        gauge.set(blocked.len() as f64);
+        Ok(match &self.router {
+            Some(router) => crate::gate::route(router, &blocked, now),
+            None => 0,
+        })
     }
 
     /// The silences of `[[routing.silences]]` (read-only through the API); empty without

@@ -620,6 +620,18 @@ url = "{am}"
     // The clean host never alerts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hosts_of(&mine().await), [fails, none]);
+    // How many hosts gated windows wait on is a gauge (its value is process-wide, and other
+    // tests here open gated windows too, so only its presence is checked).
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("# TYPE patchwatch_aggregator_preflight_gate_hosts gauge"),
+        "{metrics}"
+    );
 
     drop(stream);
     shutdown.cancel();
