@@ -2,7 +2,6 @@
 //! fail, and says which known failure each predicts and how to fix it.
 
 use std::io::Write;
-use std::path::Path;
 
 use anyhow::{bail, Result};
 use owo_colors::OwoColorize;
@@ -119,8 +118,7 @@ fn json_lines(out: &mut dyn Write, pass: &Pass) -> Result<()> {
     let primary = pass.run.primary_finding_id.as_deref();
     for f in &pass.findings {
         let is_primary = primary == Some(f.id.as_str());
-        let line = report::finding_json(Path::new(&f.path), f, is_primary, 0);
-        writeln!(out, "{line}")?;
+        report::write_json_line(out, &report::finding_json(&f.path, f, is_primary, 0))?;
     }
     let summary = json!({
         "type": "summary",

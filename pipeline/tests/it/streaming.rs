@@ -315,3 +315,20 @@ fn tuning_the_matcher_mid_scan_changes_no_finding() {
     assert_eq!(ids(&tuned), ids(&plain));
     assert_eq!(essence(&tuned), essence(&plain));
 }
+
+/// A catalog compiles a kind's matcher only when a log of that kind is matched: a scan of one
+/// ExchangeSetup.log builds one matcher of four.
+#[test]
+fn only_the_kinds_read_get_a_matcher() {
+    let catalog = Arc::new(Catalog::builtin());
+    assert_eq!(catalog.built_kinds(), []);
+    let bytes = std::fs::read(fixture("exchange/ExchangeSetup_Service_Disabled.log")).unwrap();
+    let mut s = FileScanner::new(
+        Arc::clone(&catalog),
+        ScanContext::new("EX01", "ExchangeSetup.log"),
+    );
+    s.feed(&bytes);
+    s.finish();
+    assert!(!collect(s).findings.is_empty());
+    assert_eq!(catalog.built_kinds(), [LogKind::ExchangeSetup]);
+}
