@@ -21,6 +21,77 @@ backend_tests! {
     oversized_message_is_refused => oversized_message_is_refused;
     restart_mid_stream_loses_nothing_acked => restart_mid_stream_loses_nothing_acked;
     the_run_update_marks_its_primary_finding => the_run_update_marks_its_primary_finding;
+    acks_name_the_window_covering_an_owned_host => acks_name_the_window_covering_an_owned_host;
+}
+
+/// An ack names the maintenance window covering the batch's host (`preflight_window`, the
+/// collector's cue for a preflight snapshot), also for an empty heartbeat batch, and only to
+/// the collector that owns the host.
+async fn acks_name_the_window_covering_an_owned_host(backend: Backend) {
+    let Some((mut config, dir)) = config(backend).await else {
+        return;
+    };
+    config.grpc.tokens = vec![
+        TokenConfig::new(
+            "exch01-collector",
+            patchwatch_config::Secret::from_file(token_file(dir.path(), "a", "token-a")),
+        ),
+        TokenConfig::new(
+            "other-collector",
+            patchwatch_config::Secret::from_file(token_file(dir.path(), "b", "token-b")),
+        ),
+    ];
+    let (agg, shutdown) = start(config).await;
+    let channel = Endpoint::from_shared(format!("http://{}", agg.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let stream_of = async |token: &'static str| {
+        let mut c =
+            IngestClient::with_interceptor(channel.clone(), move |mut req: tonic::Request<()>| {
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                Ok(req)
+            });
+        CollectorStream::open(&mut c).await.unwrap()
+    };
+    let heartbeat = |sequence: u64| Batch {
+        sequence,
+        host: Some(host("EXCH01")),
+        ..Default::default()
+    };
+    let mut owner = stream_of("token-a").await;
+    // The first batch binds EXCH01 to its collector; no window yet.
+    let ack = owner.roundtrip(batch("", 1, "EXCH01", "w", 1)).await;
+    assert_eq!(ack.preflight_window, "");
+
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/windows", agg.http_addr()))
+        .header("content-type", "application/json")
+        .body(r#"{"id": "cu15-wave", "name": "CU15", "hosts": ["exch*"], "duration": "2h"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let window: serde_json::Value = resp.json().await.unwrap();
+    let starts = time::OffsetDateTime::parse(
+        window["starts_at"].as_str().expect("starts_at"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let ack = owner.roundtrip(heartbeat(2)).await;
+    assert_eq!(ack.accepted, 0);
+    assert_eq!(
+        ack.preflight_window,
+        format!("cu15-wave@{}", starts.unix_timestamp())
+    );
+    // Another collector claiming the host learns nothing of its windows.
+    let mut other = stream_of("token-b").await;
+    assert_eq!(other.roundtrip(heartbeat(1)).await.preflight_window, "");
+
+    shutdown.cancel();
+    agg.wait().await.unwrap();
 }
 
 /// The agent sends findings before their run ends (none is primary yet) and then the run
