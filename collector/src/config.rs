@@ -221,6 +221,10 @@ pub struct AggregatorConfig {
     /// Largest reconnect delay.
     #[serde(default = "default_backoff_max")]
     pub max_backoff: Duration,
+    /// An idle connection sends an empty batch this often, so that acks, and the preflight
+    /// request when a maintenance window starts, reach an agent with nothing to send.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat: Duration,
 }
 
 impl Default for AggregatorConfig {
@@ -234,6 +238,7 @@ impl Default for AggregatorConfig {
             connect_timeout: default_connect_timeout(),
             initial_backoff: default_backoff_initial(),
             max_backoff: default_backoff_max(),
+            heartbeat: default_heartbeat(),
         }
     }
 }
@@ -247,6 +252,14 @@ fn default_backoff_initial() -> Duration {
 fn default_backoff_max() -> Duration {
     Duration::from_secs(60)
 }
+/// `crate::delivery::DEFAULT_HEARTBEAT`, spelled here so that config does not import delivery.
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(60)
+}
+/// Bounds of `aggregator.heartbeat`: below a second an idle fleet floods the aggregator; above
+/// an hour a window's preflight request waits longer than most windows last.
+const HEARTBEAT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600);
 
 /// `spool.fsync`: when the spool is flushed to disk.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -506,6 +519,15 @@ impl AgentConfig {
                 "initial_backoff must be > 0 and <= max_backoff",
             ));
         }
+        if !HEARTBEAT_RANGE.contains(&self.aggregator.heartbeat.get()) {
+            return Err(invalid(
+                "aggregator.heartbeat",
+                format!(
+                    "\"{}\" is out of range; between \"1s\" and \"1h\" (default \"60s\")",
+                    self.aggregator.heartbeat
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -713,6 +735,25 @@ endpoint = "http://127.0.0.1:4790"
         assert_eq!(
             loaded.deprecations[4].to_string(),
             "`aggregator.token_file` is deprecated; use `aggregator.token = { file = \"/etc/patchwatch/token\" }`"
+        );
+    }
+
+    #[test]
+    fn heartbeat_out_of_range_is_refused_by_name() {
+        for bad in ["0s", "500ms", "2h"] {
+            let text = format!("{MIN}heartbeat = \"{bad}\"\n");
+            let e = AgentConfig::from_toml(&text, "t").unwrap_err().to_string();
+            assert!(e.contains("aggregator.heartbeat"), "{e}");
+            assert!(e.contains(bad), "{e}");
+        }
+        let e = AgentConfig::from_toml(&format!("{MIN}heartbeat = \"soon\"\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("heartbeat"), "{e}");
+        let c = AgentConfig::from_toml(&format!("{MIN}heartbeat = \"15s\"\n"), "t").unwrap();
+        assert_eq!(
+            c.aggregator.heartbeat.get(),
+            std::time::Duration::from_secs(15)
         );
     }
 

@@ -201,6 +201,7 @@ impl DeliveryOptions {
         o.connect_timeout = a.connect_timeout.get();
         o.backoff_initial = a.initial_backoff.get();
         o.backoff_max = a.max_backoff.get();
+        o.heartbeat = a.heartbeat.get();
         Ok(o)
     }
 
@@ -244,5 +245,29 @@ impl DeliveryOptions {
                 endpoint: self.endpoint.clone(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostInfo {
+        HostInfo {
+            hostname: "EX01".into(),
+            ..HostInfo::default()
+        }
+    }
+
+    #[test]
+    fn heartbeat_comes_from_the_aggregator_section() {
+        let base = "data_dir = \"/tmp/pw\"\n[sources]\ninclude = [\"/l/*.log\"]\n\
+                    [aggregator]\nendpoint = \"http://127.0.0.1:4790\"\n";
+        let cfg = AgentConfig::from_toml(base, "t").unwrap();
+        let o = DeliveryOptions::from_config(&cfg, "c1", host()).unwrap();
+        assert_eq!(o.heartbeat, DEFAULT_HEARTBEAT);
+        let cfg = AgentConfig::from_toml(&format!("{base}heartbeat = \"20s\"\n"), "t").unwrap();
+        let o = DeliveryOptions::from_config(&cfg, "c1", host()).unwrap();
+        assert_eq!(o.heartbeat, Duration::from_secs(20));
     }
 }
