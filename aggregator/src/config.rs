@@ -761,6 +761,11 @@ mod tests {
         assert_eq!(routing.route.len(), 4);
         assert_eq!(routing.windows.len(), 1);
         routing.windows[0].validate().unwrap();
+        assert!(routing.windows[0].require_clean_preflight);
+        // Without the key a window is not gated.
+        let ungated = text.replace("require_clean_preflight = true\n", "");
+        let c = Config::parse(&ungated, "ungated.toml").expect("example parses without the key");
+        assert!(!c.routing.expect("[routing]").windows[0].require_clean_preflight);
         assert_eq!(routing.receivers.len(), 4);
         // Routes name existing receivers, durations parse: the router accepts it.
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -60,6 +60,10 @@ pub struct CreateArgs {
     /// Id (letters, digits, '-', '_', '.'); generated from the name when absent.
     #[arg(long)]
     pub id: Option<String>,
+    /// Every host in scope must have a clean latest preflight (nothing high or worse, not
+    /// stale); hosts that are not are marked on the board and alerted on.
+    #[arg(long)]
+    pub require_clean_preflight: bool,
     /// Aggregator connection.
     #[command(flatten)]
     pub server: ServerArgs,
@@ -78,6 +82,7 @@ pub fn run(cmd: WindowCommand) -> Result<i32> {
                     "name": a.name,
                     "hosts": a.hosts,
                     "starts_at": a.start,
+                    "require_clean_preflight": a.require_clean_preflight,
                 });
                 set_present(
                     &mut body,
@@ -108,7 +113,7 @@ pub fn run(cmd: WindowCommand) -> Result<i32> {
     })
 }
 
-/// `ID STATE STARTS ENDS HOSTS NAME`.
+/// `ID STATE STARTS ENDS HOSTS PREFLIGHT NAME`; PREFLIGHT is `required` for a gated window.
 fn print_table(items: &[Value]) {
     let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
     let rows: Vec<Vec<String>> = items
@@ -124,9 +129,25 @@ fn print_table(items: &[Value]) {
                 s(&w["starts_at"]),
                 s(&w["ends_at"]),
                 hosts,
+                if w["require_clean_preflight"].as_bool() == Some(true) {
+                    "required".to_owned()
+                } else {
+                    "-".to_owned()
+                },
                 s(&w["name"]),
             ]
         })
         .collect();
-    print_rows(&["ID", "STATE", "STARTS", "ENDS", "HOSTS", "NAME"], &rows);
+    print_rows(
+        &[
+            "ID",
+            "STATE",
+            "STARTS",
+            "ENDS",
+            "HOSTS",
+            "PREFLIGHT",
+            "NAME",
+        ],
+        &rows,
+    );
 }

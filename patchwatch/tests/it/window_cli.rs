@@ -116,6 +116,26 @@ async fn window_create_list_end_through_the_http_api() {
     assert!(ok, "{err}");
     assert!(out.contains("scheduled"), "{out}");
 
+    // A gated window: the flag reaches the stored window; without it a window is not gated.
+    let (ok, out, err) = cli
+        .run(
+            "create --name gated --hosts EX1* --duration 2h --id gated --require-clean-preflight",
+            token,
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("required"), "{out}");
+    let stored = agg.store().windows().await.unwrap();
+    let gated = |id: &str| {
+        stored
+            .iter()
+            .find(|w| w.id == id)
+            .unwrap_or_else(|| panic!("{id} stored"))
+            .require_clean_preflight
+    };
+    assert!(gated("gated"));
+    assert!(!gated("cu15-w2"));
+
     // Refusals carry the aggregator's message naming the field, and exit non-zero.
     let (ok, _, err) = cli
         .run("create --name x --hosts h --duration soon", token)
@@ -131,7 +151,7 @@ async fn window_create_list_end_through_the_http_api() {
     let (ok, out, err) = cli.run("list", token).await;
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines.len(), 4, "{out}");
     assert!(lines[0].starts_with("ID"), "{out}");
     assert!(
         out.contains("cu15-w2") && out.contains("CU15 wave 2"),
@@ -155,7 +175,7 @@ async fn window_create_list_end_through_the_http_api() {
     let (ok, out, _) = cli.run("list --json", token).await;
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+    assert_eq!(v["items"].as_array().unwrap().len(), 3);
 
     shutdown.cancel();
     agg.wait().await.unwrap();
