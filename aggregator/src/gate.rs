@@ -2,9 +2,10 @@
 //! are not clean, and the alert routed for each while the window is active.
 //!
 //! A host is **clean** when its latest preflight run predicts no failure (no finding at high
-//! severity or worse: the run succeeded). A host with no preflight run at all is **not clean**:
-//! a window that asks for a clean preflight accepts only hosts shown to be clean, and a host
-//! whose agent never ran one is as likely to fail as any. A host is in scope when its name or
+//! severity or worse: the run succeeded) and is at most [`STALE_AFTER`] old. A host with no
+//! preflight run at all, or only a stale one, is **not clean**: a window that asks for a clean
+//! preflight accepts only hosts shown to be clean, and a host whose agent never ran one (or
+//! stopped running them) is as likely to fail as any. A host is in scope when its name or
 //! FQDN matches one of the window's globs.
 //!
 //! The alert is a finding of rule [`GATE_RULE`] handed to the router like any other, so routes,
@@ -21,13 +22,23 @@ use crate::routing::{host_glob, MaintenanceWindow, Router, MAINTENANCE_WINDOW_LA
 /// Rule id of the alert for a host that is not clean in a window requiring a clean preflight.
 pub const GATE_RULE: &str = "patchwatch.preflight-gate";
 
+/// How old a clean preflight may be and still count as clean: twice the agent's default
+/// `[preflight] interval` of 6 h, so one missed snapshot is tolerated and two are not.
+pub const STALE_AFTER: time::Duration = time::Duration::hours(12);
+
 /// A host's preflight as a window gate sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Preflight {
     /// The host has reported no preflight run.
     Missing,
-    /// Its latest preflight run predicts no failure.
+    /// Its latest preflight run predicts no failure, and is recent.
     Clean,
+    /// Its latest preflight run predicts no failure but is older than [`STALE_AFTER`] (or
+    /// carries no readable time): the server may have changed since.
+    Stale {
+        /// When that run was last updated (RFC 3339), if known.
+        checked: Option<String>,
+    },
     /// Its latest preflight run predicts a failure; the title of the finding that says so
     /// (without the "Will fail with: " prefix) and its id, when stored (else both empty).
     WillFail {
@@ -39,13 +50,31 @@ pub enum Preflight {
 }
 
 impl Preflight {
-    /// The verdict of `host`'s latest preflight run.
+    /// The verdict of `host`'s latest preflight run, now.
     pub fn of(host: &HostRecord) -> Self {
+        Self::at(host, OffsetDateTime::now_utc())
+    }
+
+    /// The verdict of `host`'s latest preflight run at `now`. A predicted failure stays one
+    /// however old it is: staleness only withdraws a clean verdict.
+    pub fn at(host: &HostRecord, now: OffsetDateTime) -> Self {
         let Some(run) = &host.preflight else {
             return Self::Missing;
         };
         if run.outcome != "failed" {
-            return Self::Clean;
+            let checked = run.updated_time.as_ref().or(run.started_time.as_ref());
+            let recent = checked
+                .and_then(|t| {
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                })
+                .is_some_and(|t| now - t <= STALE_AFTER);
+            return if recent {
+                Self::Clean
+            } else {
+                Self::Stale {
+                    checked: checked.cloned(),
+                }
+            };
         }
         match &host.preflight_cause {
             Some(c) => Self::WillFail {
@@ -75,6 +104,10 @@ impl Preflight {
         match self {
             Self::Missing => "no preflight yet".to_owned(),
             Self::Clean => "clean".to_owned(),
+            Self::Stale { .. } => format!(
+                "preflight stale (none in the last {} h)",
+                STALE_AFTER.whole_hours()
+            ),
             Self::WillFail { title, .. } if title.is_empty() => "will fail".to_owned(),
             Self::WillFail { title, .. } => format!("will fail: {title}"),
         }
@@ -204,6 +237,11 @@ mod tests {
     use super::*;
     use crate::model::{CauseRecord, RunRecord};
 
+    fn rfc3339(t: OffsetDateTime) -> String {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    }
+
     fn host(name: &str, preflight: Option<&str>) -> HostRecord {
         let run = preflight.map(|outcome| RunRecord {
             run_id: format!("preflight-{name}-1"),
@@ -220,7 +258,7 @@ mod tests {
             exit_code: None,
             primary_finding_id: String::new(),
             started_time: None,
-            updated_time: None,
+            updated_time: Some(rfc3339(OffsetDateTime::now_utc())),
             last_line_time: None,
         });
         let cause = (preflight == Some("failed")).then(|| CauseRecord {
@@ -311,5 +349,33 @@ mod tests {
             OffsetDateTime::now_utc(),
         );
         assert_eq!(f.id, "preflight-gate-cu15-EX02");
+    }
+
+    #[test]
+    fn a_clean_preflight_older_than_the_bound_is_stale_and_blocks() {
+        let now = OffsetDateTime::now_utc();
+        let checked = |age: time::Duration| {
+            let mut h = host("EX01", Some("succeeded"));
+            h.preflight.as_mut().unwrap().updated_time = Some(rfc3339(now - age));
+            h
+        };
+        let fresh = checked(STALE_AFTER - time::Duration::minutes(1));
+        assert_eq!(Preflight::at(&fresh, now), Preflight::Clean);
+        let old = checked(STALE_AFTER + time::Duration::minutes(1));
+        let verdict = Preflight::at(&old, now);
+        assert!(matches!(verdict, Preflight::Stale { .. }), "{verdict:?}");
+        assert!(verdict.reason().contains("stale"), "{}", verdict.reason());
+        assert_eq!(blocked(&window(true), std::slice::from_ref(&old)).len(), 1);
+        // A run with no readable time cannot show it is recent.
+        let mut unknown = checked(time::Duration::ZERO);
+        unknown.preflight.as_mut().unwrap().updated_time = Some("yesterday".into());
+        assert!(!Preflight::at(&unknown, now).is_clean());
+        // A predicted failure stays one, however old.
+        let mut failing = host("EX03", Some("failed"));
+        failing.preflight.as_mut().unwrap().updated_time = Some(rfc3339(now - STALE_AFTER * 2));
+        assert!(matches!(
+            Preflight::at(&failing, now),
+            Preflight::WillFail { .. }
+        ));
     }
 }

@@ -219,6 +219,11 @@ pub(crate) fn preflight_cell(h: &HostRecord) -> String {
             r#"<span class="badge outcome-succeeded preflight" data-preflight="clean">clean</span>"#
                 .to_owned()
         }
+        // Clean once, but too long ago to vouch for the server now.
+        Preflight::Stale { .. } => format!(
+            r#"<span class="badge outcome-stalled preflight stale" data-preflight="stale" title="clean, but older than {} h">stale</span>"#,
+            crate::gate::STALE_AFTER.whole_hours()
+        ),
         Preflight::WillFail { finding_id, .. } => {
             let text = format!("{} {}", h.hostname, verdict.reason());
             match finding_id {

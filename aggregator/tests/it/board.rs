@@ -3,8 +3,8 @@
 //! when its run writes again, the window banner shows readable times, and the host and run
 //! pages are pages (not JSON errors) with the primary cause first. The host page's timeline
 //! shows each run's phases from the stored history (bounded per run); the preflight column
-//! and a window that requires a clean preflight mark hosts that are not clean; exports carry
-//! the triage notes.
+//! and a window that requires a clean preflight mark hosts that are not clean (a clean
+//! preflight older than 12 h is stale, not clean); exports carry the triage notes.
 
 use std::net::SocketAddr;
 
@@ -16,6 +16,7 @@ backend_tests! {
     a_stall_ends_when_the_run_writes_again => stall_ends;
     the_host_page_shows_each_runs_phases_and_where_it_stopped => phase_timeline;
     the_board_shows_preflight_and_a_gated_window_marks_hosts_not_clean => preflight_board;
+    a_clean_preflight_older_than_12h_is_stale_and_does_not_pass_a_gate => stale_preflight;
 }
 
 const HOUR: i64 = 3_600_000_000_000;
@@ -837,6 +838,52 @@ async fn preflight_board(backend: Backend) {
             "{host}"
         );
     }
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+async fn stale_preflight(backend: Backend) {
+    let Some((config, _dir)) = config(backend).await else {
+        return;
+    };
+    let (agg, shutdown) = start(config).await;
+    let http = agg.http_addr();
+    let mut grpc = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut grpc).await.unwrap();
+    let now = now_ns();
+    // Both clean; EX11's snapshot is 13 h old (its agent stopped taking them), EX12's 11 h.
+    for (seq, host, age) in [(1, "EX11", 13 * HOUR), (2, "EX12", 11 * HOUR)] {
+        let run = preflight_run(host, &format!("preflight-{host}-1"), 2, "", now - age);
+        let ack = stream
+            .roundtrip(batch_with(seq, host, vec![], vec![run]))
+            .await;
+        assert!(ack.rejected.is_empty(), "{ack:?}");
+    }
+    let (status, body) = post(
+        http,
+        "/api/v1/windows",
+        r#"{"id":"gated","name":"CU16","hosts":"EX1*","duration":"2h","require_clean_preflight":true}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    let (_, _, page) = get_text(http, "/").await;
+    let stale = fleet_row(&page, "EX11");
+    assert!(stale.contains(r#"data-preflight="stale""#), "{stale}");
+    assert!(stale.contains("needs a clean preflight"), "{stale}");
+    let fresh = fleet_row(&page, "EX12");
+    assert!(fresh.contains(r#"data-preflight="clean""#), "{fresh}");
+    assert!(!fresh.contains("needs a clean preflight"), "{fresh}");
+    // The window's page lists the stale host, saying why.
+    let (_, _, page) = get_text(http, "/windows/gated").await;
+    let gate = &page[page.find(r#"id="gate""#).expect("a gate card")..];
+    let gate = &gate[..gate.find("</section>").unwrap()];
+    assert!(gate.contains(r#"<li data-host="EX11""#), "{gate}");
+    assert!(gate.contains("preflight stale"), "{gate}");
+    assert!(!gate.contains(r#"data-host="EX12""#), "{gate}");
 
     drop(stream);
     shutdown.cancel();
