@@ -1,5 +1,6 @@
 //! Maintenance windows that require a clean preflight: which hosts in scope of such a window
-//! are not clean, and the alert routed for each while the window is active.
+//! are not clean, and the alert routed for each while the window is active or about to start
+//! (within the router's `preflight_gate_lead`, so there is time to fix the host).
 //!
 //! A host is **clean** when its latest preflight run predicts no failure (no finding at high
 //! severity or worse: the run succeeded) and is at most [`STALE_AFTER`] old. A host with no
@@ -12,6 +13,7 @@
 //! silences and receivers (Alertmanager among them) apply. It is sent again at every check
 //! (after each reload of the windows) while the host stays not clean, so the alert keeps firing,
 //! and it resolves by its route's `resolve_after` once the host is clean or the window ends.
+//! Before the window starts the alert has the same id, so it carries on into the window.
 
 use patchwatch_proto::{Finding, HostInfo, Remediation, Severity};
 use time::OffsetDateTime;
@@ -160,12 +162,22 @@ pub(crate) fn alert(
         } => id.clone(),
         _ => format!("preflight-gate-{}-{}", window.id, host.hostname),
     };
+    let starts_in = window.starts_at - now;
+    let when = if starts_in.is_positive() {
+        // Rounded up: "in 0 min" would read as already started.
+        format!(
+            ", which starts in {} min",
+            (starts_in.whole_seconds() + 59) / 60
+        )
+    } else {
+        String::new()
+    };
     let mut f = Finding {
         id,
         rule_id: GATE_RULE.to_owned(),
         rule_version: 1,
         title: format!(
-            "{} is not clean for maintenance window {}: {}",
+            "{} is not clean for maintenance window {}{when}: {}",
             host.hostname,
             window.name,
             verdict.reason()
@@ -194,10 +206,29 @@ pub(crate) fn alert(
         ..Finding::default()
     };
     f.fields.insert("window".to_owned(), window.id.clone());
+    if let Ok(t) = window
+        .starts_at
+        .format(&time::format_description::well_known::Rfc3339)
+    {
+        f.fields.insert("window_starts_at".to_owned(), t);
+    }
     f.fields.insert("preflight".to_owned(), verdict.reason());
     f.labels
         .insert(MAINTENANCE_WINDOW_LABEL.to_owned(), window.id.clone());
     f
+}
+
+/// The windows of `windows` a gate watches at `now`: those requiring a clean preflight that
+/// are active, or start within `lead`.
+pub(crate) fn watched(
+    windows: Vec<MaintenanceWindow>,
+    now: OffsetDateTime,
+    lead: std::time::Duration,
+) -> Vec<MaintenanceWindow> {
+    windows
+        .into_iter()
+        .filter(|w| w.require_clean_preflight && w.starts_at - lead <= now && now < w.ends_at)
+        .collect()
 }
 
 /// Every (window, host, verdict) where `host` is not clean in `window`, over the windows of
@@ -377,5 +408,45 @@ mod tests {
             Preflight::at(&failing, now),
             Preflight::WillFail { .. }
         ));
+    }
+
+    #[test]
+    fn a_gated_window_is_watched_from_its_lead_time_until_it_ends() {
+        let now = OffsetDateTime::now_utc();
+        let at = |id: &str, starts_in: time::Duration, require: bool| MaintenanceWindow {
+            id: id.into(),
+            starts_at: now + starts_in,
+            ends_at: now + starts_in + time::Duration::hours(2),
+            ..window(require)
+        };
+        let windows = vec![
+            at("active", -time::Duration::minutes(5), true),
+            at("soon", time::Duration::minutes(30), true),
+            at("later", time::Duration::hours(2), true),
+            at("ungated", time::Duration::minutes(30), false),
+            at("over", -time::Duration::hours(3), true),
+        ];
+        let ids = |lead| -> Vec<String> {
+            watched(windows.clone(), now, lead)
+                .into_iter()
+                .map(|w| w.id)
+                .collect()
+        };
+        assert_eq!(
+            ids(std::time::Duration::from_secs(3600)),
+            ["active", "soon"]
+        );
+        assert_eq!(ids(std::time::Duration::ZERO), ["active"]);
+        // The alert before the start says when the window starts.
+        let soon = at("soon", time::Duration::minutes(30), true);
+        let h = host("EX02", None);
+        let f = alert(&soon, &h, &Preflight::of(&h), now);
+        assert!(f.title.contains("starts in 30 min"), "{}", f.title);
+        assert_eq!(
+            f.id, "preflight-gate-soon-EX02",
+            "the same alert as once it starts"
+        );
+        let f = alert(&window(true), &h, &Preflight::of(&h), now);
+        assert!(!f.title.contains("starts in"), "{}", f.title);
     }
 }

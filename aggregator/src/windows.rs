@@ -14,7 +14,8 @@
 //!
 //! After each reload the windows that require a clean preflight are checked
 //! ([`RoutingState::check_gates`]), so a gate alert fires within one [`RELOAD_INTERVAL`] of
-//! a window starting or a host's preflight changing, and keeps firing while it holds.
+//! a window coming within the router's `preflight_gate_lead` of its start or a host's
+//! preflight changing, and keeps firing while it holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::routing::{Router, SilenceConfig, WindowError, WindowSet};
+use crate::routing::{Router, SilenceConfig, WindowError, WindowSet, DEFAULT_PREFLIGHT_GATE_LEAD};
 use crate::store::{Store, StoreError};
 
 /// How often stored windows and silences are re-read even without a local change.
@@ -102,22 +103,27 @@ impl RoutingState {
         }
     }
 
-    /// Routes an alert for every host that is not clean in an active window requiring a clean
-    /// preflight ([`crate::gate`]), and sets the gauge of how many there are; no alert without
-    /// a router. Returns how many alerts were queued.
+    /// Routes an alert for every host that is not clean in a window requiring a clean
+    /// preflight that is active or starts within the router's `preflight_gate_lead`
+    /// ([`crate::gate`]), and sets the gauge of how many there are; no alert without a router.
+    /// Returns how many alerts were queued.
     ///
     /// # Errors
     /// The store could not be read.
     pub async fn check_gates(&self, store: &dyn Store) -> Result<usize, StoreError> {
         let now = OffsetDateTime::now_utc();
-        let active = self.windows.active(now);
+        let lead = self
+            .router
+            .as_ref()
+            .map_or(DEFAULT_PREFLIGHT_GATE_LEAD, Router::preflight_gate_lead);
+        let watched = crate::gate::watched(self.windows.all(), now, lead);
         let gauge = metrics::gauge!("patchwatch_aggregator_preflight_gate_hosts");
-        if !active.iter().any(|w| w.require_clean_preflight) {
+        if watched.is_empty() {
             gauge.set(0.0);
             return Ok(0);
         }
         let hosts = store.hosts(None).await?;
-        let blocked = crate::gate::all_blocked(&active, &hosts);
+        let blocked = crate::gate::all_blocked(&watched, &hosts);
         gauge.set(blocked.len() as f64);
         Ok(match &self.router {
             Some(router) => crate::gate::route(router, &blocked, now),

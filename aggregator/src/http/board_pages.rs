@@ -262,7 +262,7 @@ fn gate_card(w: &MaintenanceWindow, hosts: &[crate::model::HostRecord]) -> Strin
         })
         .collect();
     format!(
-        r#"<section class="card gate" id="gate"><h2>Preflight gate: {n} host{s} not clean</h2><p class="muted">This window requires a clean preflight; while it is active each host below is alerted on.</p><ul class="causes">{items}</ul></section>"#,
+        r#"<section class="card gate" id="gate"><h2>Preflight gate: {n} host{s} not clean</h2><p class="muted">This window requires a clean preflight; from shortly before it starts (<code>[routing] preflight_gate_lead</code>, default 1 h) until it ends each host below is alerted on.</p><ul class="causes">{items}</ul></section>"#,
         n = blocked.len(),
         s = if blocked.len() == 1 { "" } else { "s" },
     )

@@ -69,6 +69,29 @@ pub struct RoutingConfig {
     /// (default 10000).
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
+    /// How long before a window that requires a clean preflight starts its hosts that are
+    /// not clean are alerted on (`patchwatch.preflight-gate`), so there is time to fix them;
+    /// absent: [`DEFAULT_PREFLIGHT_GATE_LEAD`]; `"0s"`: only once it is active. At most
+    /// [`MAX_PREFLIGHT_GATE_LEAD`].
+    #[serde(default)]
+    pub preflight_gate_lead: Option<Duration>,
+}
+
+/// `preflight_gate_lead` when absent: an hour is enough to fix a pending restart or a
+/// Group Policy setting before the update starts.
+pub const DEFAULT_PREFLIGHT_GATE_LEAD: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The longest `preflight_gate_lead`: a week ahead the preflight that will count (the one at
+/// the window's start) has not run yet.
+pub const MAX_PREFLIGHT_GATE_LEAD: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+impl RoutingConfig {
+    /// `preflight_gate_lead`, or its default.
+    pub fn preflight_gate_lead(&self) -> std::time::Duration {
+        self.preflight_gate_lead
+            .map_or(DEFAULT_PREFLIGHT_GATE_LEAD, Duration::get)
+    }
 }
 
 fn default_queue() -> usize {

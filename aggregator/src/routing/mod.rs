@@ -39,7 +39,7 @@ mod window;
 pub use alertmanager::PostableAlert;
 pub use config::{
     AlertmanagerConfig, MaintenanceWindow, ReceiverConfig, RouteAction, RouteConfig, RoutingConfig,
-    SilenceConfig,
+    SilenceConfig, DEFAULT_PREFLIGHT_GATE_LEAD, MAX_PREFLIGHT_GATE_LEAD,
 };
 pub use decide::Decision;
 pub use error::{RoutingError, WindowError};

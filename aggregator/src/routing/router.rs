@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::ack::Pending;
 use super::alertmanager::check_url;
-use super::config::{RoutingConfig, SilenceConfig};
+use super::config::{RoutingConfig, SilenceConfig, MAX_PREFLIGHT_GATE_LEAD};
 use super::decide::{as_before_escalation, Decider, Decision, Outcome, Target};
 use super::error::RoutingError;
 use super::group::{Groups, Notifier};
@@ -32,6 +32,7 @@ struct Shared {
     rx: Mutex<Option<mpsc::Receiver<Queued>>>,
     decider: Decider,
     notifier: Notifier,
+    preflight_gate_lead: std::time::Duration,
 }
 
 /// The alert router. Cheap to clone; all clones feed the same driver.
@@ -79,6 +80,17 @@ impl Router {
         if let Some(u) = &config.dashboard_url {
             check_url("routing", "dashboard_url", u)?;
         }
+        let preflight_gate_lead = config.preflight_gate_lead();
+        if preflight_gate_lead > MAX_PREFLIGHT_GATE_LEAD {
+            return Err(RoutingError::Invalid {
+                what: "routing".to_owned(),
+                field: "preflight_gate_lead",
+                reason: format!(
+                    "\"{}\" is longer than \"7d\" (default \"1h\")",
+                    patchwatch_config::Duration::from(preflight_gate_lead)
+                ),
+            });
+        }
         let receivers = receiver::start_all(&config.receivers)?;
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         Ok(Router {
@@ -87,6 +99,7 @@ impl Router {
                 rx: Mutex::new(Some(rx)),
                 decider,
                 notifier: Notifier::new(receivers, config.dashboard_url),
+                preflight_gate_lead,
             }),
         })
     }
@@ -150,6 +163,12 @@ impl Router {
     /// The first invalid silence, naming the field.
     pub fn set_stored_silences(&self, silences: Vec<SilenceConfig>) -> Result<(), RoutingError> {
         self.inner.decider.set_stored_silences(&silences)
+    }
+
+    /// How long before a window requiring a clean preflight starts its hosts that are not
+    /// clean are alerted on (`preflight_gate_lead`).
+    pub fn preflight_gate_lead(&self) -> std::time::Duration {
+        self.inner.preflight_gate_lead
     }
 
     /// The configured silences (`[[silences]]`), as written.

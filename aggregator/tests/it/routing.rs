@@ -637,3 +637,126 @@ url = "{am}"
     shutdown.cancel();
     agg.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_window_alerts_within_its_lead_time_before_it_starts() {
+    let Some(am) = env_or_skip("PATCHWATCH_ALERTMANAGER_URL", "setup-alertmanager.sh") else {
+        return;
+    };
+    let token = run_token();
+    // Both will fail; SOON's window starts in 30 min (within the 1 h lead), LATER's in 3 h.
+    let (soon, later) = (format!("PL{token}S"), format!("PL{token}L"));
+    let (config, _data) = sqlite_config(&format!(
+        r#"
+[routing]
+dashboard_url = "http://dashboard.test/"
+preflight_gate_lead = "1h"
+
+[[routing.route]]
+name = "preflight-gate"
+rule_ids = ["{rule}"]
+receivers = ["am"]
+group_by = ["rule_id", "host"]
+group_wait = "100ms"
+group_interval = "200ms"
+
+[routing.receivers.am]
+type = "alertmanager"
+url = "{am}"
+"#,
+        rule = patchwatch_aggregator::gate::GATE_RULE
+    ))
+    .await;
+    let (agg, shutdown) = start(config).await;
+    let http = agg.http_addr();
+    let mut client = client(agg.grpc_addr()).await;
+    let mut stream = CollectorStream::open(&mut client).await.unwrap();
+    let mut findings = Vec::new();
+    let mut runs = Vec::new();
+    for host in [&soon, &later] {
+        let mut f = fresh(
+            &format!("pl-{host}"),
+            host,
+            "exchange.readiness.reboot-pending",
+            4,
+        );
+        f.title = "Will fail with: A restart is pending".into();
+        f.run_id = format!("preflight-{host}-1");
+        f.category = "preflight".into();
+        findings.push(f);
+        runs.push(preflight(host, 3, &format!("pl-{host}")));
+    }
+    let batch = patchwatch_proto::Batch {
+        collector_id: format!("pl-{token}"),
+        sequence: 1,
+        host: None,
+        findings,
+        run_updates: runs,
+    };
+    let ack = stream.roundtrip(batch).await;
+    assert!(ack.rejected.is_empty(), "{ack:?}");
+
+    let in_ = |minutes: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::minutes(minutes))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    for (id, host, starts) in [("soon", &soon, in_(30)), ("later", &later, in_(180))] {
+        let (status, body) = post_json(
+            http,
+            "/api/v1/windows",
+            json!({ "id": format!("{id}-{token}"), "name": format!("CU16 {id}"), "hosts": host,
+                    "starts_at": starts, "duration": "2h", "require_clean_preflight": true }),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["state"], "scheduled", "{body}");
+    }
+    let mine = || async {
+        am_alerts(&am, patchwatch_aggregator::gate::GATE_RULE)
+            .await
+            .into_iter()
+            .filter(|a| {
+                a["labels"]["host"]
+                    .as_str()
+                    .is_some_and(|h| h.starts_with(&format!("PL{token}")))
+            })
+            .collect::<Vec<_>>()
+    };
+    let got = eventually(
+        Duration::from_secs(15),
+        "a preflight gate alert before the window starts",
+        || async {
+            let a = mine().await;
+            (!a.is_empty()).then_some(a)
+        },
+    )
+    .await;
+    let a = &got[0];
+    assert_eq!(a["labels"]["host"], soon.as_str());
+    assert_eq!(a["labels"]["maintenance_window"], format!("soon-{token}"));
+    assert_eq!(a["labels"]["severity"], "high");
+    let summary = a["annotations"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("CU16 soon")
+            && summary.contains("starts in 30 min")
+            && summary.contains("A restart is pending"),
+        "{summary}"
+    );
+    // The window three hours out raises nothing yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hosts_of(&mine().await), [soon]);
+
+    drop(stream);
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_preflight_gate_lead_over_a_week_is_refused_by_name() {
+    let config =
+        patchwatch_aggregator::routing::RoutingConfig::from_toml("preflight_gate_lead = \"8d\"\n")
+            .unwrap();
+    let err = patchwatch_aggregator::routing::Router::new(config).unwrap_err();
+    assert!(err.to_string().contains("preflight_gate_lead"), "{err}");
+}
