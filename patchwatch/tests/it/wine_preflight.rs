@@ -253,7 +253,8 @@ async fn the_agent_delivers_a_snapshot_at_start_and_at_a_window_start() {
     assert_eq!(run.primary_finding_id, finding.id);
 }
 
-/// A DBCS Windows Server 2012 made with `reg add`, an expired Exchange Auth certificate in
+/// A DBCS Windows Server 2012 made with `reg add` (reported once Exchange 2010 is there too, not
+/// with Exchange 2013 or later alone), an expired Exchange Auth certificate in
 /// `LocalMachine\My` (where the registry certificate store keeps it, read back through
 /// `CertOpenStore`), and an OWA logon page changed after the Exchange install date: each
 /// reported with its rule; a `web.config` older than that date is not.
@@ -332,11 +333,11 @@ fn preflight_reports_dbcs_an_expired_auth_certificate_and_customized_files() {
             .map(|f| f.as_str().unwrap().to_string())
             .collect()
     };
-    let dbcs = facts("dbcs-server-2012");
-    assert!(
-        dbcs.iter()
-            .any(|f| f.ends_with(r"Nls\CodePage\ACP = 932 (a double-byte code page)")),
-        "{dbcs:?}"
+    // A DBCS 2012 with Exchange 2013 or later: the known issue is Exchange 2010's.
+    assert_eq!(
+        checks["dbcs-server-2012"]["status"], "clean",
+        "{:#}",
+        checks["dbcs-server-2012"]
     );
     let cert = facts("oauth-certificate-expired");
     assert_eq!(cert.len(), 1, "{cert:?}");
@@ -352,6 +353,35 @@ fn preflight_reports_dbcs_an_expired_auth_certificate_and_customized_files() {
     assert!(
         custom[0].starts_with(&logon) && custom[0].ends_with("after the last update (20250110)"),
         "{custom:?}"
+    );
+
+    // Exchange 2010 SP3 as its setup records itself (a server has one version or the other;
+    // the v15 key stays here only because the other checks read it).
+    let v14 = r"HKLM\SOFTWARE\Microsoft\ExchangeServer\v14\Setup";
+    reg_add(&w, v14, "MsiProductMajor", "REG_DWORD", "14");
+    reg_add(&w, v14, "MsiProductMinor", "REG_DWORD", "3");
+    let (_, checks, findings) = preflight(&w, &[]);
+    assert_eq!(
+        checks["dbcs-server-2012"]["status"], "found",
+        "{:#}",
+        checks["dbcs-server-2012"]
+    );
+    let dbcs: Vec<&str> = checks["dbcs-server-2012"]["facts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        dbcs.iter()
+            .any(|f| f.ends_with(r"Nls\CodePage\ACP = 932 (a double-byte code page)")),
+        "{dbcs:?}"
+    );
+    assert!(
+        dbcs.iter().any(|f| f.ends_with(
+            r"v14\Setup\MsiProductMajor = 14, MsiProductMinor = 3 (Exchange Server 2010)"
+        )),
+        "{dbcs:?}"
     );
     for rule_id in [
         "explain.dbcs-system-locale",

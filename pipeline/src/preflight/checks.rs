@@ -100,10 +100,14 @@ pub enum Probe {
         within_days: u32,
     },
     /// A double-byte (DBCS) Windows Server 2012 or 2012 R2: OS version 6.2 or 6.3 (and no
-    /// Windows 10 major version) with one of `code_pages` as the system ANSI code page.
+    /// Windows 10 major version) with one of `code_pages` as the system ANSI code page, on a
+    /// server with the Exchange version `exchange_major` installed.
     DbcsServer2012 {
         /// The DBCS ANSI code pages.
         code_pages: &'static [u32],
+        /// `MsiProductMajor` of the affected Exchange version, read below
+        /// `SOFTWARE\Microsoft\ExchangeServer\v<major>\Setup`.
+        exchange_major: u64,
     },
     /// Files below the Exchange install path modified more than `grace_days` after the last
     /// Exchange update was installed: customizations the next update overwrites.
@@ -292,13 +296,16 @@ pub const CHECKS: &[Check] = &[
     Check {
         id: "dbcs-server-2012",
         rule_id: "explain.dbcs-system-locale",
-        condition: "A double-byte (DBCS) Windows Server 2012",
+        condition: "Exchange 2010 on a double-byte (DBCS) Windows Server 2012",
         severity: Severity::Medium,
-        // Exchange 2010 (the UR32 case) records no v15 install path: check every server.
+        // Exchange 2010 records no v15 install path; the probe reads its own key.
         exchange_only: false,
+        // Known issue B23: installing or removing Exchange 2010 SP3 update rollups (UR32) on
+        // a DBCS Windows Server 2012; Exchange 2013 and later are not named. Code pages:
         // Japanese, Simplified Chinese, Korean, Traditional Chinese.
         probe: Probe::DbcsServer2012 {
             code_pages: &[932, 936, 949, 950],
+            exchange_major: 14,
         },
     },
     Check {
@@ -476,7 +483,10 @@ fn probe(
             subject,
             within_days,
         } => auth_certificate(state, subject, within_days),
-        Probe::DbcsServer2012 { code_pages } => dbcs_server_2012(state, code_pages),
+        Probe::DbcsServer2012 {
+            code_pages,
+            exchange_major,
+        } => dbcs_server_2012(state, code_pages, exchange_major),
         Probe::ModifiedSinceUpdate { files, grace_days } => {
             let root = exchange.ok_or(Outcome::Skip("Exchange Server is not installed"))?;
             modified_since_update(state, root, files, grace_days)
@@ -674,8 +684,20 @@ fn auth_certificate(state: &dyn SystemState, subject: &str, within_days: u32) ->
     }]))
 }
 
-fn dbcs_server_2012(state: &dyn SystemState, code_pages: &[u32]) -> Facts {
+fn dbcs_server_2012(state: &dyn SystemState, code_pages: &[u32], exchange_major: u64) -> Facts {
     let read = |key: &str, name: &str| state.registry_value(Hive::LocalMachine, key, name);
+    let setup = format!(r"SOFTWARE\Microsoft\ExchangeServer\v{exchange_major}\Setup");
+    let major = read(&setup, "MsiProductMajor")?.and_then(|v| v.as_u64());
+    // Without that Exchange version the condition is absent, as on any other OS.
+    if major != Some(exchange_major) {
+        return Ok(None);
+    }
+    let exchange = match read(&setup, "MsiProductMinor")?.and_then(|v| v.as_u64()) {
+        Some(minor) => format!(
+            r"HKLM\{setup}\MsiProductMajor = {exchange_major}, MsiProductMinor = {minor} (Exchange Server 2010)"
+        ),
+        None => format!(r"HKLM\{setup}\MsiProductMajor = {exchange_major} (Exchange Server 2010)"),
+    };
     let version = read(CURRENT_VERSION, "CurrentVersion")?
         .and_then(|v| v.as_str().map(|s| s.trim().to_string()))
         .unwrap_or_default();
@@ -697,6 +719,7 @@ fn dbcs_server_2012(state: &dyn SystemState, code_pages: &[u32]) -> Facts {
             Ok(Some(vec![
                 format!(r"HKLM\{CURRENT_VERSION}\CurrentVersion = {version} ({product})"),
                 format!(r"HKLM\{CODE_PAGE}\ACP = {cp} (a double-byte code page)"),
+                exchange,
             ]))
         }
         _ => Ok(None),

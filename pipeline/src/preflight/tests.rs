@@ -119,6 +119,8 @@ const DAY: i64 = 86_400;
 const DEC_1: i64 = NOW - 31 * DAY;
 const CV: &str = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion";
 const NLS: &str = r"SYSTEM\CurrentControlSet\Control\Nls\CodePage";
+/// Where Exchange 2010 records its setup.
+const EX2010: &str = r"SOFTWARE\Microsoft\ExchangeServer\v14\Setup";
 const AUTH: &str = "CN=Microsoft Exchange Server Auth Certificate";
 
 fn cert(subject: &str, thumbprint: &str, not_after_unix: i64) -> Certificate {
@@ -448,12 +450,15 @@ fn oauth_certificate_expired_or_expiring_by_the_newest_in_the_store() {
 
 #[test]
 fn dbcs_code_page_on_windows_server_2012_only() {
+    // Exchange 2010 SP3, the version known issue B23 names.
     let server_2012 = |acp: &str| {
         FakeState::new()
             .value(LM, CV, "CurrentVersion", s("6.2"))
             .value(LM, CV, "ProductName", s("Windows Server 2012 Standard"))
             .value(LM, CV, "InstallationType", s("Server"))
             .value(LM, NLS, "ACP", s(acp))
+            .value(LM, EX2010, "MsiProductMajor", RegValue::Dword(14))
+            .value(LM, EX2010, "MsiProductMinor", RegValue::Dword(3))
     };
     let f = facts(&server_2012("932"), "dbcs-server-2012");
     assert_eq!(
@@ -461,18 +466,37 @@ fn dbcs_code_page_on_windows_server_2012_only() {
         vec![
             format!(r"HKLM\{CV}\CurrentVersion = 6.2 (Windows Server 2012 Standard)"),
             format!(r"HKLM\{NLS}\ACP = 932 (a double-byte code page)"),
+            format!(
+                r"HKLM\{EX2010}\MsiProductMajor = 14, MsiProductMinor = 3 (Exchange Server 2010)"
+            ),
         ]
     );
     for acp in ["936", "949", "950"] {
         assert_eq!(
             facts(&server_2012(acp), "dbcs-server-2012").len(),
-            2,
+            3,
             "{acp}"
         );
     }
     // 2012 R2 too.
     let st = server_2012("949").value(LM, CV, "CurrentVersion", s("6.3"));
-    assert_eq!(facts(&st, "dbcs-server-2012").len(), 2);
+    assert_eq!(facts(&st, "dbcs-server-2012").len(), 3);
+    // The same DBCS Windows Server 2012 with Exchange 2013 or later (v15) instead of 2010,
+    // or with no Exchange: the issue is with Exchange 2010's update rollups only.
+    let without_2010 = || {
+        FakeState::new()
+            .value(LM, CV, "CurrentVersion", s("6.2"))
+            .value(LM, CV, "InstallationType", s("Server"))
+            .value(LM, NLS, "ACP", s("932"))
+    };
+    let v15 = without_2010()
+        .value(LM, EXSETUP, "MsiInstallPath", s(INSTALL))
+        .value(LM, EXSETUP, "MsiProductMajor", RegValue::Dword(15));
+    assert_eq!(status(&v15, "dbcs-server-2012"), Status::Clean);
+    assert_eq!(status(&without_2010(), "dbcs-server-2012"), Status::Clean);
+    // A v14 key naming another major version is not Exchange 2010.
+    let odd = without_2010().value(LM, EX2010, "MsiProductMajor", RegValue::Dword(8));
+    assert_eq!(status(&odd, "dbcs-server-2012"), Status::Clean);
     // A single-byte code page; Windows Server 2016+ (6.3 with a major version of 10);
     // Windows 8 (a client); 2008 R2 (6.1).
     for st in [
