@@ -69,7 +69,57 @@ impl Job {
 /// One write travelling to the writer thread.
 struct WriteRequest {
     batch: ValidBatch,
-    reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// What the writer thread hands back: the batch itself, so that turning it into the
+/// outcome's finding summaries (moving its strings) and freeing it happen on the caller's
+/// runtime thread, not on the single writer thread every stream waits for.
+struct Written {
+    batch: ValidBatch,
+    stored: Stored,
+}
+
+/// What one batch's write changed.
+#[derive(Default)]
+struct Stored {
+    /// Index in the batch and store sequence number of each finding stored for the first time.
+    new_findings: Vec<(usize, i64)>,
+    runs: Vec<crate::model::RunRecord>,
+    /// Statements the batch executed (for the counting tests).
+    statements: usize,
+}
+
+impl Written {
+    fn into_outcome(self) -> WriteOutcome {
+        let Written { batch, stored } = self;
+        let mut findings = batch.findings.into_iter().enumerate();
+        let mut new_findings = Vec::with_capacity(stored.new_findings.len());
+        for (index, seq) in stored.new_findings {
+            // Indexes increase, so `find` only skips the findings that were duplicates.
+            let Some((_, f)) = findings.find(|(i, _)| *i == index) else {
+                break;
+            };
+            new_findings.push(FindingSummary {
+                seq,
+                observed_time: crate::model::rfc3339(f.observed_ns),
+                severity: severity_name(f.severity)
+                    .unwrap_or("unspecified")
+                    .to_owned(),
+                id: f.id,
+                host: f.host,
+                rule_id: f.rule_id,
+                title: f.title,
+                run_id: f.run_id,
+                category: f.category,
+                primary: f.primary,
+            });
+        }
+        WriteOutcome {
+            new_findings,
+            runs: stored.runs,
+        }
+    }
 }
 
 /// The SQLite store. Cheap to share behind an `Arc`.
@@ -86,6 +136,18 @@ struct Statements {
     add_count: String,
     record_phase: String,
     prune_phases: String,
+}
+
+impl Statements {
+    fn new() -> Self {
+        Self {
+            upsert_host: sql::SQLITE.upsert_host(),
+            upsert_run: sql::SQLITE.upsert_run(),
+            add_count: sql::SQLITE.add_finding_count(),
+            record_phase: sql::SQLITE.record_phase(),
+            prune_phases: sql::SQLITE.prune_phases(),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -127,13 +189,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
 
-        let sql = Statements {
-            upsert_host: sql::SQLITE.upsert_host(),
-            upsert_run: sql::SQLITE.upsert_run(),
-            add_count: sql::SQLITE.add_finding_count(),
-            record_phase: sql::SQLITE.record_phase(),
-            prune_phases: sql::SQLITE.prune_phases(),
-        };
+        let sql = Statements::new();
         let (tx, rx) = mpsc::channel(1024);
         let max_idle = config.read_connections;
         let (stop_checkpoints, checkpoint_stop_rx) = std::sync::mpsc::channel::<()>();
@@ -209,7 +265,8 @@ impl Store for SqliteStore {
                 .send(Job::Write(WriteRequest { batch, reply }))
                 .await
                 .map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
+            let written = answer.await.map_err(|_| StoreError::Closed)??;
+            Ok(written.into_outcome())
         }
         .boxed()
     }
@@ -615,8 +672,11 @@ fn writer_loop(
         let started = Instant::now();
         match write_group(&mut conn, sql, &group) {
             Ok(outcomes) => {
-                for (req, outcome) in group.drain(..).zip(outcomes) {
-                    let _ = req.reply.send(Ok(outcome));
+                for (req, stored) in group.drain(..).zip(outcomes) {
+                    let _ = req.reply.send(Ok(Written {
+                        batch: req.batch,
+                        stored,
+                    }));
                 }
             }
             Err(error) => {
@@ -626,7 +686,10 @@ fn writer_loop(
                 for req in group.drain(..) {
                     let result = write_group(&mut conn, sql, std::slice::from_ref(&req))
                         .map(|mut o| o.pop().unwrap_or_default());
-                    let _ = req.reply.send(result);
+                    let _ = req.reply.send(result.map(|stored| Written {
+                        batch: req.batch,
+                        stored,
+                    }));
                 }
             }
         }
@@ -667,7 +730,7 @@ fn write_group(
     conn: &mut Connection,
     sql: &Statements,
     group: &[WriteRequest],
-) -> Result<Vec<WriteOutcome>, StoreError> {
+) -> Result<Vec<Stored>, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let outcomes = group
         .iter()
@@ -681,12 +744,13 @@ fn write_batch(
     tx: &Transaction<'_>,
     sql: &Statements,
     b: &ValidBatch,
-) -> Result<WriteOutcome, StoreError> {
-    let mut outcome = WriteOutcome::default();
+) -> Result<Stored, StoreError> {
+    let mut outcome = Stored::default();
     {
         let mut host = tx.prepare_cached(&sql.upsert_host)?;
         for h in &b.hosts {
             let i = &h.info;
+            outcome.statements += 1;
             host.execute(params![
                 i.hostname,
                 i.fqdn,
@@ -702,8 +766,9 @@ fn write_batch(
     {
         let mut insert = tx.prepare_cached(INSERT_FINDING)?;
         let mut counts: HashMap<(&str, &str, i32), i64> = HashMap::new();
-        for f in &b.findings {
+        for (index, f) in b.findings.iter().enumerate() {
             let severity = severity_name(f.severity).unwrap_or("unspecified");
+            outcome.statements += 1;
             let inserted = insert.execute(params![
                 f.id,
                 f.host,
@@ -727,28 +792,19 @@ fn write_batch(
             ])?;
             if inserted == 1 {
                 *counts.entry((&f.host, &f.run_id, f.severity)).or_default() += 1;
-                outcome.new_findings.push(FindingSummary {
-                    seq: tx.last_insert_rowid(),
-                    id: f.id.clone(),
-                    host: f.host.clone(),
-                    rule_id: f.rule_id.clone(),
-                    title: f.title.clone(),
-                    severity: severity.to_owned(),
-                    run_id: f.run_id.clone(),
-                    category: f.category.clone(),
-                    primary: f.primary,
-                    observed_time: crate::model::rfc3339(f.observed_ns),
-                });
+                outcome.new_findings.push((index, tx.last_insert_rowid()));
             }
         }
         let mut add = tx.prepare_cached(&sql.add_count)?;
         for ((host, run, sev), n) in counts {
+            outcome.statements += 1;
             add.execute(params![host, run, sev, n])?;
         }
     }
     {
         let mut upsert = tx.prepare_cached(&sql.upsert_run)?;
         for r in &b.runs {
+            outcome.statements += 1;
             let row = upsert
                 .query_row(
                     params![
@@ -774,7 +830,7 @@ fn write_batch(
                 .optional()?;
             // Only an update the run took (not an older one) can change its phase.
             if let Some(row) = row {
-                phases::record(tx, sql, &row, super::phase_time(r))?;
+                outcome.statements += phases::record(tx, sql, &row, super::phase_time(r))?;
                 outcome.runs.push(row.into());
             }
         }
@@ -813,5 +869,115 @@ impl Readers {
             idle.push(conn);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writer's work per group commit, counted: one statement per finding, host, run
+    //! update and (host, run, severity) count, and nothing per finding beyond its insert.
+
+    use super::*;
+    use crate::model::{HostInfoRecord, NewFinding, NewHost, NewRun};
+
+    fn batch(host: &str, run: &str, ids: std::ops::Range<usize>) -> ValidBatch {
+        ValidBatch {
+            collector_id: "c1".into(),
+            received_ns: 1,
+            hosts: vec![NewHost {
+                info: HostInfoRecord {
+                    hostname: host.into(),
+                    ..HostInfoRecord::default()
+                },
+            }],
+            findings: ids
+                .map(|i| NewFinding {
+                    id: format!("{host}-{i}"),
+                    host: host.into(),
+                    rule_id: "EX-1".into(),
+                    rule_version: 1,
+                    title: format!("finding {i}"),
+                    severity: 4,
+                    category: "setup".into(),
+                    primary: false,
+                    log_kind: 1,
+                    source_path: "ExchangeSetup.log".into(),
+                    byte_offset: i as i64,
+                    line_number: i as i64 + 1,
+                    run_id: run.into(),
+                    event_ns: 0,
+                    observed_ns: 1_700_000_000_000_000_000,
+                    detail_json: "{}".into(),
+                })
+                .collect(),
+            runs: vec![NewRun {
+                run_id: run.into(),
+                host: host.into(),
+                source_path: "ExchangeSetup.log".into(),
+                log_kind: 1,
+                outcome: 1,
+                phase: "Mailbox role".into(),
+                updated_ns: 10,
+                last_line_ns: 10,
+                ..NewRun::default()
+            }],
+        }
+    }
+
+    fn request(batch: ValidBatch) -> WriteRequest {
+        WriteRequest {
+            batch,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("pw.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        (dir, conn)
+    }
+
+    #[test]
+    fn a_group_commit_runs_one_statement_per_row() {
+        let (_dir, mut conn) = open();
+        let sql = Statements::new();
+        let group: Vec<WriteRequest> = (0..4)
+            .map(|h| request(batch(&format!("EX{h}"), &format!("r{h}"), 0..50)))
+            .collect();
+        let stored = write_group(&mut conn, &sql, &group).unwrap();
+        let statements: usize = stored.iter().map(|s| s.statements).sum();
+        // Per batch: 1 host, 50 findings, 1 count, 1 run update, 1 phase.
+        assert_eq!(statements, 4 * (1 + 50 + 1 + 1 + 1));
+        assert!(stored.iter().all(|s| s.new_findings.len() == 50));
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM findings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 200);
+    }
+
+    #[test]
+    fn a_replayed_batch_reports_only_its_new_findings() {
+        let (_dir, mut conn) = open();
+        let sql = Statements::new();
+        let first = write_group(&mut conn, &sql, &[request(batch("EX1", "r1", 0..10))]).unwrap();
+        assert_eq!(first[0].new_findings.len(), 10);
+        // Half of this batch is already stored: only the other half is new.
+        let b = batch("EX1", "r1", 5..15);
+        let mut stored = write_group(&mut conn, &sql, &[request(b.clone())]).unwrap();
+        let outcome = Written {
+            batch: b,
+            stored: stored.pop().unwrap(),
+        }
+        .into_outcome();
+        let ids: Vec<&str> = outcome.new_findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["EX1-10", "EX1-11", "EX1-12", "EX1-13", "EX1-14"]);
+        assert!(outcome.new_findings.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(outcome.new_findings[0].title, "finding 10");
+        assert_eq!(outcome.new_findings[0].severity, "high");
+        let counted: i64 = conn
+            .query_row("SELECT SUM(n) FROM finding_counts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(counted, 15);
     }
 }

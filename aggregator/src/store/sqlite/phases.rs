@@ -9,13 +9,14 @@ use crate::model::PhaseRecord;
 use crate::store::{phase_record, sql, RunRow, StoreError, MAX_PHASES};
 
 /// Records `run`'s stored phase (started at `at_ns`) when it differs from the last one
-/// recorded, and drops the run's oldest phases beyond [`MAX_PHASES`].
+/// recorded, and drops the run's oldest phases beyond [`MAX_PHASES`]. Returns the
+/// statements it ran.
 pub(super) fn record(
     tx: &Transaction<'_>,
     sql: &Statements,
     run: &RunRow,
     at_ns: i64,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let ordinal: Option<i64> = tx
         .prepare_cached(&sql.record_phase)?
         .query_row(params![run.run_id, run.phase, at_ns], |r| r.get(0))
@@ -23,8 +24,9 @@ pub(super) fn record(
     if let Some(n) = ordinal.filter(|n| *n > MAX_PHASES) {
         tx.prepare_cached(&sql.prune_phases)?
             .execute(params![run.run_id, n - MAX_PHASES])?;
+        return Ok(2);
     }
-    Ok(())
+    Ok(1)
 }
 
 impl SqliteStore {
