@@ -6,12 +6,14 @@
 //! `grpc.max_inflight_batches` batches of a stream are being stored at once; past that the
 //! stream is simply not read, so HTTP/2 flow control pushes back on the collector.
 //!
-//! Memory across streams is bounded by a byte budget (`grpc.max_inflight_bytes`): a batch
-//! holds its encoded size of it from before validation until it is acknowledged. A stream
-//! whose batch waits for the budget is not read further, so flow control pushes back on it;
-//! at most one decoded batch per stream is outside the budget (the budget cannot be taken
-//! before decoding without letting idle streams sit on reservations). One authenticated
-//! collector may hold at most `grpc.max_streams_per_collector` streams.
+//! Memory across streams is bounded by a byte budget (`grpc.max_inflight_bytes`): a stream
+//! reserves the size of its previous batch before reading the next, and a batch holds its
+//! encoded size until it is acknowledged. A stream waiting for the budget is not read, so its
+//! batches stay encoded in one HTTP/2 window and in the collector. A reservation unused for a
+//! while is given back so idle streams do not sit on the budget; only a batch larger than
+//! its reservation, or the first after such an idle spell, is decoded before the budget is
+//! taken (at most one per stream). One authenticated collector may hold at most
+//! `grpc.max_streams_per_collector` streams.
 //!
 //! A stream ends with a `Status` only for whole-stream problems (see [`super::status`]);
 //! batches already in flight are still acknowledged first, so nothing durable goes unacked.
@@ -128,6 +130,14 @@ impl IngestService {
 
 type AckResult = Result<Ack, Status>;
 
+/// What a stream reserves of the byte budget before reading its first batch (more than a
+/// collector's usual batch, so that it fits; the surplus is given back once it is read);
+/// later batches reserve a little more than the one before.
+const FIRST_ESTIMATE: u32 = 256 * 1024;
+
+/// How long a stream holds a reservation while no batch arrives.
+const RESERVATION_LEASE: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[tonic::async_trait]
 impl Ingest for IngestService {
     type IngestStream = Pin<Box<dyn futures::Stream<Item = AckResult> + Send + 'static>>;
@@ -236,7 +246,18 @@ impl IngestService {
         let budget_bytes = u32::try_from(self.budget_bytes()).unwrap_or(u32::MAX);
         let mut waiting: Option<Batch> = None;
         let mut waiting_size: u32 = 1;
+        // The budget for the next batch (the size of the last one) is taken before reading it,
+        // so streams that find the budget spent leave their batches undecoded in HTTP/2
+        // buffers (one window each) and in the collectors. A reservation not used within
+        // `RESERVATION_LEASE` is given back and the stream reads without one, so idle streams
+        // do not sit on the budget.
+        let mut estimate: u32 = FIRST_ESTIMATE.clamp(1, budget_bytes);
+        let mut reserved: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut unreserved = false;
+        let lease = tokio::time::sleep(RESERVATION_LEASE);
+        tokio::pin!(lease);
         loop {
+            let may_read = waiting.is_none() && pending.len() < self.limits.max_inflight_batches;
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
@@ -261,31 +282,64 @@ impl IngestService {
                         break; // The budget is never closed.
                     };
                     let batch = waiting.take().expect("acquired only while a batch waits");
-                    match self.admit(&caller, batch) {
-                        Ok(fut) => pending.push(
-                            async move {
-                                let ack = fut.await;
-                                drop(held);
-                                ack
-                            }
-                            .boxed(),
-                        ),
-                        Err(s) => {
-                            end = Some(s);
-                            break;
-                        }
+                    if let Err(s) = self.admit_held(&caller, batch, held, &mut pending) {
+                        end = Some(s);
+                        break;
                     }
                 }
-                msg = inbound.next(),
-                    if waiting.is_none() && pending.len() < self.limits.max_inflight_batches =>
+                permit = Arc::clone(&self.budget).acquire_many_owned(estimate),
+                    if may_read && reserved.is_none() && !unreserved =>
+                {
+                    let Ok(held) = permit else {
+                        break; // The budget is never closed.
+                    };
+                    reserved = Some(held);
+                    lease.as_mut().reset(tokio::time::Instant::now() + RESERVATION_LEASE);
+                }
+                () = &mut lease, if may_read && reserved.is_some() => {
+                    reserved = None;
+                    unreserved = true;
+                }
+                msg = inbound.next(), if may_read && (reserved.is_some() || unreserved) =>
                 match msg {
                     Some(Ok(batch)) => {
-                        // Held until the batch is acknowledged; while it waits for the budget
-                        // the stream is not read further.
-                        waiting_size = u32::try_from(prost::Message::encoded_len(&batch))
+                        unreserved = false;
+                        let size = u32::try_from(prost::Message::encoded_len(&batch))
                             .unwrap_or(u32::MAX)
                             .clamp(1, budget_bytes);
-                        waiting = Some(batch);
+                        // A little over the last size, so the next batch usually fits; the
+                        // surplus goes back as soon as the batch is read.
+                        estimate = size.saturating_add(size / 4).min(budget_bytes);
+                        // A batch a little larger than its reservation takes the rest if the
+                        // budget has it now.
+                        if let Some(held) = reserved.as_mut() {
+                            let short = (size as usize).saturating_sub(held.num_permits());
+                            if short > 0 {
+                                let more = u32::try_from(short).unwrap_or(u32::MAX);
+                                if let Ok(more) = Arc::clone(&self.budget).try_acquire_many_owned(more) {
+                                    held.merge(more);
+                                }
+                            }
+                        }
+                        match reserved.take() {
+                            Some(mut held) if held.num_permits() >= size as usize => {
+                                drop(held.split(held.num_permits() - size as usize));
+                                if let Err(s) = self.admit_held(&caller, batch, held, &mut pending) {
+                                    end = Some(s);
+                                    break;
+                                }
+                            }
+                            // Larger than reserved, or read without a reservation: the
+                            // reservation is given back (holding part of the budget while
+                            // waiting for the rest could deadlock streams) and the whole size
+                            // is waited for; the stream is not read further meanwhile.
+                            _ => {
+                                metrics::counter!("patchwatch_aggregator_batches_read_unreserved_total")
+                                    .increment(1);
+                                waiting_size = size;
+                                waiting = Some(batch);
+                            }
+                        }
                     }
                     None => break,
                     Some(Err(s)) => {
@@ -296,6 +350,7 @@ impl IngestService {
                 _ = tx.closed() => return,
             }
         }
+        drop(reserved);
         // Finish what is in flight, so every batch that became durable is acknowledged.
         while let Some(done) = pending.next().await {
             match done {
@@ -311,6 +366,26 @@ impl IngestService {
             tracing::debug!(message = "Collector stream ended with a status.", collector = ?caller.collector_id, code = ?s.code(), status = s.message());
             let _ = tx.send(Err(s)).await;
         }
+    }
+
+    /// Admits `batch`, holding `held` of the budget until it is acknowledged.
+    fn admit_held(
+        &self,
+        caller: &Caller,
+        batch: Batch,
+        held: tokio::sync::OwnedSemaphorePermit,
+        pending: &mut FuturesUnordered<BoxFuture<'static, AckResult>>,
+    ) -> Result<(), Status> {
+        let fut = self.admit(caller, batch)?;
+        pending.push(
+            async move {
+                let ack = fut.await;
+                drop(held);
+                ack
+            }
+            .boxed(),
+        );
+        Ok(())
     }
 
     /// Validates a batch and starts storing it; the future resolves to its ack.
