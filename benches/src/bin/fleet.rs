@@ -8,7 +8,7 @@
 //! target/release/fleet [--collectors 1000] [--duration 30s] [--rate 50000] [--batch 50]
 //!     [--inflight 4] [--connections 0] [--gzip false] [--store sqlite|postgres]
 //!     [--sqlite-sync full] [--max-streams N] [--configured-hosts false]
-//!     [--client-threads 1] [--in-process false]
+//!     [--client-threads 1] [--in-process false] [--keep-data false]
 //! ```
 //!
 //! `--store postgres` needs `PATCHWATCH_PG_URL` (`.ci/setup-postgres.sh`); the run gets a
@@ -64,7 +64,12 @@ async fn run() -> Result<()> {
     let settle = duration("--settle", "5s")?;
     let store = arg("--store", "sqlite");
 
-    let dir = tempfile::tempdir()?;
+    let mut dir = tempfile::tempdir()?;
+    if number("--keep-data", "false")? {
+        // For looking at the database afterwards (query plans of the fleet page).
+        println!("data kept in {}", dir.path().display());
+        dir.disable_cleanup(true);
+    }
     let (backend, pg) = match store.as_str() {
         "sqlite" => (
             Backend::Sqlite {
@@ -167,6 +172,12 @@ async fn run() -> Result<()> {
         .await?;
     let stored = server::metric(&metrics, "patchwatch_aggregator_findings_stored_total");
     let duplicate = server::metric(&metrics, "patchwatch_aggregator_findings_duplicate_total");
+    // The fleet page once more with the load gone: what its queries cost on their own.
+    let idle_page = Instant::now();
+    reqwest::get(format!("http://{http}/"))
+        .await?
+        .error_for_status()?;
+    let idle_page = idle_page.elapsed();
     let hosts: serde_json::Value = reqwest::get(format!("http://{http}/api/v1/hosts"))
         .await?
         .json()
@@ -197,6 +208,10 @@ async fn run() -> Result<()> {
         opts.warmup.as_secs_f64()
     );
     println!("ack latency (batch of {}): {}", opts.batch, report.ack);
+    println!(
+        "GET / after the load: {:.1} ms",
+        idle_page.as_secs_f64() * 1e3
+    );
     for (path, lat) in &report.pages {
         println!("GET {path}: {lat}");
     }
