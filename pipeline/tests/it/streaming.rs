@@ -332,3 +332,60 @@ fn only_the_kinds_read_get_a_matcher() {
     assert!(!collect(s).findings.is_empty());
     assert_eq!(catalog.built_kinds(), [LogKind::ExchangeSetup]);
 }
+
+/// A restart at any line gives the findings of one whole scan: a resume point inside an
+/// explicit run would start a second run there, and a once-per-run rule (here the virtual
+/// directory's `ManagementObjectNotFoundException`, logged several times) would fire again.
+#[test]
+fn resuming_at_any_line_of_a_failed_setup_gives_the_same_findings() {
+    let log = std::fs::read(fixture("exchange/ExchangeSetup_Vdir_1.log")).unwrap();
+    // The same attempt without its first two lines (its header): a run whose start was not
+    // seen, as in a log cut by rotation.
+    let headless: Vec<u8> = log
+        .split_inclusive(|&b| b == b'\n')
+        .skip(2)
+        .flatten()
+        .copied()
+        .collect();
+    // An attempt that ended, followed by lines of another without its header (as when a log
+    // was appended to in pieces): the ended run takes them.
+    let tail: Vec<u8> = log
+        .split_inclusive(|&b| b == b'\n')
+        .skip(60)
+        .flatten()
+        .copied()
+        .collect();
+    for bytes in [
+        [log.as_slice(), log.as_slice()].concat(),
+        [headless.as_slice(), log.as_slice()].concat(),
+        [log.as_slice(), tail.as_slice()].concat(),
+    ] {
+        resume_everywhere(&bytes);
+    }
+}
+
+/// Restarts the scan of `bytes` after each line and checks the findings against one scan.
+fn resume_everywhere(bytes: &[u8]) {
+    let whole = scan_chunks(bytes, &[]);
+    let ctx = || ScanContext::new("EX01", "ExchangeSetup.log");
+    let ends = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .map(|(i, _)| i + 1);
+    for cut in ends {
+        let mut first = FileScanner::new(catalog(), ctx());
+        first.feed(&bytes[..cut]);
+        first.flush_pending();
+        let point = first.resume_point();
+        let mut seen = collect(first).findings;
+        let mut second = FileScanner::resume(catalog(), ctx(), &point);
+        second.feed(&bytes[point.offset as usize..]);
+        second.finish();
+        seen.extend(collect(second).findings);
+        let mut got: Vec<_> = seen.iter().map(|f| f.id.clone()).collect();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, ids(&whole), "restart after byte {cut}");
+    }
+}
