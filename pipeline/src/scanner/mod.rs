@@ -142,9 +142,6 @@ pub struct FileScanner {
     /// The current run: open, or ended but still taking later lines until another starts.
     run: Option<OpenRun>,
     next_run_index: u32,
-    /// Where the last few runs of a log with run boundaries started: `(index, offset, line)`,
-    /// so that a resume point never falls inside one (see [`FileScanner::resume_point`]).
-    run_starts: std::collections::VecDeque<(u32, u64, u64)>,
     /// Findings still collecting lines after them or waiting on a required rule.
     pending: Vec<Pending>,
     /// The ExchangeSetup.log `[ERROR]` entry being collected, if any.
@@ -185,7 +182,6 @@ impl FileScanner {
             source_key,
             run: None,
             next_run_index: 0,
-            run_starts: std::collections::VecDeque::new(),
             pending: Vec::new(),
             block: None,
             scratch: Scratch::default(),
@@ -334,12 +330,7 @@ impl FileScanner {
     /// Where to resume after a restart (see module docs).
     pub fn resume_point(&self) -> ResumePoint {
         let mut point = (self.text.raw, self.text.line, self.next_run_index);
-        // A run of a log with run boundaries is read again from its start, even one whose
-        // header was not seen, and one that has ended but still takes the lines after it (a
-        // restart there would open a new run); a plain log's single run would mean the whole
-        // file.
-        let structured = self.kind.is_some_and(|k| k != LogKind::Plain);
-        if let Some(r) = self.run.as_ref().filter(|r| r.explicit || structured) {
+        if let Some(r) = self.run.as_ref().filter(|r| r.explicit && !r.ended) {
             point = (
                 r.summary.start_offset,
                 r.summary.start_line,
@@ -354,16 +345,6 @@ impl FileScanner {
         // An open `[ERROR]` entry is read again from its first line.
         if let Some(b) = self.block.as_ref().filter(|b| b.start_offset < point.0) {
             point = (b.start_offset, b.start_line, b.run_index);
-        }
-        // Resumed inside a run, the scan would start a second run there and forget
-        // what the first had seen (a once-per-run rule would fire again): read it again whole.
-        // Its findings keep their ids, so what was delivered before is not stored twice.
-        if let Some(&(index, offset, line)) = self
-            .run_starts
-            .iter()
-            .find(|&&(i, o, _)| i == point.2 && o < point.0)
-        {
-            point = (offset, line, index);
         }
         if self.decoding.decoder.is_none() {
             point = (0, 1, 0);

@@ -102,13 +102,6 @@ impl FileScanner {
     pub(super) fn start_run(&mut self, number: u64, offset: u64, explicit: bool) {
         let index = self.next_run_index;
         self.next_run_index += 1;
-        if explicit || self.kind.is_some_and(|k| k != LogKind::Plain) {
-            // Pending findings and open error entries reach back a run or two at most.
-            if self.run_starts.len() == 8 {
-                self.run_starts.pop_front();
-            }
-            self.run_starts.push_back((index, offset, number));
-        }
         let mut h = blake3::Hasher::new();
         h.update(b"patchwatch-run-v1\0");
         h.update(self.ctx.host.as_bytes());
