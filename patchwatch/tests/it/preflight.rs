@@ -101,7 +101,16 @@ async fn snapshots_are_stored_as_preflight_findings_and_runs() {
         ("preflight", "succeeded")
     );
     // The latest preflight run is the host's state: the board reads it first.
-    assert!(clean.started_time > failed.started_time, "{runs:#?}");
+    // Compared as times: RFC 3339 text drops trailing zeros (`.92Z` sorts after `.925Z`).
+    let at = |t: &Option<String>| {
+        let t = t.as_deref().expect("a start time");
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339")
+    };
+    assert!(
+        at(&clean.started_time) > at(&failed.started_time),
+        "{runs:#?}"
+    );
 }
 
 /// The preflight runs stored for `host`, oldest first.
