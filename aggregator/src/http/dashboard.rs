@@ -136,6 +136,15 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
+/// A fix's one-sentence summary as a paragraph, its inline code rendered; nothing when empty.
+pub(crate) fn fix_summary(summary: &str) -> String {
+    if summary.is_empty() {
+        String::new()
+    } else {
+        format!(r#"<p class="fix-summary">{}</p>"#, inline_code(summary))
+    }
+}
+
 /// Escapes `s` and renders its `` `backquoted` `` spans as `<code>`, as rule files write
 /// commands and paths in a fix.
 pub(crate) fn inline_code(s: &str) -> String {
@@ -229,13 +238,7 @@ pub(crate) fn render_finding(f: &FindingRecord) -> String {
     if r.summary.is_empty() && r.steps.is_empty() && r.links.is_empty() {
         fix.push_str(r#"<p class="muted">No remediation is known for this rule.</p>"#);
     }
-    if !r.summary.is_empty() {
-        let _ = write!(
-            fix,
-            r#"<p class="fix-summary">{}</p>"#,
-            inline_code(&r.summary)
-        );
-    }
+    fix.push_str(&fix_summary(&r.summary));
     if !r.steps.is_empty() {
         fix.push_str("<ol class=\"steps\">");
         for s in &r.steps {

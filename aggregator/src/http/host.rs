@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 
 use super::dashboard::esc;
 use super::dashboard::{
-    evidence_block, full_time_cell, inline_code, outcome_badge, page, severity_badge, unavailable,
+    evidence_block, fix_summary, full_time_cell, inline_code, outcome_badge, page, severity_badge,
+    unavailable,
 };
 use super::fleet::{board_hosts, file_name};
 use super::{percent_encode, AppState};
@@ -122,14 +123,7 @@ fn preflight_card(host: &crate::model::HostRecord, findings: &[FindingRecord]) -
             sev = severity_badge(&f.severity),
             href = esc(&percent_encode(&f.id)),
             title = esc(title_of(f)),
-            fix = if f.detail.remediation.summary.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    r#"<p class="fix-summary">{}</p>"#,
-                    inline_code(&f.detail.remediation.summary)
-                )
-            },
+            fix = fix_summary(&f.detail.remediation.summary),
         );
     }
     let list = if items.is_empty() {
@@ -334,14 +328,7 @@ pub(crate) async fn host(State(st): State<AppState>, Path(name): Path<String>) -
             title = esc(title_of(f)),
             file = esc(file_name(&f.source_path)),
             line = f.line_number,
-            fix = if f.detail.remediation.summary.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    r#"<p class="fix-summary">{}</p>"#,
-                    inline_code(&f.detail.remediation.summary)
-                )
-            },
+            fix = fix_summary(&f.detail.remediation.summary),
         );
     }
     let why = if why.is_empty() {
@@ -486,11 +473,7 @@ pub(crate) async fn run(State(st): State<AppState>, Path(id): Path<String>) -> R
             file = esc(file_name(&f.source_path)),
             line = f.line_number,
             evidence = evidence_block(f),
-            summary = if r.summary.is_empty() {
-                String::new()
-            } else {
-                format!(r#"<p class="fix-summary">{}</p>"#, inline_code(&r.summary))
-            },
+            summary = fix_summary(&r.summary),
             steps = if steps.is_empty() {
                 String::new()
             } else {
