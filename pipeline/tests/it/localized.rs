@@ -144,6 +144,22 @@ MSI (c) (B8:6C) [09:32:04:546]: Windows Installer reconfigured the product. Prod
     );
 }
 
+#[test]
+fn italian_system_keeps_english_action_and_error_lines() {
+    // amnweb/yasb#740, verbatim: on an it-IT Windows 11 (`SystemLanguageID = 1040`) the
+    // action-end line and the internal error text stay English.
+    let log = include_str!(
+        "../data/real/localized/yasb-it-2502-internal-error-english-lines.excerpt.log"
+    );
+    let out = scan_msi(catalog(), log);
+    let run = &out.runs[0];
+    assert_eq!(run.outcome, Outcome::Failed);
+    assert_eq!(run.exit_code, None, "no status line in the excerpt");
+    let f = primary(&out);
+    assert_eq!(f.rule_id, "msi.internal-error");
+    assert!(f.title.contains("internal error"), "{}", f.title);
+}
+
 /// A made-up display language: only the shapes that every language keeps are left.
 const INVENTED: &str = "\
 === Verbose logging started: 4.5.2023  10:15:00  Build type: SHIP UNICODE 5.00.10011.00  Calling process: C:\\Windows\\system32\\msiexec.exe ===\r
