@@ -590,6 +590,7 @@ fn bare_point(from: u64, bom: Bom) -> ResumePoint {
             bom_len: bom.len() as usize,
         }),
         kind: None,
+        run: None,
     }
 }
 

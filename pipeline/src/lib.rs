@@ -45,7 +45,7 @@ pub use finding::{
 };
 pub use model::STRUCTURAL_ANCHORS;
 pub use rules::{Catalog, CatalogBuilder, Rule, RulesError};
-pub use scanner::{FileScanner, ResumePoint, ScanStats};
+pub use scanner::{CarriedRun, FileScanner, ResumePoint, ScanStats};
 
 /// Evidence lines are cut to this many characters (a real line can be 900 KB long).
 pub const MAX_EVIDENCE_CHARS: usize = 4096;

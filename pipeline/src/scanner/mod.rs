@@ -8,7 +8,8 @@
 //!   computed only around hits.
 //! - Results do not depend on how the input is split into [`FileScanner::feed`] calls.
 //! - [`FileScanner::resume_point`] never passes a line whose findings are not yet emitted, nor
-//!   the start of an open run: re-reading from it rebuilds the same state and the same ids.
+//!   the start of an open run of a structured log; a run it falls inside is carried in it
+//!   ([`CarriedRun`]). Re-reading from it rebuilds the same state and the same ids.
 //!
 //! This file holds the buffer (decoding, framing, compaction) and the public API; `apply`
 //! turns anchor hits into rule matches, `evidence` turns matches into findings, and `runs`
@@ -30,7 +31,8 @@ use crate::rules::Catalog;
 use crate::ScanContext;
 use blocks::OpenBlock;
 use evidence::Pending;
-use runs::OpenRun;
+pub use runs::CarriedRun;
+use runs::{ClosedRun, OpenRun};
 
 /// Lines kept before the scan position so that evidence can look back across chunks.
 const KEEP_LINES: usize = 64;
@@ -48,7 +50,7 @@ pub struct ResumePoint {
     pub offset: u64,
     /// 1-based line number at `offset`.
     pub line: u64,
-    /// Index the run starting at `offset` gets.
+    /// Index the next run starting at or after `offset` gets.
     pub run_index: u32,
     /// Source key used in ids (see [`ScanContext::source_key`]).
     pub source_key: Option<String>,
@@ -56,6 +58,9 @@ pub struct ResumePoint {
     pub encoding: Option<Detected>,
     /// Log kind found at the start of the file.
     pub kind: Option<LogKind>,
+    /// The run `offset` falls inside, when it is not read again from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<CarriedRun>,
 }
 
 /// Counters of one scanner.
@@ -141,6 +146,8 @@ pub struct FileScanner {
     source_key: Option<String>,
     /// The current run: open, or ended but still taking later lines until another starts.
     run: Option<OpenRun>,
+    /// The run before the current one, while a resume point may fall inside it.
+    closed: Option<ClosedRun>,
     next_run_index: u32,
     /// Findings still collecting lines after them or waiting on a required rule.
     pending: Vec<Pending>,
@@ -181,6 +188,7 @@ impl FileScanner {
             kind,
             source_key,
             run: None,
+            closed: None,
             next_run_index: 0,
             pending: Vec::new(),
             block: None,
@@ -201,6 +209,11 @@ impl FileScanner {
             if let Some(d) = point.encoding {
                 s.decoding.detected = Some(d);
                 s.decoding.decoder = Some(TextDecoder::new(d.encoding));
+            }
+            if let Some(c) = &point.run {
+                let run = OpenRun::carried(c, &s.catalog, &s.ctx.path);
+                s.next_run_index = s.next_run_index.max(run.summary.index + 1);
+                s.run = Some(run);
             }
         }
         s
@@ -330,12 +343,8 @@ impl FileScanner {
     /// Where to resume after a restart (see module docs).
     pub fn resume_point(&self) -> ResumePoint {
         let mut point = (self.text.raw, self.text.line, self.next_run_index);
-        if let Some(r) = self.run.as_ref().filter(|r| r.explicit && !r.ended) {
-            point = (
-                r.summary.start_offset,
-                r.summary.start_line,
-                r.summary.index,
-            );
+        if let Some(r) = self.rewinds_run() {
+            point = (r.start_offset, r.start_line, r.index);
         }
         for p in &self.pending {
             if p.offset < point.0 {
@@ -349,6 +358,9 @@ impl FileScanner {
         if self.decoding.decoder.is_none() {
             point = (0, 1, 0);
         }
+        let run = (point.0 > 0)
+            .then(|| self.carry_at(point.0, point.1))
+            .flatten();
         ResumePoint {
             offset: point.0,
             line: point.1,
@@ -356,6 +368,7 @@ impl FileScanner {
             source_key: self.source_key.clone(),
             encoding: self.decoding.detected,
             kind: self.kind,
+            run,
         }
     }
 

@@ -1,14 +1,17 @@
 //! The runs of a file: opening one (explicitly at a header, or implied by the first line),
 //! following its phase and times, and closing it (derived checks, primary cause, final update).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use super::evidence::FindingAt;
 use super::FileScanner;
 use crate::finding::{Event, LogKind, Outcome, RunSummary};
 use crate::frame::line_start;
 use crate::model::{self, LogModel};
+use crate::rules::Catalog;
 use crate::time::NaiveTime;
 
 /// The current run of a file, with what the scanner and the log model track about it.
@@ -33,7 +36,54 @@ pub(super) struct OpenRun {
     last_time: Option<NaiveTime>,
 }
 
+/// A run as a resumed scanner takes it over without reading it again: who it is, whether it
+/// ended, and which rules matched in it before the resume point (so that a rule that fires
+/// once per run does not fire again, and a requirement met before stays met).
+///
+/// Only runs whose log model keeps nothing that matters are carried: ended runs, and open
+/// runs of plain text. An open run of a structured log is read again from its first line
+/// instead, since its model's state (phase, errors, settings) decides how it closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedRun {
+    summary: RunSummary,
+    explicit: bool,
+    ended: bool,
+    /// Rule id → the last line before the resume point where it matched.
+    hits: BTreeMap<String, u64>,
+}
+
+/// What is kept of a run after the next one started, while findings of it may still be pending
+/// (a resume point can then fall inside it).
+pub(super) struct ClosedRun {
+    summary: RunSummary,
+    explicit: bool,
+    hits: HashMap<usize, Vec<u64>>,
+}
+
 impl OpenRun {
+    /// The run `carried` continues, for a scanner resumed after it; its model starts afresh.
+    pub(super) fn carried(c: &CarriedRun, catalog: &Catalog, path: &str) -> OpenRun {
+        let mut summary = c.summary.clone();
+        // The file may have been renamed since.
+        summary.path = path.to_string();
+        let hits = c
+            .hits
+            .iter()
+            .filter_map(|(id, &line)| Some((catalog.index_of(id)?, vec![line])))
+            .collect();
+        OpenRun {
+            model: model::new_model(summary.log_kind),
+            phase_sent: summary.phase.clone(),
+            summary,
+            explicit: c.explicit,
+            ended: c.ended,
+            hits,
+            prioritized: Vec::new(),
+            first_time: None,
+            last_time: None,
+        }
+    }
+
     /// Records a line's time as the run's last time (and first, if none yet).
     pub(super) fn touch_time(&mut self, t: NaiveTime) {
         self.first_time.get_or_insert(t);
@@ -60,7 +110,64 @@ impl OpenRun {
     }
 }
 
+/// The run state to carry for a resume at `line`: its hits before that line, by rule id.
+fn carry(
+    catalog: &Catalog,
+    summary: &RunSummary,
+    explicit: bool,
+    ended: bool,
+    hits: &HashMap<usize, Vec<u64>>,
+    line: u64,
+) -> CarriedRun {
+    let hits = hits
+        .iter()
+        .filter_map(|(&ri, lines)| {
+            let last = lines.iter().copied().filter(|&l| l < line).max()?;
+            Some((catalog.rules()[ri].id.clone(), last))
+        })
+        .collect();
+    CarriedRun {
+        summary: summary.clone(),
+        explicit,
+        ended,
+        hits,
+    }
+}
+
 impl FileScanner {
+    /// True when the current run is read again from its first line on a resume (see
+    /// [`CarriedRun`]).
+    pub(super) fn rewinds_run(&self) -> Option<&RunSummary> {
+        self.run
+            .as_ref()
+            .filter(|r| !r.ended && (r.explicit || r.summary.log_kind != LogKind::Plain))
+            .map(|r| &r.summary)
+    }
+
+    /// The run a scanner resumed at raw `offset` (line `line`) must continue without reading
+    /// its start: the current run or the one before it, when `offset` lies inside it.
+    pub(super) fn carry_at(&self, offset: u64, line: u64) -> Option<CarriedRun> {
+        if let Some(r) = self.run.as_ref() {
+            if offset > r.summary.start_offset {
+                return Some(carry(
+                    &self.catalog,
+                    &r.summary,
+                    r.explicit,
+                    r.ended,
+                    &r.hits,
+                    line,
+                ));
+            }
+        }
+        let p = self.closed.as_ref()?;
+        let before_current = self
+            .run
+            .as_ref()
+            .is_none_or(|r| offset < r.summary.start_offset);
+        (before_current && offset > p.summary.start_offset)
+            .then(|| carry(&self.catalog, &p.summary, p.explicit, true, &p.hits, line))
+    }
+
     /// Keeps the open run's last time current with the last timestamped line of
     /// `text[start..end]` (the region just processed).
     pub(super) fn note_last_time(&mut self, start: usize, end: usize) {
@@ -131,6 +238,12 @@ impl FileScanner {
         };
         self.out.events.push(Event::Run(Box::new(summary.clone())));
         let model = model::new_model(summary.log_kind);
+        // Its findings may still be pending, so a resume point can fall inside it.
+        self.closed = self.run.take().map(|r| ClosedRun {
+            summary: r.summary,
+            explicit: r.explicit,
+            hits: r.hits,
+        });
         self.run = Some(OpenRun {
             summary,
             model,

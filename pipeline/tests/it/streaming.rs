@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::common::{catalog, fixture, utf16be_bom, utf16le_bom};
 use patchwatch_pipeline::{
-    collect, Catalog, FileScanner, Finding, LogKind, ScanContext, ScanOutput,
+    collect, Catalog, FileScanner, Finding, LogKind, ResumePoint, ScanContext, ScanOutput,
 };
 use proptest::prelude::*;
 
@@ -333,17 +333,12 @@ fn only_the_kinds_read_get_a_matcher() {
     assert_eq!(catalog.built_kinds(), [LogKind::ExchangeSetup]);
 }
 
-/// A restart at any line gives the findings of one whole scan: a resume point inside an
-/// explicit run would start a second run there, and a once-per-run rule (here the virtual
-/// directory's `ManagementObjectNotFoundException`, logged several times) would fire again.
-// Ignored: a known defect. A restart inside a run whose header was not seen, or inside an
-// ended run that still takes later lines, fires a once-per-run rule again (the chaos test
-// met it with seed 3484933279273090465). Resuming at the run's start fixes that but sends
-// the run's findings again to direct sinks, which do not deduplicate by id
-// (`agent_sinks::sinks_only_agent_consumes_and_trims_the_spool_and_resumes_after_restart`).
-// The fix is to carry the open run's once-per-run state in the resume point.
+/// A restart at any line gives the findings of one whole scan, in three layouts: a run read
+/// from its header, a run whose header was not seen (as in a log cut by rotation), and an ended
+/// run that still takes later lines. A once-per-run rule (here the virtual directory's
+/// `ManagementObjectNotFoundException`, logged several times) must not fire again after the
+/// restart, and the runs must end the same way.
 #[test]
-#[ignore = "known defect: a resumed run forgets which once-per-run rules fired"]
 fn resuming_at_any_line_of_a_failed_setup_gives_the_same_findings() {
     let log = std::fs::read(fixture("exchange/ExchangeSetup_Vdir_1.log")).unwrap();
     // The same attempt without its first two lines (its header): a run whose start was not
@@ -385,14 +380,33 @@ fn resume_everywhere(bytes: &[u8]) {
         first.feed(&bytes[..cut]);
         first.flush_pending();
         let point = first.resume_point();
-        let mut seen = collect(first).findings;
+        // The point goes through JSON, as an agent's checkpoint does.
+        let point: ResumePoint =
+            serde_json::from_str(&serde_json::to_string(&point).unwrap()).unwrap();
+        let before = collect(first);
         let mut second = FileScanner::resume(catalog(), ctx(), &point);
         second.feed(&bytes[point.offset as usize..]);
         second.finish();
-        seen.extend(collect(second).findings);
-        let mut got: Vec<_> = seen.iter().map(|f| f.id.clone()).collect();
+        let after = collect(second);
+        let mut got: Vec<_> = before
+            .findings
+            .iter()
+            .chain(&after.findings)
+            .map(|f| f.id.clone())
+            .collect();
         got.sort();
         got.dedup();
         assert_eq!(got, ids(&whole), "restart after byte {cut}");
+        // A run's last report wins, as in the aggregator's store.
+        let mut runs = std::collections::BTreeMap::new();
+        for r in before.runs.iter().chain(&after.runs) {
+            runs.insert(r.run_id.clone(), (r.index, r.outcome, r.exit_code));
+        }
+        let want: std::collections::BTreeMap<_, _> = whole
+            .runs
+            .iter()
+            .map(|r| (r.run_id.clone(), (r.index, r.outcome, r.exit_code)))
+            .collect();
+        assert_eq!(runs, want, "runs, restart after byte {cut}");
     }
 }
