@@ -127,7 +127,9 @@ pub(crate) fn error_fields(lines: &[EvidenceLine]) -> BTreeMap<String, String> {
     for l in lines {
         let t = l.text.as_str();
         // Inner exceptions follow `--->`; the outermost is the first type with a message.
-        if let Some(i) = t.find("--->") {
+        // memmem, not `str::find`: this runs on every line of every entry, and `find` builds
+        // its searcher each time.
+        if let Some(i) = memchr::memmem::find(t.as_bytes(), b"--->") {
             let rest = &t[i + 4..];
             if let Some((a, b)) = exceptions(rest).next() {
                 let name = rest[a..b].to_string();

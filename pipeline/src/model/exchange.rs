@@ -63,7 +63,7 @@ impl LogModel for ExchangeRun {
     fn error_block(
         &mut self,
         start_line: u64,
-        evidence: &[EvidenceLine],
+        evidence: [&[EvidenceLine]; 2],
         fields: &BTreeMap<String, String>,
     ) {
         if self
@@ -72,14 +72,14 @@ impl LogModel for ExchangeRun {
             .is_some_and(|(e, _)| e.line == start_line)
         {
             if self.threw_block.is_none() {
-                self.threw_block = Some((evidence.to_vec(), fields.clone()));
+                self.threw_block = Some((evidence.concat(), fields.clone()));
             }
             return;
         }
         let first = self.first_error.as_ref().map(|(e, _)| e.line);
         match &mut self.first_block {
             None if first.is_none_or(|l| l == start_line) => {
-                self.first_block = Some((evidence.to_vec(), fields.clone()));
+                self.first_block = Some((evidence.concat(), fields.clone()));
             }
             // A later entry of the same failure may name the task the first one did not.
             Some((_, f)) => {
@@ -501,13 +501,20 @@ fn error_class(f: &BTreeMap<String, String>, lines: &[&str]) -> &'static str {
         get("inner_exceptions"),
         get("error_message"),
     ];
-    // The first class (in ERROR_CLASSES' order) that any phrase names, case-insensitively.
-    let best = texts
+    // The first class (in ERROR_CLASSES' order) that any phrase names, case-insensitively;
+    // the most specific class ends the search.
+    let mut best: Option<usize> = None;
+    for m in texts
         .iter()
         .chain(lines)
         .flat_map(|t| error_class_matcher().find_overlapping_iter(*t))
-        .map(|m| ERROR_CLASS_OF[m.pattern().as_usize()])
-        .min();
+    {
+        let c = ERROR_CLASS_OF[m.pattern().as_usize()];
+        best = Some(best.map_or(c, |b| b.min(c)));
+        if c == 0 {
+            break;
+        }
+    }
     best.map_or("exchange.setup.failed", |c| ERROR_CLASSES[c].0)
 }
 

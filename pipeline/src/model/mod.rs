@@ -231,12 +231,13 @@ pub(crate) trait LogModel: std::fmt::Debug + Send + Sync {
     fn line_time(&self, line: &[u8]) -> Option<NaiveTime>;
 
     /// Receives a finished error block of this run (an ExchangeSetup.log `[ERROR]` entry with
-    /// its continuation lines, bounded): its first line, its evidence and what it says
-    /// ([`errors::error_fields`]).
+    /// its continuation lines, bounded): its first line, its evidence in two consecutive parts
+    /// (most runs log many entries and keep one, so the parts are joined only when kept) and
+    /// what it says ([`errors::error_fields`]).
     fn error_block(
         &mut self,
         _start_line: u64,
-        _evidence: &[EvidenceLine],
+        _evidence: [&[EvidenceLine]; 2],
         _fields: &BTreeMap<String, String>,
     ) {
     }

@@ -76,7 +76,7 @@ impl LogModel for MsiRun {
     fn error_block(
         &mut self,
         start_line: u64,
-        evidence: &[EvidenceLine],
+        evidence: [&[EvidenceLine]; 2],
         fields: &BTreeMap<String, String>,
     ) {
         let is_failed_ca = self
@@ -84,7 +84,7 @@ impl LogModel for MsiRun {
             .as_ref()
             .is_some_and(|(_, _, l, _)| l.line == start_line);
         if is_failed_ca && self.ca_block.is_none() {
-            self.ca_block = Some((evidence.to_vec(), fields.clone()));
+            self.ca_block = Some((evidence.concat(), fields.clone()));
         }
     }
 

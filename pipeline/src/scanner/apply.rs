@@ -157,7 +157,7 @@ impl FileScanner {
             let block = self.custom_action_block(&at, action);
             let fields = model::errors::output_fields(&block);
             if let Some(run) = self.run.as_mut() {
-                run.model.error_block(number, &block, &fields);
+                run.model.error_block(number, [&block, &[]], &fields);
             }
         }
         for &ri in &seen_rules {

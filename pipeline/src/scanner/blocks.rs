@@ -187,10 +187,10 @@ impl FileScanner {
             ..
         } = b.body;
         let mut fields = errors::error_fields(&lines);
+        const BEGAN: &str = "] Beginning processing ";
         let began = b.before.iter().find_map(|e| {
-            e.text
-                .split_once("] Beginning processing ")
-                .map(|(_, task)| task.trim().to_string())
+            memchr::memmem::find(e.text.as_bytes(), BEGAN.as_bytes())
+                .map(|i| e.text[i + BEGAN.len()..].trim().to_string())
         });
         if let Some(task) = b.ended_task.or(began) {
             fields.entry("task".into()).or_insert(task);
@@ -214,10 +214,11 @@ impl FileScanner {
             }
         }
         if let Some(run) = self.run.as_mut().filter(|r| r.summary.index == b.run_index) {
-            let mut shown = b.before;
-            shown.extend(block.evidence.iter().cloned());
-            run.model
-                .error_block(block.start_line, &shown, &block.fields);
+            run.model.error_block(
+                block.start_line,
+                [&b.before, &block.evidence],
+                &block.fields,
+            );
         }
         self.emit_ready();
     }
