@@ -271,24 +271,7 @@ pub async fn serve(
         writes_need_token: !config.http.listen.ip().is_loopback(),
         ownership,
     });
-    let http_shutdown = shutdown.clone();
-    let http_task: JoinHandle<anyhow::Result<()>> = match http_tls {
-        Some(tls) => {
-            let listener = http::tls::TlsListener::new(http_listener, tls)?;
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                    .await
-                    .context("http listener")
-            })
-        }
-        None => tokio::spawn(async move {
-            axum::serve(http_listener, app)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await
-                .context("http listener")
-        }),
-    };
+    let http_task = spawn_http(app, http_listener, http_tls, shutdown.clone())?;
 
     let task_store = Arc::clone(&store);
     let task = tokio::spawn(async move {
@@ -320,6 +303,54 @@ pub async fn serve(
         store,
         task,
     })
+}
+
+/// Serves the board and the API on a runtime of their own, on one thread: under a saturating
+/// ingest the shared workers hold thousands of ingest tasks, and a page queued behind them
+/// waited seconds. The returned task ends with the server.
+fn spawn_http(
+    app: axum::Router,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    // Sockets belong to the runtime that registered them: hand the listener over unregistered.
+    let listener = listener.into_std().context("http listener")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the http runtime")?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("patchwatch-http".into())
+        .spawn(move || {
+            let result = rt.block_on(async move {
+                let listener = TcpListener::from_std(listener).context("http listener")?;
+                let stop = shutdown.cancelled_owned();
+                match tls {
+                    Some(tls) => {
+                        let listener = http::tls::TlsListener::new(listener, tls)?;
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    }
+                    None => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    }
+                }
+                .context("http listener")
+            });
+            // Event streams still open end here; reads still running get a moment to finish.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            let _ = tx.send(result);
+        })
+        .context("starting the http thread")?;
+    Ok(tokio::spawn(async move {
+        rx.await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("http thread ended without a result")))
+    }))
 }
 
 /// Builds the router and the sinks the configuration asks for, loads the stored maintenance
