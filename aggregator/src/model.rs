@@ -494,6 +494,78 @@ pub fn state_rank(outcome: &str) -> u8 {
     }
 }
 
+/// The state a [`state_rank`] stands for (`unspecified` for 4 and above).
+pub fn rank_state(rank: u8) -> &'static str {
+    match rank {
+        0 => "failed",
+        1 => "stalled",
+        2 => "in_progress",
+        3 => "succeeded",
+        _ => "unspecified",
+    }
+}
+
+/// Which page of the fleet to read: hosts worst first (by [`state_rank`], then host name in
+/// byte order), optionally only one state and only names containing some text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetQuery {
+    /// Only hosts whose state has this [`state_rank`].
+    pub state: Option<u8>,
+    /// Only hosts whose name or FQDN contains this text, ignoring ASCII case.
+    pub text: Option<String>,
+    /// 1-based page number; a page past the last is read as the last.
+    pub page: u64,
+    /// Hosts per page, at least 1.
+    pub per_page: u32,
+}
+
+/// How many hosts are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StateCounts {
+    /// Hosts whose state is `failed`.
+    pub failed: u64,
+    /// `stalled`.
+    pub stalled: u64,
+    /// `in_progress`.
+    pub in_progress: u64,
+    /// `succeeded`.
+    pub succeeded: u64,
+    /// Hosts with no current run (state `unspecified`).
+    pub other: u64,
+}
+
+impl StateCounts {
+    /// Adds `n` hosts of [`state_rank`] `rank`.
+    pub fn add(&mut self, rank: u8, n: u64) {
+        match rank {
+            0 => self.failed += n,
+            1 => self.stalled += n,
+            2 => self.in_progress += n,
+            3 => self.succeeded += n,
+            _ => self.other += n,
+        }
+    }
+
+    /// Every host.
+    pub fn total(&self) -> u64 {
+        self.failed + self.stalled + self.in_progress + self.succeeded + self.other
+    }
+}
+
+/// One page of the fleet (see [`FleetQuery`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetPage {
+    /// Hosts by state over the whole fleet, whatever the query's filters.
+    pub counts: StateCounts,
+    /// Hosts that match the query's filters, on all pages.
+    pub matched: u64,
+    /// The page served: the one asked for, or the last when it asked past the end (1 when
+    /// nothing matches).
+    pub page: u64,
+    /// The page's hosts, worst first; their `windows` are not filled in.
+    pub hosts: Vec<HostRecord>,
+}
+
 /// Filters and paging of `/api/v1/findings`. Results are newest first.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,7 +1,6 @@
-//! The fleet view (`/`): one row per host rolling up all its logs, worst first, with the cause
-//! of each failure one click from its finding; and `/fleet/rows`, the same rows as an HTML
-//! fragment that `dashboard.js` swaps in when the event stream says a host changed, so the rows
-//! have one renderer.
+//! The fleet's rows: one row per host rolling up all its logs, with the cause of each failure
+//! one click from its finding, for the fleet view (`fleet_page.rs`) and a window's page; the
+//! live view swaps in the same rows, so they have one renderer.
 //!
 //! A row is a list of [`COLUMNS`]: a new per-host status is one more entry there. The preflight
 //! column reads `HostRecord::preflight`, which the rollup keeps out of the state: a prediction
@@ -9,13 +8,9 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::dashboard::{counts_cell, esc, outcome_badge, page, time_cell, unavailable};
+use super::dashboard::{counts_cell, esc, outcome_badge, time_cell};
 use super::AppState;
 use crate::model::{state_rank, HostRecord, RunRecord, WindowRef};
 use crate::routing::MaintenanceWindow;
@@ -367,30 +362,6 @@ pub(crate) fn local_time(t: OffsetDateTime) -> String {
     format!(r#"<time class="local" datetime="{iso}">{shown}</time>"#)
 }
 
-/// A banner listing the maintenance windows active now (empty when there are none).
-fn maintenance_banner(active: &[MaintenanceWindow]) -> String {
-    if active.is_empty() {
-        return String::new();
-    }
-    let items: String = active
-        .iter()
-        .map(|w| {
-            format!(
-                r#"<li data-window="{id}"><a href="/windows/{href}"><strong>{name}</strong></a> <code>{hosts}</code> from {starts} until {ends}</li>"#,
-                id = esc(&w.id),
-                href = esc(&super::percent_encode(&w.id)),
-                name = esc(&w.name),
-                hosts = esc(&w.hosts.join(", ")),
-                starts = local_time(w.starts_at),
-                ends = local_time(w.ends_at),
-            )
-        })
-        .collect();
-    format!(
-        r#"<section class="card maintenance" id="maintenance"><h2>Maintenance in progress</h2><ul>{items}</ul></section>"#
-    )
-}
-
 /// The table of hosts, for the fleet page and a window's page.
 pub(crate) fn table(hosts: &[HostRecord], id: &str) -> String {
     let head: String = COLUMNS
@@ -401,62 +372,6 @@ pub(crate) fn table(hosts: &[HostRecord], id: &str) -> String {
     format!(
         r#"<table id="{id}" class="grid fleet"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"#
     )
-}
-
-/// `/`: the fleet view.
-pub(crate) async fn fleet(State(st): State<AppState>) -> Response {
-    let hosts = match board_hosts(&st, None).await {
-        Ok(h) => h,
-        Err(e) => return unavailable(e),
-    };
-    let count = |s: &str| hosts.iter().filter(|h| h.state == s).count();
-    let stat = |id: &str, label: &str, n: usize, state: &str| {
-        format!(
-            r#"<div class="stat" data-state="{state}"><span class="label">{label}</span><span class="value" id="stat-{id}">{n}</span></div>"#
-        )
-    };
-    let windows = maintenance_banner(&st.routing.windows().active(OffsetDateTime::now_utc()));
-    let body = format!(
-        r#"{windows}<section class="summary">{s_hosts}{s_failed}{s_stalled}{s_running}{s_ok}</section>
-<section class="card">
-  <h1>Fleet</h1>
-  {table}
-  <p id="fleet-empty" class="empty"{empty_hidden}>No hosts have reported yet. Rows appear here as collectors send batches.</p>
-  <p class="muted small">Each row rolls up the latest run of every log the host wrote (setup, ServiceControl, Windows Installer), worst first. <a href="/findings">All findings</a></p>
-</section>"#,
-        s_hosts = stat("hosts", "Hosts", hosts.len(), ""),
-        s_failed = stat("failed", "Failed", count("failed"), "failed"),
-        s_stalled = stat("stalled", "Stalled", count("stalled"), "stalled"),
-        s_running = stat(
-            "in_progress",
-            "In progress",
-            count("in_progress"),
-            "in_progress"
-        ),
-        s_ok = stat("succeeded", "Succeeded", count("succeeded"), "succeeded"),
-        table = table(&hosts, "fleet"),
-        empty_hidden = if hosts.is_empty() { "" } else { " hidden" },
-    );
-    page("Fleet", &body).into_response()
-}
-
-/// Query of `/fleet/rows`.
-#[derive(Deserialize)]
-pub(crate) struct RowsQuery {
-    host: Option<String>,
-}
-
-/// `/fleet/rows[?host=H]`: fleet rows as an HTML fragment, for the live view.
-pub(crate) async fn rows(State(st): State<AppState>, Query(q): Query<RowsQuery>) -> Response {
-    match board_hosts(&st, q.host.map(|h| vec![h])).await {
-        Ok(hosts) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            hosts.iter().map(row).collect::<String>(),
-        )
-            .into_response(),
-        Err(e) => unavailable(e),
-    }
 }
 
 #[cfg(test)]

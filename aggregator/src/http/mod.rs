@@ -27,6 +27,7 @@ mod api;
 mod board_pages;
 mod dashboard;
 mod fleet;
+mod fleet_page;
 mod guard;
 mod host;
 mod silences;
@@ -63,8 +64,8 @@ pub(crate) struct AppState {
 /// Builds the router.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(fleet::fleet))
-        .route("/fleet/rows", get(fleet::rows))
+        .route("/", get(fleet_page::fleet))
+        .route("/fleet/rows", get(fleet_page::rows))
         .route("/hosts/{host}", get(host::host))
         .route("/runs/{run_id}", get(host::run))
         .route("/findings", get(triage::findings))

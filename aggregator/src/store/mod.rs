@@ -19,8 +19,8 @@ pub use silences::StoredSilence;
 
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::model::{
-    AnnotationRecord, FindingFilter, FindingRecord, HostRecord, Page, PhaseRecord, RunFilter,
-    RunRecord, ValidBatch, WriteOutcome,
+    AnnotationRecord, FindingFilter, FindingRecord, FleetPage, FleetQuery, HostRecord, Page,
+    PhaseRecord, RunFilter, RunRecord, ValidBatch, WriteOutcome,
 };
 
 mod annotations;
@@ -116,6 +116,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         only: Option<Vec<String>>,
     ) -> BoxFuture<'_, Result<Vec<HostRecord>, StoreError>>;
+
+    /// One page of the fleet (see [`FleetQuery`]): the whole fleet's counts by state, how
+    /// many hosts match the filters, and the page's hosts worst first, read in one snapshot
+    /// where the backend has one (SQLite). Costs an index range scan up to the page and the
+    /// host queries of [`Store::hosts`] for the page's hosts only, not work over every host.
+    fn fleet(&self, query: FleetQuery) -> BoxFuture<'_, Result<FleetPage, StoreError>>;
 
     /// Runs matching `filter`, most recently updated first.
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;

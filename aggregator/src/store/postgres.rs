@@ -31,6 +31,7 @@ use crate::model::{
 };
 
 mod annotations;
+mod fleet;
 mod silences;
 
 use super::schema::POSTGRES_MIGRATIONS as MIGRATIONS;
@@ -85,6 +86,7 @@ impl PostgresStore {
             prune_phases: sql::POSTGRES.prune_phases(),
         };
         store.migrate().await?;
+        store.fill_missing_states().await?;
         Ok(store)
     }
 
@@ -293,8 +295,72 @@ impl PostgresStore {
                 outcome.runs.push(run.into());
             }
         }
+        let changed: std::collections::BTreeSet<&str> =
+            outcome.runs.iter().map(|r| r.host.as_str()).collect();
+        fleet::refresh_states(&tx, b, &changed).await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Host records of the hosts named in `only` (every host when empty), by name.
+    async fn host_records(&self, only: Vec<String>) -> Result<Vec<HostRecord>, StoreError> {
+        let only: Vec<SqlParam> = only.into_iter().map(SqlParam::Text).collect();
+        let hosts = self
+            .query(&sql::POSTGRES.select_hosts(only.len()), &only)
+            .await?
+            .iter()
+            .map(|r| HostRow {
+                hostname: r.get(0),
+                fqdn: r.get(1),
+                os: r.get(2),
+                agent_version: r.get(3),
+                time_zone: r.get(4),
+                collector_id: r.get(5),
+                first_seen_ns: r.get(6),
+                last_seen_ns: r.get(7),
+            })
+            .collect();
+        let latest = self
+            .query(&sql::POSTGRES.select_latest_runs(only.len()), &only)
+            .await?
+            .iter()
+            .map(|r| run_row(r).into())
+            .collect();
+        let counts = self
+            .query(&sql::POSTGRES.select_finding_counts(only.len()), &only)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let file_runs = self
+            .query(&sql::POSTGRES.select_file_runs(only.len()), &only)
+            .await?
+            .iter()
+            .map(run_row)
+            .collect();
+        let (current, preflight) = super::rollup::current_by_host(file_runs);
+        let (ids, runs) =
+            super::rollup::cause_keys(current.values().flatten().chain(preflight.values()));
+        let causes = match sql::POSTGRES.select_causes(ids.len(), runs.len()) {
+            Some(q) => {
+                let params: Vec<SqlParam> =
+                    ids.into_iter().chain(runs).map(SqlParam::Text).collect();
+                self.query(&q, &params)
+                    .await?
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        Ok(sql::assemble_hosts(sql::HostRows {
+            hosts,
+            latest,
+            counts,
+            current,
+            preflight,
+            causes,
+        }))
     }
 
     async fn query(&self, sql: &str, params: &[SqlParam]) -> Result<Vec<Row>, StoreError> {
@@ -394,70 +460,14 @@ impl Store for PostgresStore {
         &self,
         only: Option<Vec<String>>,
     ) -> BoxFuture<'_, Result<Vec<HostRecord>, StoreError>> {
-        async move {
-            let only: Vec<SqlParam> = only
-                .unwrap_or_default()
-                .into_iter()
-                .map(SqlParam::Text)
-                .collect();
-            let hosts = self
-                .query(&sql::POSTGRES.select_hosts(only.len()), &only)
-                .await?
-                .iter()
-                .map(|r| HostRow {
-                    hostname: r.get(0),
-                    fqdn: r.get(1),
-                    os: r.get(2),
-                    agent_version: r.get(3),
-                    time_zone: r.get(4),
-                    collector_id: r.get(5),
-                    first_seen_ns: r.get(6),
-                    last_seen_ns: r.get(7),
-                })
-                .collect();
-            let latest = self
-                .query(&sql::POSTGRES.select_latest_runs(only.len()), &only)
-                .await?
-                .iter()
-                .map(|r| run_row(r).into())
-                .collect();
-            let counts = self
-                .query(&sql::POSTGRES.select_finding_counts(only.len()), &only)
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                .collect();
-            let file_runs = self
-                .query(&sql::POSTGRES.select_file_runs(only.len()), &only)
-                .await?
-                .iter()
-                .map(run_row)
-                .collect();
-            let (current, preflight) = super::rollup::current_by_host(file_runs);
-            let (ids, runs) =
-                super::rollup::cause_keys(current.values().flatten().chain(preflight.values()));
-            let causes = match sql::POSTGRES.select_causes(ids.len(), runs.len()) {
-                Some(q) => {
-                    let params: Vec<SqlParam> =
-                        ids.into_iter().chain(runs).map(SqlParam::Text).collect();
-                    self.query(&q, &params)
-                        .await?
-                        .iter()
-                        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
-                        .collect()
-                }
-                None => Vec::new(),
-            };
-            Ok(sql::assemble_hosts(sql::HostRows {
-                hosts,
-                latest,
-                counts,
-                current,
-                preflight,
-                causes,
-            }))
-        }
-        .boxed()
+        async move { self.host_records(only.unwrap_or_default()).await }.boxed()
+    }
+
+    fn fleet(
+        &self,
+        query: crate::model::FleetQuery,
+    ) -> BoxFuture<'_, Result<crate::model::FleetPage, StoreError>> {
+        async move { self.read_fleet(query).await }.boxed()
     }
 
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {

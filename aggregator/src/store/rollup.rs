@@ -56,6 +56,31 @@ pub(crate) fn current_by_host(
     (current, preflight)
 }
 
+/// Each host's state as a [`state_rank`], from the latest run of each of its files (as
+/// [`current_by_host`] takes them): the rank of its worst current run, the same rule that
+/// makes [`crate::model::HostRecord::state`]. Hosts without a current run are absent (their
+/// state is `unspecified`, rank 4).
+///
+/// The fleet page orders, filters and counts hosts by this rank, so the stores keep it in
+/// `hosts.state_rank`, recomputed for the hosts a batch touches inside its transaction. The
+/// alternatives, at 10,000 hosts: in SQL per request, the rollup is the latest run of every
+/// (host, file), a correlated anti-join over every run (23 ms on SQLite for that query alone,
+/// `BENCHMARKS.md`), then the span rule per host, on every page view and live refresh; a
+/// computed list cached for a second still pays the whole fleet's queries and assembly (most
+/// of the ~0.45 s `/fleet/rows` took, `benches/src/bin/fleet_page.rs`) once a second under
+/// ingest, on the workers ingest needs. Kept on ingest, it costs a batch one indexed read of
+/// its host's runs (measured in the same bench), and a page is an index range scan.
+pub(crate) fn state_ranks(file_runs: Vec<RunRow>) -> HashMap<String, u8> {
+    current_by_host(file_runs)
+        .0
+        .into_iter()
+        .filter_map(|(host, runs)| {
+            let worst = runs.first()?;
+            Some((host, state_rank(outcome_name(worst.outcome))))
+        })
+        .collect()
+}
+
 /// Whether a run needs a cause shown: it failed or stalled.
 pub(crate) fn needs_cause(r: &RunRow) -> bool {
     matches!(outcome_name(r.outcome), "failed" | "stalled")

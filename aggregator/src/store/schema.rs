@@ -140,6 +140,15 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     ALTER TABLE maintenance_windows ADD COLUMN require_clean_preflight INTEGER NOT NULL DEFAULT 0;",
     ),
+    (
+        7,
+        "each host's fleet state, kept on ingest, for the paged fleet page",
+        // The fleet page counts hosts by state and reads one page of them worst first; see
+        // `store::rollup::state_ranks` for why the state is kept rather than computed per
+        // request. NULL until computed: the store fills it in at open for hosts stored before.
+        "ALTER TABLE hosts ADD COLUMN state_rank INTEGER;
+    CREATE INDEX hosts_by_state ON hosts (state_rank, hostname);",
+    ),
 ];
 
 /// PostgreSQL's versioned migrations, applied in order under an advisory lock so that aggregators
@@ -287,13 +296,21 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     ALTER TABLE maintenance_windows ADD COLUMN require_clean_preflight BOOLEAN NOT NULL DEFAULT FALSE;",
     ),
+    (
+        7,
+        "each host's fleet state, kept on ingest, for the paged fleet page",
+        // As on SQLite; host names in byte order (`COLLATE "C"`), as SQLite and the
+        // dashboard sort them, whatever the database's collation.
+        "ALTER TABLE hosts ADD COLUMN state_rank INTEGER;
+    CREATE INDEX hosts_by_state ON hosts (state_rank, hostname COLLATE \"C\");",
+    ),
 ];
 
 #[cfg(test)]
 mod tests {
-    //! A database the previous release wrote (schema version 5) opens with this build: it
+    //! A database the previous releases wrote opens with this build: one of schema version 5
     //! gains the phase history and the window flag, keeps its windows (not gated), and records
-    //! phases from then on.
+    //! phases from then on; one of version 6 gets each host's fleet state computed at open.
 
     use super::*;
     use crate::model::{NewRun, ValidBatch};
@@ -374,6 +391,122 @@ mod tests {
             .await
             .unwrap();
         check_migrated(&store).await;
+        store.close().await;
+    }
+
+    /// Hosts a version 6 database holds: EX01 failed (an MSI log, beside a succeeded setup),
+    /// EX02 in progress, EX03 without runs, EX04 with only an old failure of an earlier
+    /// maintenance and a setup run that succeeded weeks later.
+    const V6_ROWS: &str = "INSERT INTO hosts (hostname, first_seen_ns, last_seen_ns) VALUES \
+        ('EX01', 1, 1), ('EX02', 1, 1), ('EX03', 1, 1), ('EX04', 1, 1); \
+        INSERT INTO runs (run_id, host, source_path, log_kind, run_index, outcome, mode, product, \
+        target_build, installed_build, phase, exit_code, primary_finding_id, started_ns, \
+        updated_ns, last_line_ns) VALUES \
+        ('a', 'EX01', 'ExchangeSetup.log', 1, 0, 2, '', '', '', '', '', NULL, '', 1, 10, 10), \
+        ('b', 'EX01', 'MSI1.LOG', 2, 0, 3, '', '', '', '', '', NULL, '', 1, 11, 11), \
+        ('c', 'EX02', 'ExchangeSetup.log', 1, 0, 1, '', '', '', '', '', NULL, '', 1, 10, 10), \
+        ('d', 'EX04', 'MSI1.LOG', 2, 0, 3, '', '', '', '', '', NULL, '', 1, 10, 10), \
+        ('e', 'EX04', 'ExchangeSetup.log', 1, 0, 2, '', '', '', '', '', NULL, '', 1, \
+         3000000000000000, 3000000000000000);";
+
+    /// Checks a store opened over a version 6 database holding [`V6_ROWS`]: each host's state
+    /// is computed at open, so the fleet pages and counts them.
+    async fn check_v6_migrated(store: &dyn Store) {
+        let page = store
+            .fleet(crate::model::FleetQuery {
+                state: None,
+                text: None,
+                page: 1,
+                per_page: 10,
+            })
+            .await
+            .unwrap();
+        let order: Vec<(&str, &str)> = page
+            .hosts
+            .iter()
+            .map(|h| (h.hostname.as_str(), h.state.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("EX01", "failed"),
+                ("EX02", "in_progress"),
+                ("EX04", "succeeded"),
+                ("EX03", "unspecified")
+            ]
+        );
+        assert_eq!(
+            (
+                page.counts.failed,
+                page.counts.in_progress,
+                page.counts.succeeded,
+                page.counts.other
+            ),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_6_sqlite_database_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
+                 description TEXT NOT NULL, applied_ns INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (v, d, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 <= 6) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                    rusqlite::params![v, d],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(V6_ROWS).unwrap();
+        }
+        let store = crate::store::sqlite::SqliteStore::open(&path, &Default::default())
+            .await
+            .unwrap();
+        check_v6_migrated(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_version_6_postgres_database_migrates() {
+        let Some(url) = patchwatch_testkit::postgres::database().await else {
+            return;
+        };
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, \
+                 description TEXT NOT NULL, applied_ns BIGINT NOT NULL)",
+            )
+            .await
+            .unwrap();
+        for (v, d, sql) in POSTGRES_MIGRATIONS.iter().filter(|m| m.0 <= 6) {
+            client.batch_execute(sql).await.unwrap();
+            client
+                .execute(
+                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
+                    &[v, &d.to_string()],
+                )
+                .await
+                .unwrap();
+        }
+        client.batch_execute(V6_ROWS).await.unwrap();
+        drop(client);
+        let _ = task.await;
+        let store = crate::store::postgres::PostgresStore::open(&url, 2)
+            .await
+            .unwrap();
+        check_v6_migrated(&store).await;
         store.close().await;
     }
 

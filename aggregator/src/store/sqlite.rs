@@ -35,6 +35,7 @@ use crate::model::{
 };
 
 mod annotations;
+mod fleet;
 mod phases;
 mod silences;
 mod windows;
@@ -136,6 +137,9 @@ struct Statements {
     add_count: String,
     record_phase: String,
     prune_phases: String,
+    host_state: String,
+    set_host_state: String,
+    file_runs_of_host: String,
 }
 
 impl Statements {
@@ -146,6 +150,9 @@ impl Statements {
             add_count: sql::SQLITE.add_finding_count(),
             record_phase: sql::SQLITE.record_phase(),
             prune_phases: sql::SQLITE.prune_phases(),
+            host_state: sql::SQLITE.select_host_state(),
+            set_host_state: sql::SQLITE.update_host_state(),
+            file_runs_of_host: sql::SQLITE.select_file_runs(1),
         }
     }
 }
@@ -188,6 +195,7 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
+        fleet::fill_missing_states(&mut conn)?;
 
         let sql = Statements::new();
         let (tx, rx) = mpsc::channel(1024);
@@ -314,67 +322,14 @@ impl Store for SqliteStore {
         &self,
         only: Option<Vec<String>>,
     ) -> BoxFuture<'_, Result<Vec<HostRecord>, StoreError>> {
-        self.read(move |c| {
-            let only = only.unwrap_or_default();
-            let names = rusqlite::params_from_iter(only.iter());
-            let hosts = c
-                .prepare_cached(&sql::SQLITE.select_hosts(only.len()))?
-                .query_map(names, |r| {
-                    Ok(HostRow {
-                        hostname: r.get(0)?,
-                        fqdn: r.get(1)?,
-                        os: r.get(2)?,
-                        agent_version: r.get(3)?,
-                        time_zone: r.get(4)?,
-                        collector_id: r.get(5)?,
-                        first_seen_ns: r.get(6)?,
-                        last_seen_ns: r.get(7)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let latest = c
-                .prepare_cached(&sql::SQLITE.select_latest_runs(only.len()))?
-                .query_map(rusqlite::params_from_iter(only.iter()), run_row)?
-                .map(|r| r.map(RunRecord::from))
-                .collect::<Result<Vec<_>, _>>()?;
-            let counts = c
-                .prepare_cached(&sql::SQLITE.select_finding_counts(only.len()))?
-                .query_map(rusqlite::params_from_iter(only.iter()), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let file_runs = c
-                .prepare_cached(&sql::SQLITE.select_file_runs(only.len()))?
-                .query_map(rusqlite::params_from_iter(only.iter()), run_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            let (current, preflight) = super::rollup::current_by_host(file_runs);
-            let (ids, runs) =
-                super::rollup::cause_keys(current.values().flatten().chain(preflight.values()));
-            let causes = match sql::SQLITE.select_causes(ids.len(), runs.len()) {
-                Some(q) => c
-                    .prepare_cached(&q)?
-                    .query_map(rusqlite::params_from_iter(ids.iter().chain(&runs)), |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => Vec::new(),
-            };
-            Ok(sql::assemble_hosts(sql::HostRows {
-                hosts,
-                latest,
-                counts,
-                current,
-                preflight,
-                causes,
-            }))
-        })
+        self.read(move |c| host_records(c, &only.unwrap_or_default()))
+    }
+
+    fn fleet(
+        &self,
+        query: crate::model::FleetQuery,
+    ) -> BoxFuture<'_, Result<crate::model::FleetPage, StoreError>> {
+        self.read_fleet(query)
     }
 
     fn runs(&self, filter: RunFilter) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
@@ -600,6 +555,68 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         updated_ns: r.get(14)?,
         last_line_ns: r.get(15)?,
     })
+}
+
+/// Host records of the hosts named in `only` (every host when empty), by name.
+fn host_records(c: &Connection, only: &[String]) -> Result<Vec<HostRecord>, StoreError> {
+    let names = rusqlite::params_from_iter(only.iter());
+    let hosts = c
+        .prepare_cached(&sql::SQLITE.select_hosts(only.len()))?
+        .query_map(names, |r| {
+            Ok(HostRow {
+                hostname: r.get(0)?,
+                fqdn: r.get(1)?,
+                os: r.get(2)?,
+                agent_version: r.get(3)?,
+                time_zone: r.get(4)?,
+                collector_id: r.get(5)?,
+                first_seen_ns: r.get(6)?,
+                last_seen_ns: r.get(7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let latest = c
+        .prepare_cached(&sql::SQLITE.select_latest_runs(only.len()))?
+        .query_map(rusqlite::params_from_iter(only.iter()), run_row)?
+        .map(|r| r.map(RunRecord::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    let counts = c
+        .prepare_cached(&sql::SQLITE.select_finding_counts(only.len()))?
+        .query_map(rusqlite::params_from_iter(only.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let file_runs = c
+        .prepare_cached(&sql::SQLITE.select_file_runs(only.len()))?
+        .query_map(rusqlite::params_from_iter(only.iter()), run_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let (current, preflight) = super::rollup::current_by_host(file_runs);
+    let (ids, runs) =
+        super::rollup::cause_keys(current.values().flatten().chain(preflight.values()));
+    let causes = match sql::SQLITE.select_causes(ids.len(), runs.len()) {
+        Some(q) => c
+            .prepare_cached(&q)?
+            .query_map(rusqlite::params_from_iter(ids.iter().chain(&runs)), |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    Ok(sql::assemble_hosts(sql::HostRows {
+        hosts,
+        latest,
+        counts,
+        current,
+        preflight,
+        causes,
+    }))
 }
 
 /// Applies the migrations the database lacks.
@@ -835,6 +852,9 @@ fn write_batch(
             }
         }
     }
+    let changed: std::collections::BTreeSet<&str> =
+        outcome.runs.iter().map(|r| r.host.as_str()).collect();
+    outcome.statements += fleet::refresh_states(tx, sql, b, &changed)?;
     Ok(outcome)
 }
 
@@ -947,8 +967,9 @@ mod tests {
             .collect();
         let stored = write_group(&mut conn, &sql, &group).unwrap();
         let statements: usize = stored.iter().map(|s| s.statements).sum();
-        // Per batch: 1 host, 50 findings, 1 count, 1 run update, 1 phase.
-        assert_eq!(statements, 4 * (1 + 50 + 1 + 1 + 1));
+        // Per batch: 1 host, 50 findings, 1 count, 1 run update, 1 phase, and the host's
+        // state: its stored rank, its runs, the new rank.
+        assert_eq!(statements, 4 * (1 + 50 + 1 + 1 + 1 + 3));
         assert!(stored.iter().all(|s| s.new_findings.len() == 50));
         let n: i64 = conn
             .query_row("SELECT COUNT(*) FROM findings", [], |r| r.get(0))

@@ -575,6 +575,84 @@ async fn every_page_and_action_in_chromium() {
     tokio::time::sleep(Duration::from_millis(1800)).await; // let the highlight fade
     screenshot(&browser, "fleet.png").await;
 
+    // The Failed count links to the failed hosts; that view stays live: a host that fails
+    // while it is open appears on it, in order.
+    browser
+        .find(Locator::Css(
+            r#"#fleet-summary a.stat[data-state="failed"]"#,
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the failed hosts' view",
+        "location.search === '?state=failed' && !!document.querySelector('#fleet-summary a[aria-current][data-state=failed]')",
+    )
+    .await;
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(r#"#live[data-state="live"]"#))
+        .await
+        .expect("the filtered view subscribes to the event stream");
+    assert_eq!(
+        js(
+            &browser,
+            "[...document.querySelectorAll('#fleet tbody tr')].map(r => r.dataset.host)"
+        )
+        .await,
+        serde_json::json!(["EXCH05"])
+    );
+    // (Read in one script: the live view replaces these parts when they change.)
+    until(
+        &browser,
+        "the range of the failed hosts",
+        "document.getElementById('fleet-range').textContent.startsWith('Hosts 1–1 of 1 (failed)')",
+    )
+    .await;
+    stream
+        .roundtrip(fleet_batch(
+            6,
+            "MBX01",
+            3,
+            "Mailbox role: Transport service",
+            "15.2.1544.4",
+            vec![],
+        ))
+        .await;
+    until(
+        &browser,
+        "MBX01 on the failed hosts' view",
+        "[...document.querySelectorAll('#fleet tbody tr')].map(r => r.dataset.host).join() === 'EXCH05,MBX01' \
+         && document.getElementById('stat-failed').textContent === '2' \
+         && document.getElementById('fleet-range').textContent.startsWith('Hosts 1–2 of 2')",
+    )
+    .await;
+    page_basics(&browser, "/?state=failed").await;
+    // A search within the filter keeps it; one that matches nothing says so.
+    fill(&browser, "f-q", "mbx").await;
+    submit(&browser, "#fleet-search").await;
+    until(
+        &browser,
+        "the search",
+        "location.search === '?q=mbx&state=failed' && \
+         [...document.querySelectorAll('#fleet tbody tr')].map(r => r.dataset.host).join() === 'MBX01'",
+    )
+    .await;
+    fill(&browser, "f-q", "nosuchhost").await;
+    submit(&browser, "#fleet-search").await;
+    until(
+        &browser,
+        "the note that nothing matches",
+        "location.search === '?q=nosuchhost&state=failed' && \
+         document.getElementById('fleet-empty').textContent\
+         .startsWith('No host matches these filters (failed, name contains “nosuchhost”)')",
+    )
+    .await;
+
     // The finding page: evidence lines and the fix.
     browser
         .goto(&format!("{base}/findings/ex05-transport"))

@@ -11,6 +11,7 @@ mod config_vocabulary;
 mod crash;
 mod dashboard_browser;
 mod deploy_examples;
+mod fleet_paging;
 mod forwarding;
 mod fuzz;
 mod hardening;

@@ -1,7 +1,8 @@
 // patchwatch dashboard script (served from the binary; the pages carry no inline script).
 // - Times: `time.ago` shows its age, `time.local` the reader's local time.
-// - Fleet: keeps the rows live from /api/v1/events. Rows are rendered by the server only
-//   (/fleet/rows); a row is replaced, and highlighted, only when its data-rev changed.
+// - Fleet: keeps the page of hosts live from /api/v1/events. Rows are rendered by the server
+//   only (/fleet/rows, same query as the page); a row is replaced, and highlighted, only when
+//   its data-rev changed.
 // - Forms with data-api post their fields as JSON to that API path (same origin, so the
 //   server's cross-site write checks pass); buttons with data-post post to theirs.
 (function () {
@@ -46,80 +47,75 @@
   }
 
   // ---- fleet ----
+  // The page shows one page of hosts for its query (page, state, q). When a host changes,
+  // the same query is fetched again from /fleet/rows: the counts, range and pager are
+  // replaced, and the rows are put in the server's order, each kept as it is unless its
+  // data-rev changed (then replaced and highlighted). A host that moved onto this page
+  // appears; one that moved off goes.
   function flash(tr) {
     tr.classList.remove("flash");
     void tr.offsetWidth; // restart the animation
     tr.classList.add("flash");
   }
-  function rowFor(host) {
-    for (var i = 0; i < fleet.rows.length; i++) {
-      if (fleet.rows[i].getAttribute("data-host") === host) return fleet.rows[i];
-    }
-    return null;
-  }
-  function sortRows() {
-    var rows = Array.prototype.slice.call(fleet.rows);
-    rows.sort(function (a, b) {
-      var r = (+a.getAttribute("data-rank")) - (+b.getAttribute("data-rank"));
-      if (r) return r;
-      var x = a.getAttribute("data-host"), y = b.getAttribute("data-host");
-      return x < y ? -1 : x > y ? 1 : 0;
-    });
-    rows.forEach(function (r) { fleet.appendChild(r); });
-  }
-  function summarize() {
-    var counts = { failed: 0, stalled: 0, in_progress: 0, succeeded: 0 };
-    for (var i = 0; i < fleet.rows.length; i++) {
-      var s = fleet.rows[i].getAttribute("data-state");
-      if (s in counts) counts[s]++;
-    }
-    var set = function (id, n) { var e = document.getElementById(id); if (e) e.textContent = n; };
-    set("stat-hosts", fleet.rows.length);
-    Object.keys(counts).forEach(function (k) { set("stat-" + k, counts[k]); });
-    var e = document.getElementById("fleet-empty"); if (e) e.hidden = fleet.rows.length > 0;
-  }
-  function applyRows(html) {
+  function applyView(html) {
     var tpl = document.createElement("template");
-    tpl.innerHTML = "<table><tbody>" + html + "</tbody></table>";
-    var fresh = tpl.content.querySelectorAll("tr[data-host]");
-    fresh.forEach(function (tr) {
-      var old = rowFor(tr.getAttribute("data-host"));
-      if (old && old.getAttribute("data-rev") === tr.getAttribute("data-rev")) return;
-      var row = document.importNode(tr, true);
-      if (old) fleet.replaceChild(row, old); else fleet.appendChild(row);
-      localTimes(row);
-      flash(row);
+    tpl.innerHTML = html;
+    var parts = tpl.content;
+    ["fleet-summary", "fleet-range", "fleet-empty", "fleet-pager"].forEach(function (id) {
+      var fresh = parts.getElementById(id), old = document.getElementById(id);
+      // Replaced only when it changed: a focused link (the pager's) keeps its focus.
+      if (fresh && old && fresh.outerHTML !== old.outerHTML) {
+        old.replaceWith(document.importNode(fresh, true));
+      }
     });
-    sortRows();
-    summarize();
+    var body = parts.querySelector("#fleet tbody");
+    if (!body) return;
+    var current = {};
+    Array.prototype.forEach.call(fleet.rows, function (tr) {
+      current[tr.getAttribute("data-host")] = tr;
+    });
+    var wanted = [], changed = [];
+    Array.prototype.forEach.call(body.rows, function (tr) {
+      var old = current[tr.getAttribute("data-host")];
+      if (old && old.getAttribute("data-rev") === tr.getAttribute("data-rev")) {
+        wanted.push(old);
+        return;
+      }
+      var row = document.importNode(tr, true);
+      localTimes(row);
+      wanted.push(row);
+      changed.push(row);
+    });
+    Array.prototype.slice.call(fleet.rows).forEach(function (tr) {
+      if (wanted.indexOf(tr) < 0) tr.remove();
+    });
+    // Move only rows out of place, so unchanged rows keep their highlight state.
+    wanted.forEach(function (tr, i) {
+      if (fleet.rows[i] !== tr) fleet.insertBefore(tr, fleet.rows[i] || null);
+    });
+    changed.forEach(flash);
     refreshTimes();
   }
-  function loadRows(host) {
-    var url = "/fleet/rows" + (host ? "?host=" + encodeURIComponent(host) : "");
-    return fetch(url, { credentials: "same-origin" })
+  function loadView() {
+    return fetch("/fleet/rows" + location.search, { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
-      .then(applyRows)
+      .then(applyView)
       .catch(function () {});
   }
-  var pending = {}, timer = null;
-  function hostChanged(name) {
-    // Batches arrive in bursts: one fetch per host per burst.
-    pending[name] = true;
+  var timer = null;
+  function hostChanged() {
+    // Batches arrive in bursts, from many hosts: one fetch of the page per burst.
     if (timer) return;
-    timer = setTimeout(function () {
-      var names = Object.keys(pending);
-      pending = {}; timer = null;
-      names.forEach(function (n) { loadRows(n); });
-    }, 250);
+    timer = setTimeout(function () { timer = null; loadView(); }, 500);
   }
-  if (fleet && window.EventSource) {
+  if (fleet && document.getElementById("fleet-view") && window.EventSource) {
     var es = new EventSource("/api/v1/events");
     es.addEventListener("ready", function () { setLive("live", "live"); });
-    es.addEventListener("host", function (e) { hostChanged(JSON.parse(e.data).hostname); });
-    es.addEventListener("lagged", function () { loadRows(null); });
+    es.addEventListener("host", hostChanged);
+    es.addEventListener("lagged", hostChanged);
     es.onerror = function () { setLive("down", "reconnecting"); };
     // Catch up on what changed before (re)connecting; unchanged rows stay as they are.
-    es.onopen = function () { loadRows(null); };
+    es.onopen = function () { loadView(); };
   } else if (live) {
     live.hidden = true; // Only the fleet view is live.
   }
