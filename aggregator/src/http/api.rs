@@ -13,7 +13,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt as _};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -147,14 +147,74 @@ struct Items<T> {
     items: Vec<T>,
 }
 
-pub(crate) async fn hosts(State(st): State<AppState>) -> Response {
-    match st.store.hosts(None).await {
-        Ok(mut items) => {
-            super::fleet::add_windows(
-                &mut items,
-                &st.routing.windows().active(time::OffsetDateTime::now_utc()),
-            );
-            Json(Items { items }).into_response()
+/// Query of `/api/v1/hosts`. Without any parameter it lists every host; with any, one page
+/// worst first, filtered as the fleet view filters (a fleet of thousands need not come in one
+/// response).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HostsQuery {
+    /// `failed`, `stalled`, `in_progress` or `succeeded`.
+    state: Option<String>,
+    /// Text in the host name or FQDN, any case.
+    q: Option<String>,
+    /// 1-based page number.
+    page: Option<String>,
+    /// Hosts a page (default 100, at most `http.max_page_size`).
+    limit: Option<u32>,
+}
+
+/// One page of `/api/v1/hosts`.
+#[derive(Serialize)]
+struct HostPage {
+    items: Vec<crate::model::HostRecord>,
+    /// Hosts by state over the whole fleet, whatever the filters.
+    counts: crate::model::StateCounts,
+    /// Hosts matching the filters, on all pages.
+    matched: u64,
+    /// The page served (the last when the one asked for is past it).
+    page: u64,
+    /// Pass as `page` for the next page; absent on the last page.
+    next_page: Option<u64>,
+}
+
+pub(crate) async fn hosts(
+    State(st): State<AppState>,
+    q: Result<Query<HostsQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(r) => return bad_query(r),
+    };
+    let active = st.routing.windows().active(time::OffsetDateTime::now_utc());
+    if q.state.is_none() && q.q.is_none() && q.page.is_none() && q.limit.is_none() {
+        return match st.store.hosts(None).await {
+            Ok(mut items) => {
+                super::fleet::add_windows(&mut items, &active);
+                Json(Items { items }).into_response()
+            }
+            Err(e) => store_error(e),
+        };
+    }
+    let limit = match page_size(q.limit, st.max_page_size) {
+        Ok(l) => l,
+        Err(r) => return r.into_response(),
+    };
+    let query = match super::fleet_page::fleet_query(q.state, q.q, q.page, limit) {
+        Ok(query) => query,
+        Err(why) => return bad_request(why).into_response(),
+    };
+    match st.store.fleet(query).await {
+        Ok(mut p) => {
+            super::fleet::add_windows(&mut p.hosts, &active);
+            let pages = p.matched.div_ceil(u64::from(limit)).max(1);
+            Json(HostPage {
+                next_page: (p.page < pages).then_some(p.page + 1),
+                items: p.hosts,
+                counts: p.counts,
+                matched: p.matched,
+                page: p.page,
+            })
+            .into_response()
         }
         Err(e) => store_error(e),
     }

@@ -144,6 +144,26 @@ impl View {
     }
 }
 
+/// The store query for a fleet filter as typed (`state`, `q`, `page`; also read by
+/// `/api/v1/hosts`) with `per_page` hosts a page, or what is wrong (`parameter: why`).
+pub(crate) fn fleet_query(
+    state: Option<String>,
+    q: Option<String>,
+    page: Option<String>,
+    per_page: u32,
+) -> Result<FleetQuery, String> {
+    let view = View::parse(&FleetParams {
+        page,
+        state,
+        q,
+        host: None,
+    })?;
+    Ok(FleetQuery {
+        per_page,
+        ..view.query()
+    })
+}
+
 fn label(state: &str) -> &'static str {
     STATES
         .iter()

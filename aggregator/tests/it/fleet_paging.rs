@@ -3,7 +3,8 @@
 //! name, with the state kept on ingest (a host moves when its runs change, an old maintenance's
 //! failure stops counting); and the fleet page over HTTP: the range, previous and next links
 //! that keep the filters, counts that link to their state, a clear note when nothing matches,
-//! and 400 naming the parameter for a query that makes no sense.
+//! and 400 naming the parameter for a query that makes no sense; and `/api/v1/hosts`, whole
+//! without parameters and paged with the same filters with them.
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,7 @@ backend_tests! {
     the_store_pages_the_fleet_worst_first_with_its_filters => store_pages;
     a_hosts_place_follows_its_runs => state_follows_runs;
     the_fleet_page_pages_filters_and_refuses_bad_queries => http_pages;
+    the_hosts_api_pages_with_the_same_filters => api_pages;
 }
 
 const HOUR: i64 = 3_600_000_000_000;
@@ -389,6 +391,77 @@ async fn http_pages(backend: Backend) {
     let (_, fragment) = get(http, "/fleet/rows?state=failed&q=h1").await;
     assert_eq!(rows(&fragment), hosts);
     assert!(!fragment.contains("<html"));
+
+    shutdown.cancel();
+    agg.wait().await.unwrap();
+}
+
+async fn get_json(http: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = get(http, path).await;
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (status, json)
+}
+
+fn hostnames(json: &serde_json::Value) -> Vec<String> {
+    json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hostname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn api_pages(backend: Backend) {
+    let Some((config, _dir)) = config(backend).await else {
+        return;
+    };
+    let (agg, shutdown) = start(config).await;
+    let http = agg.http_addr();
+    let expected = fill(agg.store().as_ref(), 150).await;
+
+    // No parameter: every host, as before paging existed.
+    let (status, all) = get_json(http, "/api/v1/hosts").await;
+    assert_eq!(status, 200);
+    assert_eq!(hostnames(&all).len(), 150);
+    assert!(all.get("next_page").is_none());
+
+    // Pages of 60, worst first like the fleet view, each host once.
+    let (_, html) = get(http, "/").await;
+    let mut seen = Vec::new();
+    let mut page = Some(1u64);
+    while let Some(n) = page {
+        let (status, json) = get_json(http, &format!("/api/v1/hosts?limit=60&page={n}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(json["matched"], 150);
+        assert_eq!(json["page"], n);
+        assert_eq!(json["counts"]["failed"], expected.failed);
+        seen.extend(hostnames(&json));
+        page = json["next_page"].as_u64();
+        assert!(page.is_none_or(|p| p == n + 1), "{json}");
+    }
+    assert_eq!(seen.len(), 150);
+    assert_eq!(seen[..100], rows(&html)[..], "same order as the fleet view");
+
+    // Filters as on the fleet view.
+    let (_, failed) = get_json(http, "/api/v1/hosts?state=failed&q=h1").await;
+    let names = hostnames(&failed);
+    assert!(!names.is_empty());
+    assert!(names.iter().all(|h| h.starts_with("H1")), "{names:?}");
+    assert_eq!(failed["matched"].as_u64().unwrap(), names.len() as u64);
+
+    // Bad values: 400 naming the parameter.
+    for (q, says) in [
+        ("state=broken", "state: \"broken\" is not one of"),
+        ("page=0", "page: \"0\" is not a page number"),
+        ("limit=0", "limit must be at least 1"),
+        ("limit=100000", "above the maximum page size"),
+        ("colour=red", "colour"),
+    ] {
+        let (status, body) = get_json(http, &format!("/api/v1/hosts?{q}")).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{q}: {body}");
+    }
 
     shutdown.cancel();
     agg.wait().await.unwrap();
