@@ -149,6 +149,15 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "ALTER TABLE hosts ADD COLUMN state_rank INTEGER;
     CREATE INDEX hosts_by_state ON hosts (state_rank, hostname);",
     ),
+    (
+        8,
+        "findings: no index on observed_ns where no query plan uses it",
+        // SQLite answers every time-range finding query (`ORDER BY seq DESC LIMIT n`) by
+        // walking `seq` backwards: it has no statistics to prefer the index (the store never
+        // runs ANALYZE), so the index was only a sixth B-tree written per finding. The plans
+        // are checked by `store::sqlite::tests::finding_queries_use_the_expected_indexes`.
+        "DROP INDEX IF EXISTS findings_by_observed;",
+    ),
 ];
 
 /// PostgreSQL's versioned migrations, applied in order under an advisory lock so that aggregators
@@ -304,13 +313,23 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "ALTER TABLE hosts ADD COLUMN state_rank INTEGER;
     CREATE INDEX hosts_by_state ON hosts (state_rank, hostname COLLATE \"C\");",
     ),
+    (
+        8,
+        "findings: no index on observed_ns where no query plan uses it",
+        // Nothing to do: with its statistics PostgreSQL's planner does use
+        // `findings_by_observed` for a narrow time range (an index scan and a sort instead of
+        // walking `seq` backwards), so the index stays. Kept as a version so that both lists
+        // keep the same numbers.
+        "SELECT 1;",
+    ),
 ];
 
 #[cfg(test)]
 mod tests {
     //! A database the previous releases wrote opens with this build: one of schema version 5
     //! gains the phase history and the window flag, keeps its windows (not gated), and records
-    //! phases from then on; one of version 6 gets each host's fleet state computed at open.
+    //! phases from then on; one of version 6 gets each host's fleet state computed at open;
+    //! one of version 7 keeps its findings, and on SQLite loses `findings_by_observed`.
 
     use super::*;
     use crate::model::{NewRun, ValidBatch};
@@ -544,5 +563,154 @@ mod tests {
             .unwrap();
         check_migrated(&store).await;
         store.close().await;
+    }
+
+    /// A finding row for the version 7 tests (its detail: see [`v7_rows`]).
+    const V7_ROWS: &str = "INSERT INTO findings (id, host, rule_id, rule_version, title, \
+        severity, severity_num, category, is_primary, log_kind, source_path, byte_offset, \
+        line_number, run_id, event_ns, observed_ns, received_ns, collector_id, detail) VALUES \
+        ('f1', 'EX01', 'EX-1', 1, 'old', 'high', 4, 'setup', FALSE, 1, 'ExchangeSetup.log', 0, \
+         1, 'r1', 5, 5, 5, 'c1', '{}');";
+
+    /// [`V7_ROWS`] with a detail the store can read back.
+    fn v7_rows() -> String {
+        let detail = serde_json::to_string(&crate::model::FindingDetail::default()).unwrap();
+        V7_ROWS.replace("'{}'", &format!("'{detail}'"))
+    }
+
+    /// Checks a store opened over a version 7 database holding [`v7_rows`]: its finding is
+    /// still found by a time range, and a replay of it is still a duplicate.
+    async fn check_v7_migrated(store: &dyn Store) {
+        let page = store
+            .findings(crate::model::FindingFilter {
+                since_ns: Some(1),
+                until_ns: Some(10),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.items.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["f1"]);
+        let replay = ValidBatch {
+            findings: vec![crate::model::NewFinding {
+                id: "f1".into(),
+                host: "EX01".into(),
+                rule_id: "EX-1".into(),
+                rule_version: 1,
+                title: "replayed".into(),
+                severity: 4,
+                category: "setup".into(),
+                primary: false,
+                log_kind: 1,
+                source_path: "ExchangeSetup.log".into(),
+                byte_offset: 0,
+                line_number: 1,
+                run_id: "r1".into(),
+                event_ns: 5,
+                observed_ns: 5,
+                detail_json: "{}".into(),
+            }],
+            ..ValidBatch::default()
+        };
+        let outcome = store.write_batch(replay).await.unwrap();
+        assert!(outcome.new_findings.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_version_7_sqlite_database_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let index_count = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'findings_by_observed'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
+                 description TEXT NOT NULL, applied_ns INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (v, d, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 <= 7) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                    rusqlite::params![v, d],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(&v7_rows()).unwrap();
+            assert_eq!(index_count(&conn), 1);
+        }
+        let store = crate::store::sqlite::SqliteStore::open(&path, &Default::default())
+            .await
+            .unwrap();
+        check_v7_migrated(&store).await;
+        store.close().await;
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(index_count(&conn), 0);
+        let version: i64 = conn
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, 8);
+    }
+
+    #[tokio::test]
+    async fn a_version_7_postgres_database_migrates() {
+        let Some(url) = patchwatch_testkit::postgres::database().await else {
+            return;
+        };
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, \
+                 description TEXT NOT NULL, applied_ns BIGINT NOT NULL)",
+            )
+            .await
+            .unwrap();
+        for (v, d, sql) in POSTGRES_MIGRATIONS.iter().filter(|m| m.0 <= 7) {
+            client.batch_execute(sql).await.unwrap();
+            client
+                .execute(
+                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
+                    &[v, &d.to_string()],
+                )
+                .await
+                .unwrap();
+        }
+        client.batch_execute(&v7_rows()).await.unwrap();
+        let store = crate::store::postgres::PostgresStore::open(&url, 2)
+            .await
+            .unwrap();
+        check_v7_migrated(&store).await;
+        store.close().await;
+        // PostgreSQL keeps the index: its planner uses it.
+        let kept: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'findings_by_observed'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, 1);
+        let version: i64 = client
+            .query_one("SELECT MAX(version) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, 8);
+        drop(client);
+        let _ = task.await;
     }
 }
