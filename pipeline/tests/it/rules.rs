@@ -101,6 +101,36 @@ MSI (s) (B4:20) [06:21:13:440]: MainEngineThread is returning 1603\r\n";
 }
 
 #[test]
+fn an_invalid_target_folder_is_the_cause_not_the_costfinalize_it_stops() {
+    let log = "=== Verbose logging started: 3/1/2024  10:00:00  Build type: SHIP UNICODE 5.00.10011.00  Calling process: C:\\Windows\\system32\\msiexec.exe ===\r\n\
+MSI (s) (A0:B0) [10:00:01:100]: PROPERTY CHANGE: Adding INSTALLFOLDER property. Its value is 'Q:\\Tools\\Example\\'.\r\n\
+Action start 10:00:01: CostFinalize.\r\n\
+MSI (s) (A0:B0) [10:00:01:200]: Note: 1: 1324 2: My Documents 3: 1 \r\n\
+MSI (s) (A0:B0) [10:00:01:201]: Product: Example Tool -- Error 1324. The folder path 'My Documents' contains an invalid character.\r\n\
+Action ended 10:00:01: CostFinalize. Return value 3.\r\n\
+Action ended 10:00:01: INSTALL. Return value 3.\r\n\
+MSI (s) (A0:B0) [10:00:01:300]: Product: Example Tool -- Installation failed.\r\n\
+MSI (s) (A0:B0) [10:00:01:301]: MainEngineThread is returning 1603\r\n";
+    let out = scan("install.log", log.as_bytes());
+    let primary = out.runs[0].primary_finding_id.clone().expect("primary");
+    let f = out.findings.iter().find(|f| f.id == primary).unwrap();
+    assert_eq!(f.rule_id, "msi.error-1324");
+    assert!(
+        f.remediation.summary.contains("'My Documents'"),
+        "{}",
+        f.remediation.summary
+    );
+    assert_eq!(
+        out.findings
+            .iter()
+            .filter(|f| f.rule_id == "msi.error-1324")
+            .count(),
+        1,
+        "the Note line and the Product line are one failure"
+    );
+}
+
+#[test]
 fn derived_readiness_rule_from_evaluated_values() {
     let log = "[03/06/2021 15:15:01.0001] [0] Starting Microsoft Exchange Server 2019 Setup\n\
 [03/06/2021 15:15:01.0002] [0] Logged on user: SOLO\\Han.\n\
