@@ -17,7 +17,7 @@ use serde::Deserialize;
 const KNOWN_MISSES: &[(&str, &str)] = &[];
 
 /// The scoreboard may not fall below this (raise it when the tool gets better).
-const MIN_PASSES: usize = 50;
+const MIN_PASSES: usize = 51;
 
 #[derive(Debug, Deserialize)]
 struct Expected {
