@@ -127,7 +127,7 @@ fn cause_class(rule_id: &str) -> &'static str {
         ("user_cancel", &["msi.user-cancelled"]),
         ("patch_not_applicable", &["msi.patch-target-not-found"]),
         ("file_in_use", &["msi.file-in-use"]),
-        ("target_path", &["msi.error-1324"]),
+        ("target_path", &["msi.error-1324", "msi.error-1327"]),
     ];
     // The fallback rules' ids name their class (`exchange.setup.failed.access-denied`).
     for (suffix, class) in [

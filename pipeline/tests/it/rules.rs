@@ -131,6 +131,26 @@ MSI (s) (A0:B0) [10:00:01:301]: MainEngineThread is returning 1603\r\n";
 }
 
 #[test]
+fn a_missing_drive_is_the_cause_not_the_costfinalize_it_stops() {
+    let log = "Action start 11:00:01: CostFinalize.\r\n\
+MSI (c) (C4:D8) [11:00:01:200]: Note: 1: 1327 2: R:\\ \r\n\
+Error 1327. Invalid Drive: R:\\ \r\n\
+MSI (c) (C4:D8) [11:00:02:300]: Product: Example Tool -- Error 1327. Invalid Drive: R:\\ \r\n\
+Action ended 11:00:02: CostFinalize. Return value 3.\r\n\
+Action ended 11:00:02: INSTALL. Return value 3.\r\n\
+MSI (c) (C4:D8) [11:00:02:400]: MainEngineThread is returning 1603\r\n";
+    let out = scan("install.log", log.as_bytes());
+    let primary = out.runs[0].primary_finding_id.clone().expect("primary");
+    let f = out.findings.iter().find(|f| f.id == primary).unwrap();
+    assert_eq!(f.rule_id, "msi.error-1327");
+    assert!(
+        f.remediation.summary.contains("drive R:\\"),
+        "{}",
+        f.remediation.summary
+    );
+}
+
+#[test]
 fn derived_readiness_rule_from_evaluated_values() {
     let log = "[03/06/2021 15:15:01.0001] [0] Starting Microsoft Exchange Server 2019 Setup\n\
 [03/06/2021 15:15:01.0002] [0] Logged on user: SOLO\\Han.\n\
