@@ -161,7 +161,7 @@ fn ingest_batch(i: usize, hosts: usize, seq: u64, now: i64) -> ValidBatch {
             host,
             source_path: r"C:\ExchangeSetupLogs\ExchangeSetup.log".into(),
             log_kind: 1,
-            outcome: if seq % 7 == 0 { 3 } else { 1 },
+            outcome: if seq.is_multiple_of(7) { 3 } else { 1 },
             phase: format!("Step {seq}"),
             updated_ns: at,
             last_line_ns: at,
