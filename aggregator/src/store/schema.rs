@@ -335,6 +335,60 @@ mod tests {
     use crate::model::{NewRun, ValidBatch};
     use crate::store::Store;
 
+    /// A SQLite database at `path` as a release of schema `version` left it, holding `rows`.
+    fn sqlite_at(path: &std::path::Path, version: i64, rows: &str) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
+             description TEXT NOT NULL, applied_ns INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (v, d, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 <= version) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                rusqlite::params![v, d],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(rows).unwrap();
+        conn
+    }
+
+    /// The PostgreSQL database at `url` as a release of schema `version` left it, holding
+    /// `rows`; the client and its connection task (drop the client, then await the task).
+    async fn postgres_at(
+        url: &str,
+        version: i64,
+        rows: &str,
+    ) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+            .batch_execute(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, \
+                 description TEXT NOT NULL, applied_ns BIGINT NOT NULL)",
+            )
+            .await
+            .unwrap();
+        for (v, d, sql) in POSTGRES_MIGRATIONS.iter().filter(|m| m.0 <= version) {
+            client.batch_execute(sql).await.unwrap();
+            client
+                .execute(
+                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
+                    &[v, &d.to_string()],
+                )
+                .await
+                .unwrap();
+        }
+        client.batch_execute(rows).await.unwrap();
+        (client, task)
+    }
+
     fn run(phase: &str, at: i64) -> ValidBatch {
         ValidBatch {
             runs: vec![NewRun {
@@ -389,23 +443,7 @@ mod tests {
     async fn a_version_5_sqlite_database_migrates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
-                 description TEXT NOT NULL, applied_ns INTEGER NOT NULL)",
-            )
-            .unwrap();
-            for (v, d, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 <= 5) {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
-                    rusqlite::params![v, d],
-                )
-                .unwrap();
-            }
-            conn.execute_batch(V5_ROWS).unwrap();
-        }
+        sqlite_at(&path, 5, V5_ROWS);
         let store = crate::store::sqlite::SqliteStore::open(&path, &Default::default())
             .await
             .unwrap();
@@ -469,23 +507,7 @@ mod tests {
     async fn a_version_6_sqlite_database_migrates() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
-                 description TEXT NOT NULL, applied_ns INTEGER NOT NULL)",
-            )
-            .unwrap();
-            for (v, d, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 <= 6) {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
-                    rusqlite::params![v, d],
-                )
-                .unwrap();
-            }
-            conn.execute_batch(V6_ROWS).unwrap();
-        }
+        sqlite_at(&path, 6, V6_ROWS);
         let store = crate::store::sqlite::SqliteStore::open(&path, &Default::default())
             .await
             .unwrap();
@@ -498,28 +520,7 @@ mod tests {
         let Some(url) = patchwatch_testkit::postgres::database().await else {
             return;
         };
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let task = tokio::spawn(conn);
-        client
-            .batch_execute(
-                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, \
-                 description TEXT NOT NULL, applied_ns BIGINT NOT NULL)",
-            )
-            .await
-            .unwrap();
-        for (v, d, sql) in POSTGRES_MIGRATIONS.iter().filter(|m| m.0 <= 6) {
-            client.batch_execute(sql).await.unwrap();
-            client
-                .execute(
-                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
-                    &[v, &d.to_string()],
-                )
-                .await
-                .unwrap();
-        }
-        client.batch_execute(V6_ROWS).await.unwrap();
+        let (client, task) = postgres_at(&url, 6, V6_ROWS).await;
         drop(client);
         let _ = task.await;
         let store = crate::store::postgres::PostgresStore::open(&url, 2)
@@ -534,28 +535,7 @@ mod tests {
         let Some(url) = patchwatch_testkit::postgres::database().await else {
             return;
         };
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let task = tokio::spawn(conn);
-        client
-            .batch_execute(
-                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, \
-                 description TEXT NOT NULL, applied_ns BIGINT NOT NULL)",
-            )
-            .await
-            .unwrap();
-        for (v, d, sql) in POSTGRES_MIGRATIONS.iter().filter(|m| m.0 <= 5) {
-            client.batch_execute(sql).await.unwrap();
-            client
-                .execute(
-                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
-                    &[v, &d.to_string()],
-                )
-                .await
-                .unwrap();
-        }
-        client.batch_execute(V5_ROWS).await.unwrap();
+        let (client, task) = postgres_at(&url, 5, V5_ROWS).await;
         drop(client);
         let _ = task.await;
         let store = crate::store::postgres::PostgresStore::open(&url, 2)
@@ -630,21 +610,7 @@ mod tests {
             .unwrap()
         };
         {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, \
-                 description TEXT NOT NULL, applied_ns INTEGER NOT NULL)",
-            )
-            .unwrap();
-            for (v, d, sql) in SQLITE_MIGRATIONS.iter().filter(|m| m.0 <= 7) {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
-                    rusqlite::params![v, d],
-                )
-                .unwrap();
-            }
-            conn.execute_batch(&v7_rows()).unwrap();
+            let conn = sqlite_at(&path, 7, &v7_rows());
             assert_eq!(index_count(&conn), 1);
         }
         let store = crate::store::sqlite::SqliteStore::open(&path, &Default::default())
@@ -667,28 +633,7 @@ mod tests {
         let Some(url) = patchwatch_testkit::postgres::database().await else {
             return;
         };
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let task = tokio::spawn(conn);
-        client
-            .batch_execute(
-                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, \
-                 description TEXT NOT NULL, applied_ns BIGINT NOT NULL)",
-            )
-            .await
-            .unwrap();
-        for (v, d, sql) in POSTGRES_MIGRATIONS.iter().filter(|m| m.0 <= 7) {
-            client.batch_execute(sql).await.unwrap();
-            client
-                .execute(
-                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
-                    &[v, &d.to_string()],
-                )
-                .await
-                .unwrap();
-        }
-        client.batch_execute(&v7_rows()).await.unwrap();
+        let (client, task) = postgres_at(&url, 7, &v7_rows()).await;
         let store = crate::store::postgres::PostgresStore::open(&url, 2)
             .await
             .unwrap();
