@@ -78,23 +78,13 @@ async fn run() -> Result<()> {
             None,
         ),
         "postgres" => {
-            let base = std::env::var("PATCHWATCH_PG_URL")
-                .context("--store postgres needs PATCHWATCH_PG_URL (.ci/setup-postgres.sh)")?;
-            let name = format!("pw_fleet_{}", std::process::id());
-            let admin = pg_admin(&base).await?;
-            // Two statements: DROP DATABASE refuses to run inside the implicit transaction
-            // of a multi-statement query.
-            admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-                .await?;
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .await?;
-            let url = format!(
-                "{}/{name}",
-                base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b)
-            );
-            (Backend::Postgres { url }, Some((admin, name)))
+            let db = server::ScratchDatabase::create("pw_fleet").await?;
+            (
+                Backend::Postgres {
+                    url: db.url.clone(),
+                },
+                Some(db),
+            )
         }
         other => bail!("--store {other}: sqlite or postgres"),
     };
@@ -237,10 +227,8 @@ async fn run() -> Result<()> {
         100.0 * report.client_cpu / wall
     );
     agg.stop().await?;
-    if let Some((admin, name)) = pg {
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await?;
+    if let Some(db) = pg {
+        db.drop().await?;
     }
     if report.acked_findings != report.sent_findings || !report.failures.is_empty() {
         bail!("not every collector's findings were acknowledged");
@@ -266,12 +254,4 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-async fn pg_admin(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .context("connecting to PATCHWATCH_PG_URL")?;
-    tokio::spawn(conn);
-    Ok(client)
 }

@@ -22,10 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use patchwatch_aggregator::model::{HostInfoRecord, NewFinding, NewHost, NewRun, ValidBatch};
 use patchwatch_aggregator::store::Store;
 use patchwatch_benches::arg;
+use patchwatch_benches::fleet::server::ScratchDatabase;
 use tokio_util::sync::CancellationToken;
 
 /// Hosts per batch while filling the store.
@@ -218,26 +219,13 @@ async fn run() -> Result<()> {
             None,
         ),
         "postgres" => {
-            let base = std::env::var("PATCHWATCH_PG_URL")
-                .context("--store postgres needs PATCHWATCH_PG_URL (.ci/setup-postgres.sh)")?;
-            let name = format!("pw_fleet_page_{}", std::process::id());
-            let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-                .await
-                .context("connecting to PATCHWATCH_PG_URL")?;
-            tokio::spawn(conn);
-            admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-                .await?;
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .await?;
-            let url = format!(
-                "{}/{name}",
-                base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b)
-            );
+            let db = ScratchDatabase::create("pw_fleet_page").await?;
             (
-                format!("[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = {url:?}\n"),
-                Some((admin, name)),
+                format!(
+                    "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = {:?}\n",
+                    db.url
+                ),
+                Some(db),
             )
         }
         other => bail!("--store {other}: sqlite or postgres"),
@@ -353,10 +341,8 @@ async fn run() -> Result<()> {
     }
     shutdown.cancel();
     running.wait().await?;
-    if let Some((admin, name)) = pg {
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await?;
+    if let Some(db) = pg {
+        db.drop().await?;
     }
     Ok(())
 }

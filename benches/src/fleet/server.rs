@@ -138,6 +138,50 @@ pub fn write_config(dir: &Path, pki: &Pki, toml: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// A PostgreSQL database of its own for one bench run, made next to the one
+/// `PATCHWATCH_PG_URL` names (`.ci/setup-postgres.sh` sets it); [`ScratchDatabase::drop`]
+/// removes it.
+pub struct ScratchDatabase {
+    /// The new database's URL.
+    pub url: String,
+    admin: tokio_postgres::Client,
+    name: String,
+}
+
+impl ScratchDatabase {
+    /// Creates `<prefix>_<pid>`, replacing one left by an earlier run of the same pid.
+    pub async fn create(prefix: &str) -> Result<Self> {
+        let base = std::env::var("PATCHWATCH_PG_URL")
+            .context("--store postgres needs PATCHWATCH_PG_URL (.ci/setup-postgres.sh)")?;
+        let name = format!("{prefix}_{}", std::process::id());
+        let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .context("connecting to PATCHWATCH_PG_URL")?;
+        tokio::spawn(conn);
+        // Two statements: DROP DATABASE refuses to run inside the implicit transaction of a
+        // multi-statement query.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let url = format!(
+            "{}/{name}",
+            base.rsplit_once('/').map_or(base.as_str(), |(b, _)| b)
+        );
+        Ok(Self { url, admin, name })
+    }
+
+    /// Drops the database (the store using it must be closed).
+    pub async fn drop(self) -> Result<()> {
+        self.admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.name))
+            .await?;
+        Ok(())
+    }
+}
+
 /// A free loopback port (bound and released; the aggregator binds it right after).
 ///
 /// # Errors
