@@ -358,9 +358,8 @@ impl FileScanner {
         if self.decoding.decoder.is_none() {
             point = (0, 1, 0);
         }
-        let run = (point.0 > 0)
-            .then(|| self.carry_at(point.0, point.1))
-            .flatten();
+        // Nothing is carried at offset 0: every run starts at or after it.
+        let run = self.carry_at(point.0, point.1);
         ResumePoint {
             offset: point.0,
             line: point.1,
